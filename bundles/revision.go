@@ -1,0 +1,188 @@
+package bundles
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/bundle"
+	"github.com/open-policy-agent/opa/v1/loader"
+	"github.com/open-policy-agent/opa/v1/metrics"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+)
+
+// Revision is one bundle at one revision, compiled once. It never changes
+// after Load: a new revision is a new Revision, swapped in whole by an Engine.
+// It is safe for concurrent use.
+type Revision struct {
+	name     string
+	revision string
+	roots    []string
+	source   string
+	bundle   *bundle.Bundle
+	compiler *ast.Compiler
+	store    storage.Store
+
+	mu      sync.Mutex
+	queries map[string]*preparedQuery
+}
+
+type preparedQuery struct {
+	once  sync.Once
+	query rego.PreparedEvalQuery
+	err   error
+}
+
+// Load reads a bundle from a directory or a .tar.gz file with OPA's bundle
+// reader (Rego v1 unless the manifest says otherwise), then activates it into
+// a store of its own and compiles it, as OPA does.
+func Load(ctx context.Context, src string) (*Revision, error) {
+	return load(ctx, src, bundleName(src), src)
+}
+
+// load reads the bundle at path, naming it name and reporting it as source.
+func load(ctx context.Context, path, name, source string) (*Revision, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, &LoadError{Source: source, Err: err}
+	}
+	b, err := loader.NewFileLoader().
+		WithRegoVersion(ast.RegoV1).
+		WithProcessAnnotation(true).
+		AsBundle(path)
+	if err != nil {
+		var parseErrs ast.Errors
+		if errors.As(err, &parseErrs) {
+			return nil, newCompileError(name, source, parseErrs)
+		}
+		// The loader prefixes "bundle PATH: ", which LoadError says already.
+		msg := strings.TrimPrefix(err.Error(), "bundle "+path+": ")
+		return nil, &LoadError{Source: source, Err: errors.New(msg)}
+	}
+	return FromBundle(ctx, name, source, b)
+}
+
+// FromBundle compiles an already-read bundle. name identifies the bundle
+// (for example "reactive"); source says where it came from, for messages.
+func FromBundle(ctx context.Context, name, source string, b *bundle.Bundle) (*Revision, error) {
+	if len(b.Modules) == 0 {
+		return nil, &LoadError{Source: source, Err: errors.New("bundle holds no Rego modules")}
+	}
+	store := inmem.NewWithOpts(inmem.OptRoundTripOnWrite(false))
+	compiler := ast.NewCompiler().WithEnablePrintStatements(false)
+	err := storage.Txn(ctx, store, storage.WriteParams, func(txn storage.Transaction) error {
+		return bundle.Activate(&bundle.ActivateOpts{
+			Ctx:      ctx,
+			Store:    store,
+			Txn:      txn,
+			Compiler: compiler,
+			Metrics:  metrics.New(),
+			Bundles:  map[string]*bundle.Bundle{name: b},
+		})
+	})
+	if err != nil {
+		var astErrs ast.Errors
+		if errors.As(err, &astErrs) {
+			return nil, newCompileError(name, source, astErrs)
+		}
+		return nil, &LoadError{Source: source, Err: err}
+	}
+	var roots []string
+	if b.Manifest.Roots != nil {
+		roots = *b.Manifest.Roots
+	}
+	return &Revision{
+		name:     name,
+		revision: b.Manifest.Revision,
+		roots:    roots,
+		source:   source,
+		bundle:   b,
+		compiler: compiler,
+		store:    store,
+		queries:  map[string]*preparedQuery{},
+	}, nil
+}
+
+// Name is the bundle's name.
+func (r *Revision) Name() string { return r.name }
+
+// Revision is the manifest's revision string ("" if the bundle has none).
+func (r *Revision) Revision() string { return r.revision }
+
+// Roots are the manifest's roots.
+func (r *Revision) Roots() []string { return r.roots }
+
+// Bundle is the bundle as read; callers must not modify it.
+func (r *Revision) Bundle() *bundle.Bundle { return r.bundle }
+
+// String is "name@revision", as status.policyRevision shows it.
+func (r *Revision) String() string {
+	rev := r.revision
+	if rev == "" {
+		rev = "unversioned"
+	}
+	return r.name + "@" + rev
+}
+
+// Prepare compiles the query for a decision path once per revision; later
+// calls return the same prepared query.
+func (r *Revision) Prepare(ctx context.Context, decision string) (rego.PreparedEvalQuery, error) {
+	ref, err := DecisionRef(decision)
+	if err != nil {
+		return rego.PreparedEvalQuery{}, err
+	}
+	key := ref.String()
+	r.mu.Lock()
+	pq, ok := r.queries[key]
+	if !ok {
+		pq = &preparedQuery{}
+		r.queries[key] = pq
+	}
+	r.mu.Unlock()
+	pq.once.Do(func() {
+		if len(r.compiler.GetRulesWithPrefix(ref)) == 0 && len(r.compiler.GetRules(ref)) == 0 {
+			pq.err = &UndefinedDecisionError{Decision: decision, Revision: r.String(), Reason: "no rule defines it"}
+			return
+		}
+		pq.query, pq.err = rego.New(
+			rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(ref)))),
+			rego.Compiler(r.compiler),
+			rego.Store(r.store),
+		).PrepareForEval(ctx)
+	})
+	return pq.query, pq.err
+}
+
+// DecisionRef turns a decision path ("governor/reactive/decision", or the
+// dotted "data.governor.reactive.decision") into a data reference.
+func DecisionRef(decision string) (ast.Ref, error) {
+	path := strings.TrimPrefix(strings.TrimPrefix(decision, "data."), "data/")
+	sep := "/"
+	if !strings.Contains(path, "/") {
+		sep = "."
+	}
+	parts := strings.Split(strings.Trim(path, sep), sep)
+	ref := ast.Ref{ast.DefaultRootDocument}
+	for _, p := range parts {
+		if !ast.IsVarCompatibleString(p) || ast.IsKeyword(p) {
+			return nil, &UndefinedDecisionError{Decision: decision, Reason: fmt.Sprintf("%q is not a valid path segment (want a path like governor/reactive/decision)", p)}
+		}
+		ref = append(ref, ast.StringTerm(p))
+	}
+	return ref, nil
+}
+
+// bundleName is a source's file or directory name without .tar.gz.
+func bundleName(src string) string {
+	base := filepath.Base(filepath.Clean(src))
+	for _, ext := range []string{".tar.gz", ".tgz"} {
+		base = strings.TrimSuffix(base, ext)
+	}
+	return base
+}

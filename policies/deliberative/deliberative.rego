@@ -1,0 +1,155 @@
+# METADATA
+# title: Governor deliberative policy
+# description: |
+#   Priority rewriting. When the supervised loop's last `window` actions all
+#   remedied the same metric while a lower-ranked metric was in violation in
+#   every tick they came from, that metric moves one rank up in the supervised
+#   loop's priorities. No more than one change per min_interval_seconds.
+package governor.deliberative
+
+# METADATA
+# title: decision
+# description: The decision document. Defined for every input.
+decision := object.union({"actions": []}, _outcome)
+
+_outcome := {"events": ["No priorities to rewrite"], "state": _state} if {
+	count(_priorities) == 0
+} else := {"events": ["Holding"], "state": _state} if {
+	_holding
+} else := {
+	"events": [sprintf("Raise %s above %s", [_raised, _passed])],
+	"state": object.union(_state, {"last_change": input.time}),
+	"params": {"priorities": _new_priorities},
+} if {
+	_raised
+} else := {"events": ["No Event"], "state": _state}
+
+# ---------------------------------------------------------------------------
+# Input and params, with defaults.
+
+_params := _object(_input, "params")
+
+_state := _object(_input, "state")
+
+_supervised := _object(_input, "supervised")
+
+# The input document; an empty object when there is none.
+_input := i if {
+	i := input
+	is_object(i)
+} else := {}
+
+_object(x, key) := v if {
+	v := x[key]
+	is_object(v)
+} else := {}
+
+_window := w if {
+	w := _params.window
+	is_number(w)
+	w >= 1
+	w == floor(w)
+} else := 10
+
+_min_interval_seconds := s if {
+	s := _params.min_interval_seconds
+	is_number(s)
+	s >= 0
+} else := 60
+
+# The supervised loop's priorities: strings, duplicates removed (the first
+# occurrence counts).
+_priorities := [m |
+	some i, m in _supervised_priorities
+	is_string(m)
+	i == min({j | _supervised_priorities[j] == m})
+]
+
+_supervised_priorities := p if {
+	p := _supervised.params.priorities
+	is_array(p)
+} else := []
+
+_history := h if {
+	h := _supervised.history
+	is_array(h)
+} else := []
+
+# ---------------------------------------------------------------------------
+# Time. A change needs a valid input.time; an unparsable state.last_change
+# is ignored.
+
+_now := _time(input.time)
+
+_last_change := _time(_state.last_change)
+
+_time(t) := time.parse_rfc3339_ns(t) if {
+	is_string(t)
+	regex.match(`^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$`, t)
+}
+
+_holding if not _now
+
+_holding if _now - _last_change < _min_interval_seconds * 1000000000
+
+# ---------------------------------------------------------------------------
+# The window: the last `window` actions of the history entries after the
+# last change, each with the index of the entry it came from.
+
+_entries := [e | some e in _history; is_object(e)] if {
+	not _last_change
+} else := [e |
+	some e in _history
+	is_object(e)
+	_time(e.time) > _last_change
+]
+
+_flat := [[i, a] |
+	some i, e in _entries
+	is_array(e.actions)
+	some a in e.actions
+]
+
+_window_actions := array.slice(_flat, count(_flat) - _window, count(_flat)) if {
+	count(_flat) >= _window
+}
+
+# The one metric all the window's actions remedied.
+_hog := m if {
+	every p in _window_actions {
+		is_string(p[1].metric)
+	}
+	metrics := {p[1].metric | some p in _window_actions}
+	count(metrics) == 1
+	some m in metrics
+}
+
+_window_entries := {p[0] | some p in _window_actions}
+
+_rank(m) := i if {
+	some i, x in _priorities
+	x == m
+}
+
+# Metrics ranked below the hog that were in violation in every entry.
+_starved := [l |
+	some j, l in _priorities
+	j > _rank(_hog)
+	every i in _window_entries {
+		_violating(_entries[i], l)
+	}
+]
+
+_violating(entry, m) if {
+	some ev in entry.events
+	ev in {sprintf("High %s", [m]), sprintf("Low %s", [m])}
+}
+
+_raised := _starved[0]
+
+_passed := _priorities[_rank(_raised) - 1]
+
+_new_priorities := array.concat(
+	array.concat(array.slice(_priorities, 0, _rank(_raised) - 1), [_raised, _passed]),
+	array.slice(_priorities, _rank(_raised) + 1, count(_priorities)),
+)
