@@ -1,0 +1,163 @@
+package bundles
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/open-policy-agent/opa/v1/rego"
+)
+
+// benchInput builds an input document for a shipped policy with n targets,
+// shaped as the controller builds it, in violation so that the policy acts.
+func benchInput(b *testing.B, policy string, n int) map[string]any {
+	b.Helper()
+	targets := map[string]any{}
+	names := make([]string, n)
+	for i := range n {
+		name := fmt.Sprintf("t%04d", i)
+		if i == 0 {
+			name = "web"
+		}
+		names[i] = name
+		targets[name] = map[string]any{
+			"kind": "Deployment", "namespace": "factory", "name": name, "replicas": 3,
+			"bandwidth": map[string]any{"egress": "500M"},
+			"resources": map[string]any{"app": map[string]any{"requests": map[string]any{"cpu": "250m", "memory": "128Mi"}}},
+		}
+	}
+	in := map[string]any{
+		"loop":    map[string]any{"name": "bench", "namespace": "factory", "kind": "Reactive", "state": "Running"},
+		"time":    "2026-11-21T10:00:00.250Z",
+		"tick":    1204,
+		"targets": targets,
+		"state":   map[string]any{},
+		"history": []any{},
+	}
+	switch policy {
+	case "reactive":
+		in["params"] = map[string]any{
+			"monitor":    map[string]any{"cpu": map[string]any{"kind": "superior", "threshold": 80}, "memory": map[string]any{"kind": "superior", "threshold": 85}},
+			"priorities": []any{"cpu", "memory"},
+			"remedies": map[string]any{
+				"cpu":    map[string]any{"target": "web", "scale": "replicas", "step": 1},
+				"memory": map[string]any{"target": "web", "scale": "memory", "container": "app", "step": "64Mi"},
+			},
+		}
+		in["metrics"] = map[string]any{"cpu": metric(91), "memory": metric(90)}
+	case "bandwidth":
+		in["params"] = map[string]any{"targets": names}
+		in["metrics"] = map[string]any{"jitter": metric(3.1)}
+		in["state"] = map[string]any{"ewma": 2.8}
+	case "deliberative":
+		in["loop"].(map[string]any)["kind"] = "Deliberative"
+		in["params"] = map[string]any{"window": 10, "min_interval_seconds": 60}
+		var history []any
+		for i := range 20 {
+			history = append(history, map[string]any{
+				"time": fmt.Sprintf("2026-11-21T09:59:%02d.000Z", 30+i), "tick": 1000 + i,
+				"actions": []any{map[string]any{"target": "web", "metric": "cpu", "set": map[string]any{"replicas": 4}}},
+				"events":  []any{"High cpu", "High memory"},
+			})
+		}
+		in["supervised"] = map[string]any{
+			"loop":    map[string]any{"name": "scaling", "kind": "Reactive"},
+			"params":  map[string]any{"priorities": []any{"cpu", "memory"}},
+			"history": history,
+		}
+	}
+	// Round-trip through JSON so numbers are json.Number, as the
+	// controller and governor eval hand them over.
+	data, err := json.Marshal(in)
+	if err != nil {
+		b.Fatal(err)
+	}
+	out, err := ReadInput(strings.NewReader(string(data)), "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	return out
+}
+
+func metric(v float64) map[string]any {
+	return map[string]any{"value": v, "age_seconds": 0.2, "stale": false}
+}
+
+func loadShipped(b *testing.B, policy string) *Revision {
+	b.Helper()
+	rev, err := Load(context.Background(), "../policies/"+policy)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return rev
+}
+
+// BenchmarkDecide measures one decision of each shipped policy, end to end
+// as the controller asks for it (input conversion, evaluation, contract
+// check), with the query prepared once per revision ("prepared") and built
+// and compiled for every decision ("unprepared").
+func BenchmarkDecide(b *testing.B) {
+	ctx := context.Background()
+	for _, policy := range []string{"reactive", "bandwidth", "deliberative"} {
+		rev := loadShipped(b, policy)
+		decision := "governor/" + policy + "/decision"
+		for _, n := range []int{1, 100, 1000} {
+			input := benchInput(b, policy, n)
+			res, err := rev.Decide(ctx, Request{Decision: decision, Input: input})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(res.Decision.Actions)+len(res.Decision.Params) == 0 {
+				b.Fatalf("%s with %d targets decided nothing: %v", policy, n, res.Raw)
+			}
+			b.Run(fmt.Sprintf("policy=%s/targets=%d/prepared", policy, n), func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := rev.Decide(ctx, Request{Decision: decision, Input: input}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "decisions/s")
+			})
+			b.Run(fmt.Sprintf("policy=%s/targets=%d/unprepared", policy, n), func(b *testing.B) {
+				b.ReportAllocs()
+				query := "data.governor." + policy + ".decision"
+				contract := ContractFromInput(input)
+				for b.Loop() {
+					rs, err := rego.New(rego.Query(query), rego.Compiler(rev.compiler), rego.Store(rev.store), rego.Input(input)).Eval(ctx)
+					if err != nil || len(rs) == 0 {
+						b.Fatal(err)
+					}
+					if _, problems := ValidateDecision(rs[0].Expressions[0].Value, contract); len(problems) > 0 {
+						b.Fatal(problems)
+					}
+				}
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "decisions/s")
+			})
+		}
+	}
+}
+
+// BenchmarkDecideParallel is many loops deciding on one engine at once.
+func BenchmarkDecideParallel(b *testing.B) {
+	ctx := context.Background()
+	for _, policy := range []string{"reactive", "bandwidth"} {
+		engine := NewEngine(loadShipped(b, policy))
+		input := benchInput(b, policy, 100)
+		decision := "governor/" + policy + "/decision"
+		b.Run(fmt.Sprintf("policy=%s/targets=100", policy), func(b *testing.B) {
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := engine.Decide(ctx, Request{Decision: decision, Input: input}); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "decisions/s")
+		})
+	}
+}
