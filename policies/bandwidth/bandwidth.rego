@@ -77,7 +77,12 @@ _bits(key, default_value) := floor(_parse(_params[key])) if {
 } else := floor(units.parse(default_value))
 
 # Best-effort target names, duplicates removed (the first occurrence counts).
-_names := [t |
+_names := _params.targets if {
+	# The usual list has no duplicates: take it as it is (linear; the
+	# deduplication below is quadratic).
+	is_array(_params.targets)
+	count({t | some t in _params.targets}) == count(_params.targets)
+} else := [t |
 	some i, t in _params.targets
 	is_array(_params.targets)
 	i == min({j | _params.targets[j] == t})

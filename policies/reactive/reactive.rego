@@ -61,8 +61,13 @@ _ranked := array.concat(
 	sort({m | some m in _monitored; not m in _listed}),
 )
 
+# Status of each monitored metric, worked out once per decision.
+_statuses := {m: _status_of(m) | some m in _monitored}
+
+_status(m) := _statuses[m]
+
 # Status of a monitored metric: Stale, Missing, High, Low or OK.
-_status(m) := "Stale" if {
+_status_of(m) := "Stale" if {
 	_metrics[m].stale == true
 } else := "Missing" if {
 	not _has_value(m)
