@@ -6,7 +6,10 @@ LDFLAGS := -X main.version=$(VERSION)
 BENCH_COUNT ?= 5
 BENCH       ?= .
 
-.PHONY: help build test lint bench clean
+# controller-gen, pinned, run from the module proxy.
+CONTROLLER_GEN ?= $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
+
+.PHONY: help build test lint bench clean manifests generate
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -33,7 +36,78 @@ lint: bin/opa ## gofmt, go vet, and opa check --strict / opa fmt on the policies
 bench: ## decision benchmarks (BENCH_COUNT runs each; BENCH=regexp filters)
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -count $(BENCH_COUNT) ./bundles/
 
+generate: ## deepcopy code of the API types
+	$(CONTROLLER_GEN) object paths=./api/...
+
+manifests: ## the CRD and the RBAC role, from the API types and the code's markers
+	$(CONTROLLER_GEN) crd:maxDescLen=0 paths=./api/... output:crd:artifacts:config=config/crd/bases
+	$(CONTROLLER_GEN) rbac:roleName=manager-role paths=./actuators/... paths=./controller/... output:rbac:artifacts:config=config/rbac
+
 clean: ## remove built binaries
 	rm -rf bin
 
 FORCE:
+
+# --- local control plane (test/tools) ---
+# Real kube-apiserver, etcd, kube-controller-manager, kube-scheduler, kubectl
+# and kwok for the tests (test/cluster), built from source through the Go
+# module proxy by the tools modules under test/tools (each its own go.mod, so
+# the main module never sees their dependencies). Each binary is built once
+# and then kept: delete it (or `make clean-envtest-assets`) to rebuild, e.g.
+# after changing a version in test/tools/*/go.mod. The builds run one after
+# another (the order-only prerequisites chain them even under -j): each one
+# alone takes both cores and a few GB of memory.
+K8S_ASSETS := $(CURDIR)/bin/k8s
+KWOK_STAGES := node/fast/node-initialize.yaml node/heartbeat/node-heartbeat.yaml \
+	pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml
+# Version stamps as Kubernetes' own release builds set them (kubectl version,
+# /version of the API server); -s -w drops the symbol tables (about a third of
+# the size).
+kube_ldflags = -s -w $(foreach p,k8s.io/component-base/version k8s.io/client-go/pkg/version,\
+	-X $(p).gitVersion=$(1) -X $(p).gitMajor=$(word 1,$(subst ., ,$(1:v%=%))) \
+	-X $(p).gitMinor=$(word 2,$(subst ., ,$(1:v%=%))) -X $(p).gitTreeState=clean)
+# go build -C <tools module> -o <asset>; written to a temporary name first so
+# that an interrupted build never leaves a binary that looks cached.
+define build_k8s_tool
+	@echo "building $(notdir $@) (about $(2))..."
+	@mkdir -p $(K8S_ASSETS)
+	@$(GO) build -C test/tools/$(1) -trimpath $(3) -o $@.tmp $(4) && mv $@.tmp $@
+endef
+
+.PHONY: envtest-assets clean-envtest-assets
+
+ENVTEST_ASSETS := $(addprefix $(K8S_ASSETS)/,kube-apiserver etcd kubectl \
+	kube-controller-manager kube-scheduler kwok stages)
+
+envtest-assets: $(ENVTEST_ASSETS) ## build the local control plane into bin/k8s (once; cached)
+
+$(K8S_ASSETS)/kube-apiserver:
+	$(call build_k8s_tool,kube,3.5 minutes,-ldflags "$(call kube_ldflags,$(shell $(GO) list -C test/tools/kube -m -f '{{.Version}}' k8s.io/kubernetes))",k8s.io/kubernetes/cmd/kube-apiserver)
+
+$(K8S_ASSETS)/etcd: | $(K8S_ASSETS)/kube-apiserver
+	$(call build_k8s_tool,etcd,30 seconds,-ldflags "-s -w",.)
+
+$(K8S_ASSETS)/kubectl: | $(K8S_ASSETS)/etcd
+	$(call build_k8s_tool,kube,1 minute,-ldflags "$(call kube_ldflags,$(shell $(GO) list -C test/tools/kube -m -f '{{.Version}}' k8s.io/kubernetes))",k8s.io/kubernetes/cmd/kubectl)
+
+$(K8S_ASSETS)/kube-controller-manager: | $(K8S_ASSETS)/kubectl
+	$(call build_k8s_tool,kube,1.5 minutes,-ldflags "$(call kube_ldflags,$(shell $(GO) list -C test/tools/kube -m -f '{{.Version}}' k8s.io/kubernetes))",k8s.io/kubernetes/cmd/kube-controller-manager)
+
+$(K8S_ASSETS)/kube-scheduler: | $(K8S_ASSETS)/kube-controller-manager
+	$(call build_k8s_tool,kube,30 seconds,-ldflags "$(call kube_ldflags,$(shell $(GO) list -C test/tools/kube -m -f '{{.Version}}' k8s.io/kubernetes))",k8s.io/kubernetes/cmd/kube-scheduler)
+
+$(K8S_ASSETS)/kwok: | $(K8S_ASSETS)/kube-scheduler
+	$(call build_k8s_tool,kwok,2 minutes,-ldflags "-s -w",sigs.k8s.io/kwok/cmd/kwok)
+
+# kwok's stage definitions (node fast + heartbeat, pod fast), copied from the
+# kwok module the binary was built from.
+$(K8S_ASSETS)/stages: | $(K8S_ASSETS)/kwok
+	@echo "copying kwok stages..."
+	@$(GO) -C test/tools/kwok mod download sigs.k8s.io/kwok
+	@src=$$($(GO) list -C test/tools/kwok -m -f '{{.Dir}}' sigs.k8s.io/kwok) && \
+		rm -rf $@.tmp && mkdir -p $@.tmp && \
+		for f in $(KWOK_STAGES); do cp "$$src/kustomize/stage/$$f" $@.tmp/ || exit 1; done && \
+		chmod 644 $@.tmp/*.yaml && mv $@.tmp $@
+
+clean-envtest-assets: ## remove bin/k8s (the next envtest-assets rebuilds it)
+	rm -rf $(K8S_ASSETS)

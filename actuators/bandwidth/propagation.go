@@ -1,0 +1,214 @@
+package bandwidth
+
+import (
+	"context"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"governor.dev/governor/actuators"
+)
+
+// PropagationControllerName is the name of the controller SetupPodPropagation registers.
+const PropagationControllerName = "bandwidth-propagation"
+
+// Permissions of the propagation controller: watch Pods and annotate them; follow a Pod's
+// controller (a ReplicaSet, read as metadata only, and its Deployment; or a StatefulSet).
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=apps,resources=replicasets,verbs=get;list;watch
+// +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets,verbs=get;list;watch
+
+// SetupPodPropagation registers with mgr the controller that gives Pods the bandwidth
+// recorded on their workload in Live mode: a Pod whose controller is a ReplicaSet controlled
+// by a Deployment, or a StatefulSet, that carries governor.dev/egress-bandwidth or
+// governor.dev/ingress-bandwidth gets kubernetes.io/egress-bandwidth or
+// kubernetes.io/ingress-bandwidth set to that value (server-side apply as "governor") where
+// it differs. It reconciles a Pod when it appears or its bandwidth annotations change, and
+// the Pods of a workload whose recorded value changes (so that a Pod created while Apply
+// ran is not missed).
+//
+// It reads through the manager's cache (Pods, ReplicaSets as metadata, Deployments and
+// StatefulSets, which must keep their managedFields) and writes with the manager's client.
+func SetupPodPropagation(mgr ctrl.Manager) error {
+	r := &propagator{c: mgr.GetClient()}
+	return ctrl.NewControllerManagedBy(mgr).
+		Named(PropagationControllerName).
+		For(&corev1.Pod{}, builder.WithPredicates(podPredicate())).
+		Watches(&appsv1.Deployment{}, handler.EnqueueRequestsFromMapFunc(r.podsOf), builder.WithPredicates(workloadPredicate())).
+		Watches(&appsv1.StatefulSet{}, handler.EnqueueRequestsFromMapFunc(r.podsOf), builder.WithPredicates(workloadPredicate())).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 2}).
+		Complete(r)
+}
+
+type propagator struct{ c client.Client }
+
+// Reconcile annotates one Pod with its workload's recorded bandwidth.
+func (r *propagator) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	pod := &corev1.Pod{}
+	if err := r.c.Get(ctx, req.NamespacedName, pod); err != nil {
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	if !live(pod) {
+		return reconcile.Result{}, nil
+	}
+	want, err := r.recorded(ctx, pod)
+	if err != nil || want.empty() {
+		return reconcile.Result{}, err
+	}
+	changed, err := annotatePod(ctx, r.c, pod, want)
+	if actuators.IsNotFound(err) {
+		return reconcile.Result{}, nil
+	}
+	if changed {
+		ctrl.LoggerFrom(ctx).V(1).Info("bandwidth propagated to pod", "egress", want[0], "ingress", want[1])
+	}
+	return reconcile.Result{}, err
+}
+
+// recorded returns the bandwidth recorded on the workload that controls pod (through its
+// ReplicaSet for a Deployment); none when there is no such workload or it records none. A
+// record that does not parse is logged and ignored (retrying would not fix it).
+func (r *propagator) recorded(ctx context.Context, pod *corev1.Pod) (values, error) {
+	workload, err := r.controllingWorkload(ctx, pod)
+	if err != nil || workload == nil {
+		return values{}, err
+	}
+	v, err := parse(workload.GetAnnotations(), desiredKey)
+	if err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "ignoring the bandwidth recorded on the pod's workload",
+			"workload", client.ObjectKeyFromObject(workload))
+		return values{}, nil
+	}
+	return v, nil
+}
+
+// controllingWorkload returns the Deployment (through a ReplicaSet) or the StatefulSet that
+// controls pod, or nil. Owner references are followed only where the UID matches (a
+// workload deleted and created again under the same name is not the owner).
+func (r *propagator) controllingWorkload(ctx context.Context, pod *corev1.Pod) (client.Object, error) {
+	ref := appsController(pod)
+	if ref == nil {
+		return nil, nil
+	}
+	switch ref.Kind {
+	case "StatefulSet":
+		sts := &appsv1.StatefulSet{}
+		return r.owner(ctx, pod.Namespace, ref, sts)
+	case "ReplicaSet":
+		rs := &metav1.PartialObjectMetadata{}
+		rs.SetGroupVersionKind(appsv1.SchemeGroupVersion.WithKind("ReplicaSet"))
+		if o, err := r.owner(ctx, pod.Namespace, ref, rs); o == nil || err != nil {
+			return nil, err
+		}
+		dref := appsController(rs)
+		if dref == nil || dref.Kind != "Deployment" {
+			return nil, nil
+		}
+		return r.owner(ctx, pod.Namespace, dref, &appsv1.Deployment{})
+	}
+	return nil, nil
+}
+
+// owner reads the object ref names into obj: nil (no error) when it is gone or is another
+// object of the same name.
+func (r *propagator) owner(ctx context.Context, namespace string, ref *metav1.OwnerReference, obj client.Object) (client.Object, error) {
+	if err := r.c.Get(ctx, types.NamespacedName{Namespace: namespace, Name: ref.Name}, obj); err != nil {
+		return nil, client.IgnoreNotFound(err)
+	}
+	if obj.GetUID() != ref.UID {
+		return nil, nil
+	}
+	return obj, nil
+}
+
+// appsController is obj's controller reference when it is of group apps.
+func appsController(obj metav1.Object) *metav1.OwnerReference {
+	ref := metav1.GetControllerOfNoCopy(obj)
+	if ref == nil {
+		return nil
+	}
+	if gv, err := schema.ParseGroupVersion(ref.APIVersion); err != nil || gv.Group != appsv1.GroupName {
+		return nil
+	}
+	return ref
+}
+
+// podsOf maps a workload to the requests of its live Pods (from the cache).
+func (r *propagator) podsOf(ctx context.Context, obj client.Object) []reconcile.Request {
+	selector := actuators.Selector(obj)
+	if selector == nil {
+		return nil
+	}
+	sel, err := metav1.LabelSelectorAsSelector(selector)
+	if err != nil || sel.Empty() {
+		return nil
+	}
+	pods := &corev1.PodList{}
+	if err := r.c.List(ctx, pods, client.InNamespace(obj.GetNamespace()), client.MatchingLabelsSelector{Selector: sel}); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "listing the pods of a workload", "workload", client.ObjectKeyFromObject(obj))
+		return nil
+	}
+	var reqs []reconcile.Request
+	for i := range pods.Items {
+		if live(&pods.Items[i]) {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&pods.Items[i])})
+		}
+	}
+	return reqs
+}
+
+// podPredicate passes Pods controlled by a ReplicaSet or a StatefulSet, when they appear and
+// when their bandwidth annotations change.
+func podPredicate() predicate.Predicate {
+	controlled := func(obj client.Object) bool {
+		ref := appsController(obj)
+		return ref != nil && (ref.Kind == "ReplicaSet" || ref.Kind == "StatefulSet")
+	}
+	return predicate.Funcs{
+		CreateFunc: func(e event.CreateEvent) bool { return controlled(e.Object) },
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			return controlled(e.ObjectNew) && annotationsDiffer(e.ObjectOld, e.ObjectNew, podKey)
+		},
+		DeleteFunc:  func(event.DeleteEvent) bool { return false },
+		GenericFunc: func(e event.GenericEvent) bool { return controlled(e.Object) },
+	}
+}
+
+// workloadPredicate passes a Deployment or StatefulSet that records a bandwidth when it
+// appears, and when the recorded bandwidth changes.
+func workloadPredicate() predicate.Predicate {
+	return predicate.Funcs{
+		CreateFunc: func(e event.CreateEvent) bool {
+			a := e.Object.GetAnnotations()
+			return a[DesiredEgressAnnotation] != "" || a[DesiredIngressAnnotation] != ""
+		},
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			return annotationsDiffer(e.ObjectOld, e.ObjectNew, desiredKey)
+		},
+		DeleteFunc:  func(event.DeleteEvent) bool { return false },
+		GenericFunc: func(event.GenericEvent) bool { return false },
+	}
+}
+
+func annotationsDiffer(a, b client.Object, key func(direction) string) bool {
+	if a == nil || b == nil {
+		return true
+	}
+	for _, d := range directions {
+		if a.GetAnnotations()[key(d)] != b.GetAnnotations()[key(d)] {
+			return true
+		}
+	}
+	return false
+}

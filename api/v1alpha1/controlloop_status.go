@@ -1,0 +1,171 @@
+package v1alpha1
+
+import (
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Phase is where a loop is, as the controller sees it.
+// +kubebuilder:validation:Enum=Pending;Running;Passive;Paused;Degraded
+type Phase string
+
+const (
+	PhasePending  Phase = "Pending"
+	PhaseRunning  Phase = "Running"
+	PhasePassive  Phase = "Passive"
+	PhasePaused   Phase = "Paused"
+	PhaseDegraded Phase = "Degraded"
+)
+
+// Condition types.
+const (
+	// ConditionReady: the loop ticks with a usable policy.
+	ConditionReady = "Ready"
+	// ConditionPolicyReady: the bundle is known and the decision prepares.
+	ConditionPolicyReady = "PolicyReady"
+)
+
+// ControlLoopStatus is what the loop has done, and all it needs to go on
+// after a restart: its policy's state, its overrides, its history and when
+// it last changed each target.
+type ControlLoopStatus struct {
+	// +optional
+	Phase Phase `json:"phase,omitempty"`
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// PolicyRevision is the bundle revision that made the last decision
+	// ("bandwidth@r42").
+	// +optional
+	PolicyRevision string `json:"policyRevision,omitempty"`
+	// Tick counts the loop's ticks.
+	// +optional
+	Tick int64 `json:"tick,omitempty"`
+	// +optional
+	LastTick *metav1.MicroTime `json:"lastTick,omitempty"`
+
+	// Overrides are the policy parameters a Deliberative loop wrote; they
+	// win over spec.policy.params.
+	// +kubebuilder:pruning:PreserveUnknownFields
+	// +kubebuilder:validation:Type=object
+	// +optional
+	Overrides *apiextensionsv1.JSON `json:"overrides,omitempty"`
+
+	// State is the policy's own memory between ticks (input.state).
+	// +kubebuilder:pruning:PreserveUnknownFields
+	// +kubebuilder:validation:Type=object
+	// +optional
+	State *apiextensionsv1.JSON `json:"state,omitempty"`
+
+	// History holds the last decisions, oldest first, at most
+	// spec.historyLimit.
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=200
+	// +optional
+	History []HistoryEntry `json:"history,omitempty"`
+
+	// Observations are metrics reported to the loop through the API, by name
+	// (kubectl patch --subresource=status, or a managed system that reports
+	// on its own). Each becomes input.metrics.<name>, stale after
+	// spec.safety.staleAfter.
+	// +optional
+	Observations map[string]Observation `json:"observations,omitempty"`
+
+	// Targets records when each target was last changed (for cooldowns).
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	Targets []TargetStatus `json:"targets,omitempty"`
+
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// HistoryEntry is one tick: what the policy decided and what the guard let through.
+type HistoryEntry struct {
+	// Time is when the tick started, to the microsecond.
+	Time metav1.MicroTime `json:"time"`
+	Tick int64            `json:"tick"`
+	// +optional
+	Revision string `json:"revision,omitempty"`
+	// Actions are what the policy decided.
+	// +listType=atomic
+	// +optional
+	Actions []Action `json:"actions,omitempty"`
+	// +listType=atomic
+	// +optional
+	Events []string `json:"events,omitempty"`
+	// Applied are the actions the guard let through, as clamped (none while
+	// the loop is Passive).
+	// +listType=atomic
+	// +optional
+	Applied []Action `json:"applied,omitempty"`
+	// Guard says what the guard changed or refused, and why.
+	// +listType=atomic
+	// +optional
+	Guard []string `json:"guard,omitempty"`
+	// Error is why no decision was acted on at all: a decision rejected
+	// whole, an evaluation error, an actuator failure.
+	// +optional
+	Error string `json:"error,omitempty"`
+}
+
+// Action is one change to one target.
+type Action struct {
+	Target string `json:"target"`
+	// +optional
+	Metric string `json:"metric,omitempty"`
+	// Set is the decision contract's set: replicas, bandwidth, resources, hpa.
+	// +kubebuilder:pruning:PreserveUnknownFields
+	// +kubebuilder:validation:Type=object
+	Set apiextensionsv1.JSON `json:"set"`
+	// +optional
+	Reason string `json:"reason,omitempty"`
+}
+
+// Observation is one reported value of a metric and when it was observed.
+type Observation struct {
+	Value resource.Quantity `json:"value"`
+	Time  metav1.Time       `json:"time"`
+}
+
+// TargetStatus is what the loop remembers of one target.
+type TargetStatus struct {
+	Name string `json:"name"`
+	// +optional
+	LastChange *metav1.MicroTime `json:"lastChange,omitempty"`
+}
+
+// ControlLoop runs one closed control loop.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=loop;loops,categories=governor
+// +kubebuilder:printcolumn:name="Kind",type=string,JSONPath=`.spec.kind`
+// +kubebuilder:printcolumn:name="State",type=string,JSONPath=`.spec.state`
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Policy",type=string,JSONPath=`.status.policyRevision`
+// +kubebuilder:printcolumn:name="Tick",type=integer,JSONPath=`.status.tick`
+// +kubebuilder:printcolumn:name="Last Tick",type=date,JSONPath=`.status.lastTick`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type ControlLoop struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec ControlLoopSpec `json:"spec"`
+	// +optional
+	Status ControlLoopStatus `json:"status,omitempty"`
+}
+
+// ControlLoopList is a list of ControlLoops.
+// +kubebuilder:object:root=true
+type ControlLoopList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []ControlLoop `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&ControlLoop{}, &ControlLoopList{})
+}

@@ -1,0 +1,301 @@
+package v1alpha1
+
+import (
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// LoopKind is how a loop acts: on workloads, or on another loop's policy.
+// +kubebuilder:validation:Enum=Reactive;Deliberative
+type LoopKind string
+
+const (
+	// Reactive loops act fast, on workloads.
+	Reactive LoopKind = "Reactive"
+	// Deliberative loops watch a reactive loop's decisions and rewrite its
+	// policy's parameters.
+	Deliberative LoopKind = "Deliberative"
+)
+
+// LoopState is what the user wants the loop to do.
+// +kubebuilder:validation:Enum=Running;Passive;Paused
+type LoopState string
+
+const (
+	// Running loops decide and act.
+	Running LoopState = "Running"
+	// Passive loops decide and record, never act: shadow mode for a new policy.
+	Passive LoopState = "Passive"
+	// Paused loops do nothing.
+	Paused LoopState = "Paused"
+)
+
+// ControlLoopSpec is a closed loop: what it watches, which policy decides,
+// and the only objects it may change, within hard bounds.
+// +kubebuilder:validation:XValidation:rule="self.kind == 'Deliberative' || !has(self.supervises)",message="supervises is only for Deliberative loops"
+// +kubebuilder:validation:XValidation:rule="self.kind != 'Deliberative' || has(self.supervises)",message="a Deliberative loop must name the loop it supervises"
+type ControlLoopSpec struct {
+	// +kubebuilder:default=Reactive
+	// +optional
+	Kind LoopKind `json:"kind,omitempty"`
+
+	// +kubebuilder:default=Running
+	// +optional
+	State LoopState `json:"state,omitempty"`
+
+	// Interval between ticks, at least 100ms.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('100ms')",message="interval must be at least 100ms"
+	// +kubebuilder:default="1s"
+	// +optional
+	Interval metav1.Duration `json:"interval,omitempty"`
+
+	Policy PolicySpec `json:"policy"`
+
+	// Collectors fill input.metrics, one entry per collector name.
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=32
+	// +optional
+	Collectors []CollectorSpec `json:"collectors,omitempty"`
+
+	// Targets are the only objects this loop may change, each with hard bounds.
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=100
+	// +optional
+	Targets []TargetSpec `json:"targets,omitempty"`
+
+	// +optional
+	Safety SafetySpec `json:"safety,omitempty"`
+
+	// Supervises names the Reactive loop, in the same namespace, whose policy
+	// parameters this Deliberative loop rewrites.
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	Supervises string `json:"supervises,omitempty"`
+
+	// HistoryLimit bounds status.history (and input.history).
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=200
+	// +kubebuilder:default=20
+	// +optional
+	HistoryLimit int32 `json:"historyLimit,omitempty"`
+}
+
+// PolicySpec names the Rego decision that drives the loop.
+type PolicySpec struct {
+	// Bundle is the name of a bundle the controller knows (e.g. bandwidth).
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Bundle string `json:"bundle"`
+
+	// Decision is the rule's path, e.g. governor/bandwidth/decision.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:Pattern=`^(data[./])?[A-Za-z_][A-Za-z0-9_]*([./][A-Za-z_][A-Za-z0-9_]*)*$`
+	Decision string `json:"decision"`
+
+	// Params are the policy's parameters: input.params, deep-merged with
+	// status.overrides (overrides win).
+	// +kubebuilder:pruning:PreserveUnknownFields
+	// +kubebuilder:validation:Type=object
+	// +optional
+	Params *apiextensionsv1.JSON `json:"params,omitempty"`
+}
+
+// CollectorSpec is one source of input.metrics.<name>. Exactly one kind is set.
+// +kubebuilder:validation:XValidation:rule="[has(self.hubble), has(self.prometheus), has(self.resources), has(self.push)].filter(x, x).size() == 1",message="set exactly one of hubble, prometheus, resources, push"
+type CollectorSpec struct {
+	// +kubebuilder:validation:Pattern=`^[A-Za-z_][A-Za-z0-9_]*$`
+	// +kubebuilder:validation:MaxLength=63
+	Name string `json:"name"`
+
+	// +optional
+	Hubble *HubbleCollector `json:"hubble,omitempty"`
+	// +optional
+	Prometheus *PrometheusCollector `json:"prometheus,omitempty"`
+	// +optional
+	Resources *ResourcesCollector `json:"resources,omitempty"`
+	// +optional
+	Push *PushCollector `json:"push,omitempty"`
+}
+
+// HubbleCollector keeps a sliding window of L7 flow latencies from Hubble Relay.
+type HubbleCollector struct {
+	// +optional
+	Source *FlowEndpoint `json:"source,omitempty"`
+	// +optional
+	Destination *FlowEndpoint `json:"destination,omitempty"`
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:default="10s"
+	// +optional
+	Window metav1.Duration `json:"window,omitempty"`
+}
+
+// FlowEndpoint selects one side of a flow.
+type FlowEndpoint struct {
+	// +optional
+	Namespace string `json:"namespace,omitempty"`
+	// +optional
+	Workload string `json:"workload,omitempty"`
+	// +optional
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+// PrometheusCollector runs one PromQL instant query per tick.
+type PrometheusCollector struct {
+	// +kubebuilder:validation:MinLength=1
+	Query string `json:"query"`
+}
+
+// ResourcesCollector reads a target's pods' CPU and memory usage.
+type ResourcesCollector struct {
+	// Target is the name of one of the loop's targets.
+	Target string `json:"target"`
+}
+
+// PushCollector takes observations the managed system posts to the
+// controller's push API.
+type PushCollector struct {
+	// TokenSecret names a Secret (key "token") holding the bearer token.
+	TokenSecret string `json:"tokenSecret"`
+}
+
+// TargetKind is a kind of workload a loop may change.
+// +kubebuilder:validation:Enum=Deployment;StatefulSet
+type TargetKind string
+
+// TargetSpec is one object the loop may change and the bounds of every change.
+// A decision may only set what the target declares bounds for.
+// +kubebuilder:validation:XValidation:rule="!has(self.hpa) || !has(self.replicas)",message="an HPA owns the replicas of its target: declare hpa or replicas bounds, not both"
+type TargetSpec struct {
+	// Name is how policies name the target (input.targets.<name>).
+	// +kubebuilder:validation:Pattern=`^[A-Za-z_][A-Za-z0-9_-]*$`
+	// +kubebuilder:validation:MaxLength=63
+	Name string `json:"name"`
+
+	Ref TargetRef `json:"ref"`
+
+	// +optional
+	Replicas *ReplicaBounds `json:"replicas,omitempty"`
+	// +optional
+	Bandwidth *BandwidthBounds `json:"bandwidth,omitempty"`
+	// +optional
+	Resources *ResourceBounds `json:"resources,omitempty"`
+	// +optional
+	HPA *HPABounds `json:"hpa,omitempty"`
+}
+
+// TargetRef is a workload in the loop's namespace.
+type TargetRef struct {
+	// +kubebuilder:default=Deployment
+	// +optional
+	Kind TargetKind `json:"kind,omitempty"`
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+}
+
+// ReplicaBounds bound the replicas a decision may set.
+// +kubebuilder:validation:XValidation:rule="self.min <= self.max",message="min must not be above max"
+type ReplicaBounds struct {
+	// +kubebuilder:validation:Minimum=0
+	Min int32 `json:"min"`
+	// +kubebuilder:validation:Minimum=0
+	Max int32 `json:"max"`
+	// MaxStep is the largest change in one action; 0 means no limit.
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	MaxStep int32 `json:"maxStep,omitempty"`
+}
+
+// BandwidthMode is where the bandwidth annotation is written.
+// +kubebuilder:validation:Enum=Live;Template
+type BandwidthMode string
+
+const (
+	// Live annotates the target's running Pods (Cilium applies it without a
+	// restart) and records the desired value on the workload for Pods that
+	// appear later.
+	Live BandwidthMode = "Live"
+	// Template writes the pod template, which rolls the workload.
+	Template BandwidthMode = "Template"
+)
+
+// BandwidthBounds bound the egress and ingress bandwidth, in bits per second.
+// +kubebuilder:validation:XValidation:rule="quantity(string(self.min)).compareTo(quantity(string(self.max))) <= 0",message="min must not be above max"
+type BandwidthBounds struct {
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	Min resource.Quantity `json:"min"`
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	Max resource.Quantity `json:"max"`
+	// MaxStep is the largest change in one action; unset means no limit.
+	// +optional
+	MaxStep *resource.Quantity `json:"maxStep,omitempty"`
+	// +kubebuilder:default=Live
+	// +optional
+	Mode BandwidthMode `json:"mode,omitempty"`
+}
+
+// ResourceBounds bound the container requests and limits a decision may set.
+type ResourceBounds struct {
+	// Containers a decision may change; empty means all of them.
+	// +listType=set
+	// +optional
+	Containers []string `json:"containers,omitempty"`
+	// +optional
+	CPU *QuantityRange `json:"cpu,omitempty"`
+	// +optional
+	Memory *QuantityRange `json:"memory,omitempty"`
+}
+
+// QuantityRange is an inclusive range of quantities.
+// +kubebuilder:validation:XValidation:rule="quantity(string(self.min)).compareTo(quantity(string(self.max))) <= 0",message="min must not be above max"
+type QuantityRange struct {
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	Min resource.Quantity `json:"min"`
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	Max resource.Quantity `json:"max"`
+	// MaxStep is the largest change in one action; unset means no limit.
+	// +optional
+	MaxStep *resource.Quantity `json:"maxStep,omitempty"`
+}
+
+// HPABounds bound the minReplicas and maxReplicas a decision may give the
+// target's HorizontalPodAutoscaler.
+// +kubebuilder:validation:XValidation:rule="self.min <= self.max",message="min must not be above max"
+type HPABounds struct {
+	// Name of the HPA; by default the one whose scaleTargetRef is the target.
+	// +optional
+	Name string `json:"name,omitempty"`
+	// +kubebuilder:validation:Minimum=1
+	Min int32 `json:"min"`
+	// +kubebuilder:validation:Minimum=1
+	Max int32 `json:"max"`
+}
+
+// SafetySpec limits how often and on what data the loop acts.
+type SafetySpec struct {
+	// Cooldown holds a target after a change.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:default="30s"
+	// +optional
+	Cooldown metav1.Duration `json:"cooldown,omitempty"`
+	// StaleAfter: metrics older than this are stale, and a decision that
+	// acts while any metric is stale is refused.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:default="15s"
+	// +optional
+	StaleAfter metav1.Duration `json:"staleAfter,omitempty"`
+	// MaxActions caps the actions applied in one tick.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:default=5
+	// +optional
+	MaxActions int32 `json:"maxActions,omitempty"`
+}

@@ -1,0 +1,240 @@
+// Package controller runs ControlLoops: a reconciler that keeps one runner
+// per loop, and the runners, which tick at their loop's interval, decide
+// through the loop's bundle, guard the decision, act, and record it all in
+// the loop's status.
+package controller
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+
+	"governor.dev/governor/api/v1alpha1"
+	"governor.dev/governor/bundles"
+	"governor.dev/governor/controller/guard"
+)
+
+// retryAfter is how long a runner waits after failing to read or write its loop.
+const retryAfter = time.Second
+
+// Loops runs one runner per ControlLoop. It is a manager Runnable that
+// needs leader election: only the leader ticks.
+type Loops struct {
+	// Client reads through the manager's cache and writes to the API server.
+	Client client.Client
+	// APIReader reads from the API server itself: a runner's first read of
+	// its loop's status, so a restarted controller goes on from it.
+	APIReader client.Reader
+	Bundles   *bundles.Registry
+	// Metrics fill input.metrics; Observations when nil.
+	Metrics  MetricSource
+	Recorder recorder.EventRecorder
+	Log      logr.Logger
+
+	mu      sync.Mutex
+	ctx     context.Context // set once started
+	runners map[types.NamespacedName]*runner
+}
+
+type runner struct {
+	key    types.NamespacedName
+	wake   chan struct{}
+	cancel context.CancelFunc
+	done   chan struct{}
+	// status is the status this runner last wrote: the cache may lag behind
+	// it, and a stale view of cooldowns or history must never drive an action.
+	status *v1alpha1.ControlLoopStatus
+}
+
+// Start runs the loops until ctx ends.
+func (l *Loops) Start(ctx context.Context) error {
+	l.mu.Lock()
+	l.ctx = ctx
+	for _, r := range l.runners {
+		l.startLocked(r)
+	}
+	l.mu.Unlock()
+	<-ctx.Done()
+	l.mu.Lock()
+	runners := l.runners
+	l.runners = nil
+	l.mu.Unlock()
+	for _, r := range runners {
+		if r.cancel != nil {
+			r.cancel()
+			<-r.done
+		}
+	}
+	return nil
+}
+
+// Ensure makes sure a loop has a runner, and wakes it to tick now: its spec
+// changed.
+func (l *Loops) Ensure(key types.NamespacedName) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.runners == nil {
+		if l.ctx != nil && l.ctx.Err() != nil {
+			return // stopping
+		}
+		l.runners = map[types.NamespacedName]*runner{}
+	}
+	if r, ok := l.runners[key]; ok {
+		select {
+		case r.wake <- struct{}{}:
+		default:
+		}
+		return
+	}
+	r := &runner{key: key, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	l.runners[key] = r
+	if l.ctx != nil {
+		l.startLocked(r)
+	}
+}
+
+// Remove stops a loop's runner, if it has one.
+func (l *Loops) Remove(key types.NamespacedName) {
+	l.mu.Lock()
+	r, ok := l.runners[key]
+	delete(l.runners, key)
+	l.mu.Unlock()
+	if ok && r.cancel != nil {
+		r.cancel()
+		<-r.done
+	}
+}
+
+func (l *Loops) startLocked(r *runner) {
+	ctx, cancel := context.WithCancel(l.ctx)
+	r.cancel = cancel
+	go l.run(ctx, r)
+}
+
+func (l *Loops) run(ctx context.Context, r *runner) {
+	defer close(r.done)
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		case <-r.wake:
+			if !timer.Stop() {
+				select {
+				case <-timer.C:
+				default:
+				}
+			}
+		}
+		start := time.Now()
+		next, ok := l.once(ctx, r)
+		if !ok {
+			return
+		}
+		timer.Reset(max(next-time.Since(start), 0))
+	}
+}
+
+// once runs one tick of a runner's loop and says when the next is due;
+// false when the loop is gone.
+func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
+	log := l.Log.WithValues("loop", r.key)
+	var loop v1alpha1.ControlLoop
+	if err := l.Client.Get(ctx, r.key, &loop); err != nil {
+		if apierrors.IsNotFound(err) {
+			return 0, false
+		}
+		log.Error(err, "reading loop")
+		return retryAfter, true
+	}
+	if loop.DeletionTimestamp != nil {
+		return 0, false
+	}
+	interval := loop.Spec.Interval.Duration
+	if interval <= 0 {
+		interval = defaultInterval
+	}
+	if r.status == nil {
+		// First tick of this runner: go on from what the API server holds.
+		var fresh v1alpha1.ControlLoop
+		if err := l.APIReader.Get(ctx, r.key, &fresh); err != nil {
+			log.Error(err, "reading loop status")
+			return retryAfter, true
+		}
+		r.status = fresh.Status.DeepCopy()
+	}
+	var next *v1alpha1.ControlLoopStatus
+	var res tickResult
+	if loop.Spec.State == v1alpha1.Paused {
+		if r.status.Phase == v1alpha1.PhasePaused && r.status.ObservedGeneration == loop.Generation {
+			return interval, true
+		}
+		next = paused(&loop, r.status)
+	} else {
+		res = l.tick(ctx, &loop, r.status, time.Now())
+		var err error
+		if next, err = record(&loop, r.status, res); err != nil {
+			log.Error(err, "recording tick")
+			return retryAfter, true
+		}
+	}
+	if err := l.writeStatus(ctx, &loop, r.status, next); err != nil {
+		if apierrors.IsNotFound(err) {
+			return 0, false
+		}
+		log.Error(err, "writing status")
+		return retryAfter, true
+	}
+	r.status = next
+	l.emit(&loop, res)
+	return interval, true
+}
+
+// writeStatus patches the fields the runner owns from what it last wrote
+// to what it writes now; fields others write (observations, overrides) are
+// left as they are.
+func (l *Loops) writeStatus(ctx context.Context, loop *v1alpha1.ControlLoop, old, next *v1alpha1.ControlLoopStatus) error {
+	base := loop.DeepCopy()
+	base.Status = *withOthers(old, &loop.Status)
+	updated := base.DeepCopy()
+	updated.Status = *withOthers(next, &loop.Status)
+	return l.Client.Status().Patch(ctx, updated, client.MergeFrom(base))
+}
+
+// withOthers is a status the runner owns, with the fields others own as
+// the cache has them.
+func withOthers(owned, cached *v1alpha1.ControlLoopStatus) *v1alpha1.ControlLoopStatus {
+	st := owned.DeepCopy()
+	st.Observations = cached.Observations
+	st.Overrides = cached.Overrides
+	return st
+}
+
+// emit records a tick's refusals, clamps, rejections and changes as Events
+// on the loop.
+func (l *Loops) emit(loop *v1alpha1.ControlLoop, res tickResult) {
+	if l.Recorder == nil {
+		return
+	}
+	for _, n := range res.notes {
+		if n.Verdict == guard.Unchanged {
+			continue
+		}
+		l.Recorder.Eventf(loop, nil, eventType(n.Verdict), string(n.Verdict), "Guard", "%s", n.String())
+	}
+	if res.entry.Error != "" {
+		l.Recorder.Eventf(loop, nil, corev1.EventTypeWarning, "TickFailed", "Decide", "%s", res.entry.Error)
+	}
+	for _, a := range res.entry.Applied {
+		l.Recorder.Eventf(loop, nil, corev1.EventTypeNormal, "Applied", "Actuate", "%s %s (%s)", a.Target, string(a.Set.Raw), a.Reason)
+	}
+}

@@ -1,0 +1,235 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"governor.dev/governor/api/v1alpha1"
+	"governor.dev/governor/bundles"
+	"governor.dev/governor/controller/guard"
+)
+
+// defaultInterval applies when a loop was created without the CRD's
+// defaulting (it always sets one).
+const defaultInterval = time.Second
+
+// tickResult is what one tick did, for the status and the events.
+type tickResult struct {
+	entry    v1alpha1.HistoryEntry
+	decision *bundles.Decision
+	notes    []guard.Note
+	changed  map[string]time.Time // targets changed, and when
+	phase    v1alpha1.Phase
+	policy   metav1.Condition
+}
+
+// tick runs one tick of a loop whose state is Running or Passive: it builds
+// the input document, decides, guards and (when Running) acts. It never
+// returns an error: what went wrong is part of the result, recorded in the
+// loop's history and conditions.
+func (l *Loops) tick(ctx context.Context, loop *v1alpha1.ControlLoop, status *v1alpha1.ControlLoopStatus, now time.Time) tickResult {
+	spec := &loop.Spec
+	res := tickResult{
+		entry:   v1alpha1.HistoryEntry{Time: metav1.NewMicroTime(now), Tick: status.Tick + 1},
+		changed: map[string]time.Time{},
+		phase:   v1alpha1.PhaseRunning,
+		policy:  metav1.Condition{Type: v1alpha1.ConditionPolicyReady, Status: metav1.ConditionTrue, Reason: "Prepared"},
+	}
+	if spec.State == v1alpha1.Passive {
+		res.phase = v1alpha1.PhasePassive
+	}
+	fail := func(reason string, err error) tickResult {
+		res.entry.Error = err.Error()
+		res.phase = v1alpha1.PhaseDegraded
+		res.policy = metav1.Condition{Type: v1alpha1.ConditionPolicyReady, Status: metav1.ConditionFalse, Reason: reason, Message: err.Error()}
+		return res
+	}
+
+	engine, ok := l.Bundles.Engine(spec.Policy.Bundle)
+	if !ok {
+		return fail("UnknownBundle", fmt.Errorf("no bundle named %q (known: %v)", spec.Policy.Bundle, l.Bundles.Names()))
+	}
+	input, state, err := l.input(ctx, loop, status, now, res.entry.Tick)
+	if err != nil {
+		res.entry.Error = err.Error()
+		res.phase = v1alpha1.PhaseDegraded
+		return res
+	}
+	contract := bundles.Contract{Targets: map[string]bool{}, AllowParams: spec.Kind == v1alpha1.Deliberative}
+	for _, t := range spec.Targets {
+		contract.Targets[t.Name] = true
+	}
+	out, err := engine.Decide(ctx, bundles.Request{Decision: spec.Policy.Decision, Input: input, Contract: &contract})
+	if out != nil {
+		res.entry.Revision = out.Revision
+	} else {
+		res.entry.Revision = engine.Active().String()
+	}
+	if err != nil {
+		var invalid *bundles.InvalidDecisionError
+		if errors.As(err, &invalid) {
+			// The policy ran; the bundle is fine, its decision was not.
+			res.entry.Error = "decision rejected: " + err.Error()
+			return res
+		}
+		return fail(policyFailure(err), err)
+	}
+	res.decision = &out.Decision
+	res.entry.Events = out.Decision.Events
+	if res.entry.Actions, err = apiActions(out.Decision.Actions); err != nil {
+		res.entry.Error = err.Error()
+		return res
+	}
+
+	guarded := guard.Check(guard.Input{Now: now, Spec: spec, Targets: state.targets, LastChange: lastChanges(status), Metrics: state.metrics}, out.Decision)
+	res.notes = guarded.Notes
+	for _, n := range guarded.Notes {
+		res.entry.Guard = append(res.entry.Guard, n.String())
+	}
+	if spec.State == v1alpha1.Passive {
+		if len(guarded.Actions) > 0 {
+			res.entry.Guard = append(res.entry.Guard, fmt.Sprintf("Passive: %d action(s) not applied", len(guarded.Actions)))
+		}
+		return res
+	}
+	for _, a := range guarded.Actions {
+		t := targetSpec(spec, a.Target)
+		if err := l.actuate(ctx, loop, t, state.targets[a.Target], a); err != nil {
+			note := guard.Note{Target: a.Target, Verdict: guard.Refused, Message: "actuation failed: " + err.Error()}
+			res.notes = append(res.notes, note)
+			res.entry.Guard = append(res.entry.Guard, note.String())
+			continue
+		}
+		applied, err := apiActions([]bundles.Action{a})
+		if err != nil {
+			res.entry.Error = err.Error()
+			continue
+		}
+		res.entry.Applied = append(res.entry.Applied, applied...)
+		res.changed[a.Target] = now
+	}
+	return res
+}
+
+// policyFailure is the condition reason for an engine error.
+func policyFailure(err error) string {
+	var undefined *bundles.UndefinedDecisionError
+	var eval *bundles.EvalError
+	switch {
+	case errors.As(err, &undefined):
+		return "UndefinedDecision"
+	case errors.As(err, &eval):
+		return "EvaluationFailed"
+	}
+	return "PolicyFailed"
+}
+
+// loopState is what the guard needs besides the decision.
+type loopState struct {
+	targets map[string]guard.Target
+	metrics map[string]bool // true when fresh
+}
+
+// input builds the input document of a tick.
+func (l *Loops) input(ctx context.Context, loop *v1alpha1.ControlLoop, status *v1alpha1.ControlLoopStatus, now time.Time, tick int64) (map[string]any, loopState, error) {
+	st := loopState{targets: map[string]guard.Target{}, metrics: map[string]bool{}}
+	params, err := effectiveParams(loop)
+	if err != nil {
+		return nil, st, err
+	}
+	state, err := decodeJSON(status.State, "status.state")
+	if err != nil {
+		return nil, st, err
+	}
+	history, err := historyDoc(status.History)
+	if err != nil {
+		return nil, st, err
+	}
+	metrics := map[string]any{}
+	source := l.Metrics
+	if source == nil {
+		source = Observations{}
+	}
+	for name, m := range source.Metrics(ctx, loop, now) {
+		doc, stale := metricDoc(m, now, loop.Spec.Safety.StaleAfter.Duration)
+		metrics[name] = doc
+		st.metrics[name] = !stale
+	}
+	targets := map[string]any{}
+	for i := range loop.Spec.Targets {
+		t := &loop.Spec.Targets[i]
+		gt, doc, err := readTarget(ctx, l.Client, loop, t)
+		if err != nil {
+			return nil, st, fmt.Errorf("reading target %s: %w", t.Name, err)
+		}
+		st.targets[t.Name] = gt
+		targets[t.Name] = doc
+	}
+	in := map[string]any{
+		"loop": map[string]any{
+			"name": loop.Name, "namespace": loop.Namespace,
+			"kind": string(loop.Spec.Kind), "state": string(loop.Spec.State),
+		},
+		"time":    formatTime(now),
+		"tick":    tick,
+		"params":  params,
+		"metrics": metrics,
+		"targets": targets,
+		"state":   state,
+		"history": history,
+	}
+	return in, st, nil
+}
+
+func targetSpec(spec *v1alpha1.ControlLoopSpec, name string) *v1alpha1.TargetSpec {
+	for i := range spec.Targets {
+		if spec.Targets[i].Name == name {
+			return &spec.Targets[i]
+		}
+	}
+	return nil
+}
+
+func lastChanges(status *v1alpha1.ControlLoopStatus) map[string]time.Time {
+	out := map[string]time.Time{}
+	for _, t := range status.Targets {
+		if t.LastChange != nil {
+			out[t.Name] = t.LastChange.Time
+		}
+	}
+	return out
+}
+
+// apiActions records decision actions in the API's form.
+func apiActions(actions []bundles.Action) ([]v1alpha1.Action, error) {
+	out := make([]v1alpha1.Action, 0, len(actions))
+	for _, a := range actions {
+		set, err := encodeJSON(a.Set)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v1alpha1.Action{Target: a.Target, Metric: a.Metric, Set: *set, Reason: a.Reason})
+	}
+	return out, nil
+}
+
+// eventType is the Kubernetes Event type of a guard verdict.
+func eventType(v guard.Verdict) string {
+	if v == guard.Refused {
+		return corev1.EventTypeWarning
+	}
+	return corev1.EventTypeNormal
+}
+
+// readyCondition summarises a tick.
+func readyCondition(phase v1alpha1.Phase, entry v1alpha1.HistoryEntry) metav1.Condition {
+	if phase == v1alpha1.PhaseDegraded {
+		return metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: "TickFailed", Message: entry.Error}
+	}
+	return metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: string(phase)}
+}

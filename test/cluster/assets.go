@@ -1,0 +1,120 @@
+// Package cluster starts a real, local Kubernetes control plane for tests:
+// kube-apiserver and etcd through controller-runtime's envtest
+// (StartAPIServer), and, on top of them, kube-controller-manager,
+// kube-scheduler and kwok playing the kubelet of a few fake Nodes
+// (StartCluster). Nothing is mocked: the binaries are upstream Kubernetes
+// v1.36, etcd v3.6 and kwok v0.8, built from source into <repo>/bin/k8s by
+// `make envtest-assets` (see test/tools). Every process is stopped in
+// t.Cleanup.
+package cluster
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// modulePath is the module whose root holds bin/k8s.
+const modulePath = "governor.dev/governor"
+
+// Binary names in the assets directory.
+const (
+	binAPIServer         = "kube-apiserver"
+	binEtcd              = "etcd"
+	binKubectl           = "kubectl"
+	binControllerManager = "kube-controller-manager"
+	binScheduler         = "kube-scheduler"
+	binKwok              = "kwok"
+)
+
+// stageFiles are kwok's stage definitions (node fast + heartbeat, pod fast),
+// copied from the kwok module into <assets>/stages by `make envtest-assets`.
+var stageFiles = []string{
+	"node-initialize.yaml",
+	"node-heartbeat.yaml",
+	"pod-ready.yaml",
+	"pod-complete.yaml",
+	"pod-delete.yaml",
+}
+
+// Assets returns the absolute path of <repo>/bin/k8s, the directory
+// `make envtest-assets` builds the control plane into, after checking that
+// every binary (and kwok's stage definitions) is there. The repository root
+// is the nearest directory, from the working directory up, whose go.mod
+// declares module governor.dev/governor; go test runs each package in its
+// own directory, so any test of the main module finds it.
+func Assets() (string, error) {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("cluster: working directory: %w", err)
+	}
+	return assetsFrom(wd)
+}
+
+// assetsFrom is Assets, looking for the repository from dir up.
+func assetsFrom(wd string) (string, error) {
+	root, err := repoRoot(wd)
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(root, "bin", "k8s")
+
+	var missing []string
+	for _, name := range []string{binAPIServer, binEtcd, binKubectl, binControllerManager, binScheduler, binKwok} {
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+			missing = append(missing, name)
+		}
+	}
+	for _, name := range stageFiles {
+		if _, err := os.Stat(filepath.Join(dir, "stages", name)); err != nil {
+			missing = append(missing, filepath.Join("stages", name))
+		}
+	}
+	if len(missing) > 0 {
+		return "", fmt.Errorf("cluster: test control plane incomplete: %s missing from %s: run `make envtest-assets` (in %s) to build it",
+			strings.Join(missing, ", "), dir, root)
+	}
+	return dir, nil
+}
+
+// repoRoot walks up from dir to the directory whose go.mod declares
+// modulePath.
+func repoRoot(dir string) (string, error) {
+	for d := dir; ; {
+		if mod, err := moduleOf(filepath.Join(d, "go.mod")); err == nil && mod == modulePath {
+			return d, nil
+		}
+		parent := filepath.Dir(d)
+		if parent == d {
+			return "", fmt.Errorf("cluster: no go.mod of module %s in %s or any parent directory", modulePath, dir)
+		}
+		d = parent
+	}
+}
+
+// moduleOf returns the module path a go.mod declares.
+func moduleOf(gomod string) (string, error) {
+	f, err := os.Open(gomod)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if rest, ok := strings.CutPrefix(line, "module"); ok && (rest == "" || rest[0] == ' ' || rest[0] == '\t') {
+			if i := strings.Index(rest, "//"); i >= 0 {
+				rest = rest[:i]
+			}
+			return strings.Trim(strings.TrimSpace(rest), `"`+"`"), nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return "", err
+	}
+	return "", errors.New("no module directive")
+}

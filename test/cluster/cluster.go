@@ -1,0 +1,265 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+const (
+	// KwokNodeAnnotation marks the Nodes kwok manages (kwok runs with
+	// --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake).
+	KwokNodeAnnotation = "kwok.x-k8s.io/node"
+	kwokNodeValue      = "fake"
+
+	// DefaultNodes is the number of fake Nodes StartCluster creates when
+	// ClusterOptions.Nodes is 0.
+	DefaultNodes = 3
+
+	// clusterReadyTimeout bounds StartCluster's wait for the components'
+	// health and for Ready Nodes.
+	clusterReadyTimeout = 2 * time.Minute
+)
+
+// ClusterOptions configures StartCluster. The zero value is a usable
+// cluster of DefaultNodes fake Nodes and no CRDs.
+type ClusterOptions struct {
+	// CRDDirs are installed (and must exist), as for StartAPIServer.
+	CRDDirs []string
+	// Nodes is the number of fake Nodes (kwok-node-0, kwok-node-1, ...);
+	// 0 means DefaultNodes.
+	Nodes int
+	// NodeAllocatable, when set, is each Node's capacity and allocatable;
+	// otherwise kwok's defaults apply (cpu 1k, memory 1Ti, pods 1M).
+	NodeAllocatable corev1.ResourceList
+	// NodeLabels are added to every Node's labels.
+	NodeLabels map[string]string
+	// ControllerManagerArgs, SchedulerArgs and KwokArgs are appended to
+	// the components' flags (a later flag overrides an earlier one).
+	ControllerManagerArgs []string
+	SchedulerArgs         []string
+	KwokArgs              []string
+}
+
+// Cluster is a local cluster: a real kube-apiserver and etcd (APIServer),
+// a real kube-controller-manager (deployment, replicaset, HPA, garbage
+// collector and every other default controller) and kube-scheduler, and
+// kwok playing the kubelet of fake Nodes: it keeps them Ready and moves the
+// Pods scheduled to them to Running. No container ever runs.
+type Cluster struct {
+	*APIServer
+	// Nodes are the names of the fake Nodes.
+	Nodes []string
+	// LogDir holds each component's log (<name>.log); a failed test shows
+	// the end of each.
+	LogDir string
+}
+
+// StartCluster starts a Cluster and returns once kube-controller-manager
+// and kube-scheduler are healthy and every Node is Ready and untainted.
+// Everything is stopped in t.Cleanup.
+//
+// kube-controller-manager runs with --horizontal-pod-autoscaler-sync-period=2s
+// (upstream default 15s) so that tests see the HPA controller react within
+// seconds; override it with ControllerManagerArgs.
+func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
+	t.Helper()
+	started := time.Now()
+	s := StartAPIServer(t, opts.CRDDirs...)
+	c := &Cluster{APIServer: s, LogDir: s.logDir}
+
+	n := opts.Nodes
+	if n <= 0 {
+		n = DefaultNodes
+	}
+	cs, err := kubernetes.NewForConfig(s.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	kcmPort, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	schedPort, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for kcmPort == schedPort {
+		if schedPort, err = freePort(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	kcmArgs := append([]string{
+		"--kubeconfig=" + s.Kubeconfig,
+		"--leader-elect=false",
+		"--bind-address=127.0.0.1",
+		fmt.Sprintf("--secure-port=%d", kcmPort),
+		// Every default controller: deployment, replicaset,
+		// horizontalpodautoscaling, garbagecollector, namespace,
+		// serviceaccount, nodelifecycle, ...
+		"--controllers=*",
+		// The serviceaccount-token controller signs with the key envtest
+		// gave the API server (--service-account-signing-key-file).
+		"--service-account-private-key-file=" + filepath.Join(s.CertDir, "sa-signer.key"),
+		"--use-service-account-credentials=false",
+		"--horizontal-pod-autoscaler-sync-period=2s",
+		"--kube-api-qps=200",
+		"--kube-api-burst=400",
+	}, opts.ControllerManagerArgs...)
+	kcm := startProcess(t, c.LogDir, binControllerManager, filepath.Join(s.assets, binControllerManager), kcmArgs, nil)
+
+	schedArgs := append([]string{
+		"--kubeconfig=" + s.Kubeconfig,
+		"--leader-elect=false",
+		"--bind-address=127.0.0.1",
+		fmt.Sprintf("--secure-port=%d", schedPort),
+		"--kube-api-qps=200",
+		"--kube-api-burst=400",
+	}, opts.SchedulerArgs...)
+	sched := startProcess(t, c.LogDir, binScheduler, filepath.Join(s.assets, binScheduler), schedArgs, nil)
+
+	kwokArgs := []string{
+		"--kubeconfig=" + s.Kubeconfig,
+		"--manage-all-nodes=false",
+		"--manage-nodes-with-annotation-selector=" + KwokNodeAnnotation + "=" + kwokNodeValue,
+		// Pod IPs (kwok's default, 10.0.0.0/24, has room for 254 Pods).
+		"--cidr=10.244.0.0/16",
+		// kwok renews a Lease per Node in kube-node-lease, as the kubelet
+		// does, so the node lifecycle controller never sees a Node go
+		// silent. (Without a KwokConfiguration file the flag defaults to
+		// 0: no Leases, only the node-heartbeat stage's status updates
+		// every 20-25 s.)
+		"--node-lease-duration-seconds=40",
+	}
+	for _, f := range stageFiles {
+		kwokArgs = append(kwokArgs, "--config="+filepath.Join(s.assets, "stages", f))
+	}
+	kwokArgs = append(kwokArgs, opts.KwokArgs...)
+	// kwok also loads ~/.kwok/kwok.yaml when it exists: give it a HOME of
+	// its own so that nothing outside the test configures it.
+	kwokHome := filepath.Join(c.LogDir, "kwok-home")
+	if err := os.MkdirAll(kwokHome, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	kwok := startProcess(t, c.LogDir, binKwok, filepath.Join(s.assets, binKwok), kwokArgs, []string{"HOME=" + kwokHome})
+
+	ctx, cancel := context.WithTimeout(context.Background(), clusterReadyTimeout)
+	defer cancel()
+	for i := range n {
+		name := fmt.Sprintf("kwok-node-%d", i)
+		if _, err := cs.CoreV1().Nodes().Create(ctx, fakeNode(name, opts), metav1.CreateOptions{}); err != nil {
+			t.Fatalf("creating Node %s: %v", name, err)
+		}
+		c.Nodes = append(c.Nodes, name)
+	}
+
+	if err := kcm.waitHealthy(ctx, hostPort(kcmPort)); err != nil {
+		t.Fatalf("kube-controller-manager: %v", err)
+	}
+	if err := sched.waitHealthy(ctx, hostPort(schedPort)); err != nil {
+		t.Fatalf("kube-scheduler: %v", err)
+	}
+	if err := c.WaitForNodesReady(ctx); err != nil {
+		if perr := kwok.exitErr(); perr != nil {
+			err = fmt.Errorf("%w; %v", err, perr)
+		}
+		t.Fatal(err)
+	}
+	t.Logf("cluster ready in %v: kube-controller-manager, kube-scheduler, kwok, Nodes %s (logs in %s)",
+		time.Since(started).Round(time.Millisecond), strings.Join(c.Nodes, ", "), c.LogDir)
+	return c
+}
+
+// fakeNode is a Node as kwok expects one: annotated for kwok, no taints.
+func fakeNode(name string, opts ClusterOptions) *corev1.Node {
+	labels := map[string]string{
+		"kubernetes.io/hostname":        name,
+		"kubernetes.io/os":              "linux",
+		"kubernetes.io/arch":            "amd64",
+		"kubernetes.io/role":            "agent",
+		"node-role.kubernetes.io/agent": "",
+		"type":                          "kwok",
+	}
+	for k, v := range opts.NodeLabels {
+		labels[k] = v
+	}
+	node := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:   name,
+			Labels: labels,
+			Annotations: map[string]string{
+				KwokNodeAnnotation:             kwokNodeValue,
+				"node.alpha.kubernetes.io/ttl": "0",
+			},
+		},
+	}
+	if len(opts.NodeAllocatable) > 0 {
+		node.Status.Capacity = opts.NodeAllocatable.DeepCopy()
+		node.Status.Allocatable = opts.NodeAllocatable.DeepCopy()
+	}
+	return node
+}
+
+// WaitForNodesReady waits until every Node of the cluster is Ready and
+// carries no NoSchedule or NoExecute taint (the node lifecycle controller
+// taints a Node until it is Ready), or ctx ends.
+func (c *Cluster) WaitForNodesReady(ctx context.Context) error {
+	cs, err := kubernetes.NewForConfig(c.Config)
+	if err != nil {
+		return err
+	}
+	var notReady []string
+	for {
+		notReady = notReady[:0]
+		for _, name := range c.Nodes {
+			node, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				notReady = append(notReady, fmt.Sprintf("%s (%v)", name, err))
+				continue
+			}
+			if why := nodeNotReady(node); why != "" {
+				notReady = append(notReady, name+" ("+why+")")
+			}
+		}
+		if len(notReady) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("Nodes not ready: %s: %w", strings.Join(notReady, ", "), ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// nodeNotReady says why a Node is not ready and schedulable, or "".
+func nodeNotReady(node *corev1.Node) string {
+	ready := false
+	for _, cond := range node.Status.Conditions {
+		if cond.Type == corev1.NodeReady {
+			ready = cond.Status == corev1.ConditionTrue
+		}
+	}
+	if !ready {
+		return "not Ready"
+	}
+	for _, taint := range node.Spec.Taints {
+		if taint.Effect == corev1.TaintEffectNoSchedule || taint.Effect == corev1.TaintEffectNoExecute {
+			return "tainted " + taint.Key
+		}
+	}
+	if node.Spec.Unschedulable {
+		return "unschedulable"
+	}
+	return ""
+}

@@ -1,0 +1,177 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// logTailLines is how much of each component's log a failed test shows.
+const logTailLines = 80
+
+// logFile is a component's output file.
+type logFile struct {
+	name string
+	path string
+	f    *os.File
+	once sync.Once
+}
+
+func newLogFile(path, name string) (*logFile, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: log file for %s: %w", name, err)
+	}
+	return &logFile{name: name, path: path, f: f}, nil
+}
+
+func (l *logFile) close() { l.once.Do(func() { _ = l.f.Close() }) }
+
+// dump shows the end of the log with t.Log.
+func (l *logFile) dump(t testing.TB) {
+	t.Helper()
+	data, err := os.ReadFile(l.path)
+	if err != nil {
+		t.Logf("%s log: %v", l.name, err)
+		return
+	}
+	lines := bytes.Split(bytes.TrimRight(data, "\n"), []byte("\n"))
+	skipped := 0
+	if len(lines) > logTailLines {
+		skipped = len(lines) - logTailLines
+		lines = lines[skipped:]
+	}
+	t.Logf("----- %s log (%s), last %d lines of %d -----\n%s", l.name, l.path, len(lines), len(lines)+skipped, bytes.Join(lines, []byte("\n")))
+}
+
+// process is a component (kube-controller-manager, kube-scheduler, kwok)
+// running as a child process.
+type process struct {
+	name   string
+	cmd    *exec.Cmd
+	log    *logFile
+	exited chan struct{} // closed when the process has exited
+	err    error         // Wait's result, set before exited is closed
+}
+
+// startProcess starts bin with args, its stdout and stderr going to
+// <logDir>/<name>.log, and registers a t.Cleanup that stops it (SIGTERM,
+// then SIGKILL) and, if the test failed, shows the end of its log.
+func startProcess(t testing.TB, logDir, name, bin string, args []string, env []string) *process {
+	t.Helper()
+	lf, err := newLogFile(filepath.Join(logDir, name+".log"), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = lf.f, lf.f
+	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = sysProcAttr()
+	fmt.Fprintf(lf.f, "# %s %q\n", bin, args)
+	if err := cmd.Start(); err != nil {
+		lf.close()
+		t.Fatalf("starting %s: %v", name, err)
+	}
+	p := &process{name: name, cmd: cmd, log: lf, exited: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		p.stop(t)
+		lf.close()
+		if t.Failed() {
+			lf.dump(t)
+		}
+	})
+	return p
+}
+
+// stop terminates the process, gracefully first.
+func (p *process) stop(t testing.TB) {
+	select {
+	case <-p.exited:
+		t.Logf("%s had already exited: %v", p.name, p.err)
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(10 * time.Second):
+		t.Logf("%s did not stop within 10s of SIGTERM: killing it", p.name)
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+	}
+}
+
+// exitErr reports whether the process has exited, and how.
+func (p *process) exitErr() error {
+	select {
+	case <-p.exited:
+		return fmt.Errorf("%s exited: %v (log: %s)", p.name, p.err, p.log.path)
+	default:
+		return nil
+	}
+}
+
+// waitHealthy polls https://<addr>/healthz (the components' secure port,
+// self-signed) until it answers 200, the process exits, or ctx ends.
+func (p *process) waitHealthy(ctx context.Context, addr string) error {
+	client := &http.Client{
+		Timeout:   2 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, //nolint:gosec // local test component, self-signed
+	}
+	defer client.CloseIdleConnections()
+	url := "https://" + addr + "/healthz"
+	var last error
+	for {
+		if err := p.exitErr(); err != nil {
+			return err
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("%s: %s", url, resp.Status)
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s not healthy: %w (last: %v)", p.name, ctx.Err(), last)
+		case <-p.exited:
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	addr, ok := l.Addr().(*net.TCPAddr)
+	if !ok {
+		return 0, errors.New("not a TCP address")
+	}
+	return addr.Port, nil
+}
+
+func hostPort(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
