@@ -24,8 +24,8 @@ bin/governor: FORCE
 bin/opa: go.mod go.sum
 	$(GO) build -o $@ github.com/open-policy-agent/opa
 
-test: bin/governor bin/opa ## run every test (unit, CLI and upstream-parity)
-	$(GO) test -count=1 ./...
+test: bin/governor bin/opa envtest-assets ## every test: unit, CLI, upstream parity, integration (API server), end to end (local cluster)
+	$(GO) test -count=1 -timeout 30m ./...
 
 lint: bin/opa ## gofmt, go vet, and opa check --strict / opa fmt on the policies
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -33,8 +33,10 @@ lint: bin/opa ## gofmt, go vet, and opa check --strict / opa fmt on the policies
 	bin/opa check --strict policies/
 	@out=$$(bin/opa fmt --list policies/); if [ -n "$$out" ]; then echo "opa fmt needed:"; echo "$$out"; exit 1; fi
 
-bench: ## decision benchmarks (BENCH_COUNT runs each; BENCH=regexp filters)
+bench: envtest-assets ## benchmarks: decisions; tick-to-patch latency and 100-loop throughput on a real API server
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -count $(BENCH_COUNT) ./bundles/
+	$(GO) test -run '^$$' -bench 'TickToPatch' -benchtime 100x -count $(BENCH_COUNT) ./test/integration/
+	$(GO) test -run '^$$' -bench 'TicksPerSecond' -benchtime 1x -count $(BENCH_COUNT) ./test/integration/
 
 generate: ## deepcopy code of the API types
 	$(CONTROLLER_GEN) object paths=./api/...
@@ -66,6 +68,8 @@ KWOK_STAGES := node/fast/node-initialize.yaml node/heartbeat/node-heartbeat.yaml
 kube_ldflags = -s -w $(foreach p,k8s.io/component-base/version k8s.io/client-go/pkg/version,\
 	-X $(p).gitVersion=$(1) -X $(p).gitMajor=$(word 1,$(subst ., ,$(1:v%=%))) \
 	-X $(p).gitMinor=$(word 2,$(subst ., ,$(1:v%=%))) -X $(p).gitTreeState=clean)
+# (Recursive: only evaluated when a Kubernetes binary is actually built.)
+KUBE_LDFLAGS = $(call kube_ldflags,$(shell $(GO) list -C test/tools/kube -m -f '{{.Version}}' k8s.io/kubernetes))
 # go build -C <tools module> -o <asset>; written to a temporary name first so
 # that an interrupted build never leaves a binary that looks cached.
 define build_k8s_tool
@@ -82,19 +86,19 @@ ENVTEST_ASSETS := $(addprefix $(K8S_ASSETS)/,kube-apiserver etcd kubectl \
 envtest-assets: $(ENVTEST_ASSETS) ## build the local control plane into bin/k8s (once; cached)
 
 $(K8S_ASSETS)/kube-apiserver:
-	$(call build_k8s_tool,kube,3.5 minutes,-ldflags "$(call kube_ldflags,$(shell $(GO) list -C test/tools/kube -m -f '{{.Version}}' k8s.io/kubernetes))",k8s.io/kubernetes/cmd/kube-apiserver)
+	$(call build_k8s_tool,kube,3.5 minutes,-ldflags "$(KUBE_LDFLAGS)",k8s.io/kubernetes/cmd/kube-apiserver)
 
 $(K8S_ASSETS)/etcd: | $(K8S_ASSETS)/kube-apiserver
 	$(call build_k8s_tool,etcd,30 seconds,-ldflags "-s -w",.)
 
 $(K8S_ASSETS)/kubectl: | $(K8S_ASSETS)/etcd
-	$(call build_k8s_tool,kube,1 minute,-ldflags "$(call kube_ldflags,$(shell $(GO) list -C test/tools/kube -m -f '{{.Version}}' k8s.io/kubernetes))",k8s.io/kubernetes/cmd/kubectl)
+	$(call build_k8s_tool,kube,1 minute,-ldflags "$(KUBE_LDFLAGS)",k8s.io/kubernetes/cmd/kubectl)
 
 $(K8S_ASSETS)/kube-controller-manager: | $(K8S_ASSETS)/kubectl
-	$(call build_k8s_tool,kube,1.5 minutes,-ldflags "$(call kube_ldflags,$(shell $(GO) list -C test/tools/kube -m -f '{{.Version}}' k8s.io/kubernetes))",k8s.io/kubernetes/cmd/kube-controller-manager)
+	$(call build_k8s_tool,kube,1.5 minutes,-ldflags "$(KUBE_LDFLAGS)",k8s.io/kubernetes/cmd/kube-controller-manager)
 
 $(K8S_ASSETS)/kube-scheduler: | $(K8S_ASSETS)/kube-controller-manager
-	$(call build_k8s_tool,kube,30 seconds,-ldflags "$(call kube_ldflags,$(shell $(GO) list -C test/tools/kube -m -f '{{.Version}}' k8s.io/kubernetes))",k8s.io/kubernetes/cmd/kube-scheduler)
+	$(call build_k8s_tool,kube,30 seconds,-ldflags "$(KUBE_LDFLAGS)",k8s.io/kubernetes/cmd/kube-scheduler)
 
 $(K8S_ASSETS)/kwok: | $(K8S_ASSETS)/kube-scheduler
 	$(call build_k8s_tool,kwok,2 minutes,-ldflags "-s -w",sigs.k8s.io/kwok/cmd/kwok)

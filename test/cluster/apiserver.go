@@ -39,7 +39,6 @@ type APIServer struct {
 
 	assets string
 	logDir string
-	logs   []*logFile
 }
 
 // StartAPIServer starts kube-apiserver and etcd from Assets() with envtest,
@@ -85,24 +84,27 @@ func StartAPIServer(t testing.TB, crdDirs ...string) *APIServer {
 	}
 	env.ControlPlane.KubectlPath = filepath.Join(assets, binKubectl)
 
-	s := &APIServer{Env: env, assets: assets, logDir: logDir, logs: []*logFile{etcdLog, apiLog}}
+	s := &APIServer{Env: env, assets: assets, logDir: logDir}
 	started := time.Now()
-	cfg, err := env.Start()
-	// Registered even when Start failed: it stops whatever did start, and
-	// shows the logs.
+	cfg, startErr := env.Start()
+	// Registered even when Start failed: it stops whatever did start. The
+	// logs of etcd and kube-apiserver are shown when they failed to start
+	// or stop, not for any failed test (their noise would bury the
+	// failure).
 	t.Cleanup(func() {
-		if err := env.Stop(); err != nil {
-			t.Errorf("stopping kube-apiserver and etcd: %v", err)
+		stopErr := env.Stop()
+		if stopErr != nil {
+			t.Errorf("stopping kube-apiserver and etcd (logs below): %v", stopErr)
 		}
-		for _, l := range s.logs {
+		for _, l := range []*logFile{etcdLog, apiLog} {
 			l.close()
-			if t.Failed() {
+			if startErr != nil || stopErr != nil {
 				l.dump(t)
 			}
 		}
 	})
-	if err != nil {
-		t.Fatalf("starting kube-apiserver and etcd (logs below): %v", err)
+	if startErr != nil {
+		t.Fatalf("starting kube-apiserver and etcd (logs below): %v", startErr)
 	}
 	s.Config = cfg
 	s.CertDir = apiServer.CertDir

@@ -153,27 +153,46 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 	}
 	kwok := startProcess(t, c.LogDir, binKwok, filepath.Join(s.assets, binKwok), kwokArgs, []string{"HOME=" + kwokHome})
 
-	ctx, cancel := context.WithTimeout(context.Background(), clusterReadyTimeout)
-	defer cancel()
+	// Wait for readiness, but no longer once a component has exited.
+	ctx, cancelTimeout := context.WithTimeout(context.Background(), clusterReadyTimeout)
+	defer cancelTimeout()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		select {
+		case <-kcm.exited:
+			cancel(kcm.exitErr())
+		case <-sched.exited:
+			cancel(sched.exitErr())
+		case <-kwok.exited:
+			cancel(kwok.exitErr())
+		case <-ctx.Done():
+		}
+	}()
+	fail := func(format string, args ...any) {
+		t.Helper()
+		if cause := context.Cause(ctx); cause != nil && cause != ctx.Err() {
+			format += " (%v)"
+			args = append(args, cause)
+		}
+		t.Fatalf(format, args...)
+	}
 	for i := range n {
 		name := fmt.Sprintf("kwok-node-%d", i)
 		if _, err := cs.CoreV1().Nodes().Create(ctx, fakeNode(name, opts), metav1.CreateOptions{}); err != nil {
-			t.Fatalf("creating Node %s: %v", name, err)
+			fail("creating Node %s: %v", name, err)
 		}
 		c.Nodes = append(c.Nodes, name)
 	}
 
 	if err := kcm.waitHealthy(ctx, hostPort(kcmPort)); err != nil {
-		t.Fatalf("kube-controller-manager: %v", err)
+		fail("kube-controller-manager: %v", err)
 	}
 	if err := sched.waitHealthy(ctx, hostPort(schedPort)); err != nil {
-		t.Fatalf("kube-scheduler: %v", err)
+		fail("kube-scheduler: %v", err)
 	}
 	if err := c.WaitForNodesReady(ctx); err != nil {
-		if perr := kwok.exitErr(); perr != nil {
-			err = fmt.Errorf("%w; %v", err, perr)
-		}
-		t.Fatal(err)
+		fail("%v", err)
 	}
 	t.Logf("cluster ready in %v: kube-controller-manager, kube-scheduler, kwok, Nodes %s (logs in %s)",
 		time.Since(started).Round(time.Millisecond), strings.Join(c.Nodes, ", "), c.LogDir)

@@ -1,0 +1,89 @@
+package controller
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"governor.dev/governor/api/v1alpha1"
+)
+
+func TestEffectiveParamsOverridesWinDeeply(t *testing.T) {
+	loop := &v1alpha1.ControlLoop{
+		Spec: v1alpha1.ControlLoopSpec{Policy: v1alpha1.PolicySpec{Params: &apiextensionsv1.JSON{Raw: []byte(
+			`{"priorities": ["cpu", "memory"], "monitor": {"cpu": {"threshold": 80, "kind": "superior"}}, "window": 10}`)}}},
+		Status: v1alpha1.ControlLoopStatus{Overrides: &apiextensionsv1.JSON{Raw: []byte(
+			`{"priorities": ["memory", "cpu"], "monitor": {"cpu": {"threshold": 90}}}`)}},
+	}
+	p, err := effectiveParams(loop)
+	require.NoError(t, err)
+	got, err := json.Marshal(p)
+	require.NoError(t, err)
+	assert.JSONEq(t, `{"priorities": ["memory", "cpu"], "monitor": {"cpu": {"threshold": 90, "kind": "superior"}}, "window": 10}`, string(got))
+
+	loop.Status.Overrides = &apiextensionsv1.JSON{Raw: []byte(`[1]`)}
+	_, err = effectiveParams(loop)
+	assert.ErrorContains(t, err, "status.overrides must be an object")
+}
+
+func TestMetricDocStaleness(t *testing.T) {
+	now := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	v := 2.5
+	doc, stale := metricDoc(Metric{Value: &v, ObservedAt: now.Add(-2 * time.Second), Fields: map[string]any{"p95": 3.1}}, now, 15*time.Second)
+	assert.False(t, stale)
+	assert.Equal(t, map[string]any{"value": 2.5, "age_seconds": 2.0, "stale": false, "p95": 3.1}, doc)
+
+	_, stale = metricDoc(Metric{Value: &v, ObservedAt: now.Add(-16 * time.Second)}, now, 15*time.Second)
+	assert.True(t, stale, "older than staleAfter")
+
+	doc, stale = metricDoc(Metric{Err: "no observation reported"}, now, 15*time.Second)
+	assert.True(t, stale, "no value")
+	assert.Equal(t, map[string]any{"value": nil, "stale": true, "error": "no observation reported"}, doc)
+}
+
+func TestObservationsReportDeclaredCollectorsAsMissing(t *testing.T) {
+	loop := &v1alpha1.ControlLoop{
+		Spec: v1alpha1.ControlLoopSpec{Collectors: []v1alpha1.CollectorSpec{{Name: "jitter"}, {Name: "cpu"}}},
+		Status: v1alpha1.ControlLoopStatus{Observations: map[string]v1alpha1.Observation{
+			"jitter": {Value: resourceMust("2.4"), Time: metav1.NewTime(time.Unix(100, 0))},
+		}},
+	}
+	m := Observations{}.Metrics(t.Context(), loop, time.Unix(101, 0))
+	require.Contains(t, m, "jitter")
+	assert.InDelta(t, 2.4, *m["jitter"].Value, 1e-9)
+	assert.Nil(t, m["cpu"].Value)
+	assert.Equal(t, "no observation reported", m["cpu"].Err)
+}
+
+func TestRecordBoundsHistoryAndKeepsCooldowns(t *testing.T) {
+	loop := &v1alpha1.ControlLoop{Spec: v1alpha1.ControlLoopSpec{HistoryLimit: 3, Targets: []v1alpha1.TargetSpec{{Name: "web"}}}}
+	loop.Generation = 4
+	st := &v1alpha1.ControlLoopStatus{Targets: []v1alpha1.TargetStatus{{Name: "gone"}}}
+	start := time.Unix(1000, 0)
+	for i := range 5 {
+		at := start.Add(time.Duration(i) * time.Second)
+		res := tickResult{entry: v1alpha1.HistoryEntry{Tick: st.Tick + 1, Time: metav1.NewMicroTime(at)}, phase: v1alpha1.PhaseRunning,
+			changed: map[string]time.Time{}, policy: metav1.Condition{Type: v1alpha1.ConditionPolicyReady, Status: metav1.ConditionTrue, Reason: "Prepared"}}
+		if i == 1 {
+			res.changed["web"] = at
+		}
+		var err error
+		st, err = record(loop, st, res)
+		require.NoError(t, err)
+	}
+	assert.Equal(t, int64(5), st.Tick)
+	require.Len(t, st.History, 3)
+	assert.Equal(t, []int64{3, 4, 5}, []int64{st.History[0].Tick, st.History[1].Tick, st.History[2].Tick})
+	require.Len(t, st.Targets, 1, "targets no longer declared are forgotten")
+	assert.Equal(t, start.Add(time.Second), st.Targets[0].LastChange.Time)
+	assert.Equal(t, int64(4), st.ObservedGeneration)
+	assert.Len(t, st.Conditions, 2)
+}
+
+func resourceMust(s string) resource.Quantity { return resource.MustParse(s) }

@@ -1,0 +1,125 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"governor.dev/governor/api/v1alpha1"
+	"governor.dev/governor/controller"
+)
+
+// TestGovernorRun runs the governor binary as an operator would, against a
+// real API server: leader election, health probes, metrics, loops ticking,
+// and a clean stop that hands the Lease back.
+func TestGovernorRun(t *testing.T) {
+	e := newEnv(t)
+	bin := filepath.Join(t.TempDir(), "governor")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/governor")
+	build.Dir = repo
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, string(out))
+
+	probe, metrics := freeAddr(t), freeAddr(t)
+	var logs bytes.Buffer
+	cmd := exec.Command(bin, "run", "--bundles", filepath.Join(repo, "policies"), "--kubeconfig", e.api.Kubeconfig,
+		"--leader-elect", "--leader-election-namespace", "default",
+		"--health-probe-bind-address", probe, "--metrics-bind-address", metrics)
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	require.NoError(t, cmd.Start())
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("governor run output:\n%s", logs.String())
+		}
+	})
+
+	get := func(url string) (int, string) {
+		resp, err := http.Get(url)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	for _, path := range []string{"/healthz", "/readyz"} {
+		eventually(t, 20*time.Second, func() (bool, string) {
+			code, body := get("http://" + probe + path)
+			return code == http.StatusOK, fmt.Sprintf("%s: %d %s", path, code, body)
+		})
+	}
+
+	ctx := context.Background()
+	var lease coordinationv1.Lease
+	eventually(t, 20*time.Second, func() (bool, string) {
+		err := e.c.Get(ctx, types.NamespacedName{Namespace: "default", Name: controller.LeaderElectionID}, &lease)
+		return err == nil && lease.Spec.HolderIdentity != nil && *lease.Spec.HolderIdentity != "", fmt.Sprint(err)
+	})
+
+	// A loop on a shipped bundle ticks under the elected leader.
+	ns := e.namespace(t)
+	e.deployment(t, ns, "web", 2)
+	web := deploymentTarget("web", "web")
+	web.Replicas = &v1alpha1.ReplicaBounds{Min: 1, Max: 10}
+	spec := echoSpec(`{}`, web)
+	spec.Policy.Bundle, spec.Policy.Decision = "reactive", "governor/reactive/decision"
+	e.loop(t, ns, "scaling", spec)
+	eventually(t, 10*time.Second, func() (bool, string) {
+		l := e.get(t, ns, "scaling")
+		return l.Status.Tick >= 2 && l.Status.PolicyRevision == "reactive@reactive-1", fmt.Sprintf("tick %d %s", l.Status.Tick, l.Status.PolicyRevision)
+	})
+
+	code, body := get("http://" + metrics + "/metrics")
+	assert.Equal(t, http.StatusOK, code)
+	assert.Contains(t, body, `controller_runtime_reconcile_total{controller="controlloop"`)
+
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-exited:
+		require.NoError(t, err, logs.String())
+	case <-time.After(20 * time.Second):
+		t.Fatal("governor run did not stop on SIGTERM")
+	}
+	require.NoError(t, e.c.Get(ctx, types.NamespacedName{Namespace: "default", Name: controller.LeaderElectionID}, &lease))
+	assert.True(t, lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity == "", "the Lease is handed back on a clean stop")
+	assert.Contains(t, logs.String(), `"bundles":["bandwidth","deliberative","reactive"]`)
+}
+
+func TestGovernorRunRefusesBadBundles(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "governor")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/governor")
+	build.Dir = repo
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, string(out))
+	res, err := exec.Command(bin, "run", "--bundles", t.TempDir()).CombinedOutput()
+	require.Error(t, err)
+	assert.Contains(t, string(res), "governor: no bundles in")
+	assert.Equal(t, 1, strings.Count(strings.TrimSpace(string(res)), "\n")+1, "one line: %s", res)
+}
+
+// freeAddr is a loopback address with a port free right now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	return addr
+}
