@@ -24,6 +24,11 @@ import (
 // retryAfter is how long a runner waits after failing to read or write its loop.
 const retryAfter = time.Second
 
+// statusEvery is how often a runner writes the status of ticks that changed
+// nothing and met no refusal: every tick that acts, fails or draws the
+// guard's notes is written at once.
+const statusEvery = time.Second
+
 // Loops runs one runner per ControlLoop. It is a manager Runnable that
 // needs leader election: only the leader ticks.
 type Loops struct {
@@ -48,9 +53,15 @@ type runner struct {
 	wake   chan struct{}
 	cancel context.CancelFunc
 	done   chan struct{}
-	// status is the status this runner last wrote: the cache may lag behind
-	// it, and a stale view of cooldowns or history must never drive an action.
+	// status is the loop's status as this runner knows it: the cache may lag
+	// behind it, and a stale view of cooldowns or history must never drive
+	// an action.
 	status *v1alpha1.ControlLoopStatus
+	// written is the status last written, and when; status differs from it
+	// while a quiet tick waits to be written.
+	written   *v1alpha1.ControlLoopStatus
+	writtenAt time.Time
+	loop      *v1alpha1.ControlLoop // the loop as last read, for a final write
 }
 
 // Start runs the loops until ctx ends.
@@ -120,6 +131,7 @@ func (l *Loops) startLocked(r *runner) {
 
 func (l *Loops) run(ctx context.Context, r *runner) {
 	defer close(r.done)
+	defer l.flush(r)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -171,7 +183,9 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 			return retryAfter, true
 		}
 		r.status = fresh.Status.DeepCopy()
+		r.written = r.status
 	}
+	r.loop = &loop
 	var next *v1alpha1.ControlLoopStatus
 	var res tickResult
 	if loop.Spec.State == v1alpha1.Paused {
@@ -187,16 +201,50 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 			return retryAfter, true
 		}
 	}
-	if err := l.writeStatus(ctx, &loop, r.status, next); err != nil {
-		if apierrors.IsNotFound(err) {
-			return 0, false
-		}
-		log.Error(err, "writing status")
-		return retryAfter, true
-	}
 	r.status = next
 	l.emit(&loop, res)
+	if urgent(res, r.written, next) || time.Since(r.writtenAt) >= statusEvery {
+		if err := l.writeStatus(ctx, &loop, r.written, next); err != nil {
+			if apierrors.IsNotFound(err) {
+				return 0, false
+			}
+			log.Error(err, "writing status")
+			return retryAfter, true
+		}
+		r.written, r.writtenAt = next, time.Now()
+	}
 	return interval, true
+}
+
+// urgent says whether a tick's status must be written now: it acted (its
+// cooldown must survive a crash), failed, was refused or clamped, or the
+// loop's phase or conditions changed.
+func urgent(res tickResult, written, next *v1alpha1.ControlLoopStatus) bool {
+	if len(res.entry.Applied) > 0 || res.entry.Error != "" || len(res.entry.Guard) > 0 {
+		return true
+	}
+	if written.Phase != next.Phase || written.ObservedGeneration != next.ObservedGeneration || len(written.Conditions) != len(next.Conditions) {
+		return true
+	}
+	for i := range next.Conditions {
+		w, n := written.Conditions[i], next.Conditions[i]
+		if w.Type != n.Type || w.Status != n.Status || w.Reason != n.Reason || w.Message != n.Message {
+			return true
+		}
+	}
+	return false
+}
+
+// flush writes what a stopping runner has not written yet.
+func (l *Loops) flush(r *runner) {
+	if r.loop == nil || r.status == r.written {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := l.writeStatus(ctx, r.loop, r.written, r.status); err != nil && !apierrors.IsNotFound(err) {
+		l.Log.Error(err, "writing status on stop", "loop", r.key)
+	}
 }
 
 // writeStatus patches the fields the runner owns from what it last wrote

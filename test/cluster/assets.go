@@ -5,7 +5,18 @@
 // (StartCluster). Nothing is mocked: the binaries are upstream Kubernetes
 // v1.36, etcd v3.6 and kwok v0.8, built from source into <repo>/bin/k8s by
 // `make envtest-assets` (see test/tools). Every process is stopped in
-// t.Cleanup.
+// t.Cleanup. A test whose binaries are missing fails, saying so.
+//
+// Typical use, with the project's CRDs installed:
+//
+//	s := cluster.StartAPIServer(t, filepath.Join(repoRoot, "config", "crd", "bases"))
+//	c, err := client.New(s.Config, client.Options{Scheme: scheme})
+//	out, err := s.Kubectl("get", "pods", "-A")
+//
+// What envtest's API server differs in: the ServiceAccount admission plugin
+// is off (Pods get no token volume and need no ServiceAccount), and it
+// refuses Endpoints and EndpointSlices on 127.0.0.0/8, so an aggregated
+// APIService cannot be routed to a test server on loopback.
 package cluster
 
 import (
