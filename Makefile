@@ -6,6 +6,8 @@ LDFLAGS := -X main.version=$(VERSION)
 BENCH_COUNT ?= 5
 BENCH       ?= .
 
+# Files controller-gen writes from the API types and the code's markers.
+GENERATED := api/v1alpha1/zz_generated.deepcopy.go config/crd/bases/governor.dev_controlloops.yaml config/rbac/role.yaml
 # controller-gen, pinned, run from the module proxy.
 CONTROLLER_GEN ?= $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
 
@@ -27,10 +29,12 @@ bin/opa: go.mod go.sum
 test: bin/governor bin/opa envtest-assets ## every test: unit, CLI, upstream parity, integration (API server), end to end (local cluster)
 	$(GO) test -count=1 -timeout 30m ./...
 
-lint: bin/opa ## gofmt, go vet, and opa check --strict / opa fmt on the policies
+lint: bin/opa ## gofmt, go vet, opa check --strict / opa fmt on the policies, generated files up to date
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	bin/opa check --strict policies/
+	@before=$$(cat $(GENERATED) | sha256sum); $(MAKE) --no-print-directory generate manifests >/dev/null; \
+		[ "$$before" = "$$(cat $(GENERATED) | sha256sum)" ] || { echo "generated files were stale (regenerated now): $(GENERATED)"; exit 1; }
 	@out=$$(bin/opa fmt --list policies/); if [ -n "$$out" ]; then echo "opa fmt needed:"; echo "$$out"; exit 1; fi
 
 bench: envtest-assets ## benchmarks: decisions; tick-to-patch latency and 100-loop throughput on a real API server

@@ -16,6 +16,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap/zapcore"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -23,7 +24,9 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/bundles"
@@ -32,6 +35,11 @@ import (
 )
 
 const repo = "../.."
+
+// The controller's own log: errors only, to stderr, where go test shows them.
+func init() {
+	ctrl.SetLogger(zap.New(zap.Level(zapcore.ErrorLevel), zap.WriteTo(os.Stderr)))
+}
 
 func TestEndToEnd(t *testing.T) {
 	k := cluster.StartCluster(t, cluster.ClusterOptions{CRDDirs: []string{filepath.Join(repo, "config/crd/bases")}})

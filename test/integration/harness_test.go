@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap/zapcore"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -21,7 +22,9 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/bundles"
@@ -31,6 +34,11 @@ import (
 
 // repo is the repository root, relative to this package.
 const repo = "../.."
+
+// The controller's own log: errors only, to stderr, where go test shows them.
+func init() {
+	ctrl.SetLogger(zap.New(zap.Level(zapcore.ErrorLevel), zap.WriteTo(os.Stderr)))
+}
 
 // testBundles are bundles only tests use, beside the shipped ones.
 var testBundles = map[string]map[string]string{

@@ -58,7 +58,7 @@ func TestControlLoops(t *testing.T) {
 		}
 		e.loop(t, ns, "factory-qos", spec)
 		// Before any observation, the jitter metric is missing: no action.
-		eventually(t, 10*time.Second, func() (bool, string) {
+		eventually(t, 20*time.Second, func() (bool, string) {
 			h, desc := lastEntry(e.get(t, ns, "factory-qos"))
 			return strings.Contains(joined(h.Events), "Missing jitter"), desc
 		})
@@ -66,14 +66,14 @@ func TestControlLoops(t *testing.T) {
 
 		observed := time.Now()
 		e.observe(t, ns, "factory-qos", "jitter", "3.5", observed)
-		eventually(t, 5*time.Second, func() (bool, string) {
+		eventually(t, 15*time.Second, func() (bool, string) {
 			return podEgress(ns, "telemetry-upload-a") == "800M" && podEgress(ns, "telemetry-upload-b") == "800M",
 				"pods: " + podEgress(ns, "telemetry-upload-a") + ", " + podEgress(ns, "telemetry-upload-b")
 		})
 		// The status write follows the actuation within the same tick.
 		var l *v1alpha1.ControlLoop
 		var acted *v1alpha1.HistoryEntry
-		eventually(t, 5*time.Second, func() (bool, string) {
+		eventually(t, 15*time.Second, func() (bool, string) {
 			l = e.get(t, ns, "factory-qos")
 			for i := range l.Status.History {
 				if len(l.Status.History[i].Applied) > 0 {
@@ -94,7 +94,7 @@ func TestControlLoops(t *testing.T) {
 
 		// The policy's cooldown holds further changes, and the value stays.
 		tick := l.Status.Tick
-		eventually(t, 5*time.Second, func() (bool, string) {
+		eventually(t, 15*time.Second, func() (bool, string) {
 			l := e.get(t, ns, "factory-qos")
 			h, desc := lastEntry(l)
 			return l.Status.Tick >= tick+3 && strings.Contains(joined(h.Events), "Cooldown"), desc
@@ -110,12 +110,12 @@ func TestControlLoops(t *testing.T) {
 		target := deploymentTarget("telemetry", "telemetry-upload")
 		target.Bandwidth = &v1alpha1.BandwidthBounds{Min: resource.MustParse("10M"), Max: resource.MustParse("1000M")}
 		e.loop(t, ns, "greedy", echoSpec(`{"actions": [{"target": "telemetry", "set": {"bandwidth": {"egress": "5G"}}, "reason": "more"}]}`, target))
-		eventually(t, 5*time.Second, func() (bool, string) {
+		eventually(t, 15*time.Second, func() (bool, string) {
 			v := podEgress(ns, "telemetry-upload-a")
 			return v == "1G", "pod egress " + v
 		})
 		var l *v1alpha1.ControlLoop
-		eventually(t, 5*time.Second, func() (bool, string) {
+		eventually(t, 15*time.Second, func() (bool, string) {
 			l = e.get(t, ns, "greedy")
 			_, desc := lastEntry(l)
 			return len(l.Status.History) > 0 && len(l.Status.History[0].Guard) > 0, desc
@@ -125,7 +125,7 @@ func TestControlLoops(t *testing.T) {
 			guardNotes = append(guardNotes, h.Guard...)
 		}
 		assert.Contains(t, guardNotes, "Clamped telemetry: egress bandwidth 5G lowered to the maximum 1G")
-		eventually(t, 5*time.Second, func() (bool, string) {
+		eventually(t, 15*time.Second, func() (bool, string) {
 			for _, ev := range e.events(t, ns, "greedy") {
 				if ev.Reason == "Clamped" && ev.Type == corev1.EventTypeNormal && strings.Contains(ev.Note, "lowered to the maximum") {
 					return true, ""
@@ -142,7 +142,7 @@ func TestControlLoops(t *testing.T) {
 		target := deploymentTarget("web", "web")
 		target.Replicas = &v1alpha1.ReplicaBounds{Min: 1, Max: 10, MaxStep: 2}
 		e.loop(t, ns, "scaler", echoSpec(`{"actions": [{"target": "web", "set": {"replicas": 50}}]}`, target))
-		eventually(t, 5*time.Second, func() (bool, string) {
+		eventually(t, 15*time.Second, func() (bool, string) {
 			n := deploymentReplicas(ns, "web")
 			return n == 5, fmt.Sprintf("replicas %d", n)
 		})
@@ -154,7 +154,7 @@ func TestControlLoops(t *testing.T) {
 		assert.Contains(t, notes, "Clamped web: replicas 50 lowered to the maximum 10")
 		assert.Contains(t, notes, "Clamped web: replicas 10 limited to one step (2) above 3")
 		// The loop's cooldown (1h) holds the target: it stays at 5.
-		eventually(t, 5*time.Second, func() (bool, string) {
+		eventually(t, 15*time.Second, func() (bool, string) {
 			h, desc := lastEntry(e.get(t, ns, "scaler"))
 			return strings.Contains(joined(h.Guard), "Refused web: in cooldown"), desc
 		})
@@ -182,7 +182,7 @@ func TestControlLoops(t *testing.T) {
 		e.loop(t, ns, "sizer", echoSpec(`{"actions": [
 			{"target": "web", "set": {"resources": {"app": {"requests": {"memory": "192Mi"}}}}},
 			{"target": "api", "set": {"hpa": {"minReplicas": 3, "maxReplicas": 30}}}]}`, web, api))
-		eventually(t, 5*time.Second, func() (bool, string) {
+		eventually(t, 15*time.Second, func() (bool, string) {
 			var d appsv1.Deployment
 			require.NoError(t, e.c.Get(ctx, types.NamespacedName{Namespace: ns, Name: "web"}, &d))
 			var h autoscalingv2.HorizontalPodAutoscaler
@@ -223,7 +223,7 @@ func TestControlLoops(t *testing.T) {
 		}
 		e.observe(t, ns, "stale", "cpu", "95", time.Now().Add(-time.Hour))
 		for _, tc := range cases {
-			eventually(t, 5*time.Second, func() (bool, string) {
+			eventually(t, 15*time.Second, func() (bool, string) {
 				h, desc := lastEntry(e.get(t, ns, tc.name))
 				return strings.Contains(h.Error+joined(h.Guard), tc.want), tc.name + ": " + desc
 			})
@@ -248,7 +248,7 @@ func TestControlLoops(t *testing.T) {
 		spec := echoSpec(`{"actions": [{"target": "web", "set": {"replicas": 6}}], "events": ["High cpu"]}`, web)
 		spec.State = v1alpha1.Passive
 		e.loop(t, ns, "shadow", spec)
-		eventually(t, 5*time.Second, func() (bool, string) {
+		eventually(t, 15*time.Second, func() (bool, string) {
 			l := e.get(t, ns, "shadow")
 			return l.Status.Tick >= 3, fmt.Sprintf("tick %d", l.Status.Tick)
 		})
@@ -272,7 +272,7 @@ func TestControlLoops(t *testing.T) {
 		spec.State = v1alpha1.Paused
 		spec.Safety.Cooldown = metav1.Duration{}
 		e.loop(t, ns, "editable", spec)
-		eventually(t, 5*time.Second, func() (bool, string) {
+		eventually(t, 15*time.Second, func() (bool, string) {
 			l := e.get(t, ns, "editable")
 			return l.Status.Phase == v1alpha1.PhasePaused, string(l.Status.Phase)
 		})
@@ -283,7 +283,7 @@ func TestControlLoops(t *testing.T) {
 
 		l.Spec.State = v1alpha1.Running
 		require.NoError(t, e.c.Update(ctx, l))
-		eventually(t, 5*time.Second, func() (bool, string) {
+		eventually(t, 15*time.Second, func() (bool, string) {
 			return deploymentReplicas(ns, "web") == 4, fmt.Sprintf("replicas %d", deploymentReplicas(ns, "web"))
 		})
 
@@ -291,10 +291,10 @@ func TestControlLoops(t *testing.T) {
 		l.Spec.Policy.Params = &apiextensionsv1.JSON{Raw: []byte(`{"decision": {"actions": [{"target": "web", "set": {"replicas": 7}}]}}`)}
 		l.Spec.Interval = metav1.Duration{Duration: 100 * time.Millisecond}
 		require.NoError(t, e.c.Update(ctx, l))
-		eventually(t, 5*time.Second, func() (bool, string) {
+		eventually(t, 15*time.Second, func() (bool, string) {
 			return deploymentReplicas(ns, "web") == 7, fmt.Sprintf("replicas %d", deploymentReplicas(ns, "web"))
 		})
-		eventually(t, 5*time.Second, func() (bool, string) {
+		eventually(t, 15*time.Second, func() (bool, string) {
 			l := e.get(t, ns, "editable")
 			return l.Generation == l.Status.ObservedGeneration, fmt.Sprintf("generation %d observed %d", l.Generation, l.Status.ObservedGeneration)
 		})
@@ -306,7 +306,7 @@ func TestControlLoops(t *testing.T) {
 		spec := echoSpec(`{}`)
 		spec.Policy.Bundle = "nope"
 		e.loop(t, ns, "lost", spec)
-		eventually(t, 5*time.Second, func() (bool, string) {
+		eventually(t, 15*time.Second, func() (bool, string) {
 			l := e.get(t, ns, "lost")
 			for _, c := range l.Status.Conditions {
 				if c.Type == v1alpha1.ConditionPolicyReady && c.Status == metav1.ConditionFalse && c.Reason == "UnknownBundle" {
@@ -325,7 +325,7 @@ func TestControlLoops(t *testing.T) {
 		web.Replicas = &v1alpha1.ReplicaBounds{Min: 1, Max: 10}
 		spec := echoSpec(`{"actions": [{"target": "web", "set": {"replicas": 4}}]}`, web)
 		e.loop(t, ns, "doomed", spec)
-		eventually(t, 5*time.Second, func() (bool, string) {
+		eventually(t, 15*time.Second, func() (bool, string) {
 			return deploymentReplicas(ns, "web") == 4, "not acted yet"
 		})
 		require.NoError(t, e.c.Delete(ctx, &v1alpha1.ControlLoop{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "doomed"}}))

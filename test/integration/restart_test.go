@@ -41,7 +41,7 @@ func TestRestartGoesOnFromStatus(t *testing.T) {
 	e.observe(t, ns, "qos", "jitter", "4", time.Now())
 
 	stop := e.startManager(t)
-	eventually(t, 5*time.Second, func() (bool, string) {
+	eventually(t, 15*time.Second, func() (bool, string) {
 		l := e.get(t, ns, "qos")
 		return l.Status.Tick >= 3 && len(l.Status.Targets) == 1, fmt.Sprintf("tick %d", l.Status.Tick)
 	})
@@ -54,7 +54,7 @@ func TestRestartGoesOnFromStatus(t *testing.T) {
 	// policy will want more bandwidth as soon as it ticks again.
 	e.observe(t, ns, "qos", "jitter", "0.1", time.Now())
 	e.startManager(t)
-	eventually(t, 5*time.Second, func() (bool, string) {
+	eventually(t, 15*time.Second, func() (bool, string) {
 		l := e.get(t, ns, "qos")
 		return l.Status.Tick >= before.Status.Tick+3, fmt.Sprintf("tick %d", l.Status.Tick)
 	})
@@ -77,7 +77,7 @@ func TestRestartGoesOnFromStatus(t *testing.T) {
 			assert.Empty(t, h.Applied, "tick %d acted inside the cooldown", h.Tick)
 		}
 	}
-	eventually(t, 10*time.Second, func() (bool, string) {
+	eventually(t, 20*time.Second, func() (bool, string) {
 		v := egressOf(t, e, ns)
 		return v == "810M", "egress " + v
 	})

@@ -81,7 +81,7 @@ func TestGovernorRun(t *testing.T) {
 	spec := echoSpec(`{}`, web)
 	spec.Policy.Bundle, spec.Policy.Decision = "reactive", "governor/reactive/decision"
 	e.loop(t, ns, "scaling", spec)
-	eventually(t, 10*time.Second, func() (bool, string) {
+	eventually(t, 20*time.Second, func() (bool, string) {
 		l := e.get(t, ns, "scaling")
 		return l.Status.Tick >= 2 && l.Status.PolicyRevision == "reactive@reactive-1", fmt.Sprintf("tick %d %s", l.Status.Tick, l.Status.PolicyRevision)
 	})
