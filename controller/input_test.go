@@ -8,10 +8,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"governor.dev/governor/api/v1alpha1"
+	"governor.dev/governor/collectors"
 )
 
 func TestEffectiveParamsOverridesWinDeeply(t *testing.T) {
@@ -35,30 +35,16 @@ func TestEffectiveParamsOverridesWinDeeply(t *testing.T) {
 func TestMetricDocStaleness(t *testing.T) {
 	now := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
 	v := 2.5
-	doc, stale := metricDoc(Metric{Value: &v, ObservedAt: now.Add(-2 * time.Second), Fields: map[string]any{"p95": 3.1}}, now, 15*time.Second)
+	doc, stale := metricDoc(collectors.Metric{Value: &v, ObservedAt: now.Add(-2 * time.Second), Fields: map[string]any{"p95": 3.1}}, now, 15*time.Second)
 	assert.False(t, stale)
 	assert.Equal(t, map[string]any{"value": 2.5, "age_seconds": 2.0, "stale": false, "p95": 3.1}, doc)
 
-	_, stale = metricDoc(Metric{Value: &v, ObservedAt: now.Add(-16 * time.Second)}, now, 15*time.Second)
+	_, stale = metricDoc(collectors.Metric{Value: &v, ObservedAt: now.Add(-16 * time.Second)}, now, 15*time.Second)
 	assert.True(t, stale, "older than staleAfter")
 
-	doc, stale = metricDoc(Metric{Err: "no observation reported"}, now, 15*time.Second)
+	doc, stale = metricDoc(collectors.Metric{Err: "no observation reported"}, now, 15*time.Second)
 	assert.True(t, stale, "no value")
 	assert.Equal(t, map[string]any{"value": nil, "stale": true, "error": "no observation reported"}, doc)
-}
-
-func TestObservationsReportDeclaredCollectorsAsMissing(t *testing.T) {
-	loop := &v1alpha1.ControlLoop{
-		Spec: v1alpha1.ControlLoopSpec{Collectors: []v1alpha1.CollectorSpec{{Name: "jitter"}, {Name: "cpu"}}},
-		Status: v1alpha1.ControlLoopStatus{Observations: map[string]v1alpha1.Observation{
-			"jitter": {Value: resourceMust("2.4"), Time: metav1.NewTime(time.Unix(100, 0))},
-		}},
-	}
-	m := Observations{}.Metrics(t.Context(), loop, time.Unix(101, 0))
-	require.Contains(t, m, "jitter")
-	assert.InDelta(t, 2.4, *m["jitter"].Value, 1e-9)
-	assert.Nil(t, m["cpu"].Value)
-	assert.Equal(t, "no observation reported", m["cpu"].Err)
 }
 
 func TestRecordBoundsHistoryAndKeepsCooldowns(t *testing.T) {
@@ -85,5 +71,3 @@ func TestRecordBoundsHistoryAndKeepsCooldowns(t *testing.T) {
 	assert.Equal(t, int64(4), st.ObservedGeneration)
 	assert.Len(t, st.Conditions, 2)
 }
-
-func resourceMust(s string) resource.Quantity { return resource.MustParse(s) }

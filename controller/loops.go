@@ -38,7 +38,7 @@ type Loops struct {
 	// its loop's status, so a restarted controller goes on from it.
 	APIReader client.Reader
 	Bundles   *bundles.Registry
-	// Metrics fill input.metrics; Observations when nil.
+	// Metrics fill input.metrics; status.observations alone when nil.
 	Metrics  MetricSource
 	Recorder recorder.EventRecorder
 	Log      logr.Logger

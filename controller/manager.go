@@ -21,7 +21,7 @@ import (
 // Options configure the controller manager.
 type Options struct {
 	Bundles *bundles.Registry
-	// Metrics fill input.metrics; status.observations when nil.
+	// Metrics fill input.metrics; status.observations alone when nil.
 	Metrics MetricSource
 	// MetricsAddr and ProbeAddr are the listen addresses of the metrics
 	// and health endpoints; "0" turns one off.

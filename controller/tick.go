@@ -11,6 +11,7 @@ import (
 
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/bundles"
+	"governor.dev/governor/collectors"
 	"governor.dev/governor/controller/guard"
 )
 
@@ -151,9 +152,9 @@ func (l *Loops) input(ctx context.Context, loop *v1alpha1.ControlLoop, status *v
 		return nil, st, err
 	}
 	metrics := map[string]any{}
-	source := l.Metrics
-	if source == nil {
-		source = Observations{}
+	var source MetricSource = collectors.Set{}
+	if l.Metrics != nil {
+		source = l.Metrics
 	}
 	for name, m := range source.Metrics(ctx, loop, now) {
 		doc, stale := metricDoc(m, now, loop.Spec.Safety.StaleAfter.Duration)

@@ -122,12 +122,20 @@ type CollectorSpec struct {
 	Push *PushCollector `json:"push,omitempty"`
 }
 
-// HubbleCollector keeps a sliding window of L7 flow latencies from Hubble Relay.
+// HubbleCollector keeps a sliding window of L7 flow latencies from Hubble
+// Relay, for the flows that match every filter given.
 type HubbleCollector struct {
 	// +optional
 	Source *FlowEndpoint `json:"source,omitempty"`
 	// +optional
 	Destination *FlowEndpoint `json:"destination,omitempty"`
+	// HTTPStatus keeps flows whose HTTP status matches one of these, as
+	// Hubble filters them ("200", "5+", ...).
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=atomic
+	// +optional
+	HTTPStatus []string `json:"httpStatus,omitempty"`
+	// Window is how far back the statistics reach.
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:default="10s"
 	// +optional
@@ -138,6 +146,8 @@ type HubbleCollector struct {
 type FlowEndpoint struct {
 	// +optional
 	Namespace string `json:"namespace,omitempty"`
+	// Workload is the name of the workload (Deployment, StatefulSet, ...)
+	// whose Pods the flow comes from or goes to.
 	// +optional
 	Workload string `json:"workload,omitempty"`
 	// +optional
@@ -147,19 +157,34 @@ type FlowEndpoint struct {
 // PrometheusCollector runs one PromQL instant query per tick.
 type PrometheusCollector struct {
 	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=4096
 	Query string `json:"query"`
+	// Timeout bounds the query.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:default="5s"
+	// +optional
+	Timeout metav1.Duration `json:"timeout,omitempty"`
 }
 
-// ResourcesCollector reads a target's pods' CPU and memory usage.
+// ResourceName is a resource whose usage a collector reads.
+// +kubebuilder:validation:Enum=cpu;memory
+type ResourceName string
+
+// ResourcesCollector reads the CPU or memory usage of a target's Pods from
+// metrics.k8s.io: value is the usage as a percentage of the Pods' requests.
 type ResourcesCollector struct {
 	// Target is the name of one of the loop's targets.
 	Target string `json:"target"`
+	// Resource is cpu or memory.
+	Resource ResourceName `json:"resource"`
 }
 
 // PushCollector takes observations the managed system posts to the
 // controller's push API.
 type PushCollector struct {
-	// TokenSecret names a Secret (key "token") holding the bearer token.
+	// TokenSecret names a Secret in the loop's namespace whose key "token"
+	// holds the bearer token the managed system presents.
+	// +kubebuilder:validation:MinLength=1
 	TokenSecret string `json:"tokenSecret"`
 }
 
