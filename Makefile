@@ -47,7 +47,7 @@ generate: ## deepcopy code of the API types
 
 manifests: ## the CRD and the RBAC role, from the API types and the code's markers
 	$(CONTROLLER_GEN) crd:maxDescLen=0 paths=./api/... output:crd:artifacts:config=config/crd/bases
-	$(CONTROLLER_GEN) rbac:roleName=manager-role paths=./actuators/... paths=./controller/... output:rbac:artifacts:config=config/rbac
+	$(CONTROLLER_GEN) rbac:roleName=manager-role paths=./actuators/... paths=./controller/... paths=./collectors/... output:rbac:artifacts:config=config/rbac
 
 clean: ## remove bin/governor and bin/opa (bin/k8s stays: clean-envtest-assets removes it)
 	rm -f bin/governor bin/opa

@@ -1,21 +1,34 @@
 package controller
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"os"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	metricsclient "k8s.io/metrics/pkg/client/clientset/versioned"
+
 	"governor.dev/governor/actuators/bandwidth"
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/bundles"
+	"governor.dev/governor/collectors"
+	"governor.dev/governor/collectors/hubble"
+	"governor.dev/governor/collectors/prometheus"
+	"governor.dev/governor/collectors/push"
+	"governor.dev/governor/collectors/resources"
 )
 
 // Options configure the controller manager.
@@ -30,6 +43,80 @@ type Options struct {
 	// LeaderElection makes only one replica run loops at a time.
 	LeaderElection          bool
 	LeaderElectionNamespace string
+
+	// HubbleRelay is Hubble Relay's host:port; "" leaves hubble collectors
+	// without a source.
+	HubbleRelay string
+	HubbleTLS   TLSFiles
+	// PrometheusAddress is Prometheus' base URL; "" leaves prometheus
+	// collectors without a source.
+	PrometheusAddress string
+	// PushAddr is the listen address of the push endpoint; "" or "0" turns
+	// it off.
+	PushAddr string
+}
+
+// TLSFiles configure TLS to a server from PEM files; all empty is plaintext.
+type TLSFiles struct {
+	CA, Cert, Key, ServerName string
+}
+
+func (f TLSFiles) config() (*tls.Config, error) {
+	if f == (TLSFiles{}) {
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: f.ServerName}
+	if f.CA != "" {
+		pem, err := os.ReadFile(f.CA)
+		if err != nil {
+			return nil, err
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s holds no PEM certificate", f.CA)
+		}
+	}
+	if f.Cert != "" || f.Key != "" {
+		cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+		if err != nil {
+			return nil, fmt.Errorf("client certificate: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}
+
+// collectorSet builds the collectors the options configure; hubble's
+// streams close when the manager stops.
+func collectorSet(cfg *rest.Config, mgr manager.Manager, opts Options) (collectors.Set, error) {
+	var set collectors.Set
+	if opts.HubbleRelay != "" {
+		tlsCfg, err := opts.HubbleTLS.config()
+		if err != nil {
+			return set, fmt.Errorf("hubble relay TLS: %w", err)
+		}
+		h := hubble.New(hubble.Options{Address: opts.HubbleRelay, TLS: tlsCfg})
+		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+			<-ctx.Done()
+			return h.Close()
+		})); err != nil {
+			return set, err
+		}
+		set.Hubble = h
+	}
+	if opts.PrometheusAddress != "" {
+		p, err := prometheus.New(prometheus.Options{Address: opts.PrometheusAddress})
+		if err != nil {
+			return set, err
+		}
+		set.Prometheus = p
+	}
+	mc, err := metricsclient.NewForConfig(cfg)
+	if err != nil {
+		return set, fmt.Errorf("metrics.k8s.io client: %w", err)
+	}
+	set.Resources = resources.New(mgr.GetClient(), mc)
+	return set, nil
 }
 
 // LeaderElectionID is the name of the Lease replicas compete for.
@@ -65,15 +152,29 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		// A process may build a new manager after stopping one (a restart
 		// in place, as the restart tests do); names stay unique per manager.
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+		// Secrets (the push endpoint's tokens) are read one by one, never
+		// cached: the controller needs no right to list or watch them.
+		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
 	})
 	if err != nil {
 		return nil, err
+	}
+	metrics := opts.Metrics
+	if metrics == nil {
+		if metrics, err = collectorSet(cfg, mgr, opts); err != nil {
+			return nil, err
+		}
+	}
+	if opts.PushAddr != "" && opts.PushAddr != "0" {
+		if err := mgr.Add(push.NewServer(mgr.GetClient(), push.Options{Addr: opts.PushAddr})); err != nil {
+			return nil, err
+		}
 	}
 	loops := &Loops{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
 		Bundles:   opts.Bundles,
-		Metrics:   opts.Metrics,
+		Metrics:   metrics,
 		Recorder:  mgr.GetEventRecorder("governor"),
 		Log:       mgr.GetLogger().WithName("loops"),
 	}

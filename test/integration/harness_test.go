@@ -98,7 +98,15 @@ func newEnv(t testing.TB) *env {
 // (or the test ends).
 func (e *env) startManager(t testing.TB) (stop func()) {
 	t.Helper()
-	mgr, err := controller.NewManager(e.api.Config, controller.Options{Bundles: e.bundles, MetricsAddr: "0", ProbeAddr: "0"})
+	return e.startManagerWith(t, controller.Options{})
+}
+
+// startManagerWith runs a controller manager with options of the test's
+// (bundles and listen addresses are the env's).
+func (e *env) startManagerWith(t testing.TB, opts controller.Options) (stop func()) {
+	t.Helper()
+	opts.Bundles, opts.MetricsAddr, opts.ProbeAddr = e.bundles, "0", "0"
+	mgr, err := controller.NewManager(e.api.Config, opts)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
