@@ -111,7 +111,7 @@ func collectorSet(cfg *rest.Config, mgr manager.Manager, opts Options) (collecto
 		}
 		set.Prometheus = p
 	}
-	mc, err := metricsclient.NewForConfig(cfg)
+	mc, err := metricsclient.NewForConfigAndClient(cfg, mgr.GetHTTPClient())
 	if err != nil {
 		return set, fmt.Errorf("metrics.k8s.io client: %w", err)
 	}

@@ -127,10 +127,22 @@ func New(opts Options) *Collector {
 	return c
 }
 
-// Collect implements collectors.Source: the statistics of the last spec.Window (10s by
-// default) of the flows spec.Hubble selects. Value is the jitter in ms; ObservedAt the time
-// of the newest flow in the window; Fields count, p50, p95, p99, mean (ms), drops,
-// error_rate, window_seconds and truncated. It never blocks.
+// Collect implements collectors.Source: the statistics of the flows spec.Hubble selects
+// whose time is in (now - window, now], window being spec.Window (10s by default). It never
+// blocks; the first Collect of a filter starts its stream.
+//
+//   - Value: the jitter, the mean absolute difference of successive latencies (ms), of the
+//     HTTP responses with a latency; nil with fewer than two.
+//   - ObservedAt: the time of the newest flow received (in the window whenever there is a
+//     Value; never after now). It does not advance while the relay is down.
+//   - Fields: count (responses with a latency), drops (DROPPED flows), window_seconds,
+//     truncated (the window lost samples to MaxSamples); with count > 0 p50, p95, p99
+//     (nearest rank) and mean, in ms; with any HTTP response error_rate (share of status
+//     >= 500).
+//   - Err: "relay <addr> unreachable since <time>: <reason>" while the stream is down (the
+//     window's Value stays until it ages out), "relay <addr> refuses the stream since ..."
+//     when the relay answers with an error (e.g. not a Hubble Relay), "no flows in the last
+//     <window>", or why there is no Value.
 func (c *Collector) Collect(_ context.Context, _ *v1alpha1.ControlLoop, spec *v1alpha1.CollectorSpec, now time.Time) collectors.Metric {
 	if spec == nil || spec.Hubble == nil {
 		return collectors.Metric{Err: "not a hubble collector"}

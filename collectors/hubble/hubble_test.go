@@ -11,6 +11,7 @@ import (
 	"math/big"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
@@ -18,6 +19,9 @@ import (
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -371,10 +375,17 @@ func TestRelayOutageAndRecovery(t *testing.T) {
 	require.NotNil(t, m.Value, "the window's value, still")
 	last := m.ObservedAt
 	assert.False(t, last.After(stopped), "no flow after the relay stopped")
-	time.Sleep(300 * time.Millisecond)
+	s := connectedOrNot(t, c, toRobot)
+	s.mu.Lock()
+	since := s.downSince
+	s.mu.Unlock()
+	time.Sleep(300 * time.Millisecond) // several reconnects fail meanwhile
 	m = collect(c, toRobot, time.Now())
 	assert.Contains(t, m.Err, "unreachable")
 	assert.Equal(t, last, m.ObservedAt, "ObservedAt does not advance while the relay is down")
+	s.mu.Lock()
+	assert.Equal(t, since, s.downSince, "down since the first failure")
+	s.mu.Unlock()
 	t.Logf("while down: %s", m.Err)
 
 	aged := collect(c, toRobot, last.Add(11*time.Second))
@@ -414,6 +425,55 @@ func TestIdleStreamsCloseAndCloseStopsAll(t *testing.T) {
 	m := collect(c, toRobot, time.Now())
 	assert.Equal(t, "hubble collector closed", m.Err)
 	assert.Equal(t, int64(3), r.GetFlowsCalls())
+}
+
+// A server that is not a Hubble Relay answers, and refuses the stream; the collector tries
+// again with growing waits, and the failure keeps the time it began.
+func TestNotAHubbleRelay(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var calls atomic.Int64
+	srv := grpc.NewServer(grpc.UnknownServiceHandler(func(any, grpc.ServerStream) error {
+		calls.Add(1)
+		return status.Error(codes.Unimplemented, "unknown service observer.Observer")
+	}))
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+	c := newCollector(t, Options{Address: lis.Addr().String(), Backoff: Backoff{Initial: 10 * time.Millisecond, Max: 200 * time.Millisecond}})
+	var m collectors.Metric
+	require.Eventually(t, func() bool {
+		m = collect(c, toRobot, time.Now())
+		return m.Err != "" && m.Err != "no flows in the last 10s"
+	}, 10*time.Second, 10*time.Millisecond)
+	assert.Regexp(t, `^relay 127\.0\.0\.1:\d+ refuses the stream since \S+: Unimplemented: unknown service observer.Observer$`, m.Err)
+	assert.Nil(t, m.Value)
+
+	s := connectedOrNot(t, c, toRobot)
+	s.mu.Lock()
+	since := s.downSince
+	s.mu.Unlock()
+	start := calls.Load()
+	time.Sleep(time.Second)
+	// 10, 20, 40, 80, 160, then 200ms (±20%): about 9 tries in a second, not 100.
+	tries := calls.Load() - start
+	assert.LessOrEqual(t, tries, int64(12), "backoff")
+	assert.GreaterOrEqual(t, tries, int64(3), "backoff")
+	s.mu.Lock()
+	assert.Equal(t, since, s.downSince, "down since the first failure")
+	s.mu.Unlock()
+}
+
+// connectedOrNot is the stream of h, whatever its state.
+func connectedOrNot(t testing.TB, c *Collector, h *v1alpha1.HubbleCollector) *stream {
+	t.Helper()
+	req, err := FlowsRequest(h)
+	require.NoError(t, err)
+	k, err := key(req)
+	require.NoError(t, err)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	require.NotNil(t, c.streams[k])
+	return c.streams[k]
 }
 
 func TestBadSpecsStartNoStream(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"github.com/cilium/cilium/api/v1/observer"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -39,6 +40,7 @@ type stream struct {
 	up        bool
 	downSince time.Time
 	reason    string
+	refused   bool // the relay answered, and refused the stream (e.g. not a Hubble Relay)
 }
 
 func newStream(c *Collector, req *observer.GetFlowsRequest, window time.Duration) *stream {
@@ -111,7 +113,15 @@ func (s *stream) once() (established bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	if _, err := fs.Header(); err != nil {
+	// The stream is established when the relay sends its headers (Hubble Relay does at
+	// once, with the state of its nodes). Without headers it failed: Recv says why.
+	md, err := fs.Header()
+	if err == nil && md == nil {
+		if _, err = fs.Recv(); err == nil || errors.Is(err, io.EOF) {
+			err = errors.New("the relay ended the stream")
+		}
+	}
+	if err != nil {
 		return false, err
 	}
 	s.mu.Lock()
@@ -133,16 +143,23 @@ func (s *stream) once() (established bool, err error) {
 
 // failed records that the stream is down, because of err.
 func (s *stream) failed(err error) {
-	reason := status.Convert(err).Message()
+	st := status.Convert(err)
+	reason := st.Message()
 	if reason == "" {
 		reason = err.Error()
+	}
+	var refused bool
+	switch st.Code() {
+	case codes.InvalidArgument, codes.Unimplemented, codes.PermissionDenied, codes.Unauthenticated,
+		codes.FailedPrecondition, codes.NotFound, codes.OutOfRange:
+		refused, reason = true, st.Code().String()+": "+reason
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.up || s.downSince.IsZero() {
 		s.downSince = time.Now()
 	}
-	s.up, s.reason = false, reason
+	s.up, s.reason, s.refused = false, reason, refused
 }
 
 // ingest adds one flow: a drop or an HTTP response becomes a sample; any flow counts for
@@ -202,7 +219,7 @@ func (s *stream) collect(window time.Duration, now time.Time) collectors.Metric 
 	st, l := gather(&s.buf, cutoff, (*lats)[:0])
 	*lats = l
 	newest, truncated := s.newest, s.cappedAt > cutoff
-	up, downSince, reason := s.up, s.downSince, s.reason
+	up, downSince, reason, refused := s.up, s.downSince, s.reason, s.refused
 	s.mu.Unlock()
 
 	st.percentiles(*lats)
@@ -230,6 +247,8 @@ func (s *stream) collect(window time.Duration, now time.Time) collectors.Metric 
 		m.Value = &v
 	}
 	switch {
+	case !up && !downSince.IsZero() && refused:
+		m.Err = fmt.Sprintf("relay %s refuses the stream since %s: %s", s.c.opts.Address, downSince.UTC().Format(time.RFC3339), reason)
 	case !up && !downSince.IsZero():
 		m.Err = fmt.Sprintf("relay %s unreachable since %s: %s", s.c.opts.Address, downSince.UTC().Format(time.RFC3339), reason)
 	case !inWindow:

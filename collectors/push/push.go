@@ -69,7 +69,10 @@ import (
 
 // +kubebuilder:rbac:groups=governor.dev,resources=controlloops,verbs=get;list;watch
 // +kubebuilder:rbac:groups=governor.dev,resources=controlloops/status,verbs=get;patch
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+// Secrets are read one by one (get): the client must not cache them (the manager's client
+// excludes them from its cache), or the controller would need to list and watch every Secret of
+// the cluster, and hold them all in memory.
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get
 
 const (
 	// DefaultAddr is where Start listens when Options.Addr is empty.
@@ -114,8 +117,8 @@ type Server struct {
 	bound string
 }
 
-// NewServer returns the push endpoint. c reads ControlLoops and Secrets and patches the loops'
-// status.
+// NewServer returns the push endpoint. c reads ControlLoops (from a cache is fine) and Secrets
+// (uncached: see the RBAC markers) and patches the loops' status.
 func NewServer(c client.Client, opts Options) *Server {
 	s := &Server{c: c, addr: opts.Addr, maxBody: opts.MaxBody, log: opts.Log, now: time.Now}
 	if s.addr == "" {

@@ -380,34 +380,13 @@ func TestPush(t *testing.T) {
 	})
 }
 
-// TestRestartKeepsObservations runs the Server as a manager's Runnable (with the manager's
-// cached client), pushes, stops the manager and starts another: the observations are in the
+// TestRestartKeepsObservations runs the Server as a manager's Runnable (with a client like the
+// controller's), pushes, stops the manager and starts another: the observations are in the
 // API, and the new one goes on updating them.
 func TestRestartKeepsObservations(t *testing.T) {
 	e := start(t)
 	path := obsPath(e.ns, "factory-qos")
-	run := func() (*push.Server, func()) {
-		mgr, err := manager.New(e.Config, manager.Options{Scheme: controller.Scheme(), Metrics: metricsserver.Options{BindAddress: "0"}})
-		require.NoError(t, err)
-		s := push.NewServer(mgr.GetClient(), push.Options{Addr: "127.0.0.1:0"})
-		assert.False(t, s.NeedLeaderElection())
-		require.NoError(t, mgr.Add(s))
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- mgr.Start(ctx) }()
-		require.Eventually(t, func() bool { return s.Addr() != "" }, 30*time.Second, 10*time.Millisecond)
-		return s, func() {
-			cancel()
-			select {
-			case err := <-done:
-				require.NoError(t, err)
-			case <-time.After(30 * time.Second):
-				t.Fatal("the manager did not stop")
-			}
-		}
-	}
-
-	first, stop := run()
+	first, stop := runManager(t, e.Config)
 	a := do(t, "http://"+first.Addr(), request{path: path, token: tokenA, body: `{"jitter": 4.2, "time": "2026-11-21T10:00:00.5Z"}`})
 	require.Equal(t, http.StatusNoContent, a.code, a.body)
 	stop()
@@ -419,8 +398,7 @@ func TestRestartKeepsObservations(t *testing.T) {
 	at := time.Date(2026, 11, 21, 10, 0, 0, 500_000_000, time.UTC)
 	assert.True(t, loop.Status.Observations["jitter"].Time.Time.Equal(at))
 
-	second, stop := run()
-	defer stop()
+	second, _ := runManager(t, e.Config)
 	m := collectors.Set{}.Metrics(context.Background(), e.loop(t, "factory-qos"), at.Add(time.Second))
 	assert.InDelta(t, 4.2, *m["jitter"].Value, 1e-12)
 	assert.Equal(t, at, m["jitter"].ObservedAt.UTC())
@@ -430,6 +408,40 @@ func TestRestartKeepsObservations(t *testing.T) {
 	obs := e.loop(t, "factory-qos").Status.Observations
 	assert.Equal(t, "4300m", str(obs["jitter"].Value))
 	assert.Equal(t, "1", str(obs["load"].Value))
+}
+
+// runManager runs a Server as a Runnable of a controller-runtime manager configured as the
+// controller's (its client reads from a cache, Secrets excepted), for cfg's user, on a free
+// loopback port. stop stops the manager and waits for it.
+func runManager(t *testing.T, cfg *rest.Config) (s *push.Server, stop func()) {
+	t.Helper()
+	mgr, err := manager.New(cfg, manager.Options{
+		Scheme:  controller.Scheme(),
+		Metrics: metricsserver.Options{BindAddress: "0"},
+		Client:  client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
+	})
+	require.NoError(t, err)
+	s = push.NewServer(mgr.GetClient(), push.Options{Addr: "127.0.0.1:0"})
+	assert.False(t, s.NeedLeaderElection())
+	require.NoError(t, mgr.Add(s))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	require.Eventually(t, func() bool { return s.Addr() != "" }, 30*time.Second, 10*time.Millisecond)
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				require.NoError(t, err)
+			case <-time.After(30 * time.Second):
+				t.Fatal("the manager did not stop")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return s, stop
 }
 
 // TestStartFailsOnABusyAddress: Start says why it cannot serve.
@@ -442,20 +454,25 @@ func TestStartFailsOnABusyAddress(t *testing.T) {
 }
 
 // TestRBACMarkersSuffice pushes as a user with exactly the permissions of this package's
-// +kubebuilder:rbac markers: enough, and no more than reading Secrets (no writes to them, no
-// writes to the loop's spec).
+// +kubebuilder:rbac markers, through a manager whose client is configured as the controller's
+// (loops from a cache, Secrets read one by one): enough, and no more than reading Secrets one
+// by one (no list, no writes to them, no writes to the loop's spec).
 func TestRBACMarkersSuffice(t *testing.T) {
 	e := start(t)
 	cfg := rbacUser(t, e.APIServer, e.c, "governor-push", markerRules(t))
 	uc, err := client.New(cfg, client.Options{Scheme: controller.Scheme()})
 	require.NoError(t, err)
-	srv := httptest.NewServer(push.NewServer(uc, push.Options{}).Handler())
-	defer srv.Close()
+	require.Eventually(t, func() bool { // the binding reaches the authorizer within moments
+		return uc.Get(context.Background(), client.ObjectKey{Namespace: e.ns, Name: "factory-qos"}, &v1alpha1.ControlLoop{}) == nil
+	}, 20*time.Second, 50*time.Millisecond)
+	s, _ := runManager(t, cfg)
 	var a answer
 	require.Eventually(t, func() bool {
-		a = do(t, srv.URL, request{path: obsPath(e.ns, "factory-qos"), token: tokenA, body: `{"jitter": 1}`})
+		a = do(t, "http://"+s.Addr(), request{path: obsPath(e.ns, "factory-qos"), token: tokenA, body: `{"jitter": 1}`})
 		return a.code == http.StatusNoContent
 	}, 20*time.Second, 100*time.Millisecond, "last answer: %d %s", a.code, a.body)
+	a = do(t, "http://"+s.Addr(), request{path: obsPath(e.ns, "factory-qos"), token: "guess", body: `{"jitter": 1}`})
+	assert.Equal(t, http.StatusForbidden, a.code, a.body)
 	assert.Equal(t, "1", str(e.loop(t, "factory-qos").Status.Observations["jitter"].Value))
 
 	ctx := context.Background()
@@ -463,6 +480,7 @@ func TestRBACMarkersSuffice(t *testing.T) {
 	require.NoError(t, uc.Get(ctx, client.ObjectKey{Namespace: e.ns, Name: "telemetry-token"}, secret))
 	secret.Data["token"] = []byte("mine")
 	assert.True(t, apierrors.IsForbidden(uc.Update(ctx, secret)), "update a Secret")
+	assert.True(t, apierrors.IsForbidden(uc.List(ctx, &corev1.SecretList{}, client.InNamespace(e.ns))), "list Secrets")
 	loop := e.loop(t, "factory-qos")
 	loop.Spec.State = v1alpha1.Paused
 	assert.True(t, apierrors.IsForbidden(uc.Update(ctx, loop)), "update a loop's spec")

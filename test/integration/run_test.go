@@ -17,6 +17,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"governor.dev/governor/api/v1alpha1"
@@ -34,11 +36,11 @@ func TestGovernorRun(t *testing.T) {
 	out, err := build.CombinedOutput()
 	require.NoError(t, err, string(out))
 
-	probe, metrics := freeAddr(t), freeAddr(t)
+	probe, metrics, pushAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	var logs bytes.Buffer
 	cmd := exec.Command(bin, "run", "--bundles", filepath.Join(repo, "policies"), "--kubeconfig", e.api.Kubeconfig,
 		"--leader-elect", "--leader-election-namespace", "default",
-		"--health-probe-bind-address", probe, "--metrics-bind-address", metrics)
+		"--health-probe-bind-address", probe, "--metrics-bind-address", metrics, "--push-bind-address", pushAddr)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	require.NoError(t, cmd.Start())
 	exited := make(chan error, 1)
@@ -80,11 +82,32 @@ func TestGovernorRun(t *testing.T) {
 	web.Replicas = &v1alpha1.ReplicaBounds{Min: 1, Max: 10}
 	spec := echoSpec(`{}`, web)
 	spec.Policy.Bundle, spec.Policy.Decision = "reactive", "governor/reactive/decision"
+	spec.Collectors = []v1alpha1.CollectorSpec{{Name: "queue", Push: &v1alpha1.PushCollector{TokenSecret: "reporter"}}}
+	require.NoError(t, e.c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "reporter"},
+		StringData: map[string]string{"token": "s3cret"}}))
 	e.loop(t, ns, "scaling", spec)
 	eventually(t, 20*time.Second, func() (bool, string) {
 		l := e.get(t, ns, "scaling")
 		return l.Status.Tick >= 2 && l.Status.PolicyRevision == "reactive@reactive-1", fmt.Sprintf("tick %d %s", l.Status.Tick, l.Status.PolicyRevision)
 	})
+
+	// The managed system reports through the push endpoint.
+	push := func(token, body string) int {
+		req, err := http.NewRequest(http.MethodPost, "http://"+pushAddr+"/v1/loops/"+ns+"/scaling/observations", strings.NewReader(body))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	assert.Equal(t, http.StatusForbidden, push("wrong", `{"queue": 12}`))
+	assert.Equal(t, http.StatusNoContent, push("s3cret", `{"queue": 12}`))
+	l := e.get(t, ns, "scaling")
+	require.Contains(t, l.Status.Observations, "queue")
+	v := l.Status.Observations["queue"].Value
+	assert.Equal(t, "12", v.String())
 
 	code, body := get("http://" + metrics + "/metrics")
 	assert.Equal(t, http.StatusOK, code)
