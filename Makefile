@@ -37,8 +37,9 @@ lint: bin/opa ## gofmt, go vet, opa check --strict / opa fmt on the policies, ge
 		[ "$$before" = "$$(cat $(GENERATED) | sha256sum)" ] || { echo "generated files were stale (regenerated now): $(GENERATED)"; exit 1; }
 	@out=$$(bin/opa fmt --list policies/); if [ -n "$$out" ]; then echo "opa fmt needed:"; echo "$$out"; exit 1; fi
 
-bench: envtest-assets ## benchmarks: decisions; tick-to-patch latency and 100-loop throughput on a real API server
+bench: envtest-assets ## benchmarks: decisions; Hubble ingest and memory; tick-to-patch latency and 100-loop throughput on a real API server
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -count $(BENCH_COUNT) ./bundles/
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -cpu 1 -count $(BENCH_COUNT) ./collectors/hubble/
 	$(GO) test -run '^$$' -bench 'TickToPatch' -benchtime 100x -count $(BENCH_COUNT) ./test/integration/
 	$(GO) test -run '^$$' -bench 'TicksPerSecond' -benchtime 1x -count $(BENCH_COUNT) ./test/integration/
 
