@@ -216,11 +216,11 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 	return interval, true
 }
 
-// urgent says whether a tick's status must be written now: it acted (its
-// cooldown must survive a crash), failed, was refused or clamped, or the
-// loop's phase or conditions changed.
+// urgent says whether a tick's status must be written now: it acted on a
+// target or a supervised loop (its cooldown must survive a crash), failed,
+// was refused or clamped, or the loop's phase or conditions changed.
 func urgent(res tickResult, written, next *v1alpha1.ControlLoopStatus) bool {
-	if len(res.entry.Applied) > 0 || res.entry.Error != "" || len(res.entry.Guard) > 0 {
+	if len(res.entry.Applied) > 0 || res.entry.Params != nil || res.entry.Error != "" || len(res.entry.Guard) > 0 {
 		return true
 	}
 	if written.Phase != next.Phase || written.ObservedGeneration != next.ObservedGeneration || len(written.Conditions) != len(next.Conditions) {
@@ -264,6 +264,7 @@ func withOthers(owned, cached *v1alpha1.ControlLoopStatus) *v1alpha1.ControlLoop
 	st := owned.DeepCopy()
 	st.Observations = cached.Observations
 	st.Overrides = cached.Overrides
+	st.OverridesBy = cached.OverridesBy
 	return st
 }
 

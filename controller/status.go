@@ -45,6 +45,11 @@ func record(loop *v1alpha1.ControlLoop, old *v1alpha1.ControlLoopStatus, res tic
 		setLastChange(st, name, at)
 	}
 	pruneTargets(st, loop)
+	if res.overridden != nil {
+		setCondition(st, loop, *res.overridden)
+	} else {
+		meta.RemoveStatusCondition(&st.Conditions, v1alpha1.ConditionOverridden)
+	}
 	setCondition(st, loop, res.policy)
 	setCondition(st, loop, readyCondition(res.phase, res.entry))
 	return st, nil

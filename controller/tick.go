@@ -27,6 +27,9 @@ type tickResult struct {
 	changed  map[string]time.Time // targets changed, and when
 	phase    v1alpha1.Phase
 	policy   metav1.Condition
+	// overridden is the Overridden condition; nil when the loop runs with
+	// no overrides.
+	overridden *metav1.Condition
 }
 
 // tick runs one tick of a loop whose state is Running or Passive: it builds
@@ -51,6 +54,7 @@ func (l *Loops) tick(ctx context.Context, loop *v1alpha1.ControlLoop, status *v1
 		return res
 	}
 
+	res.overridden = l.overriddenCondition(ctx, loop)
 	engine, ok := l.Bundles.Engine(spec.Policy.Bundle)
 	if !ok {
 		return fail("UnknownBundle", fmt.Errorf("no bundle named %q (known: %v)", spec.Policy.Bundle, l.Bundles.Names()))
@@ -85,6 +89,10 @@ func (l *Loops) tick(ctx context.Context, loop *v1alpha1.ControlLoop, status *v1
 	if res.entry.Actions, err = apiActions(out.Decision.Actions); err != nil {
 		res.entry.Error = err.Error()
 		return res
+	}
+
+	if out.Decision.Params != nil && state.supervised != nil {
+		l.applyParams(ctx, loop, state.supervised, out.Decision.Params, out.Revision, now, &res)
 	}
 
 	guarded := guard.Check(guard.Input{Now: now, Spec: spec, Targets: state.targets, LastChange: lastChanges(status), Metrics: state.metrics}, out.Decision)
@@ -134,6 +142,8 @@ func policyFailure(err error) string {
 type loopState struct {
 	targets map[string]guard.Target
 	metrics map[string]bool // true when fresh
+	// supervised is the loop a Deliberative loop supervises.
+	supervised *v1alpha1.ControlLoop
 }
 
 // input builds the input document of a tick.
@@ -171,6 +181,15 @@ func (l *Loops) input(ctx context.Context, loop *v1alpha1.ControlLoop, status *v
 		st.targets[t.Name] = gt
 		targets[t.Name] = doc
 	}
+	var supervised map[string]any
+	if loop.Spec.Kind == v1alpha1.Deliberative {
+		if st.supervised, err = l.supervisedLoop(ctx, loop); err != nil {
+			return nil, st, err
+		}
+		if supervised, err = supervisedDoc(st.supervised); err != nil {
+			return nil, st, err
+		}
+	}
 	in := map[string]any{
 		"loop": map[string]any{
 			"name": loop.Name, "namespace": loop.Namespace,
@@ -183,6 +202,9 @@ func (l *Loops) input(ctx context.Context, loop *v1alpha1.ControlLoop, status *v
 		"targets": targets,
 		"state":   state,
 		"history": history,
+	}
+	if supervised != nil {
+		in["supervised"] = supervised
 	}
 	return in, st, nil
 }

@@ -24,6 +24,8 @@ const (
 	ConditionReady = "Ready"
 	// ConditionPolicyReady: the bundle is known and the decision prepares.
 	ConditionPolicyReady = "PolicyReady"
+	// ConditionOverridden: a Deliberative loop's overrides are in effect.
+	ConditionOverridden = "Overridden"
 )
 
 // ControlLoopStatus is what the loop has done, and all it needs to go on
@@ -50,6 +52,9 @@ type ControlLoopStatus struct {
 	// +kubebuilder:validation:Type=object
 	// +optional
 	Overrides *apiextensionsv1.JSON `json:"overrides,omitempty"`
+	// OverridesBy says which loop and revision last wrote the overrides.
+	// +optional
+	OverridesBy *OverridesSource `json:"overridesBy,omitempty"`
 
 	// State is the policy's own memory between ticks (input.state).
 	// +kubebuilder:pruning:PreserveUnknownFields
@@ -106,10 +111,24 @@ type HistoryEntry struct {
 	// +listType=atomic
 	// +optional
 	Guard []string `json:"guard,omitempty"`
+	// Params is the merge patch a Deliberative loop's tick applied to the
+	// supervised loop's overrides (none while Passive or refused).
+	// +kubebuilder:pruning:PreserveUnknownFields
+	// +kubebuilder:validation:Type=object
+	// +optional
+	Params *apiextensionsv1.JSON `json:"params,omitempty"`
 	// Error is why no decision was acted on at all: a decision rejected
 	// whole, an evaluation error, an actuator failure.
 	// +optional
 	Error string `json:"error,omitempty"`
+}
+
+// OverridesSource is the Deliberative loop, and its policy revision, that
+// wrote a loop's overrides, and when.
+type OverridesSource struct {
+	Loop     string           `json:"loop"`
+	Revision string           `json:"revision"`
+	Time     metav1.MicroTime `json:"time"`
 }
 
 // Action is one change to one target.

@@ -103,6 +103,13 @@ type PolicySpec struct {
 	// +kubebuilder:validation:Type=object
 	// +optional
 	Params *apiextensionsv1.JSON `json:"params,omitempty"`
+
+	// Overridable are the top-level keys of params a Deliberative loop
+	// supervising this one may rewrite (in status.overrides); none when empty.
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=32
+	// +optional
+	Overridable []string `json:"overridable,omitempty"`
 }
 
 // CollectorSpec is one source of input.metrics.<name>. Exactly one kind is set.

@@ -2,12 +2,16 @@ package cluster
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"testing"
+	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
@@ -21,8 +25,34 @@ const (
 	kubectlTimeout           = 2 * time.Minute
 )
 
+// LaunchOptions configures Launch and LaunchAPIServer. The zero value
+// works from within the repository: the binaries of Assets(), a temporary
+// directory for the logs, no CRDs and (Launch) DefaultNodes fake Nodes.
+type LaunchOptions struct {
+	// ClusterOptions: the CRDs to install from directories, and for Launch
+	// the fake Nodes and the components' extra flags (LaunchAPIServer uses
+	// only CRDDirs).
+	ClusterOptions
+
+	// AssetsDir holds the binaries (kube-apiserver, etcd, kubectl, and for
+	// Launch kube-controller-manager, kube-scheduler, kwok and stages/), as
+	// `make envtest-assets` builds them into bin/k8s. "" is Assets(), found
+	// from the working directory. A missing binary is a *MissingAssetsError.
+	AssetsDir string
+	// LogDir receives each component's log (<name>.log) and the admin
+	// kubeconfig (admin.kubeconfig); it is created if need be. "" is a new
+	// temporary directory, which Stop removes when everything stopped well.
+	LogDir string
+	// Logger reports progress: each component ready and how long it took.
+	// The zero value discards it.
+	Logger logr.Logger
+	// CRDs are installed as well as those of CRDDirs; the start waits until
+	// every one is established.
+	CRDs []*apiextensionsv1.CustomResourceDefinition
+}
+
 // APIServer is a real kube-apiserver backed by a real etcd, started by
-// envtest for one test and stopped in its t.Cleanup.
+// envtest (LaunchAPIServer, or StartAPIServer for a test).
 type APIServer struct {
 	// Config connects as an admin (group system:masters) with a high QPS
 	// limit.
@@ -34,33 +64,56 @@ type APIServer struct {
 	// others, sa-signer.key, the key that signs service account tokens.
 	CertDir string
 	// Env is the underlying envtest environment (for AddUser, the installed
-	// CRDs, ...). Do not Stop it: t.Cleanup does.
+	// CRDs, ...). Do not Stop it: Stop (or t.Cleanup) does.
 	Env *envtest.Environment
 
-	assets string
-	logDir string
+	assets       string
+	logDir       string
+	removeLogDir bool
+	logs         []*logFile
+	log          logr.Logger
+
+	stopOnce sync.Once
+	stopErr  error
 }
 
-// StartAPIServer starts kube-apiserver and etcd from Assets() with envtest,
-// installs the CRDs found in crdDirs (each must exist) and waits until
-// they are established. The control plane is stopped in t.Cleanup. It
-// fails the test (never skips it) when the binaries are missing.
-func StartAPIServer(t testing.TB, crdDirs ...string) *APIServer {
-	t.Helper()
-	assets, err := Assets()
-	if err != nil {
-		t.Fatal(err)
+// LaunchAPIServer starts kube-apiserver and etcd with envtest, installs
+// the CRDs of opts (CRDDirs, which must exist, and CRDs) and waits until
+// they are established. The caller must Stop it. On error nothing is left
+// running; the error names the log directory when it is kept.
+//
+// envtest's start cannot be interrupted: a ctx that ends meanwhile makes
+// LaunchAPIServer stop the control plane once it is up and return ctx's
+// error.
+func LaunchAPIServer(ctx context.Context, opts LaunchOptions) (*APIServer, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
-	logDir := t.TempDir()
+	assets, err := assetsFor(opts.AssetsDir, binAPIServer, binEtcd, binKubectl)
+	if err != nil {
+		return nil, err
+	}
+	logDir, removeLogDir, err := makeLogDir(opts.LogDir)
+	if err != nil {
+		return nil, err
+	}
+	s := &APIServer{assets: assets, logDir: logDir, removeLogDir: removeLogDir, log: opts.Logger}
+	fail := func(err error) (*APIServer, error) {
+		s.closeLogs()
+		return nil, fmt.Errorf("%w (logs in %s)", err, logDir)
+	}
 
-	apiLog, err := newLogFile(filepath.Join(logDir, "kube-apiserver.log"), binAPIServer)
+	apiLog, err := newLogFile(filepath.Join(logDir, binAPIServer+".log"), binAPIServer)
 	if err != nil {
-		t.Fatal(err)
+		return fail(err)
 	}
-	etcdLog, err := newLogFile(filepath.Join(logDir, "etcd.log"), binEtcd)
+	s.logs = append(s.logs, apiLog)
+	etcdLog, err := newLogFile(filepath.Join(logDir, binEtcd+".log"), binEtcd)
 	if err != nil {
-		t.Fatal(err)
+		return fail(err)
 	}
+	s.logs = append(s.logs, etcdLog)
+
 	noExisting := false
 	env := &envtest.Environment{
 		BinaryAssetsDirectory:    assets,
@@ -68,10 +121,11 @@ func StartAPIServer(t testing.TB, crdDirs ...string) *APIServer {
 		ControlPlaneStartTimeout: controlPlaneStartTimeout,
 		ControlPlaneStopTimeout:  controlPlaneStopTimeout,
 	}
-	if len(crdDirs) > 0 {
-		env.CRDDirectoryPaths = crdDirs
+	if len(opts.CRDDirs) > 0 {
+		env.CRDDirectoryPaths = opts.CRDDirs
 		env.ErrorIfCRDPathMissing = true
 	}
+	env.CRDs = opts.CRDs
 	// Pin the binaries: envtest would otherwise prefer $KUBEBUILDER_ASSETS
 	// or $TEST_ASSET_* over BinaryAssetsDirectory.
 	apiServer := env.ControlPlane.GetAPIServer()
@@ -83,38 +137,78 @@ func StartAPIServer(t testing.TB, crdDirs ...string) *APIServer {
 		Err:  etcdLog.f,
 	}
 	env.ControlPlane.KubectlPath = filepath.Join(assets, binKubectl)
+	s.Env = env
 
-	s := &APIServer{Env: env, assets: assets, logDir: logDir}
 	started := time.Now()
-	cfg, startErr := env.Start()
-	// Registered even when Start failed: it stops whatever did start. The
-	// logs of etcd and kube-apiserver are shown when they failed to start
-	// or stop, not for any failed test (their noise would bury the
-	// failure).
-	t.Cleanup(func() {
-		stopErr := env.Stop()
-		if stopErr != nil {
-			t.Errorf("stopping kube-apiserver and etcd (logs below): %v", stopErr)
+	cfg, err := env.Start()
+	if err == nil {
+		err = ctx.Err()
+	}
+	if err != nil {
+		// Stop whatever did start (envtest stops what it can).
+		if stopErr := env.Stop(); stopErr != nil {
+			err = errors.Join(err, fmt.Errorf("stopping: %w", stopErr))
 		}
-		for _, l := range []*logFile{etcdLog, apiLog} {
-			l.close()
-			if startErr != nil || stopErr != nil {
-				l.dump(t)
-			}
+		if ctx.Err() != nil {
+			return fail(err)
 		}
-	})
-	if startErr != nil {
-		t.Fatalf("starting kube-apiserver and etcd (logs below): %v", startErr)
+		return fail(fmt.Errorf("starting kube-apiserver and etcd: %w", err))
 	}
 	s.Config = cfg
 	s.CertDir = apiServer.CertDir
 
 	s.Kubeconfig = filepath.Join(logDir, "admin.kubeconfig")
 	if err := os.WriteFile(s.Kubeconfig, env.KubeConfig, 0o600); err != nil {
-		t.Fatal(err)
+		_ = env.Stop()
+		return fail(err)
 	}
-	t.Logf("kube-apiserver %s ready in %v (kubeconfig %s)", cfg.Host, time.Since(started).Round(time.Millisecond), s.Kubeconfig)
-	return s
+	s.log.Info("kube-apiserver ready", "host", cfg.Host, "in", time.Since(started).Round(time.Millisecond), "kubeconfig", s.Kubeconfig)
+	return s, nil
+}
+
+// Stop stops kube-apiserver and etcd and closes their logs; the log
+// directory is removed if LaunchAPIServer made it and both stopped well.
+// Calling Stop again returns the first call's result.
+func (s *APIServer) Stop() error {
+	s.stopOnce.Do(func() {
+		if err := s.Env.Stop(); err != nil {
+			s.stopErr = fmt.Errorf("stopping kube-apiserver and etcd: %w (logs in %s)", err, s.logDir)
+		}
+		s.closeLogs()
+		if s.stopErr == nil && s.removeLogDir {
+			_ = os.RemoveAll(s.logDir)
+		}
+	})
+	return s.stopErr
+}
+
+// AssetsDir is the directory the binaries were run from.
+func (s *APIServer) AssetsDir() string { return s.assets }
+
+func (s *APIServer) closeLogs() {
+	for _, l := range s.logs {
+		l.close()
+	}
+}
+
+// makeLogDir returns dir, created if need be, or a new temporary directory
+// (and true: the caller removes it).
+func makeLogDir(dir string) (string, bool, error) {
+	if dir == "" {
+		d, err := os.MkdirTemp("", "governor-cluster-")
+		if err != nil {
+			return "", false, fmt.Errorf("cluster: log directory: %w", err)
+		}
+		return d, true, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", false, fmt.Errorf("cluster: log directory: %w", err)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", false, fmt.Errorf("cluster: log directory: %w", err)
+	}
+	return abs, false, nil
 }
 
 // Kubectl runs bin/k8s/kubectl with the admin kubeconfig and args, and

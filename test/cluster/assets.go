@@ -4,14 +4,26 @@
 // kube-scheduler and kwok playing the kubelet of a few fake Nodes
 // (StartCluster). Nothing is mocked: the binaries are upstream Kubernetes
 // v1.36, etcd v3.6 and kwok v0.8, built from source into <repo>/bin/k8s by
-// `make envtest-assets` (see test/tools). Every process is stopped in
-// t.Cleanup. A test whose binaries are missing fails, saying so.
+// `make envtest-assets` (see test/tools).
 //
-// Typical use, with the project's CRDs installed:
+// The core API returns errors and is for any program (governor demo runs
+// on it): LaunchAPIServer and Launch start, (*APIServer).Stop and
+// (*Cluster).Stop stop everything they started. StartAPIServer and
+// StartCluster wrap them for tests: the control plane is stopped in
+// t.Cleanup, the components' logs are shown when the test fails, and a test
+// whose binaries are missing fails, saying so.
+//
+// Typical use in a test, with the project's CRDs installed:
 //
 //	s := cluster.StartAPIServer(t, filepath.Join(repoRoot, "config", "crd", "bases"))
 //	c, err := client.New(s.Config, client.Options{Scheme: scheme})
 //	out, err := s.Kubectl("get", "pods", "-A")
+//
+// and in a program:
+//
+//	c, err := cluster.Launch(ctx, cluster.LaunchOptions{AssetsDir: "bin/k8s", CRDs: crds})
+//	if err != nil { ... }
+//	defer c.Stop()
 //
 // What envtest's API server differs in: the ServiceAccount admission plugin
 // is off (Pods get no token volume and need no ServiceAccount), and it
@@ -72,24 +84,81 @@ func assetsFrom(wd string) (string, error) {
 		return "", err
 	}
 	dir := filepath.Join(root, "bin", "k8s")
+	if err := CheckAssets(dir); err != nil {
+		var missing *MissingAssetsError
+		if errors.As(err, &missing) {
+			missing.Root = root
+		}
+		return "", err
+	}
+	return dir, nil
+}
 
+// MissingAssetsError is a control plane directory that lacks binaries.
+type MissingAssetsError struct {
+	// Dir is the directory looked in.
+	Dir string
+	// Missing are the files not found there (or not executable), e.g.
+	// "kube-apiserver", "stages/pod-ready.yaml".
+	Missing []string
+	// Root is the repository whose `make envtest-assets` builds Dir, when
+	// known.
+	Root string
+}
+
+func (e *MissingAssetsError) Error() string {
+	where := ""
+	if e.Root != "" {
+		where = " (in " + e.Root + ")"
+	}
+	return fmt.Sprintf("cluster: test control plane incomplete: %s missing from %s: run `make envtest-assets`%s to build it",
+		strings.Join(e.Missing, ", "), e.Dir, where)
+}
+
+// CheckAssets checks that dir holds every binary Launch runs and kwok's
+// stage definitions; when it does not, the error is a *MissingAssetsError.
+func CheckAssets(dir string) error {
+	return checkAssets(dir, true, binAPIServer, binEtcd, binKubectl, binControllerManager, binScheduler, binKwok)
+}
+
+// assetsFor is dir, made absolute, once it holds bins; "" is Assets().
+func assetsFor(dir string, bins ...string) (string, error) {
+	if dir == "" {
+		return Assets()
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("cluster: assets directory: %w", err)
+	}
+	stages := false
+	for _, b := range bins {
+		stages = stages || b == binKwok
+	}
+	if err := checkAssets(abs, stages, bins...); err != nil {
+		return "", err
+	}
+	return abs, nil
+}
+
+func checkAssets(dir string, stages bool, bins ...string) error {
 	var missing []string
-	for _, name := range []string{binAPIServer, binEtcd, binKubectl, binControllerManager, binScheduler, binKwok} {
+	for _, name := range bins {
 		fi, err := os.Stat(filepath.Join(dir, name))
 		if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
 			missing = append(missing, name)
 		}
 	}
-	for _, name := range stageFiles {
-		if _, err := os.Stat(filepath.Join(dir, "stages", name)); err != nil {
-			missing = append(missing, filepath.Join("stages", name))
+	if stages {
+		for _, name := range stageFiles {
+			if _, err := os.Stat(filepath.Join(dir, "stages", name)); err != nil {
+				missing = append(missing, filepath.Join("stages", name))
+			}
 		}
 	}
 	if len(missing) > 0 {
-		return "", fmt.Errorf("cluster: test control plane incomplete: %s missing from %s: run `make envtest-assets` (in %s) to build it",
-			strings.Join(missing, ", "), dir, root)
+		return &MissingAssetsError{Dir: dir, Missing: missing}
 	}
-	return dir, nil
+	return nil
 }
 
 // repoRoot walks up from dir to the directory whose go.mod declares

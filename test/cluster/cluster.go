@@ -2,11 +2,12 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
-	"testing"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -20,19 +21,21 @@ const (
 	KwokNodeAnnotation = "kwok.x-k8s.io/node"
 	kwokNodeValue      = "fake"
 
-	// DefaultNodes is the number of fake Nodes StartCluster creates when
+	// DefaultNodes is the number of fake Nodes Launch creates when
 	// ClusterOptions.Nodes is 0.
 	DefaultNodes = 3
 
-	// clusterReadyTimeout bounds StartCluster's wait for the components'
+	// clusterReadyTimeout bounds Launch's wait for the components'
 	// health and for Ready Nodes.
 	clusterReadyTimeout = 2 * time.Minute
 )
 
-// ClusterOptions configures StartCluster. The zero value is a usable
-// cluster of DefaultNodes fake Nodes and no CRDs.
+// ClusterOptions configures StartCluster (and Launch, within
+// LaunchOptions). The zero value is a usable cluster of DefaultNodes fake
+// Nodes and no CRDs.
 type ClusterOptions struct {
-	// CRDDirs are installed (and must exist), as for StartAPIServer.
+	// CRDDirs are installed (and must exist), as for StartAPIServer and
+	// LaunchAPIServer.
 	CRDDirs []string
 	// Nodes is the number of fake Nodes (kwok-node-0, kwok-node-1, ...);
 	// 0 means DefaultNodes.
@@ -58,44 +61,73 @@ type Cluster struct {
 	*APIServer
 	// Nodes are the names of the fake Nodes.
 	Nodes []string
-	// LogDir holds each component's log (<name>.log); a failed test shows
-	// the end of each.
+	// LogDir holds each component's log (<name>.log) and the kubeconfig; a
+	// failed test shows the end of each log.
 	LogDir string
+
+	procs    []*process // in start order
+	stopOnce sync.Once
+	stopErr  error
 }
 
-// StartCluster starts a Cluster and returns once kube-controller-manager
-// and kube-scheduler are healthy and every Node is Ready and untainted.
-// Everything is stopped in t.Cleanup.
+// Launch starts a Cluster and returns once kube-controller-manager and
+// kube-scheduler are healthy and every Node is Ready and untainted, within
+// 2 minutes. The caller must Stop it. On error (ctx ending included)
+// everything started is stopped again, and the error names the log
+// directory.
 //
 // kube-controller-manager runs with --horizontal-pod-autoscaler-sync-period=2s
-// (upstream default 15s) so that tests see the HPA controller react within
-// seconds; override it with ControllerManagerArgs.
-func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
-	t.Helper()
+// (upstream default 15s) so that the HPA controller reacts within seconds;
+// override it with ControllerManagerArgs.
+func Launch(ctx context.Context, opts LaunchOptions) (*Cluster, error) {
 	started := time.Now()
-	s := StartAPIServer(t, opts.CRDDirs...)
+	assets, err := assetsFor(opts.AssetsDir, binAPIServer, binEtcd, binKubectl, binControllerManager, binScheduler, binKwok)
+	if err != nil {
+		return nil, err
+	}
+	opts.AssetsDir = assets
+	s, err := LaunchAPIServer(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
 	c := &Cluster{APIServer: s, LogDir: s.logDir}
+	if err := c.start(ctx, opts); err != nil {
+		// Keep the logs: they tell why.
+		s.removeLogDir = false
+		if stopErr := c.Stop(); stopErr != nil {
+			err = errors.Join(err, stopErr)
+		}
+		return nil, fmt.Errorf("%w (logs in %s)", err, c.LogDir)
+	}
+	s.log.Info("cluster ready", "in", time.Since(started).Round(time.Millisecond),
+		"nodes", strings.Join(c.Nodes, ", "), "logs", c.LogDir)
+	return c, nil
+}
 
+// start starts the components on the running API server and waits for
+// them and the Nodes.
+func (c *Cluster) start(ctx context.Context, opts LaunchOptions) error {
+	s := c.APIServer
 	n := opts.Nodes
 	if n <= 0 {
 		n = DefaultNodes
 	}
 	cs, err := kubernetes.NewForConfig(s.Config)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 
 	kcmPort, err := freePort()
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	schedPort, err := freePort()
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	for kcmPort == schedPort {
 		if schedPort, err = freePort(); err != nil {
-			t.Fatal(err)
+			return err
 		}
 	}
 
@@ -116,7 +148,10 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 		"--kube-api-qps=200",
 		"--kube-api-burst=400",
 	}, opts.ControllerManagerArgs...)
-	kcm := startProcess(t, c.LogDir, binControllerManager, filepath.Join(s.assets, binControllerManager), kcmArgs, nil)
+	kcm, err := c.startProcess(binControllerManager, kcmArgs, nil)
+	if err != nil {
+		return err
+	}
 
 	schedArgs := append([]string{
 		"--kubeconfig=" + s.Kubeconfig,
@@ -126,7 +161,10 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 		"--kube-api-qps=200",
 		"--kube-api-burst=400",
 	}, opts.SchedulerArgs...)
-	sched := startProcess(t, c.LogDir, binScheduler, filepath.Join(s.assets, binScheduler), schedArgs, nil)
+	sched, err := c.startProcess(binScheduler, schedArgs, nil)
+	if err != nil {
+		return err
+	}
 
 	kwokArgs := []string{
 		"--kubeconfig=" + s.Kubeconfig,
@@ -146,15 +184,18 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 	}
 	kwokArgs = append(kwokArgs, opts.KwokArgs...)
 	// kwok also loads ~/.kwok/kwok.yaml when it exists: give it a HOME of
-	// its own so that nothing outside the test configures it.
+	// its own so that nothing outside configures it.
 	kwokHome := filepath.Join(c.LogDir, "kwok-home")
 	if err := os.MkdirAll(kwokHome, 0o755); err != nil {
-		t.Fatal(err)
+		return err
 	}
-	kwok := startProcess(t, c.LogDir, binKwok, filepath.Join(s.assets, binKwok), kwokArgs, []string{"HOME=" + kwokHome})
+	kwok, err := c.startProcess(binKwok, kwokArgs, []string{"HOME=" + kwokHome})
+	if err != nil {
+		return err
+	}
 
 	// Wait for readiness, but no longer once a component has exited.
-	ctx, cancelTimeout := context.WithTimeout(context.Background(), clusterReadyTimeout)
+	ctx, cancelTimeout := context.WithTimeout(ctx, clusterReadyTimeout)
 	defer cancelTimeout()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -169,34 +210,75 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 		case <-ctx.Done():
 		}
 	}()
-	fail := func(format string, args ...any) {
-		t.Helper()
+	fail := func(format string, args ...any) error {
 		if cause := context.Cause(ctx); cause != nil && cause != ctx.Err() {
 			format += " (%v)"
 			args = append(args, cause)
 		}
-		t.Fatalf(format, args...)
+		return fmt.Errorf(format, args...)
 	}
 	for i := range n {
 		name := fmt.Sprintf("kwok-node-%d", i)
-		if _, err := cs.CoreV1().Nodes().Create(ctx, fakeNode(name, opts), metav1.CreateOptions{}); err != nil {
-			fail("creating Node %s: %v", name, err)
+		if _, err := cs.CoreV1().Nodes().Create(ctx, fakeNode(name, opts.ClusterOptions), metav1.CreateOptions{}); err != nil {
+			return fail("creating Node %s: %v", name, err)
 		}
 		c.Nodes = append(c.Nodes, name)
 	}
 
 	if err := kcm.waitHealthy(ctx, hostPort(kcmPort)); err != nil {
-		fail("kube-controller-manager: %v", err)
+		return fail("kube-controller-manager: %v", err)
 	}
 	if err := sched.waitHealthy(ctx, hostPort(schedPort)); err != nil {
-		fail("kube-scheduler: %v", err)
+		return fail("kube-scheduler: %v", err)
 	}
 	if err := c.WaitForNodesReady(ctx); err != nil {
-		fail("%v", err)
+		return fail("%v", err)
 	}
-	t.Logf("cluster ready in %v: kube-controller-manager, kube-scheduler, kwok, Nodes %s (logs in %s)",
-		time.Since(started).Round(time.Millisecond), strings.Join(c.Nodes, ", "), c.LogDir)
-	return c
+	return nil
+}
+
+// startProcess starts the component name from the assets directory.
+func (c *Cluster) startProcess(name string, args, env []string) (*process, error) {
+	p, err := startProcess(c.LogDir, name, filepath.Join(c.assets, name), args, env)
+	if err != nil {
+		return nil, err
+	}
+	c.procs = append(c.procs, p)
+	return p, nil
+}
+
+// Stop stops kwok, kube-scheduler, kube-controller-manager (SIGTERM, then
+// SIGKILL after 10 s), then kube-apiserver and etcd. A component that had
+// exited on its own is reported by the Logger and Err, not by Stop. The
+// log directory is removed if Launch made it and everything stopped well.
+// Calling Stop again returns the first call's result.
+func (c *Cluster) Stop() error {
+	c.stopOnce.Do(func() {
+		for i := len(c.procs) - 1; i >= 0; i-- {
+			p := c.procs[i]
+			if err := p.exitErr(); err != nil {
+				c.log.Info("component had already exited", "component", p.name, "error", p.err)
+			} else if killed := p.stop(); killed {
+				c.log.Info("component did not stop within 10s of SIGTERM: killed", "component", p.name)
+			}
+			p.log.close()
+		}
+		c.stopErr = c.APIServer.Stop()
+	})
+	return c.stopErr
+}
+
+// Err reports a component (kube-controller-manager, kube-scheduler, kwok)
+// that has exited on its own since Launch, with its exit status and log;
+// nil while all run.
+func (c *Cluster) Err() error {
+	var errs []error
+	for _, p := range c.procs {
+		if err := p.exitErr(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // fakeNode is a Node as kwok expects one: annotated for kwok, no taints.
