@@ -5,6 +5,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"governor.dev/governor/actuators/bandwidth"
 	"governor.dev/governor/actuators/hpa"
@@ -23,16 +24,16 @@ import (
 
 // actuate carries out one guarded action. The guard has checked it against
 // the target's bounds; the actuators write only what differs.
-func (l *Loops) actuate(ctx context.Context, loop *v1alpha1.ControlLoop, t *v1alpha1.TargetSpec, cur guard.Target, a bundles.Action) error {
+func actuate(ctx context.Context, c client.Client, loop *v1alpha1.ControlLoop, t *v1alpha1.TargetSpec, cur guard.Target, a bundles.Action) error {
 	w := workload(loop, t)
 	s := a.Set
 	if s.HPA != nil && cur.HPA != nil {
-		if _, err := hpa.Apply(ctx, l.Client, loop.Namespace, cur.HPA.Name, int32p(s.HPA.MinReplicas), int32p(s.HPA.MaxReplicas)); err != nil {
+		if _, err := hpa.Apply(ctx, c, loop.Namespace, cur.HPA.Name, int32p(s.HPA.MinReplicas), int32p(s.HPA.MaxReplicas)); err != nil {
 			return err
 		}
 	}
 	if s.Replicas != nil {
-		if _, err := replicas.Apply(ctx, l.Client, w, int32(*s.Replicas)); err != nil {
+		if _, err := replicas.Apply(ctx, c, w, int32(*s.Replicas)); err != nil {
 			return err
 		}
 	}
@@ -41,12 +42,12 @@ func (l *Loops) actuate(ctx context.Context, loop *v1alpha1.ControlLoop, t *v1al
 		for name, c := range s.Resources {
 			containers[name] = resources.Container{Requests: resourceList(c.Requests), Limits: resourceList(c.Limits)}
 		}
-		if _, err := resources.Apply(ctx, l.Client, w, containers); err != nil {
+		if _, err := resources.Apply(ctx, c, w, containers); err != nil {
 			return err
 		}
 	}
 	if s.Bandwidth != nil {
-		if _, err := bandwidth.Apply(ctx, l.Client, w, s.Bandwidth.Egress, s.Bandwidth.Ingress, bandwidthMode(t)); err != nil {
+		if _, err := bandwidth.Apply(ctx, c, w, s.Bandwidth.Egress, s.Bandwidth.Ingress, bandwidthMode(t)); err != nil {
 			return err
 		}
 	}

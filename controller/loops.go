@@ -194,7 +194,7 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 		}
 		next = paused(&loop, r.status)
 	} else {
-		res = l.tick(ctx, &loop, r.status, time.Now())
+		res = tick(ctx, clusterWorld{l}, l.Bundles, &loop, r.status, time.Now())
 		var err error
 		if next, err = record(&loop, r.status, res); err != nil {
 			log.Error(err, "recording tick")

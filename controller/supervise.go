@@ -2,33 +2,27 @@ package controller
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"sort"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/controller/guard"
 )
 
 // supervisedLoop reads the loop a Deliberative loop supervises.
-func (l *Loops) supervisedLoop(ctx context.Context, loop *v1alpha1.ControlLoop) (*v1alpha1.ControlLoop, error) {
-	var s v1alpha1.ControlLoop
-	key := types.NamespacedName{Namespace: loop.Namespace, Name: loop.Spec.Supervises}
-	if err := l.Client.Get(ctx, key, &s); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("supervised loop %s not found", key)
-		}
-		return nil, fmt.Errorf("reading supervised loop %s: %w", key, err)
+func supervisedLoop(ctx context.Context, w World, loop *v1alpha1.ControlLoop) (*v1alpha1.ControlLoop, error) {
+	s, err := w.Loop(ctx, loop.Namespace, loop.Spec.Supervises)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("reading supervised loop %s/%s: %w", loop.Namespace, loop.Spec.Supervises, err)
+	case s == nil:
+		return nil, fmt.Errorf("supervised loop %s/%s not found", loop.Namespace, loop.Spec.Supervises)
 	}
-	return &s, nil
+	return s, nil
 }
 
 // supervisedDoc is input.supervised: the supervised loop, its effective
@@ -55,7 +49,7 @@ func supervisedDoc(s *v1alpha1.ControlLoop) (map[string]any, error) {
 // applyParams writes a Deliberative decision's params into the supervised
 // loop's overrides, if the supervised loop allows every key: a merge patch
 // of status.overrides (null removes a key), with the revision that wrote it.
-func (l *Loops) applyParams(ctx context.Context, loop, supervised *v1alpha1.ControlLoop, params map[string]any, revision string, now time.Time, res *tickResult) {
+func applyParams(ctx context.Context, w World, loop, supervised *v1alpha1.ControlLoop, params map[string]any, revision string, now time.Time, res *tickResult) {
 	refuse := func(format string, args ...any) {
 		n := guard.Note{Target: supervised.Name, Verdict: guard.Refused, Message: fmt.Sprintf(format, args...)}
 		res.notes = append(res.notes, n)
@@ -76,15 +70,8 @@ func (l *Loops) applyParams(ctx context.Context, loop, supervised *v1alpha1.Cont
 		res.entry.Guard = append(res.entry.Guard, "Passive: params not applied to "+supervised.Name)
 		return
 	}
-	patch, err := json.Marshal(map[string]any{"status": map[string]any{
-		"overrides":   params,
-		"overridesBy": v1alpha1.OverridesSource{Loop: loop.Name, Revision: revision, Time: metav1.NewMicroTime(now)},
-	}})
-	if err != nil {
-		refuse("params: %v", err)
-		return
-	}
-	if err := l.Client.Status().Patch(ctx, supervised.DeepCopy(), client.RawPatch(types.MergePatchType, patch)); err != nil {
+	source := v1alpha1.OverridesSource{Loop: loop.Name, Revision: revision, Time: metav1.NewMicroTime(now)}
+	if err := w.Override(ctx, loop, supervised, params, source); err != nil {
 		refuse("writing overrides: %v", err)
 		return
 	}
@@ -94,28 +81,23 @@ func (l *Loops) applyParams(ctx context.Context, loop, supervised *v1alpha1.Cont
 		return
 	}
 	res.entry.Params = applied
-	if l.Recorder != nil {
-		l.Recorder.Eventf(supervised, loop, corev1.EventTypeNormal, "Overridden", "Supervise",
-			"params %s set by %s (%s)", string(applied.Raw), loop.Name, revision)
-	}
 }
 
 // overriddenCondition says whose overrides a loop runs with, and warns when
 // the loop that wrote them no longer supervises it: they stay until a user
 // clears them.
-func (l *Loops) overriddenCondition(ctx context.Context, loop *v1alpha1.ControlLoop) *metav1.Condition {
+func overriddenCondition(ctx context.Context, w World, loop *v1alpha1.ControlLoop) *metav1.Condition {
 	by := loop.Status.OverridesBy
 	if loop.Status.Overrides == nil || by == nil {
 		return nil
 	}
 	c := &metav1.Condition{Type: v1alpha1.ConditionOverridden, Status: metav1.ConditionTrue}
-	var s v1alpha1.ControlLoop
-	err := l.Client.Get(ctx, types.NamespacedName{Namespace: loop.Namespace, Name: by.Loop}, &s)
+	s, err := w.Loop(ctx, loop.Namespace, by.Loop)
 	switch {
-	case err == nil && s.DeletionTimestamp == nil && s.Spec.Kind == v1alpha1.Deliberative && s.Spec.Supervises == loop.Name:
+	case err == nil && s != nil && s.DeletionTimestamp == nil && s.Spec.Kind == v1alpha1.Deliberative && s.Spec.Supervises == loop.Name:
 		c.Reason = "Supervised"
 		c.Message = fmt.Sprintf("overrides written by %s (%s)", by.Loop, by.Revision)
-	case err != nil && !apierrors.IsNotFound(err):
+	case err != nil:
 		c.Reason = "Unknown"
 		c.Message = fmt.Sprintf("overrides written by %s (%s); reading it: %v", by.Loop, by.Revision, err)
 	default:

@@ -11,7 +11,6 @@ import (
 
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/bundles"
-	"governor.dev/governor/collectors"
 	"governor.dev/governor/controller/guard"
 )
 
@@ -36,7 +35,7 @@ type tickResult struct {
 // the input document, decides, guards and (when Running) acts. It never
 // returns an error: what went wrong is part of the result, recorded in the
 // loop's history and conditions.
-func (l *Loops) tick(ctx context.Context, loop *v1alpha1.ControlLoop, status *v1alpha1.ControlLoopStatus, now time.Time) tickResult {
+func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.ControlLoop, status *v1alpha1.ControlLoopStatus, now time.Time) tickResult {
 	spec := &loop.Spec
 	res := tickResult{
 		entry:   v1alpha1.HistoryEntry{Time: metav1.NewMicroTime(now), Tick: status.Tick + 1},
@@ -54,12 +53,12 @@ func (l *Loops) tick(ctx context.Context, loop *v1alpha1.ControlLoop, status *v1
 		return res
 	}
 
-	res.overridden = l.overriddenCondition(ctx, loop)
-	engine, ok := l.Bundles.Engine(spec.Policy.Bundle)
+	res.overridden = overriddenCondition(ctx, w, loop)
+	engine, ok := reg.Engine(spec.Policy.Bundle)
 	if !ok {
-		return fail("UnknownBundle", fmt.Errorf("no bundle named %q (known: %v)", spec.Policy.Bundle, l.Bundles.Names()))
+		return fail("UnknownBundle", fmt.Errorf("no bundle named %q (known: %v)", spec.Policy.Bundle, reg.Names()))
 	}
-	input, state, err := l.input(ctx, loop, status, now, res.entry.Tick)
+	input, state, err := buildInput(ctx, w, loop, status, now, res.entry.Tick)
 	if err != nil {
 		res.entry.Error = err.Error()
 		res.phase = v1alpha1.PhaseDegraded
@@ -92,7 +91,7 @@ func (l *Loops) tick(ctx context.Context, loop *v1alpha1.ControlLoop, status *v1
 	}
 
 	if out.Decision.Params != nil && state.supervised != nil {
-		l.applyParams(ctx, loop, state.supervised, out.Decision.Params, out.Revision, now, &res)
+		applyParams(ctx, w, loop, state.supervised, out.Decision.Params, out.Revision, now, &res)
 	}
 
 	guarded := guard.Check(guard.Input{Now: now, Spec: spec, Targets: state.targets, LastChange: lastChanges(status), Metrics: state.metrics}, out.Decision)
@@ -108,7 +107,7 @@ func (l *Loops) tick(ctx context.Context, loop *v1alpha1.ControlLoop, status *v1
 	}
 	for _, a := range guarded.Actions {
 		t := targetSpec(spec, a.Target)
-		if err := l.actuate(ctx, loop, t, state.targets[a.Target], a); err != nil {
+		if err := w.Act(ctx, loop, t, state.targets[a.Target], a); err != nil {
 			note := guard.Note{Target: a.Target, Verdict: guard.Refused, Message: "actuation failed: " + err.Error()}
 			res.notes = append(res.notes, note)
 			res.entry.Guard = append(res.entry.Guard, note.String())
@@ -147,7 +146,7 @@ type loopState struct {
 }
 
 // input builds the input document of a tick.
-func (l *Loops) input(ctx context.Context, loop *v1alpha1.ControlLoop, status *v1alpha1.ControlLoopStatus, now time.Time, tick int64) (map[string]any, loopState, error) {
+func buildInput(ctx context.Context, w World, loop *v1alpha1.ControlLoop, status *v1alpha1.ControlLoopStatus, now time.Time, tick int64) (map[string]any, loopState, error) {
 	st := loopState{targets: map[string]guard.Target{}, metrics: map[string]bool{}}
 	params, err := effectiveParams(loop)
 	if err != nil {
@@ -162,11 +161,7 @@ func (l *Loops) input(ctx context.Context, loop *v1alpha1.ControlLoop, status *v
 		return nil, st, err
 	}
 	metrics := map[string]any{}
-	var source MetricSource = collectors.Set{}
-	if l.Metrics != nil {
-		source = l.Metrics
-	}
-	for name, m := range source.Metrics(ctx, loop, now) {
+	for name, m := range w.Metrics(ctx, loop, now) {
 		doc, stale := metricDoc(m, now, loop.Spec.Safety.StaleAfter.Duration)
 		metrics[name] = doc
 		st.metrics[name] = !stale
@@ -174,7 +169,7 @@ func (l *Loops) input(ctx context.Context, loop *v1alpha1.ControlLoop, status *v
 	targets := map[string]any{}
 	for i := range loop.Spec.Targets {
 		t := &loop.Spec.Targets[i]
-		gt, doc, err := readTarget(ctx, l.Client, loop, t)
+		gt, doc, err := w.Target(ctx, loop, t)
 		if err != nil {
 			return nil, st, fmt.Errorf("reading target %s: %w", t.Name, err)
 		}
@@ -183,7 +178,7 @@ func (l *Loops) input(ctx context.Context, loop *v1alpha1.ControlLoop, status *v
 	}
 	var supervised map[string]any
 	if loop.Spec.Kind == v1alpha1.Deliberative {
-		if st.supervised, err = l.supervisedLoop(ctx, loop); err != nil {
+		if st.supervised, err = supervisedLoop(ctx, w, loop); err != nil {
 			return nil, st, err
 		}
 		if supervised, err = supervisedDoc(st.supervised); err != nil {
@@ -255,4 +250,13 @@ func readyCondition(phase v1alpha1.Phase, entry v1alpha1.HistoryEntry) metav1.Co
 		return metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: "TickFailed", Message: entry.Error}
 	}
 	return metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: string(phase)}
+}
+
+// Step runs one tick of a Running or Passive loop in a world and returns the
+// loop's next status and the tick's history entry: the controller's runners
+// do this (and write the status); governor replay does it over a trace.
+func Step(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.ControlLoop, status *v1alpha1.ControlLoopStatus, now time.Time) (*v1alpha1.ControlLoopStatus, v1alpha1.HistoryEntry, error) {
+	res := tick(ctx, w, reg, loop, status, now)
+	next, err := record(loop, status, res)
+	return next, res.entry, err
 }

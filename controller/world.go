@@ -1,0 +1,81 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"governor.dev/governor/api/v1alpha1"
+	"governor.dev/governor/bundles"
+	"governor.dev/governor/collectors"
+	"governor.dev/governor/controller/guard"
+)
+
+// World is what a tick reads and changes: the cluster, for the controller;
+// a recorded trace, for governor replay.
+type World interface {
+	// Metrics are a loop's metrics at a tick, by name.
+	Metrics(ctx context.Context, loop *v1alpha1.ControlLoop, now time.Time) map[string]collectors.Metric
+	// Target reads a target's current state: what the guard measures from,
+	// and what input.targets.<name> shows.
+	Target(ctx context.Context, loop *v1alpha1.ControlLoop, t *v1alpha1.TargetSpec) (guard.Target, map[string]any, error)
+	// Act carries out a guarded action on a target.
+	Act(ctx context.Context, loop *v1alpha1.ControlLoop, t *v1alpha1.TargetSpec, cur guard.Target, a bundles.Action) error
+	// Loop reads another loop of a namespace; nil and no error when there
+	// is none.
+	Loop(ctx context.Context, namespace, name string) (*v1alpha1.ControlLoop, error)
+	// Override merges params into a supervised loop's overrides (a JSON
+	// merge patch) and records who wrote them.
+	Override(ctx context.Context, by, supervised *v1alpha1.ControlLoop, params map[string]any, source v1alpha1.OverridesSource) error
+}
+
+// clusterWorld is the controller's World: the API server.
+type clusterWorld struct{ l *Loops }
+
+func (w clusterWorld) Metrics(ctx context.Context, loop *v1alpha1.ControlLoop, now time.Time) map[string]collectors.Metric {
+	var source MetricSource = collectors.Set{}
+	if w.l.Metrics != nil {
+		source = w.l.Metrics
+	}
+	return source.Metrics(ctx, loop, now)
+}
+
+func (w clusterWorld) Target(ctx context.Context, loop *v1alpha1.ControlLoop, t *v1alpha1.TargetSpec) (guard.Target, map[string]any, error) {
+	return readTarget(ctx, w.l.Client, loop, t)
+}
+
+func (w clusterWorld) Act(ctx context.Context, loop *v1alpha1.ControlLoop, t *v1alpha1.TargetSpec, cur guard.Target, a bundles.Action) error {
+	return actuate(ctx, w.l.Client, loop, t, cur, a)
+}
+
+func (w clusterWorld) Loop(ctx context.Context, namespace, name string) (*v1alpha1.ControlLoop, error) {
+	var s v1alpha1.ControlLoop
+	if err := w.l.Client.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, &s); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	return &s, nil
+}
+
+func (w clusterWorld) Override(ctx context.Context, by, supervised *v1alpha1.ControlLoop, params map[string]any, source v1alpha1.OverridesSource) error {
+	patch, err := json.Marshal(map[string]any{"status": map[string]any{"overrides": params, "overridesBy": source}})
+	if err != nil {
+		return err
+	}
+	if err := w.l.Client.Status().Patch(ctx, supervised.DeepCopy(), client.RawPatch(types.MergePatchType, patch)); err != nil {
+		return err
+	}
+	if w.l.Recorder != nil {
+		raw, _ := json.Marshal(params)
+		w.l.Recorder.Eventf(supervised, by, corev1.EventTypeNormal, "Overridden", "Supervise",
+			"params %s set by %s (%s)", string(raw), by.Name, source.Revision)
+	}
+	return nil
+}
