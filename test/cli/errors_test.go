@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"image/png"
 	"os"
 	"path/filepath"
 	"strings"
@@ -172,4 +173,36 @@ func TestVersion(t *testing.T) {
 	require.Equal(t, 0, res.code)
 	assert.Contains(t, res.stdout, "opa 1.")
 	assert.Contains(t, res.stdout, "governor ")
+}
+
+func TestReplayOfTheShippedTraces(t *testing.T) {
+	dir := t.TempDir()
+	plot, history := filepath.Join(dir, "r.png"), filepath.Join(dir, "r.jsonl")
+	res := run(t, "", governor, "replay",
+		"--loop", "test/traces/factory-scaling/scaling.yaml", "--loop", "test/traces/factory-scaling/priorities.yaml",
+		"--trace", "test/traces/factory-scaling/trace.jsonl", "--plot", plot, "--history", history)
+	require.Equal(t, 0, res.code, res.stderr)
+	assert.Contains(t, res.stdout, "Raise memory above cpu")
+	assert.Contains(t, res.stdout, `params {"priorities":["memory","cpu"]}`)
+	assert.Contains(t, res.stderr, "60 ticks of 2 loop(s)")
+	f, err := os.Open(plot)
+	require.NoError(t, err)
+	defer f.Close()
+	img, err := png.Decode(f)
+	require.NoError(t, err)
+	assert.Greater(t, img.Bounds().Dx(), 600)
+	lines, err := os.ReadFile(history)
+	require.NoError(t, err)
+	assert.Equal(t, 120, strings.Count(string(lines), "\n"), "one record per loop tick")
+
+	res = run(t, "", governor, "replay", "--loop", "test/traces/factory-qos/loop.yaml",
+		"--trace", "test/traces/factory-qos/trace.jsonl", "--plot", plot, "--history", history)
+	require.Equal(t, 0, res.code, res.stderr)
+	assert.Contains(t, res.stdout, "High jitter")
+	assert.Contains(t, res.stdout, "Low jitter")
+
+	assertOneLineFailure(t, run(t, "", governor, "replay", "--loop", "test/traces/factory-scaling/priorities.yaml",
+		"--trace", "test/traces/factory-scaling/trace.jsonl", "--plot", plot, "--history", history), 1, "which is not in the replay")
+	assertOneLineFailure(t, run(t, "", governor, "replay", "--loop", "test/traces/factory-qos/loop.yaml",
+		"--trace", "test/traces/factory-qos/loop.yaml", "--plot", plot, "--history", history), 1, "loop.yaml:1")
 }

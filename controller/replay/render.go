@@ -1,0 +1,149 @@
+package replay
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"governor.dev/governor/sim/report"
+)
+
+// WriteTable prints one line per loop tick: time since the first tick,
+// loop, tick, metrics, events, what was applied, and what the guard said.
+func WriteTable(w io.Writer, rows []Row) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "T+\tLOOP\tTICK\tMETRICS\tEVENTS\tAPPLIED\tGUARD / ERROR")
+	if len(rows) == 0 {
+		return tw.Flush()
+	}
+	start := rows[0].Tick.Time
+	for _, r := range rows {
+		guardText := strings.Join(r.Entry.Guard, "; ")
+		if r.Entry.Error != "" {
+			guardText = r.Entry.Error
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n",
+			seconds(r.Tick.Time.Sub(start)), r.Loop, r.Entry.Tick, metricsText(r.Tick),
+			strings.Join(r.Entry.Events, ", "), appliedText(r), guardText)
+	}
+	return tw.Flush()
+}
+
+func seconds(d time.Duration) string { return fmt.Sprintf("%.1fs", d.Seconds()) }
+
+func metricsText(t *Tick) string {
+	var parts []string
+	for _, name := range sortedKeys(t.Metrics) {
+		if v := t.Metrics[name].Value; v != nil {
+			parts = append(parts, fmt.Sprintf("%s=%.4g", name, *v))
+		} else {
+			parts = append(parts, name+"=-")
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+func appliedText(r Row) string {
+	var parts []string
+	for _, a := range r.Entry.Applied {
+		parts = append(parts, a.Target+" "+string(a.Set.Raw))
+	}
+	if r.Entry.Params != nil {
+		parts = append(parts, "params "+string(r.Entry.Params.Raw))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// Plot draws the replay: the trace's metrics, the targets' bandwidth,
+// replicas and memory requests as the loops left them, and the priority
+// rank of each metric of loops that have priorities.
+func Plot(path, title string, rows []Row) error {
+	metrics := map[string]*report.Series{}
+	egress := map[string]*report.Series{}
+	replicas := map[string]*report.Series{}
+	memory := map[string]*report.Series{}
+	ranks := map[string]*report.Series{}
+	add := func(m map[string]*report.Series, name, unit string, step bool, t time.Time, v float64) {
+		s, ok := m[name]
+		if !ok {
+			s = &report.Series{Name: name, Unit: unit, Step: step}
+			m[name] = s
+		}
+		s.Points = append(s.Points, report.Point{T: t, V: v})
+	}
+	var last *Tick
+	for _, r := range rows {
+		t := r.Tick.Time
+		if r.Tick != last {
+			for name, m := range r.Tick.Metrics {
+				if m.Value != nil {
+					add(metrics, name, "", false, t, *m.Value)
+				}
+			}
+			last = r.Tick
+		}
+		for name, tg := range r.Targets {
+			if tg.Egress != nil {
+				add(egress, r.Loop+"/"+name, "Mbit/s", true, t, tg.Egress.AsApproximateFloat64()/1e6)
+			}
+			if tg.Replicas != nil {
+				add(replicas, r.Loop+"/"+name, "", true, t, float64(*tg.Replicas))
+			}
+			for c, res := range tg.Containers {
+				if q, ok := res.Requests["memory"]; ok {
+					add(memory, r.Loop+"/"+name+"/"+c, "MiB", true, t, q.AsApproximateFloat64()/(1<<20))
+				}
+			}
+		}
+		for i, p := range r.Priorities {
+			add(ranks, r.Loop+": "+p, "", true, t, float64(i+1))
+		}
+	}
+	var panels []report.Panel
+	for _, p := range []struct {
+		title, ylabel string
+		series        map[string]*report.Series
+	}{
+		{"Metrics", "value", metrics},
+		{"Egress bandwidth", "Mbit/s", egress},
+		{"Replicas", "replicas", replicas},
+		{"Memory requests", "MiB", memory},
+		{"Priority rank (1 = remedied first)", "rank", ranks},
+	} {
+		if len(p.series) == 0 {
+			continue
+		}
+		panel := report.Panel{Title: p.title, YLabel: p.ylabel}
+		for _, name := range sortedKeys(p.series) {
+			panel.Series = append(panel.Series, *p.series[name])
+		}
+		panels = append(panels, panel)
+	}
+	return report.PlotPNG(path, title, panels)
+}
+
+// History is every row as a JSON record, for report.WriteJSONL.
+func History(rows []Row) []any {
+	out := make([]any, 0, len(rows))
+	for _, r := range rows {
+		raw, _ := json.Marshal(r.Entry)
+		var entry map[string]any
+		_ = json.Unmarshal(raw, &entry)
+		entry["loop"] = r.Loop
+		out = append(out, entry)
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,176 @@
+// Package replay runs loops' policies over a recorded trace with no
+// cluster: the controller's own tick (input document, decision, guard,
+// status), with targets simulated and overrides carried in memory.
+package replay
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"governor.dev/governor/api/v1alpha1"
+)
+
+// Tick is one line of a trace: when it happens, the metrics of that moment,
+// and, optionally, the targets as observed then (they overwrite the
+// simulated state).
+type Tick struct {
+	Time    time.Time                 `json:"time"`
+	Metrics map[string]Metric         `json:"metrics"`
+	Targets map[string]ObservedTarget `json:"targets,omitempty"`
+}
+
+// Metric is a number, or an object with "value" and optionally
+// "age_seconds" and fields of its own.
+type Metric struct {
+	Value  *float64
+	Age    time.Duration
+	Fields map[string]any
+}
+
+// UnmarshalJSON accepts 2.4 or {"value": 2.4, "age_seconds": 0.5, "p95": 3}.
+func (m *Metric) UnmarshalJSON(b []byte) error {
+	var v float64
+	if err := json.Unmarshal(b, &v); err == nil {
+		m.Value = &v
+		return nil
+	}
+	var obj map[string]any
+	if err := json.Unmarshal(b, &obj); err != nil {
+		return fmt.Errorf("a metric is a number or an object with value, got %s", b)
+	}
+	m.Fields = map[string]any{}
+	for k, x := range obj {
+		switch k {
+		case "value":
+			if x == nil {
+				continue
+			}
+			f, ok := x.(float64)
+			if !ok {
+				return fmt.Errorf("value must be a number, got %v", x)
+			}
+			m.Value = &f
+		case "age_seconds":
+			f, ok := x.(float64)
+			if !ok {
+				return fmt.Errorf("age_seconds must be a number, got %v", x)
+			}
+			m.Age = time.Duration(f * float64(time.Second))
+		default:
+			m.Fields[k] = x
+		}
+	}
+	return nil
+}
+
+// ObservedTarget is a target's state as a trace records it.
+type ObservedTarget struct {
+	Replicas  *int64 `json:"replicas,omitempty"`
+	Bandwidth struct {
+		Egress  string `json:"egress,omitempty"`
+		Ingress string `json:"ingress,omitempty"`
+	} `json:"bandwidth"`
+}
+
+// ReadTrace reads a trace: JSON lines, one tick each, in time order.
+func ReadTrace(r io.Reader, name string) ([]Tick, error) {
+	var ticks []Tick
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for line := 1; sc.Scan(); line++ {
+		b := bytes.TrimSpace(sc.Bytes())
+		if len(b) == 0 || b[0] == '#' {
+			continue
+		}
+		var t Tick
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&t); err != nil {
+			return nil, fmt.Errorf("%s:%d: %v", name, line, err)
+		}
+		if t.Time.IsZero() {
+			return nil, fmt.Errorf("%s:%d: a tick needs a time", name, line)
+		}
+		if n := len(ticks); n > 0 && !t.Time.After(ticks[n-1].Time) {
+			return nil, fmt.Errorf("%s:%d: time %s is not after the previous tick's", name, line, t.Time.Format(time.RFC3339Nano))
+		}
+		ticks = append(ticks, t)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if len(ticks) == 0 {
+		return nil, fmt.Errorf("%s: no ticks", name)
+	}
+	return ticks, nil
+}
+
+// ReadLoop reads a ControlLoop manifest (YAML or JSON) and fills in the
+// defaults the API server's CRD would.
+func ReadLoop(path string) (*v1alpha1.ControlLoop, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var l v1alpha1.ControlLoop
+	if err := yaml.UnmarshalStrict(b, &l); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if l.Kind != "ControlLoop" || l.Name == "" {
+		return nil, fmt.Errorf("%s: not a ControlLoop with a name", path)
+	}
+	if l.Namespace == "" {
+		l.Namespace = "default"
+	}
+	var raw struct {
+		Spec struct {
+			Safety map[string]any `json:"safety"`
+		} `json:"spec"`
+	}
+	if err := yaml.Unmarshal(b, &raw); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	_, cooldown := raw.Spec.Safety["cooldown"]
+	_, staleAfter := raw.Spec.Safety["staleAfter"]
+	defaults(&l.Spec, cooldown, staleAfter)
+	return &l, nil
+}
+
+// defaults are the CRD's (api/v1alpha1 markers): replay has no API server
+// to apply them. cooldown and staleAfter may be set to zero on purpose, so
+// the caller says whether they were set at all.
+func defaults(s *v1alpha1.ControlLoopSpec, cooldownSet, staleAfterSet bool) {
+	if s.Kind == "" {
+		s.Kind = v1alpha1.Reactive
+	}
+	if s.State == "" {
+		s.State = v1alpha1.Running
+	}
+	if s.Interval.Duration == 0 {
+		s.Interval.Duration = time.Second
+	}
+	if s.HistoryLimit == 0 {
+		s.HistoryLimit = 20
+	}
+	if !cooldownSet {
+		s.Safety.Cooldown.Duration = 30 * time.Second
+	}
+	if !staleAfterSet {
+		s.Safety.StaleAfter.Duration = 15 * time.Second
+	}
+	if s.Safety.MaxActions == 0 {
+		s.Safety.MaxActions = 5
+	}
+	for i := range s.Targets {
+		if s.Targets[i].Ref.Kind == "" {
+			s.Targets[i].Ref.Kind = "Deployment"
+		}
+	}
+}
