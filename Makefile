@@ -29,6 +29,14 @@ bin/opa: go.mod go.sum
 test: bin/governor bin/opa envtest-assets ## every test: unit, CLI, upstream parity, integration (API server), end to end (local cluster)
 	$(GO) test -count=1 -timeout 30m ./...
 
+# The demo (sim/demo): flags for `governor demo`, after --duration 2m (a later flag wins),
+# e.g. make demo DEMO_ARGS="--duration 60s --report /tmp/report".
+DEMO_ARGS ?=
+
+.PHONY: demo
+demo: bin/governor envtest-assets ## governor demo: a local cluster, a simulated factory and three loops, live for 2 minutes; report in demo-report/
+	bin/governor demo --duration 2m $(DEMO_ARGS)
+
 lint: bin/opa ## gofmt, go vet, opa check --strict / opa fmt on the policies, generated files up to date
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...

@@ -40,6 +40,6 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newRunCommand(), newReplayCommand(), newEvalCommand(), newTestCommand(), newBundleCommand(), newVersionCommand())
+	root.AddCommand(newRunCommand(), newReplayCommand(), newEvalCommand(), newTestCommand(), newBundleCommand(), newVersionCommand(), newDemoCommand())
 	return root
 }

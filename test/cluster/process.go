@@ -13,8 +13,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
-	"testing"
 	"time"
 )
 
@@ -39,13 +39,12 @@ func newLogFile(path, name string) (*logFile, error) {
 
 func (l *logFile) close() { l.once.Do(func() { _ = l.f.Close() }) }
 
-// dump shows the end of the log with t.Log.
-func (l *logFile) dump(t testing.TB) {
-	t.Helper()
-	data, err := os.ReadFile(l.path)
+// logTail returns the last logTailLines lines of a log file, with a header
+// that names it.
+func logTail(name, path string) string {
+	data, err := os.ReadFile(path)
 	if err != nil {
-		t.Logf("%s log: %v", l.name, err)
-		return
+		return fmt.Sprintf("%s log: %v", name, err)
 	}
 	lines := bytes.Split(bytes.TrimRight(data, "\n"), []byte("\n"))
 	skipped := 0
@@ -53,7 +52,7 @@ func (l *logFile) dump(t testing.TB) {
 		skipped = len(lines) - logTailLines
 		lines = lines[skipped:]
 	}
-	t.Logf("----- %s log (%s), last %d lines of %d -----\n%s", l.name, l.path, len(lines), len(lines)+skipped, bytes.Join(lines, []byte("\n")))
+	return fmt.Sprintf("----- %s log (%s), last %d lines of %d -----\n%s", name, path, len(lines), len(lines)+skipped, bytes.Join(lines, []byte("\n")))
 }
 
 // process is a component (kube-controller-manager, kube-scheduler, kwok)
@@ -64,16 +63,16 @@ type process struct {
 	log    *logFile
 	exited chan struct{} // closed when the process has exited
 	err    error         // Wait's result, set before exited is closed
+
+	stopping atomic.Bool // set before stop signals it: its exit is expected
 }
 
 // startProcess starts bin with args, its stdout and stderr going to
-// <logDir>/<name>.log, and registers a t.Cleanup that stops it (SIGTERM,
-// then SIGKILL) and, if the test failed, shows the end of its log.
-func startProcess(t testing.TB, logDir, name, bin string, args []string, env []string) *process {
-	t.Helper()
+// <logDir>/<name>.log. The kernel kills it if this process dies (Linux).
+func startProcess(logDir, name, bin string, args []string, env []string) (*process, error) {
 	lf, err := newLogFile(filepath.Join(logDir, name+".log"), name)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = lf.f, lf.f
@@ -82,45 +81,43 @@ func startProcess(t testing.TB, logDir, name, bin string, args []string, env []s
 	fmt.Fprintf(lf.f, "# %s %q\n", bin, args)
 	if err := cmd.Start(); err != nil {
 		lf.close()
-		t.Fatalf("starting %s: %v", name, err)
+		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
 	p := &process{name: name, cmd: cmd, log: lf, exited: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		close(p.exited)
 	}()
-	t.Cleanup(func() {
-		p.stop(t)
-		lf.close()
-		if t.Failed() {
-			lf.dump(t)
-		}
-	})
-	return p
+	return p, nil
 }
 
-// stop terminates the process, gracefully first.
-func (p *process) stop(t testing.TB) {
+// stop terminates the process, gracefully first (SIGTERM), and kills it
+// after 10 s; it says whether it had to.
+func (p *process) stop() (killed bool) {
+	p.stopping.Store(true)
 	select {
 	case <-p.exited:
-		t.Logf("%s had already exited: %v", p.name, p.err)
-		return
+		return false
 	default:
 	}
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.exited:
+		return false
 	case <-time.After(10 * time.Second):
-		t.Logf("%s did not stop within 10s of SIGTERM: killing it", p.name)
 		_ = p.cmd.Process.Kill()
 		<-p.exited
+		return true
 	}
 }
 
-// exitErr reports whether the process has exited, and how.
+// exitErr reports whether the process has exited on its own, and how.
 func (p *process) exitErr() error {
 	select {
 	case <-p.exited:
+		if p.stopping.Load() {
+			return nil
+		}
 		return fmt.Errorf("%s exited: %v (log: %s)", p.name, p.err, p.log.path)
 	default:
 		return nil

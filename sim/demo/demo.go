@@ -1,0 +1,610 @@
+// Package demo is `governor demo`: on a machine with no cluster, it starts the local cluster
+// the project builds (kube-apiserver, etcd, kube-controller-manager, kube-scheduler and kwok
+// with three fake Nodes, from test/cluster), installs the ControlLoop CRD, creates a small
+// factory, serves the simulated Hubble Relay with a plant whose jitter follows the egress
+// bandwidth granted to the best-effort workloads, runs the controller in-process with three
+// loops, shows what they see, decide and change, and at the end writes a report: a plot
+// (report.png) and every loop's decision history (history.jsonl).
+//
+// The factory, in namespace factory: robot-control, the critical workload whose traffic
+// must stay smooth; telemetry-upload and video-archive, best-effort, 2 replicas each,
+// sharing a link with it; and web, a scaled web tier (2 replicas, container app with
+// requests cpu 250m, memory 128Mi, limits memory 512Mi). The loops:
+//
+//   - factory-qos (Reactive, bundle bandwidth): robot-control's jitter, measured by the
+//     Hubble collector over the relay's flows, against a 2 ms target; it lowers or raises the
+//     egress bandwidth of telemetry and video, every 500ms, with a 3s cooldown.
+//   - factory-scaling (Reactive, bundle reactive): the web tier's cpu and memory load, which
+//     the demo reports in status.observations every second (a simulated load, both above
+//     their thresholds); it remedies the first violation in its priorities, cpu by a
+//     replica, memory by 64Mi, every second with a 2s cooldown. Its priorities are
+//     overridable.
+//   - factory-priorities (Deliberative, bundle deliberative): supervises factory-scaling;
+//     when its last 5 actions all remedied one metric while another was also in violation,
+//     it raises that one (at most once per 20s), through factory-scaling's status.overrides.
+//
+// When the run lasts a minute or more, video-archive scales out partway (a backlog to
+// upload: more Pods, more egress, more jitter) and factory-qos reacts again.
+package demo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"governor.dev/governor/bundles"
+	"governor.dev/governor/config/crd"
+	"governor.dev/governor/controller"
+	"governor.dev/governor/sim"
+	"governor.dev/governor/sim/relay"
+	"governor.dev/governor/sim/report"
+	"governor.dev/governor/test/cluster"
+)
+
+// Options configures Run.
+type Options struct {
+	// Duration is how long the loops run once created; 0 is until ctx ends.
+	Duration time.Duration
+	// ReportDir receives report.png, history.jsonl and logs/ (each component's log, the
+	// controller's, and the cluster's admin.kubeconfig); "demo-report" when empty.
+	ReportDir string
+	// AssetsDir holds the local cluster's binaries (`make envtest-assets`); "bin/k8s" when
+	// empty.
+	AssetsDir string
+	// BundlesDir holds the policy bundles bandwidth, reactive and deliberative; "policies"
+	// when empty.
+	BundlesDir string
+	// Out receives the progress; nothing is shown when nil.
+	Out io.Writer
+	// Live redraws a status block in place every Refresh (Out is a terminal, Width columns
+	// by Height rows when known: the block is cut to fit); otherwise a line is printed per
+	// change, and a status line every 10s.
+	Live          bool
+	Width, Height int
+	// Refresh is how often the view is redrawn; 1s when 0.
+	Refresh time.Duration
+}
+
+// Result is what a run did.
+type Result struct {
+	// ReportPNG, HistoryJSONL and LogDir are the paths written.
+	ReportPNG, HistoryJSONL, LogDir string
+	// Interrupted: ctx ended before Duration.
+	Interrupted bool
+	// Started is when the loops were created, Ended when the run ended.
+	Started, Ended time.Time
+	// Loops, by name.
+	Loops map[string]LoopResult
+	// EgressChanges counts factory-qos's ticks that changed an egress bandwidth.
+	EgressChanges int
+	// Priorities are factory-scaling's effective priorities, each value as long as it held.
+	Priorities [][]string
+	// Samples is how many times the demo read the factory (about twice a second).
+	Samples int
+}
+
+// LoopResult is what one loop did.
+type LoopResult struct {
+	Kind  string
+	Phase string
+	// Tick is the loop's last tick; Entries the history entries recorded (one per tick).
+	Tick    int64
+	Entries int
+	// Changes counts the ticks that changed something (targets, or the supervised loop's
+	// params); Errors the ticks that failed.
+	Changes, Errors int
+}
+
+const (
+	// pollEvery is how often the demo reads the factory and the loops.
+	pollEvery = 500 * time.Millisecond
+	// observeEvery is how often it reports the web tier's load.
+	observeEvery = time.Second
+	// readyTimeout bounds the wait for the factory's Pods.
+	readyTimeout = 2 * time.Minute
+	// stepTimeout bounds one read or write of the API server.
+	stepTimeout = 5 * time.Second
+)
+
+// Run runs the demo until opts.Duration has passed since the loops were created, or ctx
+// ends; then it writes the report and stops everything it started. An error before the
+// loops start (ctx ending included) means no report. A Result with an error means the
+// report was written but something failed to stop.
+func Run(ctx context.Context, opts Options) (*Result, error) {
+	if opts.ReportDir == "" {
+		opts.ReportDir = "demo-report"
+	}
+	if opts.AssetsDir == "" {
+		opts.AssetsDir = filepath.Join("bin", "k8s")
+	}
+	if opts.BundlesDir == "" {
+		opts.BundlesDir = "policies"
+	}
+	if opts.Out == nil {
+		opts.Out = io.Discard
+	}
+	if opts.Refresh <= 0 {
+		opts.Refresh = time.Second
+	}
+	if opts.Duration < 0 {
+		return nil, fmt.Errorf("demo: negative duration %v", opts.Duration)
+	}
+
+	// What can be checked without starting anything.
+	if err := cluster.CheckAssets(opts.AssetsDir); err != nil {
+		var missing *cluster.MissingAssetsError
+		if errors.As(err, &missing) {
+			what := missing.Missing
+			if len(what) > 3 {
+				what = append(what[:3:3], fmt.Sprintf("%d more", len(missing.Missing)-3))
+			}
+			return nil, fmt.Errorf("the local cluster is not built (%s missing from %s): run make envtest-assets",
+				strings.Join(what, ", "), opts.AssetsDir)
+		}
+		return nil, err
+	}
+	registry, err := bundles.LoadRegistry(ctx, opts.BundlesDir)
+	if err != nil {
+		return nil, fmt.Errorf("loading the policy bundles: %w", err)
+	}
+	for _, b := range []string{"bandwidth", "reactive", "deliberative"} {
+		if !slices.Contains(registry.Names(), b) {
+			return nil, fmt.Errorf("bundle %s not found in %s (found %s)", b, opts.BundlesDir, strings.Join(registry.Names(), ", "))
+		}
+	}
+	crds, err := crd.CustomResourceDefinitions()
+	if err != nil {
+		return nil, err
+	}
+	logDir := filepath.Join(opts.ReportDir, "logs")
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		return nil, err
+	}
+	logFile, err := os.Create(filepath.Join(logDir, "governor.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer logFile.Close()
+	// The controller's log, and client-go's, go to the file, not the terminal.
+	logger := zap.New(zap.WriteTo(logFile))
+	ctrl.SetLogger(logger)
+	klog.SetLogger(logger.WithName("klog"))
+
+	d := &demo{opts: opts, logDir: logDir, registry: registry,
+		view: &view{out: opts.Out, live: opts.Live, width: opts.Width, height: opts.Height, duration: opts.Duration,
+			kubeconfig: filepath.Join(logDir, "admin.kubeconfig")}}
+	defer d.cleanup()
+	if err := d.start(ctx, crds); err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("interrupted before the loops started: %w", ctx.Err())
+		}
+		return nil, err
+	}
+	res, err := d.run(ctx)
+	if stopErr := d.cleanup(); stopErr != nil {
+		err = errors.Join(err, stopErr)
+	}
+	if res != nil {
+		d.view.line("")
+		d.view.line("report:")
+		d.view.line("  %-28s jitter, egress, priorities, web replicas and memory over time", res.ReportPNG)
+		d.view.line("  %-28s %d decisions of %s", res.HistoryJSONL, entries(res), strings.Join(Loops, ", "))
+		d.view.line("  %-28s the cluster's components and the controller", res.LogDir+string(filepath.Separator))
+	}
+	return res, err
+}
+
+func entries(res *Result) int {
+	n := 0
+	for _, l := range res.Loops {
+		n += l.Entries
+	}
+	return n
+}
+
+// demo is one run: what it started, to stop it.
+type demo struct {
+	opts     Options
+	logDir   string
+	registry *bundles.Registry
+	view     *view
+
+	cluster *cluster.Cluster
+	client  client.Client
+	plant   *sim.Bandwidth
+	relay   *relay.Relay
+	rec     *recorder
+
+	stops   []func() error // in start order
+	stopped bool
+
+	mgrDone     chan struct{} // closed when the manager has stopped
+	mgrErr      error
+	stopManager func() error // stops it, once
+}
+
+// onStop registers what stops a part, run in reverse order by cleanup.
+func (d *demo) onStop(f func() error) { d.stops = append(d.stops, f) }
+
+// cleanup stops everything started, last first, once.
+func (d *demo) cleanup() error {
+	if d.stopped {
+		return nil
+	}
+	d.stopped = true
+	var errs []error
+	for i := len(d.stops) - 1; i >= 0; i-- {
+		if err := d.stops[i](); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// start brings up the cluster, the plant, the relay, the controller and the factory.
+func (d *demo) start(ctx context.Context, crds []*apiextensionsv1.CustomResourceDefinition) error {
+	v := d.view
+	v.line("governor demo: a local cluster, a simulated factory and three control loops (report in %s)", d.opts.ReportDir)
+
+	began := time.Now()
+	v.line("  … starting the local cluster: kube-apiserver, etcd, kube-controller-manager, kube-scheduler, kwok")
+	k, err := cluster.Launch(ctx, cluster.LaunchOptions{
+		ClusterOptions: cluster.ClusterOptions{Nodes: 3},
+		AssetsDir:      d.opts.AssetsDir,
+		LogDir:         d.logDir,
+		CRDs:           crds,
+	})
+	if err != nil {
+		return fmt.Errorf("starting the local cluster: %w", err)
+	}
+	d.cluster = k
+	d.onStop(func() error {
+		if err := k.Stop(); err != nil {
+			return fmt.Errorf("stopping the local cluster: %w", err)
+		}
+		return nil
+	})
+	v.line("  ✓ local cluster up in %s: %d fake Nodes (%s); ControlLoop CRD installed",
+		time.Since(began).Round(100*time.Millisecond), len(k.Nodes), strings.Join(k.Nodes, ", "))
+
+	d.client, err = client.New(k.Config, client.Options{Scheme: controller.Scheme()})
+	if err != nil {
+		return err
+	}
+
+	// The plant reads the best-effort Deployments and their Pods; the relay streams
+	// robot-control's traffic, its latencies drawn from the plant.
+	d.plant, err = sim.NewBandwidth(sim.BandwidthConfig{
+		Client: d.client, Namespace: Namespace,
+		Selector: labels.SelectorFromSet(labels.Set{classLabel: bestEffort}),
+		Capacity: linkCapacity, Mean: meanLatency, BaseJitter: baseJitter, Gain: jitterGain,
+	})
+	if err != nil {
+		return err
+	}
+	plantCtx, stopPlant := context.WithCancel(context.Background())
+	plantDone := make(chan struct{})
+	go func() {
+		defer close(plantDone)
+		_ = d.plant.Run(plantCtx)
+	}()
+	d.onStop(func() error { stopPlant(); <-plantDone; return nil })
+
+	d.relay = relay.New(relay.Config{Seed: 1, Routes: []relay.Route{{
+		Source:      relay.Workload{Namespace: Namespace, Name: "plc-gateway", Labels: map[string]string{"app": "plc-gateway"}},
+		Destination: relay.Workload{Namespace: Namespace, Name: Critical, Labels: map[string]string{"app": Critical}, Pods: 2},
+		Plant:       d.plant,
+		Rate:        flowRate,
+	}}})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	served := make(chan error, 1)
+	go func() { served <- d.relay.Serve(lis) }()
+	if err := waitServing(d.relay, lis.Addr().String(), served); err != nil {
+		return err
+	}
+	d.onStop(func() error {
+		d.relay.Stop()
+		if err := <-served; err != nil {
+			return fmt.Errorf("simulated Hubble Relay: %w", err)
+		}
+		return nil
+	})
+	v.line("  ✓ simulated Hubble Relay on %s: %s's traffic, %d exchanges/s, jitter from the link's load",
+		d.relay.Addr(), Critical, flowRate)
+
+	mgr, err := controller.NewManager(k.Config, controller.Options{
+		Bundles:     d.registry,
+		HubbleRelay: d.relay.Addr(),
+		MetricsAddr: "0", ProbeAddr: "0", PushAddr: "0",
+	})
+	if err != nil {
+		return fmt.Errorf("controller: %w", err)
+	}
+	mgrCtx, stopMgr := context.WithCancel(context.Background())
+	d.mgrDone = make(chan struct{})
+	go func() {
+		defer close(d.mgrDone)
+		d.mgrErr = mgr.Start(mgrCtx)
+	}()
+	d.stopManager = sync.OnceValue(func() error {
+		stopMgr()
+		<-d.mgrDone
+		if d.mgrErr != nil {
+			return fmt.Errorf("controller: %w", d.mgrErr)
+		}
+		return nil
+	})
+	d.onStop(d.stopManager)
+	v.line("  ✓ controller running in-process, bundles %s from %s", strings.Join(d.registry.Names(), ", "), d.opts.BundlesDir)
+
+	began = time.Now()
+	if err := createFactory(ctx, d.client); err != nil {
+		return err
+	}
+	pods, err := d.waitReady(ctx)
+	if err != nil {
+		return err
+	}
+	v.line("  ✓ factory: %s, %s, %s, %s: %d Pods Running in %s",
+		Critical, Telemetry, Video, Web, pods, time.Since(began).Round(100*time.Millisecond))
+	return ctx.Err()
+}
+
+// waitServing waits until the relay serves on addr.
+func waitServing(r *relay.Relay, addr string, served <-chan error) error {
+	deadline := time.Now().Add(5 * time.Second)
+	for r.Addr() != addr {
+		select {
+		case err := <-served:
+			return fmt.Errorf("simulated Hubble Relay: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("simulated Hubble Relay: not serving on %s after 5s", addr)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return nil
+}
+
+// waitReady waits until every Deployment of the factory has all its replicas ready, and
+// returns how many Pods that is.
+func (d *demo) waitReady(ctx context.Context) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	var why string
+	for {
+		var deps appsv1.DeploymentList
+		err := d.client.List(ctx, &deps, client.InNamespace(Namespace))
+		ready, pods := err == nil && len(deps.Items) == len(workloads), 0
+		why = fmt.Sprint(err)
+		for _, dep := range deps.Items {
+			want := int32(1)
+			if dep.Spec.Replicas != nil {
+				want = *dep.Spec.Replicas
+			}
+			pods += int(dep.Status.ReadyReplicas)
+			if dep.Status.ReadyReplicas != want || dep.Status.ObservedGeneration < dep.Generation {
+				ready = false
+				why = fmt.Sprintf("%s: %d of %d ready", dep.Name, dep.Status.ReadyReplicas, want)
+			}
+		}
+		if ready {
+			return pods, nil
+		}
+		select {
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return 0, fmt.Errorf("the factory's Pods are not ready after %v (%s); see %s", readyTimeout, why, d.logDir)
+			}
+			return 0, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// run creates the loops and follows them until the duration has passed or ctx ends, then
+// stops the controller and writes the report.
+func (d *demo) run(ctx context.Context) (*Result, error) {
+	v := d.view
+	for _, l := range loops() {
+		cctx, cancel := context.WithTimeout(ctx, stepTimeout)
+		err := d.client.Create(cctx, l)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("interrupted before the loops started: %w", ctx.Err())
+			}
+			return nil, fmt.Errorf("creating loop %s: %w", l.Name, err)
+		}
+	}
+	// The run's clock starts once the loops exist.
+	start := time.Now()
+	v.start = start
+	d.rec = newRecorder(d.client, d.plant)
+	d.rec.start = start
+	until := "until Ctrl-C"
+	if d.opts.Duration > 0 {
+		until = "for " + d.opts.Duration.String() + " (Ctrl-C ends it sooner)"
+	}
+	v.line("  ✓ loops %s (bandwidth), %s (reactive), %s (deliberative, supervises %s): running %s",
+		LoopQoS, LoopScaling, LoopPriorities, LoopScaling, until)
+	backlog := backlogAt(d.opts.Duration)
+	if backlog > 0 {
+		v.line("    at %s: %s scales out to %d replicas (a backlog to upload)", fmtDuration(backlog), Video, backlogReplicas)
+	}
+	v.line("")
+	if !v.live {
+		v.line("time since the loops started, what changed; a status line every %s", statusEvery)
+	}
+
+	// The load, reported every second by a goroutine of its own.
+	var mu sync.Mutex
+	var cpu, memory float64
+	loadCtx, stopLoad := context.WithCancel(context.Background())
+	loadDone := make(chan struct{})
+	observeLoad := func() {
+		now := time.Now()
+		c, m := load(now.Sub(start))
+		wctx, cancel := context.WithTimeout(loadCtx, stepTimeout)
+		defer cancel()
+		if err := observe(wctx, d.client, c, m, now); err == nil {
+			mu.Lock()
+			cpu, memory = c, m
+			mu.Unlock()
+		}
+	}
+	go func() {
+		defer close(loadDone)
+		t := time.NewTicker(observeEvery)
+		defer t.Stop()
+		for {
+			observeLoad()
+			select {
+			case <-loadCtx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	stopLoading := func() { stopLoad(); <-loadDone }
+	defer stopLoading()
+
+	poll := func() sample {
+		mu.Lock()
+		d.rec.setLoad(cpu, memory)
+		mu.Unlock()
+		pctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
+		defer cancel()
+		return d.rec.poll(pctx, time.Now())
+	}
+
+	var end <-chan time.Time
+	if d.opts.Duration > 0 {
+		timer := time.NewTimer(d.opts.Duration)
+		defer timer.Stop()
+		end = timer.C
+	}
+	tick := time.NewTicker(pollEvery)
+	defer tick.Stop()
+	res := &Result{Started: start, Loops: map[string]LoopResult{}}
+	var lastRender time.Time
+	backlogDone := backlog == 0
+	var runErr error
+following:
+	for {
+		select {
+		case <-ctx.Done():
+			res.Interrupted = true
+			break following
+		case <-end:
+			break following
+		case <-d.mgrDone:
+			runErr = fmt.Errorf("the controller stopped: %v", d.mgrErr)
+			break following
+		case <-tick.C:
+		}
+		now := time.Now()
+		if !backlogDone && now.Sub(start) >= backlog {
+			backlogDone = true
+			sctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
+			if err := scale(sctx, d.client, Video, backlogReplicas); err != nil {
+				d.rec.note(now, "scenario: scaling %s: %v", Video, err)
+			} else {
+				d.rec.note(now, "%-19s scaled out to %d replicas by the demo: a backlog to upload", Video, backlogReplicas)
+			}
+			cancel()
+		}
+		s := poll()
+		if now.Sub(lastRender) >= d.opts.Refresh-pollEvery/2 {
+			v.render(d.rec, s, now, d.cluster.Err())
+			lastRender = now
+		}
+	}
+	res.Ended = time.Now()
+
+	// Stop the load and the controller first: a stopping controller writes the status it
+	// has not written yet, which the last read then records.
+	stopLoading()
+	if runErr == nil {
+		if err := d.stopManager(); err != nil {
+			runErr = err
+		}
+	}
+	s := poll()
+	v.render(d.rec, s, res.Ended, d.cluster.Err())
+	v.end()
+
+	res.LogDir = d.logDir
+	res.ReportPNG = filepath.Join(d.opts.ReportDir, "report.png")
+	res.HistoryJSONL = filepath.Join(d.opts.ReportDir, "history.jsonl")
+	d.summarize(res)
+	if err := report.PlotPNG(res.ReportPNG, d.title(res), d.rec.panels()); err != nil {
+		return nil, errors.Join(runErr, err)
+	}
+	records := d.rec.records()
+	anys := make([]any, len(records))
+	for i := range records {
+		anys[i] = records[i]
+	}
+	if err := report.WriteJSONL(res.HistoryJSONL, anys); err != nil {
+		return nil, errors.Join(runErr, err)
+	}
+	return res, runErr
+}
+
+func (d *demo) title(res *Result) string {
+	return fmt.Sprintf("governor demo, %s: factory-qos, factory-scaling and factory-priorities (%s)",
+		res.Started.Format("2006-01-02 15:04"), fmtDuration(res.Ended.Sub(res.Started)))
+}
+
+// summarize fills the result from what was recorded.
+func (d *demo) summarize(res *Result) {
+	for _, name := range Loops {
+		lr := LoopResult{}
+		if l := d.rec.loops[name]; l != nil {
+			lr.Kind, lr.Phase, lr.Tick = string(l.Spec.Kind), string(l.Status.Phase), l.Status.Tick
+		}
+		for _, e := range d.rec.entries(name) {
+			lr.Entries++
+			if len(e.Applied) > 0 || paramsOf(e) != "" {
+				lr.Changes++
+			}
+			if e.Error != "" {
+				lr.Errors++
+			}
+			if name == LoopQoS && len(e.Applied) > 0 {
+				res.EgressChanges++
+			}
+		}
+		res.Loops[name] = lr
+	}
+	for _, s := range d.rec.samples {
+		if len(s.Priorities) == 0 {
+			continue
+		}
+		if n := len(res.Priorities); n == 0 || !slices.Equal(res.Priorities[n-1], s.Priorities) {
+			res.Priorities = append(res.Priorities, s.Priorities)
+		}
+	}
+	res.Samples = len(d.rec.samples)
+}
