@@ -3,9 +3,9 @@ package bundles
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
-	"sort"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -265,7 +265,7 @@ func (v *validator) resources(field string, raw any) map[string]ContainerResourc
 		v.fail(field, "must name at least one container")
 	}
 	out := make(map[string]ContainerResources, len(obj))
-	for _, name := range sortedKeys(obj) {
+	for _, name := range slices.Sorted(maps.Keys(obj)) {
 		cf := field + "." + name
 		c, ok := obj[name].(map[string]any)
 		if !ok {
@@ -295,7 +295,7 @@ func (v *validator) resourceList(field string, raw any) map[string]resource.Quan
 		return nil
 	}
 	out := make(map[string]resource.Quantity, len(obj))
-	for _, name := range sortedKeys(obj) {
+	for _, name := range slices.Sorted(maps.Keys(obj)) {
 		if q := v.quantity(field+"."+name, obj[name]); q != nil {
 			out[name] = *q
 		}
@@ -405,7 +405,7 @@ func (v *validator) object(field string, raw any) map[string]any {
 }
 
 func (v *validator) unknownKeys(field string, obj map[string]any, allowed []string) {
-	for _, k := range sortedKeys(obj) {
+	for _, k := range slices.Sorted(maps.Keys(obj)) {
 		if !slices.Contains(allowed, k) {
 			f := k
 			if field != "" {
@@ -439,18 +439,9 @@ func describe(v any) string {
 	}
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
 func targetList(targets map[string]bool) string {
 	if len(targets) == 0 {
 		return "(the input names no targets)"
 	}
-	return "[" + strings.Join(sortedKeys(targets), ", ") + "]"
+	return "[" + strings.Join(slices.Sorted(maps.Keys(targets)), ", ") + "]"
 }

@@ -43,6 +43,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"mime"
 	"net"
@@ -283,12 +284,12 @@ func (s *Server) accept(r *http.Request, key types.NamespacedName) ([]string, *h
 	if len(unknown) > 0 {
 		sort.Strings(unknown)
 		return nil, fail(http.StatusBadRequest, "%s: not a push collector of controlloop %s (its push collectors: %s)",
-			strings.Join(unknown, ", "), key, strings.Join(sortedKeys(secrets), ", "))
+			strings.Join(unknown, ", "), key, strings.Join(slices.Sorted(maps.Keys(secrets)), ", "))
 	}
 	if herr := s.write(ctx, loop, report); herr != nil {
 		return nil, herr
 	}
-	return sortedKeys(report.values), nil
+	return slices.Sorted(maps.Keys(report.values)), nil
 }
 
 // bearerToken is the token of the request's Authorization: Bearer header.
@@ -486,7 +487,7 @@ func pushSecrets(loop *v1alpha1.ControlLoop) map[string]string {
 // the loop's push Secrets before the caller is told the collectors' names.
 func (s *Server) authorize(ctx context.Context, loop *v1alpha1.ControlLoop, token string, need map[string]bool, secrets map[string]string, unknown bool) *httpError {
 	forbidden := fail(http.StatusForbidden, "the token does not match: it must equal the token of the Secret of each push collector named")
-	names := sortedKeys(need)
+	names := slices.Sorted(maps.Keys(need))
 	for _, name := range names {
 		ok, herr := s.matches(ctx, loop.Namespace, name, token)
 		if herr != nil {
@@ -503,7 +504,7 @@ func (s *Server) authorize(ctx context.Context, loop *v1alpha1.ControlLoop, toke
 	for _, secret := range secrets {
 		all[secret] = true
 	}
-	for _, name := range sortedKeys(all) {
+	for _, name := range slices.Sorted(maps.Keys(all)) {
 		ok, herr := s.matches(ctx, loop.Namespace, name, token)
 		if herr != nil {
 			return herr
@@ -605,13 +606,4 @@ func apiFailure(doing string, err error) *httpError {
 		unavailable.msg = "the Kubernetes API server is unreachable (" + doing + "): try again later"
 		return unavailable
 	}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

@@ -2,8 +2,8 @@ package guard
 
 import (
 	"fmt"
+	"maps"
 	"slices"
-	"sort"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -86,7 +86,7 @@ func (c *clamp) resources(want map[string]bundles.ContainerResources) map[string
 		return nil
 	}
 	out := map[string]bundles.ContainerResources{}
-	for _, name := range sortedKeys(want) {
+	for _, name := range slices.Sorted(maps.Keys(want)) {
 		if len(b.Containers) > 0 && !slices.Contains(b.Containers, name) {
 			c.refuse("resources: container %s is not one of %v", name, b.Containers)
 			return nil
@@ -121,7 +121,7 @@ func (c *clamp) resourceList(container, field string, want map[string]resource.Q
 		return nil
 	}
 	out := map[string]resource.Quantity{}
-	for _, name := range sortedKeys(want) {
+	for _, name := range slices.Sorted(maps.Keys(want)) {
 		var r *v1alpha1.QuantityRange
 		switch corev1.ResourceName(name) {
 		case corev1.ResourceCPU:
@@ -238,13 +238,4 @@ func merged(change map[string]resource.Quantity, cur corev1.ResourceList, name c
 	}
 	q, ok := cur[name]
 	return q, ok
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -4,7 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -37,7 +38,7 @@ func seconds(d time.Duration) string { return fmt.Sprintf("%.1fs", d.Seconds()) 
 
 func metricsText(t *Tick) string {
 	var parts []string
-	for _, name := range sortedKeys(t.Metrics) {
+	for _, name := range slices.Sorted(maps.Keys(t.Metrics)) {
 		if v := t.Metrics[name].Value; v != nil {
 			parts = append(parts, fmt.Sprintf("%s=%.4g", name, *v))
 		} else {
@@ -118,7 +119,7 @@ func Plot(path, title string, rows []Row) error {
 			continue
 		}
 		panel := report.Panel{Title: p.title, YLabel: p.ylabel}
-		for _, name := range sortedKeys(p.series) {
+		for _, name := range slices.Sorted(maps.Keys(p.series)) {
 			panel.Series = append(panel.Series, *p.series[name])
 		}
 		panels = append(panels, panel)
@@ -137,13 +138,4 @@ func History(rows []Row) []any {
 		out = append(out, entry)
 	}
 	return out
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

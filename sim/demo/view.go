@@ -3,7 +3,9 @@ package demo
 import (
 	"fmt"
 	"io"
+	"maps"
 	"math"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -207,7 +209,7 @@ func sees(loop string, s sample, r *recorder) string {
 			counts[m]++
 		}
 		var parts []string
-		for _, m := range sortedKeys(counts) {
+		for _, m := range slices.Sorted(maps.Keys(counts)) {
 			parts = append(parts, fmt.Sprintf("%s ×%d", orDash(m), counts[m]))
 		}
 		return fmt.Sprintf("%s's last %d actions remedied %s", LoopScaling, len(metrics), strings.Join(parts, ", "))

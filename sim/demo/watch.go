@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"sort"
@@ -317,7 +318,7 @@ func paramsOf(e v1alpha1.HistoryEntry) string {
 		return string(e.Params.Raw)
 	}
 	var parts []string
-	for _, k := range sortedKeys(m) {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		parts = append(parts, k+" "+compact(m[k]))
 	}
 	return strings.Join(parts, ", ")
@@ -357,16 +358,16 @@ func actions(as []v1alpha1.Action) string {
 // "app memory 192Mi/576Mi" (request/limit).
 func setSummary(set map[string]any) string {
 	var parts []string
-	for _, k := range sortedKeys(set) {
+	for _, k := range slices.Sorted(maps.Keys(set)) {
 		switch v := set[k].(type) {
 		case map[string]any:
 			switch k {
 			case "bandwidth":
-				for _, d := range sortedKeys(v) {
+				for _, d := range slices.Sorted(maps.Keys(v)) {
 					parts = append(parts, d+" "+compact(v[d]))
 				}
 			case "resources":
-				for _, c := range sortedKeys(v) {
+				for _, c := range slices.Sorted(maps.Keys(v)) {
 					parts = append(parts, c+" "+resources(v[c]))
 				}
 			default:
@@ -395,7 +396,7 @@ func resources(v any) string {
 		names[k] = true
 	}
 	var parts []string
-	for _, n := range sortedKeys(names) {
+	for _, n := range slices.Sorted(maps.Keys(names)) {
 		r, l := req[n], lim[n]
 		switch {
 		case r != nil && l != nil:
@@ -427,15 +428,6 @@ func compact(v any) string {
 }
 
 func list(s []string) string { return "[" + strings.Join(s, " ") + "]" }
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
 
 // jsonNumber reads a number field of a JSON object.
 func jsonNumber(obj *apiextensionsv1.JSON, key string) (float64, bool) {
