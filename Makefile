@@ -11,7 +11,7 @@ GENERATED := api/v1alpha1/zz_generated.deepcopy.go config/crd/bases/governor.dev
 # controller-gen, pinned, run from the module proxy.
 CONTROLLER_GEN ?= $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
 
-.PHONY: help build test lint bench clean manifests generate prometheus
+.PHONY: help build test lint bench clean manifests generate test-servers
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -26,7 +26,7 @@ bin/governor: FORCE
 bin/opa: go.mod go.sum
 	$(GO) build -o $@ github.com/open-policy-agent/opa
 
-test: bin/governor bin/opa envtest-assets prometheus ## every test: unit, CLI, upstream parity, integration (API server), end to end (local cluster)
+test: bin/governor bin/opa envtest-assets test-servers ## every test: unit, CLI, upstream parity, integration (API server), end to end (local cluster)
 	$(GO) test -count=1 -timeout 30m ./...
 
 # The demo (sim/demo): flags for `governor demo`, after --duration 2m (a later flag wins),
@@ -45,14 +45,17 @@ lint: bin/opa ## gofmt, go vet, opa check --strict / opa fmt on the policies, ge
 		[ "$$before" = "$$(cat $(GENERATED) | sha256sum)" ] || { echo "generated files were stale (regenerated now): $(GENERATED)"; exit 1; }
 	@out=$$(bin/opa fmt --list policies/); if [ -n "$$out" ]; then echo "opa fmt needed:"; echo "$$out"; exit 1; fi
 
-# Debian's Prometheus, for the Prometheus collector's tests against a real
-# server: installed with apt-get when missing (as root, or through sudo).
-prometheus:
-	@command -v prometheus >/dev/null || { \
-		echo "installing Debian's prometheus package (for the Prometheus collector's tests)..."; \
+# Debian's Prometheus and nginx, for tests against real servers (the
+# Prometheus collector; bundles from a bundle server): installed with apt-get
+# when missing (as root, or through sudo).
+test-servers:
+	@missing=; command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || missing="$$missing nginx"; \
+	[ -z "$$missing" ] || { \
+		echo "installing Debian's$$missing (for the tests against real servers)..."; \
 		sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 		export DEBIAN_FRONTEND=noninteractive; \
-		$$sudo apt-get update -qq && $$sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+		$$sudo apt-get update -qq && $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null; }
 
 bench: envtest-assets ## benchmarks: decisions; Hubble ingest and memory; tick-to-patch latency and 100-loop throughput on a real API server
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -count $(BENCH_COUNT) ./bundles/

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/open-policy-agent/opa/v1/compile"
 )
 
@@ -16,15 +17,32 @@ type BuildOptions struct {
 	Output string // the .tar.gz to write
 	// Revision overrides the manifest's revision; one of the two must be set.
 	Revision string
+	// Signing, when set, signs the tarball as `opa build --signing-key`
+	// does (see NewSigningConfig): a .signatures.json whose JWT covers every
+	// file, with KeyID (default "default") as its key id.
+	Signing *bundle.SigningConfig
+	KeyID   string
 }
 
 // Build compiles a bundle directory and writes it as a tarball, as
 // `opa build -b` does. The output appears whole or not at all: it is written
-// to a temporary file beside it and renamed. It returns the built revision.
+// to a temporary file beside it and renamed. A signed tarball is read back
+// and verified with the signing key's public half before it is renamed. It
+// returns the built revision.
 func Build(ctx context.Context, opts BuildOptions) (*Revision, error) {
 	src, err := Load(ctx, opts.Dir)
 	if err != nil {
 		return nil, err
+	}
+	var verify *bundle.VerificationConfig
+	keyID := opts.KeyID
+	if opts.Signing != nil {
+		if keyID == "" {
+			keyID = DefaultKeyID
+		}
+		if verify, err = verificationFor(opts.Signing, keyID); err != nil {
+			return nil, err
+		}
 	}
 	if opts.Revision == "" && src.Revision() == "" {
 		return nil, fmt.Errorf("bundle %s has no revision: set \"revision\" in its .manifest or pass --revision", opts.Dir)
@@ -42,6 +60,9 @@ func Build(ctx context.Context, opts BuildOptions) (*Revision, error) {
 	if opts.Revision != "" {
 		c = c.WithRevision(opts.Revision)
 	}
+	if opts.Signing != nil {
+		c = c.WithBundleSigningConfig(opts.Signing).WithBundleVerificationKeyID(keyID)
+	}
 	buildErr := c.Build(ctx)
 	if err := tmp.Close(); err != nil && buildErr == nil {
 		buildErr = err
@@ -51,7 +72,7 @@ func Build(ctx context.Context, opts BuildOptions) (*Revision, error) {
 	}
 	// Read back what was written: the tarball is what servers and the
 	// controller will load, so it must load.
-	built, err := load(ctx, tmp.Name(), bundleName(opts.Output), opts.Output)
+	built, err := loadVerified(ctx, tmp.Name(), bundleName(opts.Output), opts.Output, verify)
 	if err != nil {
 		return nil, err
 	}

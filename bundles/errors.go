@@ -114,3 +114,17 @@ type InputError struct {
 func (e *InputError) Error() string {
 	return fmt.Sprintf("bad input %s: %s", e.Source, e.Reason)
 }
+
+// VerificationError is a bundle whose signature does not verify with the
+// configured keys: unsigned, a bad signature, a file changed or added after
+// signing, a signature by a key that is not configured. Nothing of it may be
+// activated.
+type VerificationError struct {
+	Bundle string // the bundle's name
+	Source string // where it came from
+	Reason string // OPA's reason, e.g. "bundle missing .signatures.json file"
+}
+
+func (e *VerificationError) Error() string {
+	return fmt.Sprintf("bundle %s (%s) failed signature verification: %s", e.Bundle, e.Source, e.Reason)
+}

@@ -49,21 +49,39 @@ func Load(ctx context.Context, src string) (*Revision, error) {
 
 // load reads the bundle at path, naming it name and reporting it as source.
 func load(ctx context.Context, path, name, source string) (*Revision, error) {
+	return loadVerified(ctx, path, name, source, nil)
+}
+
+// loadVerified is load that, when vc is not nil, verifies the bundle's
+// signature with OPA's bundle reader. A bundle that reads without
+// verification but not with it is refused with a *VerificationError; one
+// that does not read at all is a *LoadError or *CompileError as without vc.
+func loadVerified(ctx context.Context, path, name, source string, vc *bundle.VerificationConfig) (*Revision, error) {
 	if _, err := os.Stat(path); err != nil {
 		return nil, &LoadError{Source: source, Err: err}
 	}
-	b, err := loader.NewFileLoader().
-		WithRegoVersion(ast.RegoV1).
-		WithProcessAnnotation(true).
-		AsBundle(path)
+	read := func(vc *bundle.VerificationConfig, skip bool) (*bundle.Bundle, error) {
+		return loader.NewFileLoader().
+			WithRegoVersion(ast.RegoV1).
+			WithProcessAnnotation(true).
+			WithBundleVerificationConfig(vc).
+			WithSkipBundleVerification(skip).
+			AsBundle(path)
+	}
+	b, err := read(vc, false)
+	if err != nil && vc != nil {
+		if _, uerr := read(nil, true); uerr == nil {
+			return nil, &VerificationError{Bundle: name, Source: source, Reason: trimBundlePrefix(err, path)}
+		} else {
+			err = uerr
+		}
+	}
 	if err != nil {
 		var parseErrs ast.Errors
 		if errors.As(err, &parseErrs) {
 			return nil, newCompileError(name, source, parseErrs)
 		}
-		// The loader prefixes "bundle PATH: ", which LoadError says already.
-		msg := strings.TrimPrefix(err.Error(), "bundle "+path+": ")
-		return nil, &LoadError{Source: source, Err: errors.New(msg)}
+		return nil, &LoadError{Source: source, Err: errors.New(trimBundlePrefix(err, path))}
 	}
 	return FromBundle(ctx, name, source, b)
 }
@@ -176,6 +194,12 @@ func DecisionRef(decision string) (ast.Ref, error) {
 		ref = append(ref, ast.StringTerm(p))
 	}
 	return ref, nil
+}
+
+// trimBundlePrefix drops the loader's "bundle PATH: " prefix, which the
+// errors of this package say already.
+func trimBundlePrefix(err error, path string) string {
+	return strings.TrimPrefix(err.Error(), "bundle "+path+": ")
 }
 
 // bundleName is a source's file or directory name without .tar.gz.

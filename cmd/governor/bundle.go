@@ -14,22 +14,39 @@ func newBundleCommand() *cobra.Command {
 		Use:   "bundle",
 		Short: "Work with policy bundles",
 	}
-	cmd.AddCommand(newBundleBuildCommand())
+	cmd.AddCommand(newBundleBuildCommand(), newBundleVerifyCommand())
 	return cmd
 }
 
 func newBundleBuildCommand() *cobra.Command {
 	var opts bundles.BuildOptions
+	var signingKey, signingAlg string
 	cmd := &cobra.Command{
-		Use:   "build DIR -o FILE [--revision R]",
+		Use:   "build DIR -o FILE [--revision R] [--signing-key KEY [--signing-alg ALG] [--key-id ID]]",
 		Short: "Compile a bundle directory into a .tar.gz with its revision",
 		Long: `Compile a bundle directory (its .manifest gives revision and roots) and write
 it as a gzipped tarball that the controller and OPA load. The tarball is
-written whole or not at all; a bundle that does not compile writes nothing.`,
-		Example: `  governor bundle build policies/reactive -o reactive.tar.gz --revision reactive-2`,
-		Args:    cobra.ExactArgs(1),
+written whole or not at all; a bundle that does not compile writes nothing.
+
+With --signing-key (a PEM private key, or the secret for HS256/384/512) the
+tarball is signed as 'opa build --signing-key' signs it: a .signatures.json
+whose JWT covers every file, with key id --key-id. OPA and 'governor bundle
+verify' verify it with the matching public key.`,
+		Example: `  governor bundle build policies/reactive -o reactive.tar.gz --revision reactive-2
+  governor bundle build policies/reactive -o reactive.tar.gz --signing-key private.pem`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Dir = args[0]
+			if signingKey == "" && (cmd.Flags().Changed("signing-alg") || cmd.Flags().Changed("key-id")) {
+				return fmt.Errorf("--signing-alg and --key-id need --signing-key")
+			}
+			if signingKey != "" {
+				sc, err := bundles.NewSigningConfig(signingKey, signingAlg)
+				if err != nil {
+					return err
+				}
+				opts.Signing = sc
+			}
 			rev, err := bundles.Build(cmd.Context(), opts)
 			if err != nil {
 				return err
@@ -38,13 +55,57 @@ written whole or not at all; a bundle that does not compile writes nothing.`,
 			if err != nil {
 				return err
 			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "built %s from %s: %d modules, roots %v, %d bytes -> %s\n",
-				rev, opts.Dir, len(rev.Bundle().Modules), rev.Roots(), info.Size(), opts.Output)
+			signed := ""
+			if opts.Signing != nil {
+				keyID := opts.KeyID
+				if keyID == "" {
+					keyID = bundles.DefaultKeyID
+				}
+				signed = fmt.Sprintf(", signed (%s, key id %s)", opts.Signing.Algorithm, keyID)
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "built %s from %s: %d modules, roots %v, %d bytes%s -> %s\n",
+				rev, opts.Dir, len(rev.Bundle().Modules), rev.Roots(), info.Size(), signed, opts.Output)
 			return err
 		},
 	}
 	cmd.Flags().StringVarP(&opts.Output, "output", "o", "", "the .tar.gz to write")
 	cmd.Flags().StringVar(&opts.Revision, "revision", "", "revision to stamp (default: the manifest's)")
+	cmd.Flags().StringVar(&signingKey, "signing-key", "", "sign with this private key (PEM file or PEM; the secret for HS*)")
+	cmd.Flags().StringVar(&signingAlg, "signing-alg", "RS256", "signing algorithm (RS256/384/512, PS*, ES256/384/512, HS256/384/512)")
+	cmd.Flags().StringVar(&opts.KeyID, "key-id", bundles.DefaultKeyID, "key id recorded in the signature")
 	_ = cmd.MarkFlagRequired("output")
+	return cmd
+}
+
+func newBundleVerifyCommand() *cobra.Command {
+	var key, alg, keyID string
+	cmd := &cobra.Command{
+		Use:   "verify FILE --verification-key KEY [--verification-alg ALG] [--key-id ID]",
+		Short: "Verify a bundle's signature and check that it compiles",
+		Long: `Verify a bundle's .signatures.json with a public key (or the secret for
+HS256/384/512), as OPA does before activating a signed bundle, then compile
+it. Exit 0 if it verifies and compiles; exit 1 with a one-line reason if it
+is unsigned, its signature is bad or by another key, or a file was changed
+after signing.`,
+		Example: `  governor bundle verify reactive.tar.gz --verification-key public.pem`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			vc, err := bundles.NewVerificationConfig(key, alg, keyID)
+			if err != nil {
+				return err
+			}
+			rev, err := bundles.LoadVerified(cmd.Context(), args[0], vc)
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "verified %s from %s: %d modules, signature verified with key id %s (%s)\n",
+				rev, args[0], len(rev.Bundle().Modules), vc.KeyID, alg)
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&key, "verification-key", "", "public key (PEM file or PEM; the secret for HS*)")
+	cmd.Flags().StringVar(&alg, "verification-alg", "RS256", "signature algorithm the key is for")
+	cmd.Flags().StringVar(&keyID, "key-id", bundles.DefaultKeyID, "key id of the verification key")
+	_ = cmd.MarkFlagRequired("verification-key")
 	return cmd
 }

@@ -1,0 +1,123 @@
+package bundles
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/bundle"
+	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/tester"
+)
+
+// GateStep names the step of the activation gate a revision failed at.
+type GateStep string
+
+// The steps of the activation gate, in order.
+const (
+	StepCompile  GateStep = "compile"
+	StepTest     GateStep = "test"
+	StepPrepare  GateStep = "prepare"
+	StepActivate GateStep = "activate"
+)
+
+// GateError is a revision refused by the activation gate. The engine's
+// active revision is untouched.
+type GateError struct {
+	Bundle   string   // the bundle's name
+	Revision string   // the manifest revision of the refused bundle
+	Step     GateStep // where it failed
+	// FailedTests are the bundle's own Rego tests that failed or errored
+	// ("data.pkg.test_name"), for StepTest.
+	FailedTests []string
+	Err         error
+}
+
+func (e *GateError) Error() string {
+	rev := e.Revision
+	if rev == "" {
+		rev = "unversioned"
+	}
+	return fmt.Sprintf("bundle %s@%s refused at %s: %v", e.Bundle, rev, e.Step, e.Err)
+}
+
+func (e *GateError) Unwrap() error { return e.Err }
+
+// Gate is the activation gate for a downloaded bundle: it compiles b,
+// runs the bundle's own Rego tests with OPA's tester (as RunTests does in
+// bundle mode), prepares every decision path on the compiled revision, and
+// only then makes it engine's active revision. Any failure is a *GateError
+// naming the step, and leaves the engine's active revision as it was.
+func Gate(ctx context.Context, name, source string, b *bundle.Bundle, engine *Engine, decisions []string) (*Revision, error) {
+	if b == nil {
+		return nil, &GateError{Bundle: name, Step: StepCompile, Err: errors.New("no bundle")}
+	}
+	refuse := func(step GateStep, err error, failed []string) error {
+		return &GateError{Bundle: name, Revision: b.Manifest.Revision, Step: step, FailedTests: failed, Err: err}
+	}
+	rev, err := FromBundle(ctx, name, source, b)
+	if err != nil {
+		return nil, refuse(StepCompile, err, nil)
+	}
+	if failed, err := runBundleTests(ctx, name, b); err != nil {
+		return nil, refuse(StepTest, err, failed)
+	}
+	for _, d := range decisions {
+		if _, err := rev.Prepare(ctx, d); err != nil {
+			return nil, refuse(StepPrepare, err, nil)
+		}
+	}
+	if err := engine.Activate(ctx, rev, decisions...); err != nil {
+		return nil, refuse(StepActivate, err, nil)
+	}
+	return rev, nil
+}
+
+// runBundleTests runs the Rego tests in b with OPA's tester, configured as
+// RunTests configures it in bundle mode. It returns the names of the tests
+// that failed or errored, and an error when any did or tests could not run.
+// A bundle without tests passes.
+func runBundleTests(ctx context.Context, name string, b *bundle.Bundle) ([]string, error) {
+	store := inmem.NewWithOpts(inmem.OptRoundTripOnWrite(false))
+	txn, err := store.NewTransaction(ctx, storage.WriteParams)
+	if err != nil {
+		return nil, err
+	}
+	defer store.Abort(ctx, txn)
+	compiler := ast.NewCompiler().
+		WithPathConflictsCheck(storage.NonEmpty(ctx, store, txn)).
+		WithEnablePrintStatements(true).
+		WithCapabilities(ast.CapabilitiesForThisVersion()).
+		WithUseTypeCheckAnnotations(true)
+	runner := tester.NewRunner().
+		SetCompiler(compiler).
+		SetStore(store).
+		CapturePrintOutput(true).
+		SetBundles(map[string]*bundle.Bundle{name: b}).
+		SetTimeout(5 * time.Second).
+		SetParallel(runtime.NumCPU())
+	results, err := runner.RunTests(ctx, txn)
+	if err != nil {
+		return nil, fmt.Errorf("running the bundle's tests: %w", err)
+	}
+	var failed []string
+	for r := range results {
+		if r.Skip {
+			continue
+		}
+		if r.Error != nil || r.Fail {
+			failed = append(failed, r.Package+"."+r.Name)
+		}
+	}
+	if len(failed) > 0 {
+		sort.Strings(failed)
+		return failed, fmt.Errorf("%d of the bundle's tests failed: %s", len(failed), strings.Join(failed, ", "))
+	}
+	return nil, nil
+}
