@@ -1,10 +1,7 @@
 package actuators_test
 
 import (
-	"bufio"
 	"errors"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -29,50 +26,8 @@ import (
 	"governor.dev/governor/actuators/internal/acttest"
 	"governor.dev/governor/actuators/replicas"
 	"governor.dev/governor/actuators/resources"
+	"governor.dev/governor/test/cluster"
 )
-
-// markerRules reads the +kubebuilder:rbac markers of the actuators' Go sources (as
-// controller-gen rbac does, without its merging), one PolicyRule each.
-func markerRules(t *testing.T) []rbacv1.PolicyRule {
-	t.Helper()
-	var rules []rbacv1.PolicyRule
-	err := filepath.WalkDir(".", func(path string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
-			return err
-		}
-		f, err := os.Open(path)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		s := bufio.NewScanner(f)
-		for s.Scan() {
-			line := strings.TrimSpace(s.Text())
-			spec, ok := strings.CutPrefix(line, "// +kubebuilder:rbac:")
-			if !ok {
-				continue
-			}
-			var rule rbacv1.PolicyRule
-			for _, kv := range strings.Split(spec, ",") {
-				k, v, _ := strings.Cut(kv, "=")
-				vals := strings.Split(strings.Trim(v, `"`), ";")
-				switch k {
-				case "groups":
-					rule.APIGroups = vals
-				case "resources":
-					rule.Resources = vals
-				case "verbs":
-					rule.Verbs = vals
-				}
-			}
-			rules = append(rules, rule)
-		}
-		return s.Err()
-	})
-	require.NoError(t, err)
-	require.NotEmpty(t, rules)
-	return rules
-}
 
 // TestRBACMarkersSuffice runs every actuator and the propagation controller as a user that
 // has exactly the permissions of the actuators' +kubebuilder:rbac markers, against a real
@@ -82,7 +37,7 @@ func TestRBACMarkersSuffice(t *testing.T) {
 	env := acttest.Start(t)
 	ctx := acttest.Ctx(t, 2*time.Minute)
 	admin := env.Client
-	rules := markerRules(t)
+	rules := cluster.MarkerRules(t, ".")
 	require.NoError(t, admin.Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "governor-actuators"}, Rules: rules}))
 	require.NoError(t, admin.Create(ctx, &rbacv1.ClusterRoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: "governor-actuators"},

@@ -1,4 +1,4 @@
-package push_test
+package cluster
 
 import (
 	"bufio"
@@ -8,29 +8,29 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/stretchr/testify/require"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-
-	"governor.dev/governor/test/cluster"
 )
 
-// markerRules reads the +kubebuilder:rbac markers of this package's Go sources (as
-// controller-gen rbac does, without its merging), one PolicyRule each.
-func markerRules(t *testing.T) []rbacv1.PolicyRule {
+// MarkerRules reads the +kubebuilder:rbac markers of the Go sources under
+// dir (tests excluded), as controller-gen rbac does without its merging:
+// one PolicyRule each. Tests use it to run code with exactly the
+// permissions it declares.
+func MarkerRules(t testing.TB, dir string) []rbacv1.PolicyRule {
 	t.Helper()
-	files, err := filepath.Glob("*.go")
-	require.NoError(t, err)
 	var rules []rbacv1.PolicyRule
-	for _, path := range files {
-		if strings.HasSuffix(path, "_test.go") {
-			continue
+	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return err
 		}
 		f, err := os.Open(path)
-		require.NoError(t, err)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
 		s := bufio.NewScanner(f)
 		for s.Scan() {
 			spec, ok := strings.CutPrefix(strings.TrimSpace(s.Text()), "// +kubebuilder:rbac:")
@@ -52,24 +52,35 @@ func markerRules(t *testing.T) []rbacv1.PolicyRule {
 			}
 			rules = append(rules, rule)
 		}
-		require.NoError(t, s.Err())
-		f.Close()
+		return s.Err()
+	})
+	if err != nil {
+		t.Fatalf("reading rbac markers under %s: %v", dir, err)
 	}
-	require.NotEmpty(t, rules)
+	if len(rules) == 0 {
+		t.Fatalf("no rbac markers under %s", dir)
+	}
 	return rules
 }
 
-// rbacUser binds a ClusterRole with rules to a new user and returns the user's rest.Config.
-func rbacUser(t *testing.T, s *cluster.APIServer, admin client.Client, name string, rules []rbacv1.PolicyRule) *rest.Config {
+// RBACUser binds a ClusterRole with rules to a new user and returns the
+// user's rest.Config.
+func (s *APIServer) RBACUser(t testing.TB, admin client.Client, name string, rules []rbacv1.PolicyRule) *rest.Config {
 	t.Helper()
 	ctx := context.Background()
-	require.NoError(t, admin.Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: name}, Rules: rules}))
-	require.NoError(t, admin.Create(ctx, &rbacv1.ClusterRoleBinding{
+	if err := admin.Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: name}, Rules: rules}); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.Create(ctx, &rbacv1.ClusterRoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name},
 		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: name}},
-	}))
+	}); err != nil {
+		t.Fatal(err)
+	}
 	user, err := s.Env.AddUser(envtest.User{Name: name}, s.Config)
-	require.NoError(t, err)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return user.Config()
 }
