@@ -2,6 +2,10 @@ package bundles
 
 import (
 	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -9,38 +13,145 @@ import (
 	"github.com/open-policy-agent/opa/v1/topdown"
 )
 
+// Retained is how many revisions an Engine keeps, newest first, for loops
+// that pin a revision other than the active one.
+const Retained = 8
+
 // Engine serves decisions from one active revision of a bundle. Swapping in
 // a new revision is atomic: a decision runs wholly on the revision that was
 // active when it started. It is safe for concurrent use by many loops.
 type Engine struct {
+	name   string
 	active atomic.Pointer[Revision]
+
+	// decisions are the paths that prepared and were decided on so far: a
+	// new revision must prepare every one of them before it is activated.
+	decisions sync.Map // string -> true
+
+	mu sync.Mutex
+	// retained are the last revisions activated, newest first.
+	retained []*Revision
 }
 
 // NewEngine starts an engine on a revision.
 func NewEngine(rev *Revision) *Engine {
-	e := &Engine{}
+	e := &Engine{name: rev.Name(), retained: []*Revision{rev}}
 	e.active.Store(rev)
 	return e
 }
 
-// Active is the revision decisions currently run on.
+// NewEmptyEngine is the engine of a bundle that has no revision yet (one
+// that is still to be downloaded): it decides nothing until one is activated.
+func NewEmptyEngine(name string) *Engine {
+	return &Engine{name: name}
+}
+
+// Name is the bundle's name.
+func (e *Engine) Name() string { return e.name }
+
+// Active is the revision decisions currently run on; nil before the first.
 func (e *Engine) Active() *Revision { return e.active.Load() }
 
-// Activate makes rev the active revision once every given decision path is
-// prepared on it. If any fails to prepare, the old revision stays active.
+// Activate makes rev the active revision once every given decision path,
+// and every path decided on so far, is prepared on it. If any fails to
+// prepare, the old revision stays active.
 func (e *Engine) Activate(ctx context.Context, rev *Revision, decisions ...string) error {
-	for _, d := range decisions {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, d := range append(e.Decisions(), decisions...) {
 		if _, err := rev.Prepare(ctx, d); err != nil {
 			return err
 		}
 	}
 	e.active.Store(rev)
+	e.retained = slices.DeleteFunc(e.retained, func(r *Revision) bool { return r.Revision() == rev.Revision() })
+	e.retained = append([]*Revision{rev}, e.retained...)
+	if len(e.retained) > Retained {
+		e.retained = e.retained[:Retained]
+	}
 	return nil
 }
 
-// Decide evaluates a decision on the active revision.
+// Decisions are the paths that prepared and were decided on, sorted.
+func (e *Engine) Decisions() []string {
+	var out []string
+	e.decisions.Range(func(k, _ any) bool {
+		out = append(out, k.(string))
+		return true
+	})
+	slices.Sort(out)
+	return out
+}
+
+// Revisions are the retained revisions' manifest revisions, newest first.
+func (e *Engine) Revisions() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]string, len(e.retained))
+	for i, r := range e.retained {
+		out[i] = r.Revision()
+	}
+	return out
+}
+
+// Revision is the revision a request runs on: the active one, or for a
+// pinned request the retained revision it names.
+func (e *Engine) Revision(pin string) (*Revision, error) {
+	active := e.active.Load()
+	if pin == "" || (active != nil && active.Revision() == pin) {
+		if active == nil {
+			return nil, &NoRevisionError{Bundle: e.name}
+		}
+		return active, nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, r := range e.retained {
+		if r.Revision() == pin {
+			return r, nil
+		}
+	}
+	have := make([]string, len(e.retained))
+	for i, r := range e.retained {
+		have[i] = r.Revision()
+	}
+	return nil, &NoRevisionError{Bundle: e.name, Pin: pin, Retained: have}
+}
+
+// Decide evaluates a decision on the active revision, or on the revision
+// the request pins.
 func (e *Engine) Decide(ctx context.Context, req Request) (*Result, error) {
-	return e.active.Load().Decide(ctx, req)
+	rev, err := e.Revision(req.Revision)
+	if err != nil {
+		return nil, err
+	}
+	res, err := rev.Decide(ctx, req)
+	if _, seen := e.decisions.Load(req.Decision); !seen {
+		// Prepared queries are cached: this only says whether it prepared.
+		if _, perr := rev.Prepare(ctx, req.Decision); perr == nil {
+			e.decisions.Store(req.Decision, true)
+		}
+	}
+	return res, err
+}
+
+// NoRevisionError is a bundle with no revision to decide on: none activated
+// yet, or not the one a loop pins.
+type NoRevisionError struct {
+	Bundle   string
+	Pin      string   // the pinned revision, if any
+	Retained []string // the revisions the engine holds, newest first
+}
+
+func (e *NoRevisionError) Error() string {
+	if e.Pin == "" {
+		return fmt.Sprintf("bundle %s has no active revision yet", e.Bundle)
+	}
+	held := "none"
+	if len(e.Retained) > 0 {
+		held = strings.Join(e.Retained, ", ")
+	}
+	return fmt.Sprintf("bundle %s has no revision %q (it holds: %s)", e.Bundle, e.Pin, held)
 }
 
 // Request is one decision to make.
@@ -50,6 +161,8 @@ type Request struct {
 	// Input is the input document, as decoded from JSON (numbers as
 	// json.Number or float64).
 	Input map[string]any
+	// Revision pins the manifest revision to decide on; "" is the active one.
+	Revision string
 	// Contract overrides the contract derived from Input (its targets and
 	// loop kind) when set.
 	Contract *Contract

@@ -2,79 +2,23 @@ package bundles
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/bundle"
-)
 
-// startNginx serves root on a free loopback port with Debian's nginx and
-// returns its base URL.
-func startNginx(t *testing.T, root string) string {
-	t.Helper()
-	bin, err := exec.LookPath("nginx")
-	if err != nil {
-		for _, p := range []string{"/usr/sbin/nginx"} {
-			if _, e := os.Stat(p); e == nil {
-				bin = p
-			}
-		}
-		if bin == "" {
-			t.Fatal("nginx not found: apt-get install -y nginx")
-		}
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	dir := t.TempDir()
-	conf := fmt.Sprintf(`daemon off;
-master_process off;
-pid %[1]s/nginx.pid;
-error_log %[1]s/error.log;
-events { worker_connections 64; }
-http {
-  access_log off;
-  client_body_temp_path %[1]s/body;
-  proxy_temp_path %[1]s/proxy;
-  fastcgi_temp_path %[1]s/fastcgi;
-  uwsgi_temp_path %[1]s/uwsgi;
-  scgi_temp_path %[1]s/scgi;
-  server { listen %[2]s; root %[3]s; etag on; }
-}
-`, dir, addr, root)
-	cfg := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-c", cfg, "-p", dir)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			return "http://" + addr
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nginx did not listen on %s", addr)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+	"governor.dev/governor/test/bundleserver"
+)
 
 // testBundleDir writes a bundle whose rule t.rev is rev and whose test
 // expects testRev.
@@ -113,31 +57,6 @@ func touch(t *testing.T, out string) {
 	}
 }
 
-// publishCompileError writes, with OPA's bundle writer, a tarball that
-// parses but does not compile (Build would refuse it).
-func publishCompileError(t *testing.T, out string) {
-	t.Helper()
-	roots := []string{"t"}
-	b := bundle.Bundle{
-		Manifest: bundle.Manifest{Revision: "bad-compile", Roots: &roots},
-		Modules:  []bundle.ModuleFile{{Path: "/t.rego", URL: "/t.rego", Raw: []byte("package t\n\nrev := undefined_fn(1)\n")}},
-		Data:     map[string]any{},
-	}
-	tmp := out + ".tmp"
-	f, err := os.Create(tmp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := bundle.NewWriter(f).Write(b); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	if err := os.Rename(tmp, out); err != nil {
-		t.Fatal(err)
-	}
-	touch(t, out)
-}
-
 func evalRev(t *testing.T, e *Engine) string {
 	t.Helper()
 	pq, err := e.Active().Prepare(context.Background(), "t/rev")
@@ -172,87 +91,303 @@ func waitFor(t *testing.T, what string, log *statusLog, ok func(Status) bool) St
 	return Status{}
 }
 
-func follow(t *testing.T, url string, e *Engine, log *statusLog) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- Follow(ctx, FollowOptions{
-			URL: url, Path: "b.tar.gz", Name: "b", Engine: e, Decisions: []string{"t/rev"},
-			Polling:  Polling{Min: 100 * time.Millisecond, Max: 500 * time.Millisecond},
-			OnStatus: log.set,
-		})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
-}
-
-func TestFollowNginx(t *testing.T) {
-	root := t.TempDir()
-	out := filepath.Join(root, "b.tar.gz")
-	initial, err := Build(context.Background(), BuildOptions{Dir: testBundleDir(t, "1", "1"), Output: filepath.Join(t.TempDir(), "b.tar.gz")})
+// sourceFor parses an OPA configuration following bundle "b" at
+// URL/b.tar.gz, polled every second; extra is more YAML for the bundle
+// (indented under it) and top is more top-level YAML.
+func sourceFor(t *testing.T, url, extra, top string) *Source {
+	t.Helper()
+	cfg, err := ParseConfig([]byte(fmt.Sprintf(`services:
+  server:
+    url: %s
+bundles:
+  b:
+    service: server
+    resource: b.tar.gz
+    polling: {min_delay_seconds: 1, max_delay_seconds: 1}
+%s
+%s`, url, extra, top)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := NewEngine(initial)
-	publish(t, out, "2", "2")
-	url := startNginx(t, root)
+	t.Cleanup(cfg.Close)
+	return cfg.Sources[0]
+}
+
+func follow(t *testing.T, src *Source, e *Engine, log *statusLog) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		Follow(ctx, src, e, log.set)
+		close(done)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+}
+
+// writeSigned writes a tarball of the bundle at dir (read, not compiled:
+// it may not compile), signed with k unless k is nil, with a fresh mtime.
+func writeSigned(t *testing.T, out, dir string, k *testKey) {
+	t.Helper()
+	b, err := readBundle(dir, "b", dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k != nil {
+		sc := bundle.NewSigningConfig(k.private, k.alg, "")
+		if err := b.GenerateSignature(sc, DefaultKeyID, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tmp := out + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bundle.NewWriter(f).Write(*b); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if err := os.Rename(tmp, out); err != nil {
+		t.Fatal(err)
+	}
+	touch(t, out)
+}
+
+// TestFollowNginx runs the issue's sequence on one engine: revision 2 goes
+// live; a compile error, a failing test, a bad signature and an unsigned
+// bundle are each refused at their step while revision 2 keeps deciding;
+// revision 3 goes live.
+func TestFollowNginx(t *testing.T) {
+	key, other := rsaKey(t), rsaKey(t)
+	root := t.TempDir()
+	out := filepath.Join(root, "b.tar.gz")
+	writeSigned(t, out, testBundleDir(t, "2", "2"), &key)
+	src := sourceFor(t, bundleserver.StartNginx(t, root), "    signing: {keyid: governor}",
+		fmt.Sprintf("keys:\n  governor:\n    algorithm: RS256\n    key: |\n%s", indent(key.public, "      ")))
+	e := NewEmptyEngine("b")
 	log := &statusLog{}
-	follow(t, url, e, log)
+	follow(t, src, e, log)
 
 	waitFor(t, "revision 2", log, func(s Status) bool { return s.ActiveRevision == "b@2" })
 	if got := evalRev(t, e); got != "2" {
 		t.Fatalf("decision on revision 2 = %s", got)
 	}
 
-	publishCompileError(t, out)
-	st := waitFor(t, "compile refusal", log, func(s Status) bool { return s.Refusals == 1 })
-	if ge, ok := st.LastError.(*GateError); !ok || ge.Step != StepCompile {
-		t.Fatalf("want compile refusal, got %v", st.LastError)
-	}
-	if st.ActiveRevision != "b@2" || evalRev(t, e) != "2" {
-		t.Fatalf("revision 2 must stay active: %s", st.ActiveRevision)
-	}
-
-	publish(t, out, "9", "10")
-	st = waitFor(t, "test refusal", log, func(s Status) bool { return s.Refusals == 2 })
-	ge, ok := st.LastError.(*GateError)
-	if !ok || ge.Step != StepTest || len(ge.FailedTests) != 1 || ge.FailedTests[0] != "data.t.test_rev" {
-		t.Fatalf("want test refusal naming data.t.test_rev, got %v", st.LastError)
-	}
-	if !strings.Contains(st.LastError.Error(), "test_rev") {
-		t.Fatalf("error does not name the test: %v", st.LastError)
-	}
-	if st.ActiveRevision != "b@2" || evalRev(t, e) != "2" {
-		t.Fatalf("revision 2 must stay active: %s", st.ActiveRevision)
+	refused := func(what string, n int, step GateStep) *GateError {
+		t.Helper()
+		st := waitFor(t, what, log, func(s Status) bool { return s.Refusals == n })
+		ge, ok := st.LastError.(*GateError)
+		if !ok || ge.Step != step {
+			t.Fatalf("%s: want a refusal at %s, got %v", what, step, st.LastError)
+		}
+		if st.ActiveRevision != "b@2" || evalRev(t, e) != "2" {
+			t.Fatalf("%s: revision 2 must stay active: %s", what, st.ActiveRevision)
+		}
+		return ge
 	}
 
-	publish(t, out, "3", "3")
-	st = waitFor(t, "revision 3", log, func(s Status) bool { return s.ActiveRevision == "b@3" })
+	compileErr := testBundleDir(t, "4", "4")
+	os.WriteFile(filepath.Join(compileErr, "t.rego"), []byte("package t\n\nrev := undefined_fn(1)\n"), 0o644)
+	writeSigned(t, out, compileErr, &key)
+	refused("compile error", 1, StepCompile)
+
+	writeSigned(t, out, testBundleDir(t, "9", "10"), &key)
+	ge := refused("failing test", 2, StepTest)
+	if len(ge.FailedTests) != 1 || ge.FailedTests[0] != "data.t.test_rev" || !strings.Contains(ge.Error(), "test_rev") {
+		t.Fatalf("want the refusal to name data.t.test_rev, got %v", ge)
+	}
+
+	writeSigned(t, out, testBundleDir(t, "5", "5"), &other)
+	ge = refused("signature by another key", 3, StepVerify)
+	var verr *VerificationError
+	if !errors.As(ge, &verr) {
+		t.Fatalf("want a *VerificationError inside, got %v", ge)
+	}
+
+	writeSigned(t, out, testBundleDir(t, "6", "6"), nil)
+	ge = refused("unsigned bundle", 4, StepVerify)
+	if !strings.Contains(ge.Error(), ".signatures.json") {
+		t.Fatalf("want the unsigned refusal to say so, got %v", ge)
+	}
+
+	writeSigned(t, out, testBundleDir(t, "3", "3"), &key)
+	st := waitFor(t, "revision 3", log, func(s Status) bool { return s.ActiveRevision == "b@3" })
 	if st.LastError != nil || st.Activations != 2 || evalRev(t, e) != "3" {
 		t.Fatalf("revision 3: %+v", st)
 	}
+	if got := e.Revisions(); !slices.Equal(got, []string{"3", "2"}) {
+		t.Fatalf("retained revisions = %v, want [3 2]", got)
+	}
+}
+
+func indent(s, prefix string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return prefix + strings.Join(lines, "\n"+prefix) + "\n"
 }
 
 func TestFollowETagNoReactivation(t *testing.T) {
 	root := t.TempDir()
 	out := filepath.Join(root, "b.tar.gz")
-	initial, err := Build(context.Background(), BuildOptions{Dir: testBundleDir(t, "1", "1"), Output: filepath.Join(t.TempDir(), "b.tar.gz")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := NewEngine(initial)
 	publish(t, out, "2", "2")
-	url := startNginx(t, root)
+	e := NewEmptyEngine("b")
 	log := &statusLog{}
-	follow(t, url, e, log)
+	follow(t, sourceFor(t, bundleserver.StartNginx(t, root), "", ""), e, log)
 	first := waitFor(t, "revision 2", log, func(s Status) bool { return s.ActiveRevision == "b@2" })
-	// Three more polls answered "not modified" must not activate again.
+	// Later polls answered "not modified" must not activate again.
 	waitFor(t, "later polls", log, func(s Status) bool { return s.LastDownload.After(first.LastDownload.Add(2500 * time.Millisecond)) })
 	if st := log.get(); st.Activations != 1 || st.ETag == "" || st.ETag != first.ETag {
 		t.Fatalf("unchanged bundle re-activated or ETag lost: %+v", st)
+	}
+}
+
+// TestFollowLongPolling: with long polling, a revision published while the
+// downloader waits goes live without waiting for the next poll (the
+// polling delay here is a minute).
+func TestFollowLongPolling(t *testing.T) {
+	srv := bundleserver.New()
+	srv.Publish("b.tar.gz", tarball(t, "1", "1"))
+	url := srv.Start(t)
+	cfg, err := ParseConfig([]byte(`services: {s: {url: "` + url + `"}}
+bundles:
+  b:
+    service: s
+    resource: b.tar.gz
+    polling: {min_delay_seconds: 60, max_delay_seconds: 120, long_polling_timeout_seconds: 30}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cfg.Close()
+	e := NewEmptyEngine("b")
+	log := &statusLog{}
+	follow(t, cfg.Sources[0], e, log)
+	waitFor(t, "revision 1", log, func(s Status) bool { return s.ActiveRevision == "b@1" })
+	for srv.Waiting("b.tar.gz") == 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	srv.Publish("b.tar.gz", tarball(t, "2", "2"))
+	waitFor(t, "revision 2", log, func(s Status) bool { return s.ActiveRevision == "b@2" })
+	if st := srv.Stats("b.tar.gz"); st.LongPolls == 0 || st.Requests > 4 {
+		t.Fatalf("want long polls and few requests, got %+v", st)
+	}
+}
+
+// tarball is a built bundle's bytes.
+func tarball(t *testing.T, rev, testRev string) []byte {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "b.tar.gz")
+	if _, err := Build(context.Background(), BuildOptions{Dir: testBundleDir(t, rev, testRev), Output: out}); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// TestFollowDownloadErrors: a server that is down is a download error, the
+// engine stays without a revision, and the registry is not ready, saying why.
+func TestFollowDownloadErrors(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + l.Addr().String()
+	l.Close()
+	cfg, err := ParseConfig([]byte("services: {s: {url: \"" + url + "\"}}\nbundles: {b: {service: s, resource: b.tar.gz}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cfg.Close()
+	reg := NewRegistry()
+	if err := reg.AddSources(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Ready(); err == nil || !strings.Contains(err.Error(), "b (waiting for the first download)") {
+		t.Fatalf("Ready before any download = %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { reg.Start(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, _ := reg.Status("b")
+		var derr *DownloadError
+		if errors.As(st.LastError, &derr) && st.DownloadErrors > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no download error reported: %+v", st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := reg.Ready(); err == nil || !strings.Contains(err.Error(), "downloading bundle b") {
+		t.Fatalf("Ready = %v, want the download error", err)
+	}
+	e, _ := reg.Engine("b")
+	if _, err := e.Decide(ctx, Request{Decision: "t/rev", Input: map[string]any{}}); err == nil {
+		t.Fatal("an engine without a revision decided")
+	}
+}
+
+// TestFollowFile: a file:// resource, for development, goes through the
+// same gate (here a failing test keeps it out).
+func TestFollowFile(t *testing.T) {
+	good, bad := testBundleDir(t, "7", "7"), testBundleDir(t, "8", "9")
+	for _, c := range []struct {
+		dir  string
+		want string
+	}{{good, "b@7"}, {bad, ""}} {
+		cfg, err := ParseConfig([]byte("bundles: {b: {resource: \"file://" + c.dir + "\"}}\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cfg.Close()
+		e := NewEmptyEngine("b")
+		log := &statusLog{}
+		follow(t, cfg.Sources[0], e, log)
+		st := waitFor(t, "the file read", log, func(s Status) bool { return s.Activations+s.Refusals == 1 })
+		if st.ActiveRevision != c.want {
+			t.Fatalf("%s: active %q, want %q (%v)", c.dir, st.ActiveRevision, c.want, st.LastError)
+		}
+	}
+}
+
+// TestFollowBearerToken: the service's credentials, as OPA's service
+// configuration gives them, go with every poll.
+func TestFollowBearerToken(t *testing.T) {
+	srv := bundleserver.New()
+	srv.Publish("b.tar.gz", tarball(t, "1", "1"))
+	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer s3cret" {
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		srv.ServeHTTP(w, r)
+	}))
+	defer web.Close()
+	for _, c := range []struct {
+		token string
+		want  string
+	}{{"wrong", ""}, {"s3cret", "b@1"}} {
+		cfg, err := ParseConfig([]byte(fmt.Sprintf("services: {s: {url: %q, credentials: {bearer: {token: %s}}}}\nbundles: {b: {service: s, resource: b.tar.gz}}\n", web.URL, c.token)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cfg.Close()
+		e := NewEmptyEngine("b")
+		log := &statusLog{}
+		follow(t, cfg.Sources[0], e, log)
+		st := waitFor(t, "the first poll", log, func(s Status) bool { return s.Activations+s.DownloadErrors > 0 })
+		if st.ActiveRevision != c.want {
+			t.Fatalf("token %s: active %q, want %q (%v)", c.token, st.ActiveRevision, c.want, st.LastError)
+		}
+		if c.want == "" && !strings.Contains(fmt.Sprint(st.LastError), "Unauthorized") {
+			t.Fatalf("token %s: want Unauthorized in the error, got %v", c.token, st.LastError)
+		}
 	}
 }

@@ -21,6 +21,11 @@ type GateStep string
 
 // The steps of the activation gate, in order.
 const (
+	// StepVerify and StepRead refuse a bundle before it is read whole: its
+	// signature does not verify, or it is not a readable bundle (not a
+	// tarball, a bad manifest, a syntax error).
+	StepVerify   GateStep = "verify"
+	StepRead     GateStep = "read"
 	StepCompile  GateStep = "compile"
 	StepTest     GateStep = "test"
 	StepPrepare  GateStep = "prepare"
@@ -40,11 +45,14 @@ type GateError struct {
 }
 
 func (e *GateError) Error() string {
-	rev := e.Revision
-	if rev == "" {
-		rev = "unversioned"
+	name := e.Bundle
+	switch {
+	case e.Revision != "":
+		name += "@" + e.Revision
+	case e.Step != StepVerify && e.Step != StepRead: // read, and has no revision
+		name += "@unversioned"
 	}
-	return fmt.Sprintf("bundle %s@%s refused at %s: %v", e.Bundle, rev, e.Step, e.Err)
+	return fmt.Sprintf("bundle %s refused at %s: %v", name, e.Step, e.Err)
 }
 
 func (e *GateError) Unwrap() error { return e.Err }
@@ -52,7 +60,8 @@ func (e *GateError) Unwrap() error { return e.Err }
 // Gate is the activation gate for a downloaded bundle: it compiles b,
 // runs the bundle's own Rego tests with OPA's tester (as RunTests does in
 // bundle mode), prepares every decision path on the compiled revision, and
-// only then makes it engine's active revision. Any failure is a *GateError
+// only then makes it engine's active revision. The decision paths prepared
+// are those given and every one the engine has decided on. Any failure is a *GateError
 // naming the step, and leaves the engine's active revision as it was.
 func Gate(ctx context.Context, name, source string, b *bundle.Bundle, engine *Engine, decisions []string) (*Revision, error) {
 	if b == nil {
@@ -68,7 +77,7 @@ func Gate(ctx context.Context, name, source string, b *bundle.Bundle, engine *En
 	if failed, err := runBundleTests(ctx, name, b); err != nil {
 		return nil, refuse(StepTest, err, failed)
 	}
-	for _, d := range decisions {
+	for _, d := range append(engine.Decisions(), decisions...) {
 		if _, err := rev.Prepare(ctx, d); err != nil {
 			return nil, refuse(StepPrepare, err, nil)
 		}

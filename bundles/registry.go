@@ -3,30 +3,50 @@ package bundles
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Registry is the set of bundles a controller knows, by name, each served
-// by its own Engine.
+// by its own Engine: bundles loaded from a directory at start, and bundles
+// followed on a bundle server (their engines empty until a first revision
+// passes the gate).
 type Registry struct {
 	mu      sync.RWMutex
 	engines map[string]*Engine
+	sources map[string]*Source
+	status  map[string]Status
 }
 
-// LoadRegistry loads every bundle in dir: each subdirectory and each
-// .tar.gz file is a bundle named after it. One bundle that does not load
-// fails the whole call, naming it: a controller must not start with half
-// of its policies.
+// NewRegistry is an empty registry.
+func NewRegistry() *Registry {
+	return &Registry{engines: map[string]*Engine{}, sources: map[string]*Source{}, status: map[string]Status{}}
+}
+
+// LoadRegistry is a registry of every bundle in dir (see AddDir).
 func LoadRegistry(ctx context.Context, dir string) (*Registry, error) {
+	r := NewRegistry()
+	if err := r.AddDir(ctx, dir); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// AddDir loads every bundle in dir: each subdirectory and each .tar.gz
+// file is a bundle named after it. One bundle that does not load fails the
+// whole call, naming it, and adds nothing: a controller must not start with
+// half of its policies.
+func (r *Registry) AddDir(ctx context.Context, dir string) error {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return nil, fmt.Errorf("reading bundles: %w", err)
+		return fmt.Errorf("reading bundles: %w", err)
 	}
-	r := &Registry{engines: map[string]*Engine{}}
+	loaded := map[string]*Revision{}
 	for _, e := range entries {
 		name := e.Name()
 		if strings.HasPrefix(name, ".") || !(e.IsDir() || strings.HasSuffix(name, ".tar.gz")) {
@@ -34,17 +54,111 @@ func LoadRegistry(ctx context.Context, dir string) (*Registry, error) {
 		}
 		rev, err := Load(ctx, filepath.Join(dir, name))
 		if err != nil {
-			return nil, err
+			return err
 		}
-		if _, dup := r.engines[rev.Name()]; dup {
-			return nil, fmt.Errorf("two bundles named %s in %s", rev.Name(), dir)
+		if _, dup := loaded[rev.Name()]; dup {
+			return fmt.Errorf("two bundles named %s in %s", rev.Name(), dir)
 		}
-		r.engines[rev.Name()] = NewEngine(rev)
+		loaded[rev.Name()] = rev
 	}
-	if len(r.engines) == 0 {
-		return nil, fmt.Errorf("no bundles in %s: want one subdirectory or .tar.gz per bundle", dir)
+	if len(loaded) == 0 {
+		return fmt.Errorf("no bundles in %s: want one subdirectory or .tar.gz per bundle", dir)
 	}
-	return r, nil
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for name := range loaded {
+		if _, dup := r.engines[name]; dup {
+			return fmt.Errorf("bundle %s in %s is already known", name, dir)
+		}
+	}
+	now := time.Now()
+	for name, rev := range loaded {
+		r.engines[name] = NewEngine(rev)
+		r.status[name] = Status{Name: name, Source: rev.source, ActiveRevision: rev.String(), LastActivation: now, Activations: 1}
+		activeRevision.WithLabelValues(name, rev.Revision()).Set(1)
+	}
+	return nil
+}
+
+// AddSources registers the bundles of an OPA configuration, each with an
+// engine that has no revision until Start follows it to one. A name that
+// is already known fails the call, and adds nothing.
+func (r *Registry) AddSources(cfg *Config) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, src := range cfg.Sources {
+		if _, dup := r.engines[src.Name]; dup {
+			return fmt.Errorf("bundle %s is configured twice (in --bundles and in the OPA configuration)", src.Name)
+		}
+	}
+	for _, src := range cfg.Sources {
+		r.engines[src.Name] = NewEmptyEngine(src.Name)
+		r.sources[src.Name] = src
+		r.status[src.Name] = Status{Name: src.Name, Source: src.URL}
+	}
+	return nil
+}
+
+// Start follows every configured source until ctx is done (see Follow).
+// Every replica follows, leader or not, so that a new leader decides with
+// the newest revision at once.
+func (r *Registry) Start(ctx context.Context) error {
+	r.mu.RLock()
+	var wg sync.WaitGroup
+	for name, src := range r.sources {
+		engine := r.engines[name]
+		wg.Go(func() { Follow(ctx, src, engine, r.setStatus) })
+	}
+	r.mu.RUnlock()
+	wg.Wait()
+	return nil
+}
+
+// NeedLeaderElection is false: see Start.
+func (r *Registry) NeedLeaderElection() bool { return false }
+
+func (r *Registry) setStatus(s Status) {
+	r.mu.Lock()
+	r.status[s.Name] = s
+	r.mu.Unlock()
+}
+
+// Status is a bundle's status, by name.
+func (r *Registry) Status(name string) (Status, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	s, ok := r.status[name]
+	return s, ok
+}
+
+// Followed is whether a bundle comes from a configured source (and so may
+// fail to download), rather than from a directory at start.
+func (r *Registry) Followed(name string) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	_, ok := r.sources[name]
+	return ok
+}
+
+// Ready is nil once every bundle has an active revision; otherwise it
+// names those still without one, and why.
+func (r *Registry) Ready() error {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var waiting []string
+	for _, name := range slices.Sorted(maps.Keys(r.engines)) {
+		if r.engines[name].Active() == nil {
+			why := "waiting for the first download"
+			if err := r.status[name].LastError; err != nil {
+				why = err.Error()
+			}
+			waiting = append(waiting, fmt.Sprintf("%s (%s)", name, why))
+		}
+	}
+	if len(waiting) > 0 {
+		return fmt.Errorf("bundles without a revision: %s", strings.Join(waiting, "; "))
+	}
+	return nil
 }
 
 // Engine is the engine of a bundle, by name.
@@ -59,10 +173,5 @@ func (r *Registry) Engine(name string) (*Engine, bool) {
 func (r *Registry) Names() []string {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	names := make([]string, 0, len(r.engines))
-	for n := range r.engines {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
+	return slices.Sorted(maps.Keys(r.engines))
 }

@@ -57,6 +57,18 @@ func load(ctx context.Context, path, name, source string) (*Revision, error) {
 // verification but not with it is refused with a *VerificationError; one
 // that does not read at all is a *LoadError or *CompileError as without vc.
 func loadVerified(ctx context.Context, path, name, source string, vc *bundle.VerificationConfig) (*Revision, error) {
+	b, err := readBundle(path, name, source, vc)
+	if err != nil {
+		return nil, err
+	}
+	return FromBundle(ctx, name, source, b)
+}
+
+// readBundle reads a bundle directory or tarball with OPA's loader,
+// verifying it with vc when vc is not nil. A bundle that reads without
+// verification but not with it is a *VerificationError; one that does not
+// read at all is a *LoadError or *CompileError.
+func readBundle(path, name, source string, vc *bundle.VerificationConfig) (*bundle.Bundle, error) {
 	if _, err := os.Stat(path); err != nil {
 		return nil, &LoadError{Source: source, Err: err}
 	}
@@ -83,7 +95,7 @@ func loadVerified(ctx context.Context, path, name, source string, vc *bundle.Ver
 		}
 		return nil, &LoadError{Source: source, Err: errors.New(trimBundlePrefix(err, path))}
 	}
-	return FromBundle(ctx, name, source, b)
+	return b, nil
 }
 
 // FromBundle compiles an already-read bundle. name identifies the bundle

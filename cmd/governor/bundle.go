@@ -1,8 +1,10 @@
 package main
 
 import (
+	"encoding/pem"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -41,6 +43,9 @@ verify' verify it with the matching public key.`,
 				return fmt.Errorf("--signing-alg and --key-id need --signing-key")
 			}
 			if signingKey != "" {
+				if err := checkKeyFile("signing key", signingKey, signingAlg); err != nil {
+					return err
+				}
 				sc, err := bundles.NewSigningConfig(signingKey, signingAlg)
 				if err != nil {
 					return err
@@ -90,6 +95,9 @@ after signing.`,
 		Example: `  governor bundle verify reactive.tar.gz --verification-key public.pem`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkKeyFile("verification key", key, alg); err != nil {
+				return err
+			}
 			vc, err := bundles.NewVerificationConfig(key, alg, keyID)
 			if err != nil {
 				return err
@@ -108,4 +116,23 @@ after signing.`,
 	cmd.Flags().StringVar(&keyID, "key-id", bundles.DefaultKeyID, "key id of the verification key")
 	_ = cmd.MarkFlagRequired("verification-key")
 	return cmd
+}
+
+// checkKeyFile checks an RSA or ECDSA key flag before OPA reads it. OPA takes
+// a value that is neither PEM nor an existing file to be the key itself,
+// which is right for an HMAC secret but for RSA and ECDSA means a mistyped
+// path, and reports it as "failed to parse PEM block containing the key";
+// on verify that read as if the bundle had failed verification.
+func checkKeyFile(what, key, alg string) error {
+	if key == "" || strings.HasPrefix(alg, "HS") || strings.HasPrefix(key, "-----BEGIN") {
+		return nil
+	}
+	data, err := os.ReadFile(key)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if block, _ := pem.Decode(data); block == nil {
+		return fmt.Errorf("%s %s: no PEM key in it", what, key)
+	}
+	return nil
 }

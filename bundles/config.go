@@ -1,0 +1,156 @@
+package bundles
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/open-policy-agent/opa/v1/bundle"
+	"github.com/open-policy-agent/opa/v1/download"
+	"github.com/open-policy-agent/opa/v1/logging"
+	"github.com/open-policy-agent/opa/v1/plugins"
+	bundleplugin "github.com/open-policy-agent/opa/v1/plugins/bundle"
+	"github.com/open-policy-agent/opa/v1/plugins/rest"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/util"
+)
+
+// supportedConfig are the top-level keys of an OPA configuration that the
+// controller acts on. Anything else (discovery, status, server, ...) is
+// refused rather than silently ignored.
+var supportedConfig = []string{"services", "bundles", "keys", "decision_logs", "labels"}
+
+// Config is the bundle distribution an OPA configuration file describes,
+// parsed by OPA's own code: its config package, its plugin manager (services
+// with their credentials, and keys) and its bundle plugin's configuration.
+type Config struct {
+	// Sources are the configured bundles, sorted by name.
+	Sources []*Source
+	// manager holds the service clients; decision logs use it too.
+	manager *plugins.Manager
+}
+
+// Source is one configured bundle: where it is downloaded from (a service
+// and resource, or a file:// URL for development), how often, and the keys
+// its signature must verify with.
+type Source struct {
+	Name string
+	// Service is the service's name; "" for a file:// resource.
+	Service string
+	// Resource is the bundle's path under the service's URL, or a file:// URL.
+	Resource string
+	// URL is where the bundle comes from, for status and messages.
+	URL string
+	// Download is OPA's download configuration: trigger, polling delays,
+	// long polling.
+	Download download.Config
+	// Verification is nil for unsigned bundles; otherwise every revision
+	// must be signed by one of its keys.
+	Verification   *bundle.VerificationConfig
+	SizeLimitBytes int64
+
+	client rest.Client
+}
+
+// File is the local path of a file:// resource, "" for a downloaded one.
+func (s *Source) File() string {
+	if !strings.HasPrefix(s.Resource, "file://") {
+		return ""
+	}
+	u, err := url.Parse(s.Resource)
+	if err != nil { // checked by OPA's bundle config
+		return ""
+	}
+	return u.Path
+}
+
+// ReadConfig reads an OPA configuration file (YAML or JSON).
+func ReadConfig(path string) (*Config, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading OPA configuration: %w", err)
+	}
+	cfg, err := ParseConfig(raw)
+	if err != nil {
+		return nil, fmt.Errorf("OPA configuration %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// ParseConfig parses an OPA configuration (YAML or JSON) as `opa run
+// --config-file` does: services, bundles, keys, and optionally
+// decision_logs and labels. Unlike OPA, a bundle is required to be signed
+// as soon as keys are configured (OPA then accepts unsigned bundles unless
+// the bundle has a signing block): an unsigned policy must never replace a
+// signed one just because its signature was stripped.
+func ParseConfig(raw []byte) (*Config, error) {
+	var top map[string]any
+	if err := util.Unmarshal(raw, &top); err != nil {
+		return nil, err
+	}
+	for key := range top {
+		if !slices.Contains(supportedConfig, key) {
+			if key == "bundle" {
+				return nil, errors.New(`the single "bundle" key is OPA's deprecated form: use "bundles"`)
+			}
+			return nil, fmt.Errorf("%q is not supported by governor (supported: %s)", key, strings.Join(supportedConfig, ", "))
+		}
+	}
+	if top["bundles"] == nil {
+		return nil, errors.New(`no "bundles": the configuration names no bundle to follow`)
+	}
+	quiet := logging.NewNoOpLogger()
+	m, err := plugins.New(raw, "governor", inmem.New(), plugins.Logger(quiet), plugins.ConsoleLogger(quiet))
+	if err != nil {
+		return nil, err
+	}
+	keys := m.PublicKeys()
+	trigger := plugins.TriggerPeriodic
+	parsed, err := bundleplugin.NewConfigBuilder().
+		WithBytes(m.Config.Bundles).
+		WithServices(m.Services()).
+		WithKeyConfigs(keys).
+		WithTriggerMode(&trigger).
+		Parse()
+	if err != nil {
+		m.Stop(context.Background())
+		return nil, err
+	}
+	cfg := &Config{manager: m}
+	for _, name := range slices.Sorted(maps.Keys(parsed.Bundles)) {
+		src := parsed.Bundles[name]
+		if src.Persist {
+			m.Stop(context.Background())
+			return nil, fmt.Errorf("bundle %q: persist is not supported by governor", name)
+		}
+		s := &Source{
+			Name:           name,
+			Service:        src.Service,
+			Resource:       src.Resource,
+			Download:       src.Config,
+			Verification:   src.Signing,
+			SizeLimitBytes: src.SizeLimitBytes,
+		}
+		if s.Verification != nil && !s.Verification.SignatureRequired() {
+			s.Verification = bundle.NewVerificationConfig(keys, "", "", nil)
+		}
+		if s.File() != "" {
+			s.Service, s.URL = "", s.Resource
+		} else {
+			s.client = m.Client(src.Service)
+			s.URL = strings.TrimSuffix(s.client.Config().URL, "/") + "/" + strings.TrimPrefix(s.Resource, "/")
+		}
+		cfg.Sources = append(cfg.Sources, s)
+	}
+	return cfg, nil
+}
+
+// Close releases what parsing started (OPA's plugin manager).
+func (c *Config) Close() {
+	c.manager.Stop(context.Background())
+}

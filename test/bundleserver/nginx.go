@@ -1,0 +1,96 @@
+package bundleserver
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// StartNginx serves the directory root with Debian's nginx on a free
+// loopback port and returns its base URL (without a trailing slash). nginx
+// sends ETags (derived from mtime and size, so a rewritten file needs a new
+// mtime to get a new one) and answers If-None-Match with 304; it knows
+// nothing of long polling. nginx is killed at t.Cleanup. The test fails,
+// never skips, when nginx is missing.
+func StartNginx(t testing.TB, root string) string {
+	t.Helper()
+	bin, err := exec.LookPath("nginx")
+	if err != nil {
+		// /usr/sbin is not in every PATH.
+		if _, e := os.Stat("/usr/sbin/nginx"); e != nil {
+			t.Fatal("nginx not found: apt-get install -y nginx")
+		}
+		bin = "/usr/sbin/nginx"
+	}
+	root, err = filepath.Abs(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Racy (another process may take the port before nginx), but nginx
+	// cannot report the port it picked.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	dir := t.TempDir()
+	// master_process off keeps a single process to kill; every path nginx
+	// would write under /var is moved into dir so that it runs unprivileged.
+	conf := fmt.Sprintf(`daemon off;
+master_process off;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log;
+events { worker_connections 64; }
+http {
+  access_log off;
+  client_body_temp_path %[1]s/body;
+  proxy_temp_path %[1]s/proxy;
+  fastcgi_temp_path %[1]s/fastcgi;
+  uwsgi_temp_path %[1]s/uwsgi;
+  scgi_temp_path %[1]s/scgi;
+  server { listen %[2]s; root %[3]s; etag on; }
+}
+`, dir, addr, root)
+	cfg := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// -e: the compiled-in error log (/var/log/nginx) is opened before the
+	// configuration is read.
+	cmd := exec.Command(bin, "-e", filepath.Join(dir, "error.log"), "-c", cfg, "-p", dir)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+	})
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			return "http://" + addr
+		}
+		select {
+		case err := <-exited:
+			exited <- err // for the cleanup
+			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+			t.Fatalf("nginx exited before listening on %s (%v); error.log:\n%s", addr, err, log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+			t.Fatalf("nginx did not listen on %s within 5s; error.log:\n%s", addr, log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
