@@ -46,7 +46,9 @@ type DownloadError struct {
 	Err    error
 }
 
-func (e *DownloadError) Error() string { return "downloading bundle " + e.Bundle + ": " + e.Err.Error() }
+func (e *DownloadError) Error() string {
+	return "downloading bundle " + e.Bundle + ": " + e.Err.Error()
+}
 func (e *DownloadError) Unwrap() error { return e.Err }
 
 // Follow keeps engine on the newest revision of src that passes the Gate,
