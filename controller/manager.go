@@ -4,8 +4,11 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -17,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	metricsclient "k8s.io/metrics/pkg/client/clientset/versioned"
@@ -143,7 +147,10 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        Scheme(),
-		Metrics:                       metricsserver.Options{BindAddress: opts.MetricsAddr},
+		Metrics: metricsserver.Options{
+			BindAddress:   opts.MetricsAddr,
+			ExtraHandlers: map[string]http.Handler{"/bundles": bundleStatusHandler(opts.Bundles)},
+		},
 		HealthProbeBindAddress:        opts.ProbeAddr,
 		LeaderElection:                opts.LeaderElection,
 		LeaderElectionID:              LeaderElectionID,
@@ -193,5 +200,37 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 	if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
 		return nil, err
 	}
+	// Followers run in every replica; a replica is ready once every bundle
+	// has a revision to decide with.
+	if err := mgr.Add(opts.Bundles); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddReadyzCheck("bundles", func(*http.Request) error { return opts.Bundles.Ready() }); err != nil {
+		return nil, err
+	}
+	registerBundleMetrics.Do(func() {
+		for _, c := range bundles.Metrics() {
+			ctrlmetrics.Registry.MustRegister(c)
+		}
+	})
 	return mgr, nil
+}
+
+// registerBundleMetrics registers the bundle metrics once per process, as
+// they are (a process may build more than one manager).
+var registerBundleMetrics sync.Once
+
+// bundleStatusHandler serves every bundle's status as JSON, on the metrics
+// endpoint: GET /bundles.
+func bundleStatusHandler(reg *bundles.Registry) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var out []v1alpha1.BundleStatus
+		for _, name := range reg.Names() {
+			if st, ok := reg.Status(name); ok {
+				out = append(out, *bundleStatus(&st))
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(out)
+	})
 }

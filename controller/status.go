@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -9,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"governor.dev/governor/api/v1alpha1"
+	"governor.dev/governor/bundles"
 )
 
 // defaultHistoryLimit applies when a loop was created without the CRD's
@@ -52,7 +54,66 @@ func record(loop *v1alpha1.ControlLoop, old *v1alpha1.ControlLoopStatus, res tic
 	}
 	setCondition(st, loop, res.policy)
 	setCondition(st, loop, readyCondition(res.phase, res.entry))
+	st.Bundle = bundleStatus(res.bundle)
+	if res.followed {
+		setCondition(st, loop, bundleCondition(res.bundle))
+	} else {
+		meta.RemoveStatusCondition(&st.Conditions, v1alpha1.ConditionBundleHealthy)
+	}
 	return st, nil
+}
+
+// bundleStatus is a bundle's status as the API shows it.
+func bundleStatus(s *bundles.Status) *v1alpha1.BundleStatus {
+	if s == nil {
+		return nil
+	}
+	out := &v1alpha1.BundleStatus{
+		Name:           s.Name,
+		Source:         s.Source,
+		ActiveRevision: s.ActiveRevision,
+		LastDownload:   optionalTime(s.LastDownload),
+		LastActivation: optionalTime(s.LastActivation),
+	}
+	if s.LastError != nil {
+		out.LastError = truncate(s.LastError.Error())
+		out.LastErrorTime = optionalTime(s.LastErrorTime)
+	}
+	return out
+}
+
+func optionalTime(t time.Time) *metav1.Time {
+	if t.IsZero() {
+		return nil
+	}
+	mt := metav1.NewTime(t)
+	return &mt
+}
+
+// bundleCondition is BundleHealthy for a followed bundle: False while its
+// downloads fail or its newest revision was refused (the loop decides on
+// with the last good one, if any).
+func bundleCondition(s *bundles.Status) metav1.Condition {
+	c := metav1.Condition{Type: v1alpha1.ConditionBundleHealthy, Status: metav1.ConditionTrue, Reason: "Current",
+		Message: fmt.Sprintf("%s from %s", s.ActiveRevision, s.Source)}
+	var gate *bundles.GateError
+	var download *bundles.DownloadError
+	switch {
+	case errors.As(s.LastError, &gate):
+		c.Status, c.Reason = metav1.ConditionFalse, "RevisionRefused"
+	case errors.As(s.LastError, &download):
+		c.Status, c.Reason = metav1.ConditionFalse, "DownloadFailing"
+	case s.ActiveRevision == "":
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, "Waiting", "waiting for the first download from "+s.Source
+	}
+	if c.Status == metav1.ConditionFalse && s.LastError != nil {
+		active := s.ActiveRevision
+		if active == "" {
+			active = "none"
+		}
+		c.Message = fmt.Sprintf("%v (deciding with: %s)", s.LastError, active)
+	}
+	return c
 }
 
 // paused is the status of a Paused loop: nothing but its phase changes.
@@ -91,5 +152,17 @@ func setCondition(st *v1alpha1.ControlLoopStatus, loop *v1alpha1.ControlLoop, c 
 	if c.Message == "" {
 		c.Message = strings.ToLower(c.Reason)
 	}
+	c.Message = truncate(c.Message)
 	meta.SetStatusCondition(&st.Conditions, c)
+}
+
+// maxMessage bounds the messages status carries (a refused bundle's
+// compile errors can be long; the API caps a condition's at 32 KiB).
+const maxMessage = 4096
+
+func truncate(s string) string {
+	if len(s) <= maxMessage {
+		return s
+	}
+	return strings.ToValidUTF8(s[:maxMessage], "") + " …(truncated)"
 }

@@ -29,6 +29,10 @@ type tickResult struct {
 	// overridden is the Overridden condition; nil when the loop runs with
 	// no overrides.
 	overridden *metav1.Condition
+	// bundle is the loop's bundle's status; followed is whether it comes
+	// from a bundle server (and so has a BundleHealthy condition).
+	bundle   *bundles.Status
+	followed bool
 }
 
 // tick runs one tick of a loop whose state is Running or Passive: it builds
@@ -58,6 +62,15 @@ func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.Co
 	if !ok {
 		return fail("UnknownBundle", fmt.Errorf("no bundle named %q (known: %v)", spec.Policy.Bundle, reg.Names()))
 	}
+	if st, ok := reg.Status(spec.Policy.Bundle); ok {
+		res.bundle = &st
+		res.followed = reg.Followed(spec.Policy.Bundle)
+	}
+	if _, err := engine.Revision(spec.Policy.Revision); err != nil {
+		// Nothing to decide with: no revision yet, or not the pinned one.
+		// Reading targets and metrics would be wasted.
+		return fail("NoRevision", err)
+	}
 	input, state, err := buildInput(ctx, w, loop, status, now, res.entry.Tick)
 	if err != nil {
 		res.entry.Error = err.Error()
@@ -68,11 +81,12 @@ func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.Co
 	for _, t := range spec.Targets {
 		contract.Targets[t.Name] = true
 	}
-	out, err := engine.Decide(ctx, bundles.Request{Decision: spec.Policy.Decision, Input: input, Contract: &contract})
+	req := bundles.Request{Decision: spec.Policy.Decision, Revision: spec.Policy.Revision, Input: input, Contract: &contract}
+	out, err := engine.Decide(ctx, req)
 	if out != nil {
 		res.entry.Revision = out.Revision
-	} else {
-		res.entry.Revision = engine.Active().String()
+	} else if rev, rerr := engine.Revision(spec.Policy.Revision); rerr == nil {
+		res.entry.Revision = rev.String()
 	}
 	if err != nil {
 		var invalid *bundles.InvalidDecisionError

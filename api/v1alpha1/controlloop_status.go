@@ -26,6 +26,11 @@ const (
 	ConditionPolicyReady = "PolicyReady"
 	// ConditionOverridden: a Deliberative loop's overrides are in effect.
 	ConditionOverridden = "Overridden"
+	// ConditionBundleHealthy: the loop's bundle, followed on a bundle
+	// server, downloads and its newest revision passed the activation gate.
+	// False while downloads fail or a revision is refused; the loop then
+	// goes on deciding with the last good revision.
+	ConditionBundleHealthy = "BundleHealthy"
 )
 
 // ControlLoopStatus is what the loop has done, and all it needs to go on
@@ -40,6 +45,9 @@ type ControlLoopStatus struct {
 	// ("bandwidth@r42").
 	// +optional
 	PolicyRevision string `json:"policyRevision,omitempty"`
+	// Bundle is the state of the loop's bundle in this controller.
+	// +optional
+	Bundle *BundleStatus `json:"bundle,omitempty"`
 	// Tick counts the loop's ticks.
 	// +optional
 	Tick int64 `json:"tick,omitempty"`
@@ -86,6 +94,30 @@ type ControlLoopStatus struct {
 	// +listMapKey=type
 	// +optional
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// BundleStatus is a bundle as the controller follows it.
+type BundleStatus struct {
+	Name string `json:"name"`
+	// Source is where it comes from: a URL, a file:// URL or a directory.
+	// +optional
+	Source string `json:"source,omitempty"`
+	// ActiveRevision is the revision decisions run on ("bandwidth@r42"),
+	// empty until one passes the activation gate.
+	// +optional
+	ActiveRevision string `json:"activeRevision,omitempty"`
+	// LastDownload is when the bundle server last answered a poll.
+	// +optional
+	LastDownload *metav1.Time `json:"lastDownload,omitempty"`
+	// LastActivation is when a revision last went live.
+	// +optional
+	LastActivation *metav1.Time `json:"lastActivation,omitempty"`
+	// LastError is the last download error or refused revision, empty once
+	// a revision goes live or downloads succeed again.
+	// +optional
+	LastError string `json:"lastError,omitempty"`
+	// +optional
+	LastErrorTime *metav1.Time `json:"lastErrorTime,omitempty"`
 }
 
 // HistoryEntry is one tick: what the policy decided and what the guard let through.

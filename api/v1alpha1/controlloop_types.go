@@ -97,6 +97,14 @@ type PolicySpec struct {
 	// +kubebuilder:validation:Pattern=`^(data[./])?[A-Za-z_][A-Za-z0-9_]*([./][A-Za-z_][A-Za-z0-9_]*)*$`
 	Decision string `json:"decision"`
 
+	// Revision pins the bundle's manifest revision the loop decides with.
+	// Empty follows the bundle's active revision. A pinned revision must be
+	// one the controller holds (the active one or one of the last few
+	// activated); otherwise the loop does not decide, and says so.
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	Revision string `json:"revision,omitempty"`
+
 	// Params are the policy's parameters: input.params, deep-merged with
 	// status.overrides (overrides win).
 	// +kubebuilder:pruning:PreserveUnknownFields

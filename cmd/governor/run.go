@@ -1,12 +1,17 @@
 package main
 
 import (
+	"context"
 	goflag "flag"
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"governor.dev/governor/bundles"
@@ -15,35 +20,70 @@ import (
 
 func newRunCommand() *cobra.Command {
 	var (
-		bundleDir, kubeconfig string
-		opts                  controller.Options
-		zapOpts               zap.Options
+		bundleDir, opaConfig, opaConfigMap, kubeconfig string
+		opts                                           controller.Options
+		zapOpts                                        zap.Options
 	)
 	cmd := &cobra.Command{
-		Use:   "run --bundles DIR",
+		Use:   "run [--bundles DIR] [--opa-config FILE | --opa-config-map NAMESPACE/NAME]",
 		Short: "Run the controller manager",
 		Long: `Run the controller manager: it ticks every ControlLoop at its interval, decides
 with the loop's bundle, guards the decision and acts on the loop's targets.
 
-Bundles are loaded from DIR at start: each subdirectory or .tar.gz is a bundle
-named after it. Leader election (on by default) makes only one replica run the
-loops; /healthz and /readyz answer on the probe address, Prometheus metrics on
-the metrics address.`,
-		Example: `  governor run --bundles policies/ --kubeconfig ~/.kube/config --leader-elect=false`,
-		Args:    cobra.NoArgs,
+Bundles come from a directory, an OPA configuration, or both (names must not
+clash). --bundles DIR loads each subdirectory or .tar.gz of DIR at start, as a
+bundle named after it. --opa-config FILE (or --opa-config-map, the key
+config.yaml of a ConfigMap, read once at start) is an OPA configuration file:
+its services, bundles and keys say which bundles to follow on which bundle
+servers, as 'opa run --config-file' follows them. Every downloaded revision is
+verified (when keys are configured, every bundle must be signed), compiled,
+has its own tests run and every loop's decision prepared before it goes live;
+a refused revision leaves the last good one deciding.
+
+Leader election (on by default) makes only one replica run the loops; every
+replica follows the bundles. /healthz and /readyz answer on the probe address
+(ready once every bundle has a revision); Prometheus metrics and GET /bundles
+(each bundle's status, JSON) on the metrics address.`,
+		Example: `  governor run --bundles policies/ --kubeconfig ~/.kube/config --leader-elect=false
+  governor run --opa-config opa-config.yaml`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
-			registry, err := bundles.LoadRegistry(cmd.Context(), bundleDir)
-			if err != nil {
-				return err
+			if bundleDir == "" && opaConfig == "" && opaConfigMap == "" {
+				return fmt.Errorf("no bundles: give --bundles, --opa-config or --opa-config-map")
 			}
-			opts.Bundles = registry
+			if opaConfig != "" && opaConfigMap != "" {
+				return fmt.Errorf("give --opa-config or --opa-config-map, not both")
+			}
+			ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 			rules := clientcmd.NewDefaultClientConfigLoadingRules()
 			rules.ExplicitPath = kubeconfig
 			cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
 			if err != nil {
 				return fmt.Errorf("kubernetes client config: %w", err)
 			}
+			registry := bundles.NewRegistry()
+			if bundleDir != "" {
+				if err := registry.AddDir(cmd.Context(), bundleDir); err != nil {
+					return err
+				}
+			}
+			var sources *bundles.Config
+			switch {
+			case opaConfig != "":
+				sources, err = bundles.ReadConfig(opaConfig)
+			case opaConfigMap != "":
+				sources, err = readConfigMap(cmd.Context(), cfg, opaConfigMap)
+			}
+			if err != nil {
+				return err
+			}
+			if sources != nil {
+				defer sources.Close()
+				if err := registry.AddSources(sources); err != nil {
+					return err
+				}
+			}
+			opts.Bundles = registry
 			mgr, err := controller.NewManager(cfg, opts)
 			if err != nil {
 				return err
@@ -54,6 +94,8 @@ the metrics address.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&bundleDir, "bundles", "", "directory of policy bundles (one subdirectory or .tar.gz each)")
+	f.StringVar(&opaConfig, "opa-config", "", "OPA configuration file (services, bundles, keys) of bundles to follow")
+	f.StringVar(&opaConfigMap, "opa-config-map", "", "NAMESPACE/NAME of a ConfigMap whose config.yaml is the OPA configuration")
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster)")
 	f.StringVar(&opts.MetricsAddr, "metrics-bind-address", ":8080", "metrics endpoint address (0 turns it off)")
 	f.StringVar(&opts.ProbeAddr, "health-probe-bind-address", ":8081", "health probe address")
@@ -69,6 +111,35 @@ the metrics address.`,
 	logFlags := goflag.NewFlagSet("log", goflag.ContinueOnError)
 	zapOpts.BindFlags(logFlags)
 	f.AddGoFlagSet(logFlags)
-	_ = cmd.MarkFlagRequired("bundles")
 	return cmd
 }
+
+// readConfigMap reads the OPA configuration from the key config.yaml of a
+// ConfigMap ("namespace/name").
+func readConfigMap(ctx context.Context, cfg *rest.Config, ref string) (*bundles.Config, error) {
+	ns, name, ok := strings.Cut(ref, "/")
+	if !ok || ns == "" || name == "" {
+		return nil, fmt.Errorf("--opa-config-map %q: want NAMESPACE/NAME", ref)
+	}
+	c, err := client.New(cfg, client.Options{})
+	if err != nil {
+		return nil, err
+	}
+	var cm corev1.ConfigMap
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &cm); err != nil {
+		return nil, fmt.Errorf("reading the OPA configuration: %w", err)
+	}
+	raw, ok := cm.Data[configMapKey]
+	if !ok {
+		return nil, fmt.Errorf("ConfigMap %s has no key %s", ref, configMapKey)
+	}
+	sources, err := bundles.ParseConfig([]byte(raw))
+	if err != nil {
+		return nil, fmt.Errorf("OPA configuration in ConfigMap %s: %w", ref, err)
+	}
+	return sources, nil
+}
+
+// configMapKey is the key of --opa-config-map's ConfigMap that holds the
+// OPA configuration.
+const configMapKey = "config.yaml"
