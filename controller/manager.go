@@ -146,7 +146,7 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		return nil, fmt.Errorf("no bundles: the controller needs at least one policy bundle")
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                        Scheme(),
+		Scheme: Scheme(),
 		Metrics: metricsserver.Options{
 			BindAddress:   opts.MetricsAddr,
 			ExtraHandlers: map[string]http.Handler{"/bundles": bundleStatusHandler(opts.Bundles)},
