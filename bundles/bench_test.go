@@ -161,3 +161,21 @@ func BenchmarkDecideParallel(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkGate measures the activation gate on each shipped bundle, as a
+// downloaded revision goes through it: compile, the bundle's own Rego tests,
+// prepare the decision, activate.
+func BenchmarkGate(b *testing.B) {
+	for _, policy := range []string{"reactive", "bandwidth", "deliberative"} {
+		b.Run(policy, func(b *testing.B) {
+			rev := loadShipped(b, policy)
+			engine := NewEngine(rev)
+			decision := "governor/" + policy + "/decision"
+			for b.Loop() {
+				if _, err := Gate(context.Background(), policy, "bench", rev.Bundle(), engine, []string{decision}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

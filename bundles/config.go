@@ -2,6 +2,7 @@ package bundles
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -31,6 +32,8 @@ var supportedConfig = []string{"services", "bundles", "keys", "decision_logs", "
 type Config struct {
 	// Sources are the configured bundles, sorted by name.
 	Sources []*Source
+	// DecisionLog is nil unless decision_logs is configured.
+	DecisionLog *DecisionLog
 	// manager holds the service clients; decision logs use it too.
 	manager *plugins.Manager
 }
@@ -101,8 +104,8 @@ func ParseConfig(raw []byte) (*Config, error) {
 			return nil, fmt.Errorf("%q is not supported by governor (supported: %s)", key, strings.Join(supportedConfig, ", "))
 		}
 	}
-	if top["bundles"] == nil {
-		return nil, errors.New(`no "bundles": the configuration names no bundle to follow`)
+	if top["bundles"] == nil && top["decision_logs"] == nil {
+		return nil, errors.New(`neither "bundles" nor "decision_logs": the configuration has nothing for governor`)
 	}
 	quiet := logging.NewNoOpLogger()
 	m, err := plugins.New(raw, "governor", inmem.New(), plugins.Logger(quiet), plugins.ConsoleLogger(quiet))
@@ -111,8 +114,12 @@ func ParseConfig(raw []byte) (*Config, error) {
 	}
 	keys := m.PublicKeys()
 	trigger := plugins.TriggerPeriodic
+	bundlesRaw := m.Config.Bundles
+	if bundlesRaw == nil { // decision logs only
+		bundlesRaw = json.RawMessage("{}")
+	}
 	parsed, err := bundleplugin.NewConfigBuilder().
-		WithBytes(m.Config.Bundles).
+		WithBytes(bundlesRaw).
 		WithServices(m.Services()).
 		WithKeyConfigs(keys).
 		WithTriggerMode(&trigger).
@@ -122,6 +129,10 @@ func ParseConfig(raw []byte) (*Config, error) {
 		return nil, err
 	}
 	cfg := &Config{manager: m}
+	if cfg.DecisionLog, err = newDecisionLog(m); err != nil {
+		m.Stop(context.Background())
+		return nil, fmt.Errorf("decision_logs: %w", err)
+	}
 	for _, name := range slices.Sorted(maps.Keys(parsed.Bundles)) {
 		src := parsed.Bundles[name]
 		if src.Persist {

@@ -58,7 +58,8 @@ keys:
 func TestParseConfigRefusesWhatItCannotDo(t *testing.T) {
 	for _, c := range []struct{ name, config, want string }{
 		{"not YAML", "services: [", "yaml"},
-		{"no bundles", "services: {s: {url: http://x}}\n", `no "bundles"`},
+		{"nothing to do", "services: {s: {url: http://x}}\n", `neither "bundles" nor "decision_logs"`},
+		{"bad decision_logs", "services: {s: {url: http://x}}\ndecision_logs: {service: nope}\n", "decision_logs"},
 		{"legacy bundle", "services: {s: {url: http://x}}\nbundle: {name: b, service: s}\n", `use "bundles"`},
 		{"discovery", "services: {s: {url: http://x}}\ndiscovery: {resource: d}\nbundles: {b: {}}\n", `"discovery" is not supported`},
 		{"status", "services: {s: {url: http://x}}\nstatus: {service: s}\nbundles: {b: {}}\n", `"status" is not supported`},

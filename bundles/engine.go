@@ -46,9 +46,6 @@ func NewEmptyEngine(name string) *Engine {
 	return &Engine{name: name}
 }
 
-// Name is the bundle's name.
-func (e *Engine) Name() string { return e.name }
-
 // Active is the revision decisions currently run on; nil before the first.
 func (e *Engine) Active() *Revision { return e.active.Load() }
 
@@ -105,17 +102,14 @@ func (e *Engine) Revision(pin string) (*Revision, error) {
 		return active, nil
 	}
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	for _, r := range e.retained {
 		if r.Revision() == pin {
+			e.mu.Unlock()
 			return r, nil
 		}
 	}
-	have := make([]string, len(e.retained))
-	for i, r := range e.retained {
-		have[i] = r.Revision()
-	}
-	return nil, &NoRevisionError{Bundle: e.name, Pin: pin, Retained: have}
+	e.mu.Unlock()
+	return nil, &NoRevisionError{Bundle: e.name, Pin: pin, Retained: e.Revisions()}
 }
 
 // Decide evaluates a decision on the active revision, or on the revision
@@ -172,8 +166,10 @@ type Request struct {
 
 // Result is a decision that passed the contract.
 type Result struct {
-	// Revision is "name@revision" of the revision that decided.
+	// Revision is "name@revision" of the revision that decided, From the
+	// revision itself.
 	Revision string
+	From     *Revision
 	Decision Decision
 	// Raw is the policy's output as it returned it.
 	Raw map[string]any
@@ -218,5 +214,5 @@ func (r *Revision) Decide(ctx context.Context, req Request) (*Result, error) {
 		return nil, &InvalidDecisionError{Decision: req.Decision, Revision: r.String(), Problems: problems}
 	}
 	obj, _ := raw.(map[string]any) // ValidateDecision has checked it is an object
-	return &Result{Revision: r.String(), Decision: d, Raw: obj}, nil
+	return &Result{Revision: r.String(), From: r, Decision: d, Raw: obj}, nil
 }

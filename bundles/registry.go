@@ -21,6 +21,7 @@ type Registry struct {
 	engines map[string]*Engine
 	sources map[string]*Source
 	status  map[string]Status
+	log     *DecisionLog
 }
 
 // NewRegistry is an empty registry.
@@ -81,8 +82,9 @@ func (r *Registry) AddDir(ctx context.Context, dir string) error {
 }
 
 // AddSources registers the bundles of an OPA configuration, each with an
-// engine that has no revision until Start follows it to one. A name that
-// is already known fails the call, and adds nothing.
+// engine that has no revision until Start follows it to one, and its
+// decision log. A name that is already known fails the call, and adds
+// nothing.
 func (r *Registry) AddSources(cfg *Config) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -91,6 +93,7 @@ func (r *Registry) AddSources(cfg *Config) error {
 			return fmt.Errorf("bundle %s is configured twice (in --bundles and in the OPA configuration)", src.Name)
 		}
 	}
+	r.log = cfg.DecisionLog
 	for _, src := range cfg.Sources {
 		r.engines[src.Name] = NewEmptyEngine(src.Name)
 		r.sources[src.Name] = src
@@ -99,7 +102,8 @@ func (r *Registry) AddSources(cfg *Config) error {
 	return nil
 }
 
-// Start follows every configured source until ctx is done (see Follow).
+// Start follows every configured source, and runs the decision log, until
+// ctx is done (see Follow).
 // Every replica follows, leader or not, so that a new leader decides with
 // the newest revision at once.
 func (r *Registry) Start(ctx context.Context) error {
@@ -109,9 +113,21 @@ func (r *Registry) Start(ctx context.Context) error {
 		engine := r.engines[name]
 		wg.Go(func() { Follow(ctx, src, engine, r.setStatus) })
 	}
+	var logErr error
+	if r.log != nil {
+		wg.Go(func() { logErr = r.log.Start(ctx) })
+	}
 	r.mu.RUnlock()
 	wg.Wait()
-	return nil
+	return logErr
+}
+
+// LogDecision sends a decision to the decision log, if one is configured.
+func (r *Registry) LogDecision(ctx context.Context, l Logged) error {
+	if r.log == nil {
+		return nil
+	}
+	return r.log.Log(ctx, l)
 }
 
 // NeedLeaderElection is false: see Start.

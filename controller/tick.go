@@ -66,7 +66,8 @@ func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.Co
 		res.bundle = &st
 		res.followed = reg.Followed(spec.Policy.Bundle)
 	}
-	if _, err := engine.Revision(spec.Policy.Revision); err != nil {
+	rev, err := engine.Revision(spec.Policy.Revision)
+	if err != nil {
 		// Nothing to decide with: no revision yet, or not the pinned one.
 		// Reading targets and metrics would be wasted.
 		return fail("NoRevision", err)
@@ -83,10 +84,16 @@ func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.Co
 	}
 	req := bundles.Request{Decision: spec.Policy.Decision, Revision: spec.Policy.Revision, Input: input, Contract: &contract}
 	out, err := engine.Decide(ctx, req)
+	logged := bundles.Logged{Loop: loop.Namespace + "/" + loop.Name, Tick: res.entry.Tick, Decision: spec.Policy.Decision,
+		Revision: rev, Input: input, Err: err, Time: now}
 	if out != nil {
 		res.entry.Revision = out.Revision
-	} else if rev, rerr := engine.Revision(spec.Policy.Revision); rerr == nil {
+		logged.Revision, logged.Result = out.From, out.Raw
+	} else {
 		res.entry.Revision = rev.String()
+	}
+	if lerr := reg.LogDecision(ctx, logged); lerr != nil {
+		res.entry.Guard = append(res.entry.Guard, "decision log: "+lerr.Error())
 	}
 	if err != nil {
 		var invalid *bundles.InvalidDecisionError

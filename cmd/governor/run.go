@@ -48,38 +48,52 @@ replica follows the bundles. /healthz and /readyz answer on the probe address
   governor run --opa-config opa-config.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			var cleanup []func()
+			defer func() {
+				for _, f := range cleanup {
+					f()
+				}
+			}()
 			if bundleDir == "" && opaConfig == "" && opaConfigMap == "" {
 				return fmt.Errorf("no bundles: give --bundles, --opa-config or --opa-config-map")
 			}
 			if opaConfig != "" && opaConfigMap != "" {
 				return fmt.Errorf("give --opa-config or --opa-config-map, not both")
 			}
-			ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
-			rules := clientcmd.NewDefaultClientConfigLoadingRules()
-			rules.ExplicitPath = kubeconfig
-			cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
-			if err != nil {
-				return fmt.Errorf("kubernetes client config: %w", err)
+			if opaConfigMap != "" {
+				if _, _, err := configMapRef(opaConfigMap); err != nil {
+					return err
+				}
 			}
+			ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+			// Bundles and a configuration file are checked before anything
+			// connects: a mistake in them is the operator's first error.
 			registry := bundles.NewRegistry()
 			if bundleDir != "" {
 				if err := registry.AddDir(cmd.Context(), bundleDir); err != nil {
 					return err
 				}
 			}
-			var sources *bundles.Config
-			switch {
-			case opaConfig != "":
-				sources, err = bundles.ReadConfig(opaConfig)
-			case opaConfigMap != "":
-				sources, err = readConfigMap(cmd.Context(), cfg, opaConfigMap)
+			addSources := func(sources *bundles.Config, err error) error {
+				if err != nil {
+					return err
+				}
+				cleanup = append(cleanup, sources.Close)
+				return registry.AddSources(sources)
 			}
+			if opaConfig != "" {
+				if err := addSources(bundles.ReadConfig(opaConfig)); err != nil {
+					return err
+				}
+			}
+			rules := clientcmd.NewDefaultClientConfigLoadingRules()
+			rules.ExplicitPath = kubeconfig
+			cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
 			if err != nil {
-				return err
+				return fmt.Errorf("kubernetes client config: %w", err)
 			}
-			if sources != nil {
-				defer sources.Close()
-				if err := registry.AddSources(sources); err != nil {
+			if opaConfigMap != "" {
+				if err := addSources(readConfigMap(cmd.Context(), cfg, opaConfigMap)); err != nil {
 					return err
 				}
 			}
@@ -117,9 +131,9 @@ replica follows the bundles. /healthz and /readyz answer on the probe address
 // readConfigMap reads the OPA configuration from the key config.yaml of a
 // ConfigMap ("namespace/name").
 func readConfigMap(ctx context.Context, cfg *rest.Config, ref string) (*bundles.Config, error) {
-	ns, name, ok := strings.Cut(ref, "/")
-	if !ok || ns == "" || name == "" {
-		return nil, fmt.Errorf("--opa-config-map %q: want NAMESPACE/NAME", ref)
+	ns, name, err := configMapRef(ref)
+	if err != nil {
+		return nil, err
 	}
 	c, err := client.New(cfg, client.Options{})
 	if err != nil {
@@ -143,3 +157,12 @@ func readConfigMap(ctx context.Context, cfg *rest.Config, ref string) (*bundles.
 // configMapKey is the key of --opa-config-map's ConfigMap that holds the
 // OPA configuration.
 const configMapKey = "config.yaml"
+
+// configMapRef splits --opa-config-map's "namespace/name".
+func configMapRef(ref string) (namespace, name string, err error) {
+	ns, name, ok := strings.Cut(ref, "/")
+	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+		return "", "", fmt.Errorf("--opa-config-map %q: want NAMESPACE/NAME", ref)
+	}
+	return ns, name, nil
+}

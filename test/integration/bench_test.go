@@ -3,6 +3,8 @@ package integration
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -15,7 +17,11 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/stretchr/testify/require"
+
 	"governor.dev/governor/api/v1alpha1"
+	"governor.dev/governor/bundles"
+	"governor.dev/governor/test/bundleserver"
 )
 
 const desiredEgress = "governor.dev/egress-bandwidth"
@@ -161,3 +167,108 @@ func BenchmarkTicksPerSecond(b *testing.B) {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// BenchmarkPublishToDecide measures the time from publishing a new revision
+// of a followed bundle to every one of 20 loops (at 100ms) having decided
+// with it, with the bundle server polled every second (nginx) and with long
+// polling (a server that holds the poll until a revision is published). It
+// also reports the part up to the revision going live (download, verify,
+// compile, the bundle's tests, prepare). Each op publishes one revision.
+func BenchmarkPublishToDecide(b *testing.B) {
+	const loops = 20
+	for _, mode := range []string{"polling", "long-polling"} {
+		b.Run(mode, func(b *testing.B) {
+			e := newEnv(b)
+			key := newSigningKey(b)
+			var publish func(raw []byte)
+			var url, polling string
+			switch mode {
+			case "polling":
+				root := b.TempDir()
+				url = bundleserver.StartNginx(b, root)
+				publish = func(raw []byte) { publishFile(b, root, "fleet.tar.gz", raw) }
+				polling = "{min_delay_seconds: 1, max_delay_seconds: 1}"
+			default:
+				srv := bundleserver.New()
+				url = srv.Start(b)
+				publish = func(raw []byte) { srv.Publish("fleet.tar.gz", raw) }
+				polling = "{min_delay_seconds: 60, max_delay_seconds: 120, long_polling_timeout_seconds: 30}"
+			}
+			cfg, err := bundles.ParseConfig([]byte(opaConfig(url, key, polling, "")))
+			require.NoError(b, err)
+			b.Cleanup(cfg.Close)
+			e.bundles = bundles.NewRegistry()
+			require.NoError(b, e.bundles.AddSources(cfg))
+			ns := e.namespace(b)
+			for i := range loops {
+				spec := fleetSpec("")
+				spec.Interval = metav1.Duration{Duration: 100 * time.Millisecond}
+				spec.HistoryLimit = 100
+				e.loop(b, ns, fmt.Sprintf("l%02d", i), spec)
+			}
+			publish(fleetTarball(b, "0", good, key))
+			e.startManager(b)
+			waitAll(b, e, ns, "fleet@0", time.Now())
+
+			var total, live []time.Duration
+			b.ResetTimer()
+			for i := range b.N {
+				b.StopTimer()
+				raw := fleetTarball(b, fmt.Sprint(i+1), good, key)
+				time.Sleep(time.Duration(rand.Int64N(int64(time.Second)))) // not in step with the polls
+				b.StartTimer()
+				t0 := time.Now()
+				publish(raw)
+				total = append(total, waitAll(b, e, ns, fmt.Sprintf("fleet@%d", i+1), t0))
+				st, _ := e.bundles.Status("fleet")
+				live = append(live, st.LastActivation.Sub(t0))
+			}
+			b.StopTimer()
+			b.ReportMetric(ms(median(total)), "ms-to-all-loops")
+			b.ReportMetric(ms(median(live)), "ms-to-live")
+		})
+	}
+}
+
+// waitAll waits until every loop in ns has decided with revision rev and
+// returns the time from t0 to the last loop's first decision with it (its
+// tick's start), read from the loops' history.
+func waitAll(b *testing.B, e *env, ns, rev string, t0 time.Time) time.Duration {
+	b.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var list v1alpha1.ControlLoopList
+		require.NoError(b, e.c.List(context.Background(), &list, client.InNamespace(ns)))
+		var last time.Time
+		done := len(list.Items) > 0
+		for _, l := range list.Items {
+			first := time.Time{}
+			for _, h := range l.Status.History {
+				if h.Revision == rev {
+					first = h.Time.Time
+					break
+				}
+			}
+			if first.IsZero() {
+				done = false
+				break
+			}
+			if first.After(last) {
+				last = first
+			}
+		}
+		if done {
+			return last.Sub(t0)
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("not every loop decided with %s within 30s", rev)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}

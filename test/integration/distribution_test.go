@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -10,10 +11,13 @@ import (
 	"encoding/pem"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -99,9 +103,10 @@ func publishFile(t testing.TB, root, name string, raw []byte) {
 	require.NoError(t, os.Rename(tmp, filepath.Join(root, name)))
 }
 
-// opaConfig follows the fleet bundle on url, signed with k's key "release".
-func opaConfig(url string, k signingKey, polling string) string {
-	return fmt.Sprintf(`services:
+// opaConfig follows the fleet bundle on url, signed with k's key "release",
+// and when logsURL is not empty sends decision logs there.
+func opaConfig(url string, k signingKey, polling, logsURL string) string {
+	cfg := fmt.Sprintf(`services:
   bundles:
     url: %s
 bundles:
@@ -117,6 +122,11 @@ keys:
     key: |
       %s
 `, url, polling, strings.ReplaceAll(strings.TrimSpace(k.public), "\n", "\n      "))
+	if logsURL != "" {
+		cfg = strings.Replace(cfg, "services:\n", "services:\n  logs:\n    url: "+logsURL+"\n", 1) +
+			"decision_logs:\n  service: logs\n  reporting: {min_delay_seconds: 1, max_delay_seconds: 1}\n"
+	}
+	return cfg
 }
 
 // fleetSpec is a loop on the fleet bundle, pinned to a revision or not.
@@ -139,9 +149,13 @@ func TestBundleDistribution(t *testing.T) {
 	root := t.TempDir()
 	url := bundleserver.StartNginx(t, root)
 
+	decisions := &decisionLogService{}
+	logService := httptest.NewServer(decisions)
+	defer logService.Close()
+
 	ns := e.namespace(t)
 	require.NoError(t, e.c.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "opa"},
-		Data: map[string]string{"config.yaml": opaConfig(url, key, "{min_delay_seconds: 1, max_delay_seconds: 1}")}}))
+		Data: map[string]string{"config.yaml": opaConfig(url, key, "{min_delay_seconds: 1, max_delay_seconds: 1}", logService.URL)}}))
 
 	bin := filepath.Join(t.TempDir(), "governor")
 	build := exec.Command("go", "build", "-o", bin, "./cmd/governor")
@@ -268,6 +282,52 @@ func TestBundleDistribution(t *testing.T) {
 		assert.Contains(t, body, want)
 	}
 	assert.NotContains(t, body, `governor_bundle_active_revision{bundle="fleet",revision="2"}`)
+
+	// Every decision went to the decision log service, as OPA logs them.
+	eventually(t, 10*time.Second, func() (bool, string) {
+		revs := map[string]bool{}
+		for _, ev := range decisions.all() {
+			if ev.Custom["loop"] == ns+"/a" && ev.Path == "fleet/decision" {
+				revs[ev.Bundles["fleet"].Revision] = true
+			}
+		}
+		return revs["2"] && revs["3"], fmt.Sprintf("revisions logged for loop a: %v", revs)
+	})
+}
+
+// decisionLogService keeps the decision log events uploaded to it (OPA's
+// protocol: gzipped JSON arrays, POST /logs).
+type decisionLogService struct {
+	mu     sync.Mutex
+	events []decisionEvent
+}
+
+type decisionEvent struct {
+	Path    string                               `json:"path"`
+	Bundles map[string]struct{ Revision string } `json:"bundles"`
+	Custom  map[string]any                       `json:"custom"`
+}
+
+func (s *decisionLogService) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	z, err := gzip.NewReader(r.Body)
+	if err != nil || r.URL.Path != "/logs" {
+		http.Error(w, fmt.Sprint("bad upload: ", err), http.StatusBadRequest)
+		return
+	}
+	var batch []decisionEvent
+	if err := json.NewDecoder(z).Decode(&batch); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	s.mu.Lock()
+	s.events = append(s.events, batch...)
+	s.mu.Unlock()
+}
+
+func (s *decisionLogService) all() []decisionEvent {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.events)
 }
 
 var httpClient = &http.Client{Timeout: 5 * time.Second}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -131,10 +132,31 @@ func TestGovernorRunRefusesBadBundles(t *testing.T) {
 	build.Dir = repo
 	out, err := build.CombinedOutput()
 	require.NoError(t, err, string(out))
-	res, err := exec.Command(bin, "run", "--bundles", t.TempDir()).CombinedOutput()
-	require.Error(t, err)
-	assert.Contains(t, string(res), "governor: no bundles in")
-	assert.Equal(t, 1, strings.Count(strings.TrimSpace(string(res)), "\n")+1, "one line: %s", res)
+	dir := t.TempDir()
+	config := func(body string) string {
+		p := filepath.Join(dir, fmt.Sprintf("opa-%d.yaml", len(body)))
+		require.NoError(t, os.WriteFile(p, []byte(body), 0o644))
+		return p
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--bundles", t.TempDir()}, "governor: no bundles in"},
+		{nil, "no bundles: give --bundles, --opa-config or --opa-config-map"},
+		{[]string{"--opa-config", "a.yaml", "--opa-config-map", "ns/cm"}, "not both"},
+		{[]string{"--opa-config", filepath.Join(dir, "missing.yaml")}, "reading OPA configuration: open"},
+		{[]string{"--opa-config", config("discovery: {resource: x}\nbundles: {b: {}}\n")}, `"discovery" is not supported by governor`},
+		{[]string{"--opa-config", config("bundles: {b: {service: nope}}\n")}, `service name "nope" not found`},
+		{[]string{"--opa-config-map", "no-slash"}, "want NAMESPACE/NAME"},
+		{[]string{"--bundles", filepath.Join(repo, "policies"), "--opa-config", config("bundles: {reactive: {resource: \"file:///nowhere\"}}\n")},
+			"bundle reactive is configured twice"},
+	} {
+		res, err := exec.Command(bin, append([]string{"run", "--kubeconfig", "/nonexistent"}, c.args...)...).CombinedOutput()
+		require.Error(t, err, "%v", c.args)
+		assert.Contains(t, string(res), c.want, "%v", c.args)
+		assert.Equal(t, 1, strings.Count(strings.TrimSpace(string(res)), "\n")+1, "one line: %s", res)
+	}
 }
 
 // freeAddr is a loopback address with a port free right now.

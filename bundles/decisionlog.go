@@ -1,0 +1,91 @@
+package bundles
+
+import (
+	"context"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/open-policy-agent/opa/v1/plugins"
+	"github.com/open-policy-agent/opa/v1/plugins/logs"
+	"github.com/open-policy-agent/opa/v1/server"
+)
+
+// DecisionLog sends decisions to OPA's decision log plugin, as the
+// decision_logs section of the OPA configuration sets it up: to the
+// console, to a service (batched, gzipped, with OPA's retries and buffer
+// limits), or both. The events are OPA's own, so existing decision log
+// services take them as they are.
+type DecisionLog struct {
+	manager *plugins.Manager
+	plugin  *logs.Plugin
+}
+
+// newDecisionLog is the decision log of an OPA configuration, nil when it
+// has no decision_logs section.
+func newDecisionLog(m *plugins.Manager) (*DecisionLog, error) {
+	if m.Config.DecisionLogs == nil {
+		return nil, nil
+	}
+	trigger := plugins.TriggerPeriodic
+	cfg, err := logs.NewConfigBuilder().
+		WithBytes(m.Config.DecisionLogs).
+		WithServices(m.Services()).
+		WithTriggerMode(&trigger).
+		Parse()
+	if err != nil {
+		return nil, err
+	}
+	return &DecisionLog{manager: m, plugin: logs.New(cfg, m)}, nil
+}
+
+// Start runs the decision log until ctx is done, then flushes what it
+// holds (within a few seconds).
+func (d *DecisionLog) Start(ctx context.Context) error {
+	if err := d.manager.Init(ctx); err != nil {
+		return err
+	}
+	if err := d.plugin.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	flush, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	d.plugin.Stop(flush)
+	return nil
+}
+
+// Logged is one decision, for the decision log.
+type Logged struct {
+	// Loop is the loop that decided, "namespace/name", and Tick its tick.
+	Loop string
+	Tick int64
+	// Decision is the decision's path; Revision the revision that ran it.
+	Decision string
+	Revision *Revision
+	Input    map[string]any
+	// Result is the policy's output; nil when Err is set.
+	Result any
+	Err    error
+	Time   time.Time
+}
+
+// Log records a decision. It does not block on the service: OPA's plugin
+// buffers events and uploads them in the background.
+func (d *DecisionLog) Log(ctx context.Context, l Logged) error {
+	input := any(l.Input)
+	info := &server.Info{
+		DecisionID: uuid.NewString(),
+		Path:       l.Decision,
+		Input:      &input,
+		Timestamp:  l.Time,
+		Error:      l.Err,
+		Custom:     map[string]any{"loop": l.Loop, "tick": l.Tick},
+	}
+	if l.Revision != nil {
+		info.Bundles = map[string]server.BundleInfo{l.Revision.Name(): {Revision: l.Revision.Revision()}}
+	}
+	if l.Err == nil {
+		info.Results = &l.Result
+	}
+	return d.plugin.Log(ctx, info)
+}

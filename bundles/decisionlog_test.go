@@ -1,0 +1,93 @@
+package bundles
+
+import (
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// logService is a decision log service: it keeps the events OPA's plugin
+// uploads (gzipped JSON arrays, POST /logs).
+type logService struct {
+	mu     sync.Mutex
+	events []map[string]any
+}
+
+func (s *logService) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost || r.URL.Path != "/logs" {
+		http.NotFound(w, r)
+		return
+	}
+	z, err := gzip.NewReader(r.Body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	var batch []map[string]any
+	if err := json.NewDecoder(z).Decode(&batch); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	s.mu.Lock()
+	s.events = append(s.events, batch...)
+	s.mu.Unlock()
+}
+
+func (s *logService) all() []map[string]any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]map[string]any(nil), s.events...)
+}
+
+// TestDecisionLog: decisions go to the configured service as OPA's
+// decision log events, with the loop, the bundle's revision, input and result.
+func TestDecisionLog(t *testing.T) {
+	svc := &logService{}
+	web := httptest.NewServer(svc)
+	defer web.Close()
+	cfg, err := ParseConfig([]byte(`services: {logs: {url: "` + web.URL + `"}}
+decision_logs:
+  service: logs
+  reporting: {min_delay_seconds: 1, max_delay_seconds: 1}
+`))
+	require.NoError(t, err)
+	defer cfg.Close()
+	require.NotNil(t, cfg.DecisionLog)
+	reg := NewRegistry()
+	require.NoError(t, reg.AddSources(cfg))
+	require.NoError(t, reg.AddDir(context.Background(), "../policies"))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- reg.Start(ctx) }()
+
+	engine, _ := reg.Engine("reactive")
+	input := map[string]any{"params": map[string]any{}, "metrics": map[string]any{}, "targets": map[string]any{}}
+	res, err := engine.Decide(ctx, Request{Decision: "governor/reactive/decision", Input: input})
+	require.NoError(t, err)
+	require.NoError(t, reg.LogDecision(ctx, Logged{Loop: "factory/scaling", Tick: 7, Decision: "governor/reactive/decision",
+		Revision: res.From, Input: input, Result: res.Raw, Time: time.Now()}))
+
+	deadline := time.Now().Add(10 * time.Second)
+	for len(svc.all()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	require.NoError(t, <-done)
+	events := svc.all()
+	require.Len(t, events, 1)
+	ev := events[0]
+	assert.Equal(t, "governor/reactive/decision", ev["path"])
+	assert.Equal(t, map[string]any{"reactive": map[string]any{"revision": res.From.Revision()}}, ev["bundles"])
+	assert.Equal(t, map[string]any{"loop": "factory/scaling", "tick": float64(7)}, ev["custom"])
+	assert.Contains(t, ev, "input")
+	assert.Contains(t, ev, "result")
+	assert.NotEmpty(t, ev["decision_id"])
+}
