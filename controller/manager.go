@@ -56,8 +56,10 @@ type Options struct {
 	// collectors without a source.
 	PrometheusAddress string
 	// PushAddr is the listen address of the push endpoint; "" or "0" turns
-	// it off.
+	// it off. PushTLS, when set, makes it serve HTTPS (Cert and Key; CA and
+	// ServerName are not used).
 	PushAddr string
+	PushTLS  TLSFiles
 }
 
 // TLSFiles configure TLS to a server from PEM files; all empty is plaintext.
@@ -173,7 +175,7 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		}
 	}
 	if opts.PushAddr != "" && opts.PushAddr != "0" {
-		if err := mgr.Add(push.NewServer(mgr.GetClient(), push.Options{Addr: opts.PushAddr})); err != nil {
+		if err := mgr.Add(push.NewServer(mgr.GetClient(), push.Options{Addr: opts.PushAddr, CertFile: opts.PushTLS.Cert, KeyFile: opts.PushTLS.Key})); err != nil {
 			return nil, err
 		}
 	}

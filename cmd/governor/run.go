@@ -60,6 +60,9 @@ replica follows the bundles. /healthz and /readyz answer on the probe address
 			if opaConfig != "" && opaConfigMap != "" {
 				return fmt.Errorf("give --opa-config or --opa-config-map, not both")
 			}
+			if (opts.PushTLS.Cert == "") != (opts.PushTLS.Key == "") {
+				return fmt.Errorf("--push-tls-cert and --push-tls-key go together")
+			}
 			if opaConfigMap != "" {
 				if _, _, err := configMapRef(opaConfigMap); err != nil {
 					return err
@@ -122,6 +125,8 @@ replica follows the bundles. /healthz and /readyz answer on the probe address
 	f.StringVar(&opts.HubbleTLS.ServerName, "hubble-tls-server-name", "", "server name to verify Hubble Relay's certificate against")
 	f.StringVar(&opts.PrometheusAddress, "prometheus-address", "", "Prometheus base URL for prometheus collectors")
 	f.StringVar(&opts.PushAddr, "push-bind-address", ":8082", "push endpoint address (0 turns it off)")
+	f.StringVar(&opts.PushTLS.Cert, "push-tls-cert", "", "serve the push endpoint over HTTPS with this certificate (PEM; reloaded when it changes)")
+	f.StringVar(&opts.PushTLS.Key, "push-tls-key", "", "the push endpoint certificate's private key (PEM)")
 	logFlags := goflag.NewFlagSet("log", goflag.ContinueOnError)
 	zapOpts.BindFlags(logFlags)
 	f.AddGoFlagSet(logFlags)

@@ -39,6 +39,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -63,6 +64,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"governor.dev/governor/api/v1alpha1"
@@ -103,6 +105,10 @@ type Options struct {
 	// Log receives one line per request (never a token); controller-runtime's logger, named
 	// "push", when unset.
 	Log logr.Logger
+	// CertFile and KeyFile, both or neither, make the endpoint serve HTTPS with this PEM
+	// certificate and key, read again when the files change (controller-runtime's
+	// certwatcher: a rotated Secret mounted as files takes effect without a restart).
+	CertFile, KeyFile string
 }
 
 // Server is the push endpoint. It is a controller-runtime manager.Runnable that every replica
@@ -114,6 +120,8 @@ type Server struct {
 	log     logr.Logger
 	now     func() time.Time
 
+	certFile, keyFile string
+
 	mu    sync.Mutex
 	bound string
 }
@@ -121,7 +129,8 @@ type Server struct {
 // NewServer returns the push endpoint. c reads ControlLoops (from a cache is fine) and Secrets
 // (uncached: see the RBAC markers) and patches the loops' status.
 func NewServer(c client.Client, opts Options) *Server {
-	s := &Server{c: c, addr: opts.Addr, maxBody: opts.MaxBody, log: opts.Log, now: time.Now}
+	s := &Server{c: c, addr: opts.Addr, maxBody: opts.MaxBody, log: opts.Log, now: time.Now,
+		certFile: opts.CertFile, keyFile: opts.KeyFile}
 	if s.addr == "" {
 		s.addr = DefaultAddr
 	}
@@ -148,9 +157,29 @@ func (s *Server) Addr() string {
 // Start serves the endpoint on Options.Addr until ctx ends, then shuts down gracefully (10 s at
 // most for requests in flight). It returns nil after a shutdown, or why it could not serve.
 func (s *Server) Start(ctx context.Context) error {
+	var certs *certwatcher.CertWatcher
+	if s.certFile != "" || s.keyFile != "" {
+		if s.certFile == "" || s.keyFile == "" {
+			return errors.New("push endpoint: TLS needs both a certificate and a key")
+		}
+		var err error
+		if certs, err = certwatcher.New(s.certFile, s.keyFile); err != nil {
+			return fmt.Errorf("push endpoint TLS: %w", err)
+		}
+	}
 	ln, err := net.Listen("tcp", s.addr)
 	if err != nil {
 		return fmt.Errorf("push endpoint: %w", err)
+	}
+	scheme := "http"
+	if certs != nil {
+		go func() {
+			if err := certs.Start(ctx); err != nil {
+				s.log.Error(err, "watching the push endpoint's certificate")
+			}
+		}()
+		ln = tls.NewListener(ln, &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.GetCertificate})
+		scheme = "https"
 	}
 	s.mu.Lock()
 	s.bound = ln.Addr().String()
@@ -163,7 +192,7 @@ func (s *Server) Start(ctx context.Context) error {
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 	}
-	s.log.Info("push endpoint listening", "addr", s.bound, "path", Path)
+	s.log.Info("push endpoint listening", "addr", s.bound, "scheme", scheme, "path", Path)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	select {
