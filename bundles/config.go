@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net/url"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/plugins/rest"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/util"
+	"github.com/sirupsen/logrus"
 )
 
 // supportedConfig are the top-level keys of an OPA configuration that the
@@ -107,8 +109,8 @@ func ParseConfig(raw []byte) (*Config, error) {
 	if top["bundles"] == nil && top["decision_logs"] == nil {
 		return nil, errors.New(`neither "bundles" nor "decision_logs": the configuration has nothing for governor`)
 	}
-	quiet := logging.NewNoOpLogger()
-	m, err := plugins.New(raw, "governor", inmem.New(), plugins.Logger(quiet), plugins.ConsoleLogger(quiet))
+	m, err := plugins.New(raw, "governor", inmem.New(), plugins.Logger(opaLogger(os.Stderr, logging.Warn)),
+		plugins.ConsoleLogger(opaLogger(os.Stdout, logging.Info)))
 	if err != nil {
 		return nil, err
 	}
@@ -164,4 +166,16 @@ func ParseConfig(raw []byte) (*Config, error) {
 // Close releases what parsing started (OPA's plugin manager).
 func (c *Config) Close() {
 	c.manager.Stop(context.Background())
+}
+
+// opaLogger is a logger for OPA's plugins: JSON lines, as the controller
+// logs. The plugin manager's (upload failures, dropped decision logs) goes
+// to stderr from warnings up; the console decision log (decision_logs:
+// {console: true}) to stdout.
+func opaLogger(w io.Writer, level logging.Level) logging.Logger {
+	l := logging.New()
+	l.SetOutput(w)
+	l.SetFormatter(&logrus.JSONFormatter{})
+	l.SetLevel(level)
+	return l
 }

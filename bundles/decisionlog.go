@@ -38,20 +38,21 @@ func newDecisionLog(m *plugins.Manager) (*DecisionLog, error) {
 	return &DecisionLog{manager: m, plugin: logs.New(cfg, m)}, nil
 }
 
-// Start runs the decision log until ctx is done, then flushes what it
-// holds (within a few seconds).
-func (d *DecisionLog) Start(ctx context.Context) error {
+// start starts the decision log.
+func (d *DecisionLog) start(ctx context.Context) error {
 	if err := d.manager.Init(ctx); err != nil {
 		return err
 	}
-	if err := d.plugin.Start(ctx); err != nil {
-		return err
-	}
+	return d.plugin.Start(ctx)
+}
+
+// stopWhenDone waits for ctx to be done, then stops the decision log,
+// flushing what it holds to its service (for a few seconds at most).
+func (d *DecisionLog) stopWhenDone(ctx context.Context) {
 	<-ctx.Done()
 	flush, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	d.plugin.Stop(flush)
-	return nil
 }
 
 // Logged is one decision, for the decision log.

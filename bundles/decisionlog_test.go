@@ -1,11 +1,13 @@
 package bundles
 
 import (
+	"bufio"
 	"compress/gzip"
 	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -90,4 +92,36 @@ decision_logs:
 	assert.Contains(t, ev, "input")
 	assert.Contains(t, ev, "result")
 	assert.NotEmpty(t, ev["decision_id"])
+}
+
+// TestDecisionLogConsole: decision_logs: {console: true} prints each
+// decision to stdout, one JSON line as OPA prints it.
+func TestDecisionLogConsole(t *testing.T) {
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	stdout := os.Stdout
+	os.Stdout = w
+	cfg, err := ParseConfig([]byte("decision_logs: {console: true}\n"))
+	os.Stdout = stdout
+	require.NoError(t, err)
+	defer cfg.Close()
+	reg := NewRegistry()
+	require.NoError(t, reg.AddSources(cfg))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- reg.Start(ctx) }()
+	require.Eventually(t, func() bool {
+		return reg.LogDecision(ctx, Logged{Loop: "factory/qos", Tick: 3, Decision: "governor/bandwidth/decision",
+			Input: map[string]any{"tick": 3}, Result: map[string]any{}, Time: time.Now()}) == nil
+	}, 5*time.Second, 50*time.Millisecond)
+	cancel()
+	require.NoError(t, <-done)
+	w.Close()
+	line, err := bufio.NewReader(r).ReadString('\n')
+	require.NoError(t, err)
+	var ev map[string]any
+	require.NoError(t, json.Unmarshal([]byte(line), &ev), line)
+	assert.Equal(t, "Decision Log", ev["msg"])
+	assert.Equal(t, "governor/bandwidth/decision", ev["path"])
+	assert.Equal(t, map[string]any{"loop": "factory/qos", "tick": float64(3)}, ev["custom"])
 }

@@ -24,10 +24,6 @@ type Engine struct {
 	name   string
 	active atomic.Pointer[Revision]
 
-	// decisions are the paths that prepared and were decided on so far: a
-	// new revision must prepare every one of them before it is activated.
-	decisions sync.Map // string -> true
-
 	mu sync.Mutex
 	// retained are the last revisions activated, newest first.
 	retained []*Revision
@@ -49,13 +45,12 @@ func NewEmptyEngine(name string) *Engine {
 // Active is the revision decisions currently run on; nil before the first.
 func (e *Engine) Active() *Revision { return e.active.Load() }
 
-// Activate makes rev the active revision once every given decision path,
-// and every path decided on so far, is prepared on it. If any fails to
-// prepare, the old revision stays active.
+// Activate makes rev the active revision once every given decision path is
+// prepared on it. If any fails to prepare, the old revision stays active.
 func (e *Engine) Activate(ctx context.Context, rev *Revision, decisions ...string) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for _, d := range append(e.Decisions(), decisions...) {
+	for _, d := range decisions {
 		if _, err := rev.Prepare(ctx, d); err != nil {
 			return err
 		}
@@ -67,17 +62,6 @@ func (e *Engine) Activate(ctx context.Context, rev *Revision, decisions ...strin
 		e.retained = e.retained[:Retained]
 	}
 	return nil
-}
-
-// Decisions are the paths that prepared and were decided on, sorted.
-func (e *Engine) Decisions() []string {
-	var out []string
-	e.decisions.Range(func(k, _ any) bool {
-		out = append(out, k.(string))
-		return true
-	})
-	slices.Sort(out)
-	return out
 }
 
 // Revisions are the retained revisions' manifest revisions, newest first.
@@ -119,14 +103,7 @@ func (e *Engine) Decide(ctx context.Context, req Request) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	res, err := rev.Decide(ctx, req)
-	if _, seen := e.decisions.Load(req.Decision); !seen {
-		// Prepared queries are cached: this only says whether it prepared.
-		if _, perr := rev.Prepare(ctx, req.Decision); perr == nil {
-			e.decisions.Store(req.Decision, true)
-		}
-	}
-	return res, err
+	return rev.Decide(ctx, req)
 }
 
 // NoRevisionError is a bundle with no revision to decide on: none activated

@@ -3,12 +3,14 @@ package bundles
 import (
 	"context"
 	"errors"
-	"net/url"
+	"io"
+	"net"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/open-policy-agent/opa/v1/download"
 )
 
@@ -51,14 +53,24 @@ func (e *DownloadError) Error() string {
 }
 func (e *DownloadError) Unwrap() error { return e.Err }
 
+// Hooks connect a follower to the controller.
+type Hooks struct {
+	// Decisions lists the decision paths a new revision of the bundle must
+	// prepare before it goes live: those of the loops deciding with it. It
+	// may wait (for the API server) and fails only when ctx is done. Nil
+	// prepares none.
+	Decisions func(ctx context.Context, bundle string) ([]string, error)
+	// OnStatus, if not nil, is given every change of state. It must not
+	// block for long.
+	OnStatus func(Status)
+}
+
 // Follow keeps engine on the newest revision of src that passes the Gate,
 // until ctx is done. A downloaded source is polled by OPA's downloader (ETag
 // / If-None-Match, long polling where the server supports it, backoff on
-// errors, the service's credentials); a file:// source is read once. Every
-// change of state is reported to onStatus (if not nil), which must not block
-// for long.
-func Follow(ctx context.Context, src *Source, engine *Engine, onStatus func(Status)) {
-	f := &follower{src: src, engine: engine, onStatus: onStatus}
+// errors, the service's credentials); a file:// source is read once.
+func Follow(ctx context.Context, src *Source, engine *Engine, hooks Hooks) {
+	f := &follower{src: src, engine: engine, hooks: hooks}
 	f.status.Name, f.status.Source = src.Name, src.URL
 	if path := src.File(); path != "" {
 		f.readFile(ctx, path)
@@ -77,12 +89,20 @@ func Follow(ctx context.Context, src *Source, engine *Engine, onStatus func(Stat
 }
 
 type follower struct {
-	src      *Source
-	engine   *Engine
-	onStatus func(Status)
+	src    *Source
+	engine *Engine
+	hooks  Hooks
 
 	mu     sync.Mutex
 	status Status
+	// activeETag is the ETag of the bundle that went live, refusedETag
+	// that of the last refused one, refusal that refusal and refusedKey
+	// what identifies it (its ETag, or its message when there is none).
+	// OPA's downloader forgets its ETag after any error and downloads the
+	// same bundle again: it is neither activated nor counted twice.
+	activeETag, refusedETag, refusedKey string
+	refusal                             error
+	refusedAt                           time.Time
 }
 
 // readFile puts a file:// bundle (a directory or tarball) through the gate.
@@ -97,65 +117,103 @@ func (f *follower) readFile(ctx context.Context, path string) {
 		f.record(time.Now(), "", &GateError{Bundle: f.src.Name, Step: step, Err: err})
 		return
 	}
-	if _, err = Gate(ctx, f.src.Name, f.src.URL, b, f.engine, nil); err == nil {
-		err = errActivated
-	}
-	f.record(time.Now(), "", err)
+	f.gate(ctx, time.Now(), "", b)
 }
 
 // update is the downloader's callback: a failed download, "not modified"
-// (no bundle), or a new bundle for the gate. A refusal is recorded, not
+// (no bundle), or a bundle for the gate. A refusal is recorded, not
 // returned: the download itself succeeded, and its ETag stays cached so the
-// same refused bundle is not fetched again.
+// same refused bundle is not fetched again (until a download error).
 func (f *follower) update(ctx context.Context, u download.Update) error {
 	now := time.Now()
+	f.mu.Lock()
+	active, refused, refusal := f.activeETag, f.refusedETag, f.refusal
+	f.mu.Unlock()
 	switch {
+	case ctx.Err() != nil: // stopping: what was cut short says nothing
 	case u.Error != nil:
 		f.record(now, "", f.downloadFailure(u.Error))
 	case u.Bundle == nil: // not modified
 		f.record(now, "", nil)
+	case u.ETag != "" && u.ETag == active:
+		f.record(now, "", nil)
+	case u.ETag != "" && u.ETag == refused:
+		f.record(now, u.ETag, refusal)
+	case u.Bundle.Type() == bundle.DeltaBundleType:
+		f.record(now, u.ETag, &GateError{Bundle: f.src.Name, Revision: u.Bundle.Manifest.Revision, Step: StepRead,
+			Err: errors.New("delta bundles are not supported: serve whole (snapshot) bundles")})
 	default:
-		_, err := Gate(ctx, f.src.Name, f.src.URL, u.Bundle, f.engine, nil)
-		if err == nil {
-			err = errActivated
-		}
-		f.record(now, u.ETag, err)
+		f.gate(ctx, now, u.ETag, u.Bundle)
 	}
 	return nil
+}
+
+// gate puts a downloaded bundle through the Gate, preparing the paths the
+// loops decide on.
+func (f *follower) gate(ctx context.Context, at time.Time, etag string, b *bundle.Bundle) {
+	var decisions []string
+	if f.hooks.Decisions != nil {
+		var err error
+		if decisions, err = f.hooks.Decisions(ctx, f.src.Name); err != nil {
+			return // ctx is done
+		}
+	}
+	_, err := Gate(ctx, f.src.Name, f.src.URL, b, f.engine, decisions)
+	if ctx.Err() != nil {
+		return
+	}
+	if err == nil {
+		err = errActivated
+	}
+	f.record(at, etag, err)
 }
 
 // errActivated marks, for record, a download that went live.
 var errActivated = errors.New("activated")
 
 // record folds one outcome into the status: errActivated, a *GateError, a
-// *DownloadError, or nil for a poll answered "not modified".
-func (f *follower) record(now time.Time, etag string, outcome error) {
+// *DownloadError, or nil for a poll answered "not modified" (or with the
+// active bundle again). at is when the download came.
+func (f *follower) record(at time.Time, etag string, outcome error) {
 	f.mu.Lock()
 	s := &f.status
 	var gate *GateError
 	switch {
 	case errors.As(outcome, &gate):
-		s.LastDownload, s.ETag = now, firstNonEmpty(etag, s.ETag)
-		// An unreadable bundle is downloaded again at every retry: count
-		// a refusal once while the same one stays on the server.
-		if s.LastError == nil || s.LastError.Error() != outcome.Error() {
+		s.LastDownload, s.ETag = at, firstNonEmpty(etag, s.ETag)
+		key := etag
+		if key == "" {
+			key = outcome.Error()
+		}
+		if key != f.refusedKey {
 			s.Refusals++
 			refusals.WithLabelValues(s.Name, string(gate.Step)).Inc()
 		}
-		s.LastError, s.LastErrorTime = outcome, now
-	case outcome != nil && !errors.Is(outcome, errActivated):
-		s.LastError, s.LastErrorTime = outcome, now
+		if key != f.refusedKey || f.refusal == nil {
+			f.refusedAt = at
+		}
+		f.refusedKey, f.refusedETag, f.refusal = key, etag, outcome
+		s.LastError, s.LastErrorTime = outcome, f.refusedAt
+	case errors.Is(outcome, errActivated):
+		live := time.Now() // after the gate
+		s.LastDownload, s.ETag = at, firstNonEmpty(etag, s.ETag)
+		s.LastActivation, s.LastError = live, nil
+		s.Activations++
+		f.activeETag, f.refusedKey, f.refusedETag, f.refusal = etag, "", "", nil
+		activations.WithLabelValues(s.Name).Inc()
+		lastActivation.WithLabelValues(s.Name).Set(float64(live.UnixNano()) / 1e9)
+	case outcome != nil:
+		s.LastError, s.LastErrorTime = outcome, at
 		s.DownloadErrors++
 		downloadErrors.WithLabelValues(s.Name).Inc()
-	case errors.Is(outcome, errActivated):
-		s.LastDownload, s.ETag = now, firstNonEmpty(etag, s.ETag)
-		s.LastActivation, s.LastError = now, nil
-		s.Activations++
-		activations.WithLabelValues(s.Name).Inc()
-		lastActivation.WithLabelValues(s.Name).Set(float64(now.UnixNano()) / 1e9)
-	default: // not modified: the server answers again
-		s.LastDownload = now
-		if _, failing := s.LastError.(*DownloadError); failing {
+	default: // the server answers again
+		s.LastDownload = at
+		switch {
+		case f.refusal != nil && f.refusedETag != "" && f.refusedETag == s.ETag:
+			// "Not modified" after a download error: the refused bundle is
+			// still the server's (OPA keeps sending its ETag).
+			s.LastError, s.LastErrorTime = f.refusal, f.refusedAt
+		case isDownloadError(s.LastError):
 			s.LastError = nil
 		}
 	}
@@ -168,19 +226,21 @@ func (f *follower) record(now time.Time, etag string, outcome error) {
 	}
 	snapshot := *s
 	f.mu.Unlock()
-	if f.onStatus != nil {
-		f.onStatus(snapshot)
+	if f.hooks.OnStatus != nil {
+		f.hooks.OnStatus(snapshot)
 	}
 }
 
 // downloadFailure tells a poll that got no bundle (the server unreachable,
-// an HTTP error: a *DownloadError) from a bundle that came but could not be
-// read (a *GateError at StepVerify or StepRead). OPA's downloader reports
-// both as its Update's error.
+// an HTTP error, a transfer cut short: a *DownloadError) from a bundle that
+// came whole but could not be read (a *GateError at StepVerify or StepRead).
+// OPA's downloader reports both as its Update's error.
 func (f *follower) downloadFailure(err error) error {
 	var httpErr download.HTTPError
-	var urlErr *url.Error
-	if errors.As(err, &httpErr) || errors.As(err, &urlErr) || strings.HasPrefix(err.Error(), "request failed") {
+	var netErr net.Error
+	if errors.As(err, &httpErr) || errors.As(err, &netErr) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
+		strings.HasPrefix(err.Error(), "request failed") {
 		return &DownloadError{Bundle: f.src.Name, Err: err}
 	}
 	var parse ast.Errors
@@ -201,6 +261,11 @@ func isVerificationFailure(err error) bool {
 		}
 	}
 	return false
+}
+
+func isDownloadError(err error) bool {
+	var d *DownloadError
+	return errors.As(err, &d)
 }
 
 func firstNonEmpty(a, b string) string {

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -75,7 +76,14 @@ type statusLog struct {
 	last Status
 }
 
-func (s *statusLog) set(st Status) { s.mu.Lock(); s.last = st; s.mu.Unlock() }
+func (s *statusLog) set(st Status) {
+	if os.Getenv("DEBUG_FOLLOW") != "" {
+		fmt.Printf("%s err=%v refusals=%d dl=%d act=%d\n", st.LastDownload.Format("05.000"), st.LastError, st.Refusals, st.DownloadErrors, st.Activations)
+	}
+	s.mu.Lock()
+	s.last = st
+	s.mu.Unlock()
+}
 func (s *statusLog) get() Status   { s.mu.Lock(); defer s.mu.Unlock(); return s.last }
 
 func waitFor(t *testing.T, what string, log *statusLog, ok func(Status) bool) Status {
@@ -117,7 +125,9 @@ func follow(t *testing.T, src *Source, e *Engine, log *statusLog) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
-		Follow(ctx, src, e, log.set)
+		Follow(ctx, src, e, Hooks{OnStatus: log.set, Decisions: func(context.Context, string) ([]string, error) {
+			return []string{"t/rev"}, nil
+		}})
 		close(done)
 	}()
 	t.Cleanup(func() {
@@ -389,5 +399,50 @@ func TestFollowBearerToken(t *testing.T) {
 		if c.want == "" && !strings.Contains(fmt.Sprint(st.LastError), "Unauthorized") {
 			t.Fatalf("token %s: want Unauthorized in the error, got %v", c.token, st.LastError)
 		}
+	}
+}
+
+// TestFollowAfterDownloadErrors: OPA's downloader forgets its ETag after a
+// failed poll and downloads the bundle on the server again; neither the
+// active revision nor a refused one is then activated or counted twice.
+func TestFollowAfterDownloadErrors(t *testing.T) {
+	srv := bundleserver.New()
+	var failing atomic.Bool
+	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if failing.Load() {
+			http.Error(w, "down for maintenance", http.StatusServiceUnavailable)
+			return
+		}
+		srv.ServeHTTP(w, r)
+	}))
+	defer web.Close()
+	srv.Publish("b.tar.gz", tarball(t, "1", "1"))
+	e := NewEmptyEngine("b")
+	log := &statusLog{}
+	follow(t, sourceFor(t, web.URL, "", ""), e, log)
+	waitFor(t, "revision 1", log, func(s Status) bool { return s.ActiveRevision == "b@1" })
+
+	outage := func(errorsBefore int) {
+		t.Helper()
+		failing.Store(true)
+		waitFor(t, "a download error", log, func(s Status) bool { return s.DownloadErrors > errorsBefore })
+		failing.Store(false)
+	}
+	outage(0)
+	st := waitFor(t, "recovery", log, func(s Status) bool { return s.LastError == nil && s.LastDownload.After(s.LastErrorTime) })
+	if st.Activations != 1 || st.ActiveRevision != "b@1" {
+		t.Fatalf("the active bundle, downloaded again, was activated again: %+v", st)
+	}
+
+	srv.Publish("b.tar.gz", tarball(t, "2", "3")) // its test fails
+	st = waitFor(t, "the refusal", log, func(s Status) bool { return s.Refusals == 1 })
+	outage(st.DownloadErrors)
+	st = waitFor(t, "the same refusal again", log, func(s Status) bool {
+		_, refused := s.LastError.(*GateError)
+		return refused && s.LastDownload.After(s.LastErrorTime.Add(-time.Millisecond)) && s.DownloadErrors > 1
+	})
+	time.Sleep(1500 * time.Millisecond) // more polls of the same refused bundle
+	if st = log.get(); st.Refusals != 1 || st.Activations != 1 || st.ActiveRevision != "b@1" {
+		t.Fatalf("a refused bundle downloaded again was counted again or activated: %+v", st)
 	}
 }

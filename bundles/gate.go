@@ -60,8 +60,7 @@ func (e *GateError) Unwrap() error { return e.Err }
 // Gate is the activation gate for a downloaded bundle: it compiles b,
 // runs the bundle's own Rego tests with OPA's tester (as RunTests does in
 // bundle mode), prepares every decision path on the compiled revision, and
-// only then makes it engine's active revision. The decision paths prepared
-// are those given and every one the engine has decided on. Any failure is a *GateError
+// only then makes it engine's active revision. Any failure is a *GateError
 // naming the step, and leaves the engine's active revision as it was.
 func Gate(ctx context.Context, name, source string, b *bundle.Bundle, engine *Engine, decisions []string) (*Revision, error) {
 	if b == nil {
@@ -77,7 +76,7 @@ func Gate(ctx context.Context, name, source string, b *bundle.Bundle, engine *En
 	if failed, err := runBundleTests(ctx, name, b); err != nil {
 		return nil, refuse(StepTest, err, failed)
 	}
-	for _, d := range append(engine.Decisions(), decisions...) {
+	for _, d := range decisions {
 		if _, err := rev.Prepare(ctx, d); err != nil {
 			return nil, refuse(StepPrepare, err, nil)
 		}

@@ -44,32 +44,12 @@ func TestGate(t *testing.T) {
 	}
 }
 
-// TestEnginePinsAndRemembersDecisions: a pinned request decides on the
-// retained revision it names; a decision path used once must prepare on
-// every later revision before it goes live.
-func TestEnginePinsAndRemembersDecisions(t *testing.T) {
+// TestEnginePins: a pinned request decides on the retained revision it
+// names; only the newest Retained revisions are kept.
+func TestEnginePins(t *testing.T) {
 	ctx := context.Background()
 	e := NewEngine(gateBundle(t, "1", "1"))
-	decide := func(pin string) (string, error) {
-		res, err := e.Decide(ctx, Request{Decision: "t/rev", Revision: pin, Input: map[string]any{}, Contract: &Contract{}})
-		if err != nil {
-			return "", err
-		}
-		return res.Revision, nil
-	}
-	// t/rev is a number, not a decision: the contract refuses it, but the
-	// path prepared, so the engine remembers it.
-	if _, err := decide(""); err == nil {
-		t.Fatal("a number passed the decision contract")
-	}
-	if got := e.Decisions(); len(got) != 1 || got[0] != "t/rev" {
-		t.Fatalf("remembered decisions = %v", got)
-	}
-	if _, err := e.Decide(ctx, Request{Decision: "t/none", Input: map[string]any{}}); err == nil || len(e.Decisions()) != 1 {
-		t.Fatalf("an undefined path was remembered: %v %v", err, e.Decisions())
-	}
-
-	if _, err := Gate(ctx, "b", "test", gateBundle(t, "2", "2").Bundle(), e, nil); err != nil {
+	if _, err := Gate(ctx, "b", "test", gateBundle(t, "2", "2").Bundle(), e, []string{"t/rev"}); err != nil {
 		t.Fatal(err)
 	}
 	for pin, want := range map[string]string{"": "b@2", "2": "b@2", "1": "b@1"} {
@@ -77,14 +57,22 @@ func TestEnginePinsAndRemembersDecisions(t *testing.T) {
 		if err != nil || r.String() != want {
 			t.Fatalf("pin %q: %v %v, want %s", pin, r, err, want)
 		}
+		res, err := e.Decide(ctx, Request{Decision: "t/rev", Revision: pin, Input: map[string]any{}})
+		var invalid *InvalidDecisionError // t/rev is a number, not a decision
+		if !errors.As(err, &invalid) || invalid.Revision != want || res != nil {
+			t.Fatalf("pin %q decided on %v (%v), want %s", pin, res, err, want)
+		}
 	}
 	_, err := e.Revision("7")
 	var none *NoRevisionError
 	if !errors.As(err, &none) || err.Error() != `bundle b has no revision "7" (it holds: 2, 1)` {
 		t.Fatalf("pin 7: %v", err)
 	}
+	if _, err := NewEmptyEngine("b").Revision(""); !errors.As(err, &none) || err.Error() != "bundle b has no active revision yet" {
+		t.Fatalf("empty engine: %v", err)
+	}
 
-	// A revision without t/rev would break the loop deciding it: refused.
+	// A revision without t/rev would break the loops deciding it: refused.
 	noRev := testBundleDir(t, "3", "3")
 	os.WriteFile(filepath.Join(noRev, "t.rego"), []byte("package t\n\nother := 3\n"), 0o644)
 	os.Remove(filepath.Join(noRev, "t_test.rego"))
@@ -92,13 +80,12 @@ func TestEnginePinsAndRemembersDecisions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = Gate(ctx, "b", "test", b, e, nil)
+	_, err = Gate(ctx, "b", "test", b, e, []string{"t/rev"})
 	var ge *GateError
 	if !errors.As(err, &ge) || ge.Step != StepPrepare || e.Active().Revision() != "2" {
 		t.Fatalf("want a prepare refusal keeping revision 2, got %v", err)
 	}
 
-	// Only the newest Retained revisions are kept.
 	for i := 10; i < 10+Retained; i++ {
 		if _, err := Gate(ctx, "b", "test", gateBundle(t, fmt.Sprint(i), fmt.Sprint(i)).Bundle(), e, nil); err != nil {
 			t.Fatal(err)

@@ -22,6 +22,8 @@ type Registry struct {
 	sources map[string]*Source
 	status  map[string]Status
 	log     *DecisionLog
+	// decisions lists the decision paths of the loops on a bundle.
+	decisions func(ctx context.Context, bundle string) ([]string, error)
 }
 
 // NewRegistry is an empty registry.
@@ -102,24 +104,37 @@ func (r *Registry) AddSources(cfg *Config) error {
 	return nil
 }
 
-// Start follows every configured source, and runs the decision log, until
-// ctx is done (see Follow).
-// Every replica follows, leader or not, so that a new leader decides with
-// the newest revision at once.
+// SetDecisionPaths gives the registry the decision paths the loops on each
+// bundle use (see Hooks.Decisions): every new revision must prepare them
+// before it goes live. Call it before Start.
+func (r *Registry) SetDecisionPaths(paths func(ctx context.Context, bundle string) ([]string, error)) {
+	r.mu.Lock()
+	r.decisions = paths
+	r.mu.Unlock()
+}
+
+// Start runs the decision log, if one is configured, and follows every
+// configured source until ctx is done (see Follow). Every replica follows,
+// leader or not, so that a new leader decides with the newest revision at
+// once. It fails at once if the decision log cannot start.
 func (r *Registry) Start(ctx context.Context) error {
 	r.mu.RLock()
-	var wg sync.WaitGroup
-	for name, src := range r.sources {
-		engine := r.engines[name]
-		wg.Go(func() { Follow(ctx, src, engine, r.setStatus) })
-	}
-	var logErr error
-	if r.log != nil {
-		wg.Go(func() { logErr = r.log.Start(ctx) })
-	}
+	log, hooks := r.log, Hooks{Decisions: r.decisions, OnStatus: r.setStatus}
+	sources := maps.Clone(r.sources)
 	r.mu.RUnlock()
+	var wg sync.WaitGroup
+	if log != nil {
+		if err := log.start(ctx); err != nil {
+			return fmt.Errorf("decision log: %w", err)
+		}
+		wg.Go(func() { log.stopWhenDone(ctx) })
+	}
+	for name, src := range sources {
+		engine, _ := r.Engine(name)
+		wg.Go(func() { Follow(ctx, src, engine, hooks) })
+	}
 	wg.Wait()
-	return logErr
+	return nil
 }
 
 // LogDecision sends a decision to the decision log, if one is configured.

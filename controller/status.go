@@ -56,7 +56,7 @@ func record(loop *v1alpha1.ControlLoop, old *v1alpha1.ControlLoopStatus, res tic
 	setCondition(st, loop, readyCondition(res.phase, res.entry))
 	st.Bundle = bundleStatus(res.bundle)
 	if res.followed {
-		setCondition(st, loop, bundleCondition(res.bundle))
+		setCondition(st, loop, bundleCondition(res.bundle, res.entry.Revision))
 	} else {
 		meta.RemoveStatusCondition(&st.Conditions, v1alpha1.ConditionBundleHealthy)
 	}
@@ -91,11 +91,14 @@ func optionalTime(t time.Time) *metav1.Time {
 }
 
 // bundleCondition is BundleHealthy for a followed bundle: False while its
-// downloads fail or its newest revision was refused (the loop decides on
-// with the last good one, if any).
-func bundleCondition(s *bundles.Status) metav1.Condition {
+// downloads fail or its newest revision was refused. deciding is the
+// revision the loop decides with (the active one, or the one it pins).
+func bundleCondition(s *bundles.Status, deciding string) metav1.Condition {
+	if deciding == "" {
+		deciding = "none"
+	}
 	c := metav1.Condition{Type: v1alpha1.ConditionBundleHealthy, Status: metav1.ConditionTrue, Reason: "Current",
-		Message: fmt.Sprintf("%s from %s", s.ActiveRevision, s.Source)}
+		Message: fmt.Sprintf("%s is active, from %s; deciding with %s", s.ActiveRevision, s.Source, deciding)}
 	var gate *bundles.GateError
 	var download *bundles.DownloadError
 	switch {
@@ -107,11 +110,7 @@ func bundleCondition(s *bundles.Status) metav1.Condition {
 		c.Status, c.Reason, c.Message = metav1.ConditionFalse, "Waiting", "waiting for the first download from "+s.Source
 	}
 	if c.Status == metav1.ConditionFalse && s.LastError != nil {
-		active := s.ActiveRevision
-		if active == "" {
-			active = "none"
-		}
-		c.Message = fmt.Sprintf("%v (deciding with: %s)", s.LastError, active)
+		c.Message = fmt.Sprintf("%v (deciding with: %s)", s.LastError, deciding)
 	}
 	return c
 }

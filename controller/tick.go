@@ -66,12 +66,15 @@ func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.Co
 		res.bundle = &st
 		res.followed = reg.Followed(spec.Policy.Bundle)
 	}
+	// The revision is resolved once: the decision, the history and the
+	// decision log name the same one even if another goes live meanwhile.
 	rev, err := engine.Revision(spec.Policy.Revision)
 	if err != nil {
 		// Nothing to decide with: no revision yet, or not the pinned one.
 		// Reading targets and metrics would be wasted.
 		return fail("NoRevision", err)
 	}
+	res.entry.Revision = rev.String()
 	input, state, err := buildInput(ctx, w, loop, status, now, res.entry.Tick)
 	if err != nil {
 		res.entry.Error = err.Error()
@@ -82,15 +85,12 @@ func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.Co
 	for _, t := range spec.Targets {
 		contract.Targets[t.Name] = true
 	}
-	req := bundles.Request{Decision: spec.Policy.Decision, Revision: spec.Policy.Revision, Input: input, Contract: &contract}
-	out, err := engine.Decide(ctx, req)
+	req := bundles.Request{Decision: spec.Policy.Decision, Input: input, Contract: &contract}
+	out, err := rev.Decide(ctx, req)
 	logged := bundles.Logged{Loop: loop.Namespace + "/" + loop.Name, Tick: res.entry.Tick, Decision: spec.Policy.Decision,
 		Revision: rev, Input: input, Err: err, Time: now}
 	if out != nil {
-		res.entry.Revision = out.Revision
-		logged.Revision, logged.Result = out.From, out.Raw
-	} else {
-		res.entry.Revision = rev.String()
+		logged.Result = out.Raw
 	}
 	if lerr := reg.LogDecision(ctx, logged); lerr != nil {
 		res.entry.Guard = append(res.entry.Guard, "decision log: "+lerr.Error())

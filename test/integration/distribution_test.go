@@ -58,6 +58,7 @@ const (
 	good        = "good"
 	compileErr  = "compile-error"
 	failingTest = "failing-test"
+	renamed     = "renamed" // compiles and passes its tests, but has no fleet/decision
 )
 
 // fleetTarball is revision rev of the "fleet" bundle, signed with k, as
@@ -73,11 +74,15 @@ func fleetTarball(t testing.TB, rev, variant string, k signingKey) []byte {
 	case failingTest:
 		want = "1"
 	}
+	rule := "decision"
+	if variant == renamed {
+		rule = "verdict"
+	}
 	dir := t.TempDir()
 	files := map[string]string{
 		".manifest":       fmt.Sprintf(`{"revision": %q, "roots": ["fleet"]}`, rev),
-		"fleet.rego":      "package fleet\n\ndecision := " + decision + "\n",
-		"fleet_test.rego": "package fleet\n\ntest_decision if count(decision) == " + want + "\n",
+		"fleet.rego":      "package fleet\n\n" + rule + " := " + decision + "\n",
+		"fleet_test.rego": "package fleet\n\ntest_decision if count(" + rule + ") == " + want + "\n",
 	}
 	for name, body := range files {
 		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644))
@@ -139,9 +144,10 @@ func fleetSpec(pin string) v1alpha1.ControlLoopSpec {
 // TestBundleDistribution is the issue's sequence, with the governor binary
 // reading its OPA configuration from a ConfigMap and following a signed
 // bundle on nginx: revision 2 goes live for every loop; a compile error, a
-// failing test and a bad signature are each refused with a clear status
-// while revision 2 keeps deciding; revision 3 goes live. A loop pinned to
-// revision 2 stays on it.
+// failing test, a bad signature and a revision without the loops' decision
+// are each refused with a clear status while revision 2 keeps deciding;
+// revision 3 goes live. A loop pinned to revision 2 stays on it. Decisions
+// go to a decision log service.
 func TestBundleDistribution(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
@@ -227,6 +233,7 @@ func TestBundleDistribution(t *testing.T) {
 		{"a compile error", "refused at compile", fleetTarball(t, "4", compileErr, key)},
 		{"a failing test", "refused at test: 1 of the bundle's tests failed: data.fleet.test_decision", fleetTarball(t, "5", failingTest, key)},
 		{"a bad signature", "refused at verify", fleetTarball(t, "6", good, other)},
+		{"no rule for the loops' decision", "refused at prepare", fleetTarball(t, "7", renamed, key)},
 	} {
 		before := e.get(t, ns, "a").Status.Tick
 		publishFile(t, root, "fleet.tar.gz", bad.tarball)
@@ -277,9 +284,10 @@ func TestBundleDistribution(t *testing.T) {
 		`governor_bundle_refusals_total{bundle="fleet",step="compile"} 1`,
 		`governor_bundle_refusals_total{bundle="fleet",step="test"} 1`,
 		`governor_bundle_refusals_total{bundle="fleet",step="verify"} 1`,
+		`governor_bundle_refusals_total{bundle="fleet",step="prepare"} 1`,
 		`governor_bundle_active_revision{bundle="fleet",revision="3"} 1`,
 	} {
-		assert.Contains(t, body, want)
+		assert.Contains(t, body, "\n"+want+"\n") // whole lines: "1" must not match "12"
 	}
 	assert.NotContains(t, body, `governor_bundle_active_revision{bundle="fleet",revision="2"}`)
 
