@@ -76,14 +76,7 @@ type statusLog struct {
 	last Status
 }
 
-func (s *statusLog) set(st Status) {
-	if os.Getenv("DEBUG_FOLLOW") != "" {
-		fmt.Printf("%s err=%v refusals=%d dl=%d act=%d\n", st.LastDownload.Format("05.000"), st.LastError, st.Refusals, st.DownloadErrors, st.Activations)
-	}
-	s.mu.Lock()
-	s.last = st
-	s.mu.Unlock()
-}
+func (s *statusLog) set(st Status) { s.mu.Lock(); s.last = st; s.mu.Unlock() }
 func (s *statusLog) get() Status   { s.mu.Lock(); defer s.mu.Unlock(); return s.last }
 
 func waitFor(t *testing.T, what string, log *statusLog, ok func(Status) bool) Status {
