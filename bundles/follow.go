@@ -3,6 +3,7 @@ package bundles
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -65,30 +66,22 @@ type Hooks struct {
 	OnStatus func(Status)
 }
 
-// Follow keeps engine on the newest revision of src that passes the Gate,
-// until ctx is done. A downloaded source is polled by OPA's downloader (ETag
-// / If-None-Match, long polling where the server supports it, backoff on
-// errors, the service's credentials); a file:// source is read once.
-func Follow(ctx context.Context, src *Source, engine *Engine, hooks Hooks) {
-	f := &follower{src: src, engine: engine, hooks: hooks}
-	f.status.Name, f.status.Source = src.Name, src.URL
-	if path := src.File(); path != "" {
-		f.readFile(ctx, path)
-		<-ctx.Done()
-		return
-	}
-	d := download.New(src.Download, src.client, src.Resource).
-		WithBundleName(src.Name).
-		WithBundleVerificationConfig(src.Verification).
-		WithSizeLimitBytes(src.SizeLimitBytes).
-		WithBundleParserOpts(ast.ParserOptions{RegoVersion: ast.RegoV1, ProcessAnnotation: true}).
-		WithCallback(f.update)
-	d.Start(ctx)
-	<-ctx.Done()
-	d.Stop(context.Background())
+// HeldError is a downloaded revision waiting before the gate: the loops'
+// decision paths could not be listed yet. It is retried; nothing is refused.
+type HeldError struct {
+	Bundle, Revision string
+	Err              error
 }
 
-type follower struct {
+func (e *HeldError) Error() string {
+	return fmt.Sprintf("bundle %s@%s held before the gate, retrying: %v", e.Bundle, e.Revision, e.Err)
+}
+func (e *HeldError) Unwrap() error { return e.Err }
+
+// Follower keeps an engine on the newest revision of a source that passes
+// the Gate. It may be run again after it stopped (a manager restarted in
+// the same process): it goes on from what it knew.
+type Follower struct {
 	src    *Source
 	engine *Engine
 	hooks  Hooks
@@ -98,15 +91,55 @@ type follower struct {
 	// activeETag is the ETag of the bundle that went live, refusedETag
 	// that of the last refused one, refusal that refusal and refusedKey
 	// what identifies it (its ETag, or its message when there is none).
-	// OPA's downloader forgets its ETag after any error and downloads the
-	// same bundle again: it is neither activated nor counted twice.
+	// OPA's downloader may fetch the same bundle again after an error: it
+	// is neither activated nor counted twice.
 	activeETag, refusedETag, refusedKey string
 	refusal                             error
 	refusedAt                           time.Time
 }
 
+// NewFollower is the follower of src, feeding engine.
+func NewFollower(src *Source, engine *Engine, hooks Hooks) *Follower {
+	f := &Follower{src: src, engine: engine, hooks: hooks}
+	f.status.Name, f.status.Source = src.Name, src.URL
+	return f
+}
+
+// Run follows until ctx is done. A downloaded source is polled by OPA's
+// downloader (ETag / If-None-Match, long polling where the server supports
+// it, backoff on errors, the service's credentials); a file:// source is
+// read once.
+func (f *Follower) Run(ctx context.Context) {
+	if path := f.src.File(); path != "" {
+		if f.engine.Active() == nil {
+			f.readFile(ctx, path)
+		}
+		<-ctx.Done()
+		return
+	}
+	d := download.New(f.src.Download, f.src.client, f.src.Resource).
+		WithBundleName(f.src.Name).
+		WithBundleVerificationConfig(f.src.Verification).
+		WithSizeLimitBytes(f.src.SizeLimitBytes).
+		WithBundleParserOpts(ast.ParserOptions{RegoVersion: ast.RegoV1, ProcessAnnotation: true}).
+		WithCallback(f.update)
+	f.mu.Lock()
+	d.SetCache(f.status.ETag) // what an earlier run downloaded last
+	f.mu.Unlock()
+	d.Start(ctx)
+	<-ctx.Done()
+	d.Stop(context.Background())
+}
+
+// Status is the bundle's status now.
+func (f *Follower) Status() Status {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.status
+}
+
 // readFile puts a file:// bundle (a directory or tarball) through the gate.
-func (f *follower) readFile(ctx context.Context, path string) {
+func (f *Follower) readFile(ctx context.Context, path string) {
 	b, err := readBundle(path, f.src.Name, f.src.URL, f.src.Verification)
 	if err != nil {
 		step := StepRead
@@ -123,22 +156,23 @@ func (f *follower) readFile(ctx context.Context, path string) {
 // update is the downloader's callback: a failed download, "not modified"
 // (no bundle), or a bundle for the gate. A refusal is recorded, not
 // returned: the download itself succeeded, and its ETag stays cached so the
-// same refused bundle is not fetched again (until a download error).
-func (f *follower) update(ctx context.Context, u download.Update) error {
+// same refused bundle is not fetched again (until it changes).
+func (f *Follower) update(ctx context.Context, u download.Update) error {
 	now := time.Now()
 	f.mu.Lock()
-	active, refused, refusal := f.activeETag, f.refusedETag, f.refusal
+	refused := f.refusedETag
 	f.mu.Unlock()
+	active := f.engine.Active()
 	switch {
 	case ctx.Err() != nil: // stopping: what was cut short says nothing
 	case u.Error != nil:
 		f.record(now, "", f.downloadFailure(u.Error))
 	case u.Bundle == nil: // not modified
-		f.record(now, "", nil)
-	case u.ETag != "" && u.ETag == active:
-		f.record(now, "", nil)
+		f.record(now, u.ETag, nil)
+	case active != nil && u.Bundle.Manifest.Equal(active.Bundle().Manifest) && u.Bundle.Equal(*active.Bundle()):
+		f.record(now, u.ETag, errStillActive)
 	case u.ETag != "" && u.ETag == refused:
-		f.record(now, u.ETag, refusal)
+		f.record(now, u.ETag, f.refusalOf())
 	case u.Bundle.Type() == bundle.DeltaBundleType:
 		f.record(now, u.ETag, &GateError{Bundle: f.src.Name, Revision: u.Bundle.Manifest.Revision, Step: StepRead,
 			Err: errors.New("delta bundles are not supported: serve whole (snapshot) bundles")})
@@ -148,14 +182,28 @@ func (f *follower) update(ctx context.Context, u download.Update) error {
 	return nil
 }
 
-// gate puts a downloaded bundle through the Gate, preparing the paths the
-// loops decide on.
-func (f *follower) gate(ctx context.Context, at time.Time, etag string, b *bundle.Bundle) {
+func (f *Follower) refusalOf() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.refusal
+}
+
+// gate puts a downloaded bundle through the Gate. The decision paths it
+// must prepare are the loops' that the active revision serves: a revision
+// may not drop a rule loops decide with, but a loop naming a rule no
+// revision has (a typo, a rule not published yet) does not hold back every
+// revision of its bundle.
+func (f *Follower) gate(ctx context.Context, at time.Time, etag string, b *bundle.Bundle) {
 	var decisions []string
-	if f.hooks.Decisions != nil {
-		var err error
-		if decisions, err = f.hooks.Decisions(ctx, f.src.Name); err != nil {
+	if active := f.engine.Active(); active != nil && f.hooks.Decisions != nil {
+		paths, ok := f.listDecisions(ctx, b)
+		if !ok {
 			return // ctx is done
+		}
+		for _, d := range paths {
+			if _, err := active.Prepare(ctx, d); err == nil {
+				decisions = append(decisions, d)
+			}
 		}
 	}
 	_, err := Gate(ctx, f.src.Name, f.src.URL, b, f.engine, decisions)
@@ -168,16 +216,44 @@ func (f *follower) gate(ctx context.Context, at time.Time, etag string, b *bundl
 	f.record(at, etag, err)
 }
 
-// errActivated marks, for record, a download that went live.
-var errActivated = errors.New("activated")
+// listDecisions asks the hook for the loops' decision paths until it
+// answers or ctx is done, showing why the revision waits meanwhile.
+func (f *Follower) listDecisions(ctx context.Context, b *bundle.Bundle) ([]string, bool) {
+	delay := time.Second
+	for {
+		paths, err := f.hooks.Decisions(ctx, f.src.Name)
+		if err == nil {
+			return paths, true
+		}
+		if ctx.Err() != nil {
+			return nil, false
+		}
+		f.record(time.Now(), "", &HeldError{Bundle: f.src.Name, Revision: b.Manifest.Revision, Err: err})
+		select {
+		case <-ctx.Done():
+			return nil, false
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 30*time.Second)
+	}
+}
 
-// record folds one outcome into the status: errActivated, a *GateError, a
-// *DownloadError, or nil for a poll answered "not modified" (or with the
-// active bundle again). at is when the download came.
-func (f *follower) record(at time.Time, etag string, outcome error) {
+// Outcomes for record besides errors: a bundle that went live, and one
+// downloaded again that is the active one.
+var (
+	errActivated   = errors.New("activated")
+	errStillActive = errors.New("still active")
+)
+
+// record folds one outcome into the status: errActivated, errStillActive,
+// a *GateError, a *HeldError, a *DownloadError, or nil for a poll answered
+// "not modified" (etag: the ETag the server confirmed, if known). at is
+// when the download came.
+func (f *Follower) record(at time.Time, etag string, outcome error) {
 	f.mu.Lock()
 	s := &f.status
 	var gate *GateError
+	var held *HeldError
 	switch {
 	case errors.As(outcome, &gate):
 		s.LastDownload, s.ETag = at, firstNonEmpty(etag, s.ETag)
@@ -188,8 +264,6 @@ func (f *follower) record(at time.Time, etag string, outcome error) {
 		if key != f.refusedKey {
 			s.Refusals++
 			refusals.WithLabelValues(s.Name, string(gate.Step)).Inc()
-		}
-		if key != f.refusedKey || f.refusal == nil {
 			f.refusedAt = at
 		}
 		f.refusedKey, f.refusedETag, f.refusal = key, etag, outcome
@@ -197,21 +271,32 @@ func (f *follower) record(at time.Time, etag string, outcome error) {
 	case errors.Is(outcome, errActivated):
 		live := time.Now() // after the gate
 		s.LastDownload, s.ETag = at, firstNonEmpty(etag, s.ETag)
-		s.LastActivation, s.LastError = live, nil
+		s.LastActivation = live
 		s.Activations++
-		f.activeETag, f.refusedKey, f.refusedETag, f.refusal = etag, "", "", nil
+		f.activeETag = etag
+		f.clearRefusal()
 		activations.WithLabelValues(s.Name).Inc()
 		lastActivation.WithLabelValues(s.Name).Set(float64(live.UnixNano()) / 1e9)
+	case errors.Is(outcome, errStillActive):
+		s.LastDownload, s.ETag = at, firstNonEmpty(etag, s.ETag)
+		if etag != "" {
+			f.activeETag = etag
+		}
+		f.clearRefusal()
+	case errors.As(outcome, &held):
+		s.LastError, s.LastErrorTime = outcome, at
 	case outcome != nil:
 		s.LastError, s.LastErrorTime = outcome, at
 		s.DownloadErrors++
 		downloadErrors.WithLabelValues(s.Name).Inc()
-	default: // the server answers again
+	default: // not modified: the server confirms etag, or what OPA last sent
 		s.LastDownload = at
+		confirmed := firstNonEmpty(etag, s.ETag)
 		switch {
-		case f.refusal != nil && f.refusedETag != "" && f.refusedETag == s.ETag:
-			// "Not modified" after a download error: the refused bundle is
-			// still the server's (OPA keeps sending its ETag).
+		case confirmed != "" && confirmed == f.activeETag:
+			s.ETag = confirmed
+			f.clearRefusal()
+		case f.refusal != nil && confirmed != "" && confirmed == f.refusedETag:
 			s.LastError, s.LastErrorTime = f.refusal, f.refusedAt
 		case isDownloadError(s.LastError):
 			s.LastError = nil
@@ -231,11 +316,18 @@ func (f *follower) record(at time.Time, etag string, outcome error) {
 	}
 }
 
+// clearRefusal forgets the last refusal: the server serves the active
+// bundle. f.mu is held.
+func (f *Follower) clearRefusal() {
+	f.refusedKey, f.refusedETag, f.refusal = "", "", nil
+	f.status.LastError = nil
+}
+
 // downloadFailure tells a poll that got no bundle (the server unreachable,
 // an HTTP error, a transfer cut short: a *DownloadError) from a bundle that
 // came whole but could not be read (a *GateError at StepVerify or StepRead).
 // OPA's downloader reports both as its Update's error.
-func (f *follower) downloadFailure(err error) error {
+func (f *Follower) downloadFailure(err error) error {
 	var httpErr download.HTTPError
 	var netErr net.Error
 	if errors.As(err, &httpErr) || errors.As(err, &netErr) || errors.Is(err, io.ErrUnexpectedEOF) ||

@@ -118,9 +118,9 @@ func follow(t *testing.T, src *Source, e *Engine, log *statusLog) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
-		Follow(ctx, src, e, Hooks{OnStatus: log.set, Decisions: func(context.Context, string) ([]string, error) {
+		NewFollower(src, e, Hooks{OnStatus: log.set, Decisions: func(context.Context, string) ([]string, error) {
 			return []string{"t/rev"}, nil
-		}})
+		}}).Run(ctx)
 		close(done)
 	}()
 	t.Cleanup(func() {
@@ -437,5 +437,64 @@ func TestFollowAfterDownloadErrors(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond) // more polls of the same refused bundle
 	if st = log.get(); st.Refusals != 1 || st.Activations != 1 || st.ActiveRevision != "b@1" {
 		t.Fatalf("a refused bundle downloaded again was counted again or activated: %+v", st)
+	}
+}
+
+// TestFollowerHoldsSkipsAndResumes: a revision waits, showing why, while
+// the loops' decision paths cannot be listed; a path the active revision
+// does not serve either (a loop's typo) holds nothing back; the same bundle
+// published again is not activated again, and clears an earlier refusal;
+// a follower run again goes on from what it knew.
+func TestFollowerHoldsSkipsAndResumes(t *testing.T) {
+	srv := bundleserver.New()
+	srv.Publish("b.tar.gz", tarball(t, "1", "1"))
+	url := srv.Start(t)
+	var failures atomic.Int32
+	log := &statusLog{}
+	e := NewEmptyEngine("b")
+	f := NewFollower(sourceFor(t, url, "", ""), e, Hooks{OnStatus: log.set,
+		Decisions: func(context.Context, string) ([]string, error) {
+			if failures.Add(-1) >= 0 {
+				return nil, errors.New("the API server is away")
+			}
+			return []string{"t/rev", "t/typo"}, nil
+		}})
+	run := func() (stop func()) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { f.Run(ctx); close(done) }()
+		return func() { cancel(); <-done }
+	}
+	stop := run()
+	defer func() { stop() }()
+	waitFor(t, "revision 1", log, func(s Status) bool { return s.ActiveRevision == "b@1" })
+
+	failures.Store(2)
+	rev2 := tarball(t, "2", "2")
+	srv.Publish("b.tar.gz", rev2)
+	st := waitFor(t, "a held revision", log, func(s Status) bool { _, held := s.LastError.(*HeldError); return held })
+	if !strings.Contains(st.LastError.Error(), "the API server is away") || st.Refusals != 0 {
+		t.Fatalf("held: %+v", st)
+	}
+	st = waitFor(t, "revision 2", log, func(s Status) bool { return s.ActiveRevision == "b@2" })
+	if st.LastError != nil || st.Activations != 2 {
+		t.Fatalf("revision 2 held back by a path revision 1 does not serve: %+v", st)
+	}
+
+	srv.Publish("b.tar.gz", tarball(t, "3", "4")) // its test fails
+	waitFor(t, "the refusal", log, func(s Status) bool { return s.Refusals == 1 })
+	srv.Publish("b.tar.gz", rev2) // rolled back
+	st = waitFor(t, "the rollback", log, func(s Status) bool { return s.LastError == nil })
+	if st.Activations != 2 || st.ActiveRevision != "b@2" {
+		t.Fatalf("the active revision published again was activated again: %+v", st)
+	}
+
+	stop()
+	before := log.get()
+	stop = run()
+	waitFor(t, "a poll of the second run", log, func(s Status) bool { return s.LastDownload.After(before.LastDownload) })
+	time.Sleep(1500 * time.Millisecond)
+	if st := log.get(); st.Activations != 2 || st.LastError != nil || st.ActiveRevision != "b@2" {
+		t.Fatalf("a second run activated again or lost the state: %+v", st)
 	}
 }

@@ -19,7 +19,7 @@ import (
 type Registry struct {
 	mu      sync.RWMutex
 	engines map[string]*Engine
-	sources map[string]*Source
+	sources map[string]*Follower
 	status  map[string]Status
 	log     *DecisionLog
 	// decisions lists the decision paths of the loops on a bundle.
@@ -28,7 +28,7 @@ type Registry struct {
 
 // NewRegistry is an empty registry.
 func NewRegistry() *Registry {
-	return &Registry{engines: map[string]*Engine{}, sources: map[string]*Source{}, status: map[string]Status{}}
+	return &Registry{engines: map[string]*Engine{}, sources: map[string]*Follower{}, status: map[string]Status{}}
 }
 
 // LoadRegistry is a registry of every bundle in dir (see AddDir).
@@ -96,10 +96,11 @@ func (r *Registry) AddSources(cfg *Config) error {
 		}
 	}
 	r.log = cfg.DecisionLog
+	hooks := Hooks{Decisions: r.decisionPaths, OnStatus: r.setStatus}
 	for _, src := range cfg.Sources {
-		r.engines[src.Name] = NewEmptyEngine(src.Name)
-		r.sources[src.Name] = src
-		r.status[src.Name] = Status{Name: src.Name, Source: src.URL}
+		engine := NewEmptyEngine(src.Name)
+		f := NewFollower(src, engine, hooks)
+		r.engines[src.Name], r.sources[src.Name], r.status[src.Name] = engine, f, f.Status()
 	}
 	return nil
 }
@@ -114,13 +115,12 @@ func (r *Registry) SetDecisionPaths(paths func(ctx context.Context, bundle strin
 }
 
 // Start runs the decision log, if one is configured, and follows every
-// configured source until ctx is done (see Follow). Every replica follows,
+// configured source until ctx is done (see Follower.Run). Every replica follows,
 // leader or not, so that a new leader decides with the newest revision at
 // once. It fails at once if the decision log cannot start.
 func (r *Registry) Start(ctx context.Context) error {
 	r.mu.RLock()
-	log, hooks := r.log, Hooks{Decisions: r.decisions, OnStatus: r.setStatus}
-	sources := maps.Clone(r.sources)
+	log, followers := r.log, slices.Collect(maps.Values(r.sources))
 	r.mu.RUnlock()
 	var wg sync.WaitGroup
 	if log != nil {
@@ -129,9 +129,8 @@ func (r *Registry) Start(ctx context.Context) error {
 		}
 		wg.Go(func() { log.stopWhenDone(ctx) })
 	}
-	for name, src := range sources {
-		engine, _ := r.Engine(name)
-		wg.Go(func() { Follow(ctx, src, engine, hooks) })
+	for _, f := range followers {
+		wg.Go(func() { f.Run(ctx) })
 	}
 	wg.Wait()
 	return nil
@@ -147,6 +146,17 @@ func (r *Registry) LogDecision(ctx context.Context, l Logged) error {
 
 // NeedLeaderElection is false: see Start.
 func (r *Registry) NeedLeaderElection() bool { return false }
+
+// decisionPaths is Hooks.Decisions, through what SetDecisionPaths gave.
+func (r *Registry) decisionPaths(ctx context.Context, bundle string) ([]string, error) {
+	r.mu.RLock()
+	paths := r.decisions
+	r.mu.RUnlock()
+	if paths == nil {
+		return nil, nil
+	}
+	return paths(ctx, bundle)
+}
 
 func (r *Registry) setStatus(s Status) {
 	r.mu.Lock()

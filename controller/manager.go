@@ -11,9 +11,6 @@ import (
 	"os"
 	"slices"
 	"sync"
-	"time"
-
-	"github.com/go-logr/logr"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -209,7 +206,7 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 	}
 	// Followers run in every replica; a replica is ready once every bundle
 	// has a revision to decide with.
-	opts.Bundles.SetDecisionPaths(decisionPaths(mgr.GetAPIReader(), mgr.GetLogger().WithName("bundles")))
+	opts.Bundles.SetDecisionPaths(decisionPaths(mgr.GetAPIReader()))
 	if err := mgr.Add(opts.Bundles); err != nil {
 		return nil, err
 	}
@@ -227,29 +224,20 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 // decisionPaths lists the decision paths of the loops that follow a
 // bundle's active revision (pinned loops do not), read from the API server
 // itself so that every replica, leader or not, gates a new revision on the
-// loops as they are. It retries until ctx is done: a revision is not put
-// through the gate without knowing what it must serve.
-func decisionPaths(api client.Reader, log logr.Logger) func(ctx context.Context, bundle string) ([]string, error) {
+// loops as they are. The follower retries a failed list, showing why.
+func decisionPaths(api client.Reader) func(ctx context.Context, bundle string) ([]string, error) {
 	return func(ctx context.Context, bundle string) ([]string, error) {
-		for {
-			var loops v1alpha1.ControlLoopList
-			err := api.List(ctx, &loops)
-			if err == nil {
-				paths := map[string]bool{}
-				for _, l := range loops.Items {
-					if l.Spec.Policy.Bundle == bundle && l.Spec.Policy.Revision == "" {
-						paths[l.Spec.Policy.Decision] = true
-					}
-				}
-				return slices.Sorted(maps.Keys(paths)), nil
-			}
-			log.Error(err, "listing loops for a new revision's decision paths; retrying", "bundle", bundle)
-			select {
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			case <-time.After(retryAfter):
+		var loops v1alpha1.ControlLoopList
+		if err := api.List(ctx, &loops); err != nil {
+			return nil, fmt.Errorf("listing ControlLoops for their decision paths: %w", err)
+		}
+		paths := map[string]bool{}
+		for _, l := range loops.Items {
+			if l.Spec.Policy.Bundle == bundle && l.Spec.Policy.Revision == "" {
+				paths[l.Spec.Policy.Decision] = true
 			}
 		}
+		return slices.Sorted(maps.Keys(paths)), nil
 	}
 }
 

@@ -101,9 +101,12 @@ func bundleCondition(s *bundles.Status, deciding string) metav1.Condition {
 		Message: fmt.Sprintf("%s is active, from %s; deciding with %s", s.ActiveRevision, s.Source, deciding)}
 	var gate *bundles.GateError
 	var download *bundles.DownloadError
+	var held *bundles.HeldError
 	switch {
 	case errors.As(s.LastError, &gate):
 		c.Status, c.Reason = metav1.ConditionFalse, "RevisionRefused"
+	case errors.As(s.LastError, &held):
+		c.Status, c.Reason = metav1.ConditionFalse, "RevisionHeld"
 	case errors.As(s.LastError, &download):
 		c.Status, c.Reason = metav1.ConditionFalse, "DownloadFailing"
 	case s.ActiveRevision == "":

@@ -62,13 +62,15 @@ func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.Co
 	if !ok {
 		return fail("UnknownBundle", fmt.Errorf("no bundle named %q (known: %v)", spec.Policy.Bundle, reg.Names()))
 	}
+	// The revision is resolved once: the decision, the history and the
+	// decision log name the same one even if another goes live meanwhile.
+	// The bundle's status is read after it, as it is written after an
+	// activation.
+	rev, err := engine.Revision(spec.Policy.Revision)
 	if st, ok := reg.Status(spec.Policy.Bundle); ok {
 		res.bundle = &st
 		res.followed = reg.Followed(spec.Policy.Bundle)
 	}
-	// The revision is resolved once: the decision, the history and the
-	// decision log name the same one even if another goes live meanwhile.
-	rev, err := engine.Revision(spec.Policy.Revision)
 	if err != nil {
 		// Nothing to decide with: no revision yet, or not the pinned one.
 		// Reading targets and metrics would be wasted.
