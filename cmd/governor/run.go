@@ -35,7 +35,8 @@ clash). --bundles DIR loads each subdirectory or .tar.gz of DIR at start, as a
 bundle named after it. --opa-config FILE (or --opa-config-map, the key
 config.yaml of a ConfigMap, read once at start) is an OPA configuration file:
 its services, bundles and keys say which bundles to follow on which bundle
-servers, as 'opa run --config-file' follows them. Every downloaded revision is
+servers, as 'opa run --config-file' follows them, and decision_logs where every
+decision is logged. Every downloaded revision is
 verified (when keys are configured, every bundle must be signed), compiled,
 has its own tests run and every loop's decision prepared before it goes live;
 a refused revision leaves the last good one deciding.
