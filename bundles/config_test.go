@@ -6,10 +6,12 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"governor.dev/governor/test/testkeys"
 )
 
 func TestParseConfig(t *testing.T) {
-	key := rsaKey(t)
+	key := testkeys.RSA(t)
 	cfg, err := ParseConfig([]byte(`
 services:
   acme:
@@ -29,7 +31,7 @@ keys:
   release:
     algorithm: RS256
     key: |
-` + indent(key.public, "      ")))
+` + indent(key.Public, "      ")))
 	require.NoError(t, err)
 	defer cfg.Close()
 	require.Len(t, cfg.Sources, 3)

@@ -2,57 +2,23 @@ package bundles
 
 import (
 	"bufio"
-	"compress/gzip"
 	"context"
 	"encoding/json"
-	"net/http"
 	"net/http/httptest"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"governor.dev/governor/test/bundleserver"
 )
-
-// logService is a decision log service: it keeps the events OPA's plugin
-// uploads (gzipped JSON arrays, POST /logs).
-type logService struct {
-	mu     sync.Mutex
-	events []map[string]any
-}
-
-func (s *logService) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost || r.URL.Path != "/logs" {
-		http.NotFound(w, r)
-		return
-	}
-	z, err := gzip.NewReader(r.Body)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	var batch []map[string]any
-	if err := json.NewDecoder(z).Decode(&batch); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	s.mu.Lock()
-	s.events = append(s.events, batch...)
-	s.mu.Unlock()
-}
-
-func (s *logService) all() []map[string]any {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]map[string]any(nil), s.events...)
-}
 
 // TestDecisionLog: decisions go to the configured service as OPA's
 // decision log events, with the loop, the bundle's revision, input and result.
 func TestDecisionLog(t *testing.T) {
-	svc := &logService{}
+	svc := &bundleserver.DecisionLogs{}
 	web := httptest.NewServer(svc)
 	defer web.Close()
 	cfg, err := ParseConfig([]byte(`services: {logs: {url: "` + web.URL + `"}}
@@ -78,12 +44,12 @@ decision_logs:
 		Revision: res.From, Input: input, Result: res.Raw, Time: time.Now()}))
 
 	deadline := time.Now().Add(10 * time.Second)
-	for len(svc.all()) == 0 && time.Now().Before(deadline) {
+	for len(svc.Events()) == 0 && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	cancel()
 	require.NoError(t, <-done)
-	events := svc.all()
+	events := svc.Events()
 	require.Len(t, events, 1)
 	ev := events[0]
 	assert.Equal(t, "governor/reactive/decision", ev["path"])

@@ -1,6 +1,7 @@
 package bundles
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -160,7 +161,7 @@ func (f *Follower) readFile(ctx context.Context, path string) {
 func (f *Follower) update(ctx context.Context, u download.Update) error {
 	now := time.Now()
 	f.mu.Lock()
-	refused := f.refusedETag
+	refused, refusal := f.refusedETag, f.refusal
 	f.mu.Unlock()
 	active := f.engine.Active()
 	switch {
@@ -172,7 +173,7 @@ func (f *Follower) update(ctx context.Context, u download.Update) error {
 	case active != nil && u.Bundle.Manifest.Equal(active.Bundle().Manifest) && u.Bundle.Equal(*active.Bundle()):
 		f.record(now, u.ETag, errStillActive)
 	case u.ETag != "" && u.ETag == refused:
-		f.record(now, u.ETag, f.refusalOf())
+		f.record(now, u.ETag, refusal)
 	case u.Bundle.Type() == bundle.DeltaBundleType:
 		f.record(now, u.ETag, &GateError{Bundle: f.src.Name, Revision: u.Bundle.Manifest.Revision, Step: StepRead,
 			Err: errors.New("delta bundles are not supported: serve whole (snapshot) bundles")})
@@ -180,12 +181,6 @@ func (f *Follower) update(ctx context.Context, u download.Update) error {
 		f.gate(ctx, now, u.ETag, u.Bundle)
 	}
 	return nil
-}
-
-func (f *Follower) refusalOf() error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.refusal
 }
 
 // gate puts a downloaded bundle through the Gate. The decision paths it
@@ -256,11 +251,8 @@ func (f *Follower) record(at time.Time, etag string, outcome error) {
 	var held *HeldError
 	switch {
 	case errors.As(outcome, &gate):
-		s.LastDownload, s.ETag = at, firstNonEmpty(etag, s.ETag)
-		key := etag
-		if key == "" {
-			key = outcome.Error()
-		}
+		s.LastDownload, s.ETag = at, cmp.Or(etag, s.ETag)
+		key := cmp.Or(etag, outcome.Error())
 		if key != f.refusedKey {
 			s.Refusals++
 			refusals.WithLabelValues(s.Name, string(gate.Step)).Inc()
@@ -270,7 +262,7 @@ func (f *Follower) record(at time.Time, etag string, outcome error) {
 		s.LastError, s.LastErrorTime = outcome, f.refusedAt
 	case errors.Is(outcome, errActivated):
 		live := time.Now() // after the gate
-		s.LastDownload, s.ETag = at, firstNonEmpty(etag, s.ETag)
+		s.LastDownload, s.ETag = at, cmp.Or(etag, s.ETag)
 		s.LastActivation = live
 		s.Activations++
 		f.activeETag = etag
@@ -278,7 +270,7 @@ func (f *Follower) record(at time.Time, etag string, outcome error) {
 		activations.WithLabelValues(s.Name).Inc()
 		lastActivation.WithLabelValues(s.Name).Set(float64(live.UnixNano()) / 1e9)
 	case errors.Is(outcome, errStillActive):
-		s.LastDownload, s.ETag = at, firstNonEmpty(etag, s.ETag)
+		s.LastDownload, s.ETag = at, cmp.Or(etag, s.ETag)
 		if etag != "" {
 			f.activeETag = etag
 		}
@@ -291,7 +283,7 @@ func (f *Follower) record(at time.Time, etag string, outcome error) {
 		downloadErrors.WithLabelValues(s.Name).Inc()
 	default: // not modified: the server confirms etag, or what OPA last sent
 		s.LastDownload = at
-		confirmed := firstNonEmpty(etag, s.ETag)
+		confirmed := cmp.Or(etag, s.ETag)
 		switch {
 		case confirmed != "" && confirmed == f.activeETag:
 			s.ETag = confirmed
@@ -358,11 +350,4 @@ func isVerificationFailure(err error) bool {
 func isDownloadError(err error) bool {
 	var d *DownloadError
 	return errors.As(err, &d)
-}
-
-func firstNonEmpty(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }

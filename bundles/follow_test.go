@@ -19,6 +19,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/bundle"
 
 	"governor.dev/governor/test/bundleserver"
+	"governor.dev/governor/test/testkeys"
 )
 
 // testBundleDir writes a bundle whose rule t.rev is rev and whose test
@@ -97,7 +98,7 @@ func waitFor(t *testing.T, what string, log *statusLog, ok func(Status) bool) St
 // (indented under it) and top is more top-level YAML.
 func sourceFor(t *testing.T, url, extra, top string) *Source {
 	t.Helper()
-	cfg, err := ParseConfig([]byte(fmt.Sprintf(`services:
+	return parseSource(t, fmt.Sprintf(`services:
   server:
     url: %s
 bundles:
@@ -106,7 +107,13 @@ bundles:
     resource: b.tar.gz
     polling: {min_delay_seconds: 1, max_delay_seconds: 1}
 %s
-%s`, url, extra, top)))
+%s`, url, extra, top))
+}
+
+// parseSource is the one bundle of an OPA configuration.
+func parseSource(t *testing.T, config string) *Source {
+	t.Helper()
+	cfg, err := ParseConfig([]byte(config))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +121,10 @@ bundles:
 	return cfg.Sources[0]
 }
 
-func follow(t *testing.T, src *Source, e *Engine, log *statusLog) {
+// follow follows src, until the test ends, on an engine of its own; the
+// log holds the last status.
+func follow(t *testing.T, src *Source) (*Engine, *statusLog) {
+	e, log := NewEmptyEngine("b"), &statusLog{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -127,18 +137,19 @@ func follow(t *testing.T, src *Source, e *Engine, log *statusLog) {
 		cancel()
 		<-done
 	})
+	return e, log
 }
 
 // writeSigned writes a tarball of the bundle at dir (read, not compiled:
 // it may not compile), signed with k unless k is nil, with a fresh mtime.
-func writeSigned(t *testing.T, out, dir string, k *testKey) {
+func writeSigned(t *testing.T, out, dir string, k *testkeys.Pair) {
 	t.Helper()
 	b, err := readBundle(dir, "b", dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if k != nil {
-		sc := bundle.NewSigningConfig(k.private, k.alg, "")
+		sc := bundle.NewSigningConfig(k.Private, k.Alg, "")
 		if err := b.GenerateSignature(sc, DefaultKeyID, false); err != nil {
 			t.Fatal(err)
 		}
@@ -163,15 +174,13 @@ func writeSigned(t *testing.T, out, dir string, k *testKey) {
 // bundle are each refused at their step while revision 2 keeps deciding;
 // revision 3 goes live.
 func TestFollowNginx(t *testing.T) {
-	key, other := rsaKey(t), rsaKey(t)
+	key, other := testkeys.RSA(t), testkeys.RSA(t)
 	root := t.TempDir()
 	out := filepath.Join(root, "b.tar.gz")
 	writeSigned(t, out, testBundleDir(t, "2", "2"), &key)
 	src := sourceFor(t, bundleserver.StartNginx(t, root), "    signing: {keyid: governor}",
-		fmt.Sprintf("keys:\n  governor:\n    algorithm: RS256\n    key: |\n%s", indent(key.public, "      ")))
-	e := NewEmptyEngine("b")
-	log := &statusLog{}
-	follow(t, src, e, log)
+		fmt.Sprintf("keys:\n  governor:\n    algorithm: RS256\n    key: |\n%s", indent(key.Public, "      ")))
+	e, log := follow(t, src)
 
 	waitFor(t, "revision 2", log, func(s Status) bool { return s.ActiveRevision == "b@2" })
 	if got := evalRev(t, e); got != "2" {
@@ -234,9 +243,7 @@ func TestFollowETagNoReactivation(t *testing.T) {
 	root := t.TempDir()
 	out := filepath.Join(root, "b.tar.gz")
 	publish(t, out, "2", "2")
-	e := NewEmptyEngine("b")
-	log := &statusLog{}
-	follow(t, sourceFor(t, bundleserver.StartNginx(t, root), "", ""), e, log)
+	_, log := follow(t, sourceFor(t, bundleserver.StartNginx(t, root), "", ""))
 	first := waitFor(t, "revision 2", log, func(s Status) bool { return s.ActiveRevision == "b@2" })
 	// Later polls answered "not modified" must not activate again.
 	waitFor(t, "later polls", log, func(s Status) bool { return s.LastDownload.After(first.LastDownload.Add(2500 * time.Millisecond)) })
@@ -252,20 +259,13 @@ func TestFollowLongPolling(t *testing.T) {
 	srv := bundleserver.New()
 	srv.Publish("b.tar.gz", tarball(t, "1", "1"))
 	url := srv.Start(t)
-	cfg, err := ParseConfig([]byte(`services: {s: {url: "` + url + `"}}
+	_, log := follow(t, parseSource(t, `services: {s: {url: "`+url+`"}}
 bundles:
   b:
     service: s
     resource: b.tar.gz
     polling: {min_delay_seconds: 60, max_delay_seconds: 120, long_polling_timeout_seconds: 30}
 `))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cfg.Close()
-	e := NewEmptyEngine("b")
-	log := &statusLog{}
-	follow(t, cfg.Sources[0], e, log)
 	waitFor(t, "revision 1", log, func(s Status) bool { return s.ActiveRevision == "b@1" })
 	for srv.Waiting("b.tar.gz") == 0 {
 		time.Sleep(10 * time.Millisecond)
@@ -345,14 +345,7 @@ func TestFollowFile(t *testing.T) {
 		dir  string
 		want string
 	}{{good, "b@7"}, {bad, ""}} {
-		cfg, err := ParseConfig([]byte("bundles: {b: {resource: \"file://" + c.dir + "\"}}\n"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cfg.Close()
-		e := NewEmptyEngine("b")
-		log := &statusLog{}
-		follow(t, cfg.Sources[0], e, log)
+		_, log := follow(t, parseSource(t, "bundles: {b: {resource: \"file://"+c.dir+"\"}}\n"))
 		st := waitFor(t, "the file read", log, func(s Status) bool { return s.Activations+s.Refusals == 1 })
 		if st.ActiveRevision != c.want {
 			t.Fatalf("%s: active %q, want %q (%v)", c.dir, st.ActiveRevision, c.want, st.LastError)
@@ -377,14 +370,7 @@ func TestFollowBearerToken(t *testing.T) {
 		token string
 		want  string
 	}{{"wrong", ""}, {"s3cret", "b@1"}} {
-		cfg, err := ParseConfig([]byte(fmt.Sprintf("services: {s: {url: %q, credentials: {bearer: {token: %s}}}}\nbundles: {b: {service: s, resource: b.tar.gz}}\n", web.URL, c.token)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cfg.Close()
-		e := NewEmptyEngine("b")
-		log := &statusLog{}
-		follow(t, cfg.Sources[0], e, log)
+		_, log := follow(t, parseSource(t, fmt.Sprintf("services: {s: {url: %q, credentials: {bearer: {token: %s}}}}\nbundles: {b: {service: s, resource: b.tar.gz}}\n", web.URL, c.token)))
 		st := waitFor(t, "the first poll", log, func(s Status) bool { return s.Activations+s.DownloadErrors > 0 })
 		if st.ActiveRevision != c.want {
 			t.Fatalf("token %s: active %q, want %q (%v)", c.token, st.ActiveRevision, c.want, st.LastError)
@@ -410,9 +396,7 @@ func TestFollowAfterDownloadErrors(t *testing.T) {
 	}))
 	defer web.Close()
 	srv.Publish("b.tar.gz", tarball(t, "1", "1"))
-	e := NewEmptyEngine("b")
-	log := &statusLog{}
-	follow(t, sourceFor(t, web.URL, "", ""), e, log)
+	_, log := follow(t, sourceFor(t, web.URL, "", ""))
 	waitFor(t, "revision 1", log, func(s Status) bool { return s.ActiveRevision == "b@1" })
 
 	outage := func(errorsBefore int) {

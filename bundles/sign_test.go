@@ -5,12 +5,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
-	"encoding/pem"
 	"io"
 	"os"
 	"path/filepath"
@@ -20,45 +14,14 @@ import (
 	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"governor.dev/governor/test/testkeys"
 )
 
-// testKey is a signing key and the key that verifies it, both PEM (or the
-// secret, for HMAC).
-type testKey struct {
-	alg, private, public string
-}
-
-func rsaKey(t *testing.T) testKey {
-	t.Helper()
-	k, err := rsa.GenerateKey(rand.Reader, 2048)
-	require.NoError(t, err)
-	return pemPair(t, "RS256", k, &k.PublicKey)
-}
-
-func ecdsaKey(t *testing.T) testKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	return pemPair(t, "ES256", k, &k.PublicKey)
-}
-
-func pemPair(t *testing.T, alg string, priv, pub any) testKey {
-	t.Helper()
-	privDER, err := x509.MarshalPKCS8PrivateKey(priv)
-	require.NoError(t, err)
-	pubDER, err := x509.MarshalPKIXPublicKey(pub)
-	require.NoError(t, err)
-	return testKey{
-		alg:     alg,
-		private: string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: privDER})),
-		public:  string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER})),
-	}
-}
-
 // buildSigned builds the labelled bundle signed with k.
-func buildSigned(t *testing.T, k testKey) string {
+func buildSigned(t *testing.T, k testkeys.Pair) string {
 	t.Helper()
-	sc, err := NewSigningConfig(k.private, k.alg)
+	sc, err := NewSigningConfig(k.Private, k.Alg)
 	require.NoError(t, err)
 	out := filepath.Join(t.TempDir(), "policy.tar.gz")
 	_, err = Build(context.Background(), BuildOptions{Dir: labelled(t, "r1"), Output: out, Signing: sc})
@@ -105,9 +68,9 @@ func rewriteTarball(t *testing.T, src, suffix string, edit func(string) string) 
 	return out
 }
 
-func verification(t *testing.T, k testKey) LoadOptions {
+func verification(t *testing.T, k testkeys.Pair) LoadOptions {
 	t.Helper()
-	vc, err := NewVerificationConfig(k.public, k.alg, "")
+	vc, err := NewVerificationConfig(k.Public, k.Alg, "")
 	require.NoError(t, err)
 	return LoadOptions{Verification: vc}
 }
@@ -125,8 +88,8 @@ func requireVerificationError(t *testing.T, err error, reason string) {
 
 func TestSignedBundlesVerifyWithTheirKey(t *testing.T) {
 	ctx := context.Background()
-	for _, k := range []testKey{rsaKey(t), ecdsaKey(t), {alg: "HS256", private: "a shared secret", public: "a shared secret"}} {
-		t.Run(k.alg, func(t *testing.T) {
+	for _, k := range []testkeys.Pair{testkeys.RSA(t), testkeys.ECDSA(t), {Alg: "HS256", Private: "a shared secret", Public: "a shared secret"}} {
+		t.Run(k.Alg, func(t *testing.T) {
 			signed := buildSigned(t, k)
 			rev, err := LoadWithOptions(ctx, signed, verification(t, k))
 			require.NoError(t, err)
@@ -141,7 +104,7 @@ func TestSignedBundlesVerifyWithTheirKey(t *testing.T) {
 
 func TestVerificationRefusesWhatTheKeyDidNotSign(t *testing.T) {
 	ctx := context.Background()
-	k, other := rsaKey(t), rsaKey(t)
+	k, other := testkeys.RSA(t), testkeys.RSA(t)
 	signed := buildSigned(t, k)
 
 	unsigned := filepath.Join(t.TempDir(), "policy.tar.gz")
@@ -177,7 +140,7 @@ func TestVerificationRefusesWhatTheKeyDidNotSign(t *testing.T) {
 	requireVerificationError(t, err, "failed to verify JWT signature")
 
 	// A key id the signature does not name and no key configured for it.
-	vc, err := NewVerificationConfig(k.public, "RS256", "")
+	vc, err := NewVerificationConfig(k.Public, "RS256", "")
 	require.NoError(t, err)
 	vc.KeyID = ""
 	vc.PublicKeys = map[string]*bundle.KeyConfig{"someone-else": vc.PublicKeys[DefaultKeyID]}
@@ -206,7 +169,7 @@ func TestLoadWithoutKeysBehavesAsBefore(t *testing.T) {
 	// With a key configured, an unsigned bundle is refused before it is
 	// compiled: its contents are never looked at.
 	broken := writeBundle(t, map[string]string{".manifest": `{"revision": "r1"}`, "p.rego": "package t\n\ndecision := nope(1)\n"})
-	_, err = LoadWithOptions(ctx, broken, verification(t, rsaKey(t)))
+	_, err = LoadWithOptions(ctx, broken, verification(t, testkeys.RSA(t)))
 	assert.ErrorAs(t, err, &ve)
 }
 

@@ -2,15 +2,8 @@ package push_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -22,33 +15,21 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"governor.dev/governor/collectors/push"
+	"governor.dev/governor/test/testkeys"
 )
 
-// writeCert writes a self-signed certificate for 127.0.0.1 and its key as
-// PEM files (replacing them whole) and returns the certificate.
-func writeCert(t *testing.T, certFile, keyFile string, serial int64) *x509.Certificate {
+// writeCert writes a certificate for 127.0.0.1 from a new CA, and its key,
+// as PEM files (replacing them whole), and returns the CA clients trust.
+func writeCert(t *testing.T, certFile, keyFile string) *x509.Certificate {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "push"},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-		NotBefore:   time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IsCA: true, BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	require.NoError(t, err)
-	cert, err := x509.ParseCertificate(der)
-	require.NoError(t, err)
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	require.NoError(t, err)
-	for path, block := range map[string]*pem.Block{certFile: {Type: "CERTIFICATE", Bytes: der}, keyFile: {Type: "PRIVATE KEY", Bytes: keyDER}} {
+	ca := testkeys.NewCA(t, "push-ca")
+	c := ca.Server(t, "push")
+	for path, data := range map[string][]byte{certFile: c.CertPEM, keyFile: c.KeyPEM} {
 		tmp := path + ".tmp"
-		require.NoError(t, os.WriteFile(tmp, pem.EncodeToMemory(block), 0o600))
+		require.NoError(t, os.WriteFile(tmp, data, 0o600))
 		require.NoError(t, os.Rename(tmp, path))
 	}
-	return cert
+	return ca.X509
 }
 
 // TestPushOverTLS: with a certificate, the endpoint speaks HTTPS only, and a
@@ -57,7 +38,7 @@ func TestPushOverTLS(t *testing.T) {
 	e := start(t)
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	first := writeCert(t, certFile, keyFile, 1)
+	first := writeCert(t, certFile, keyFile)
 
 	s := push.NewServer(e.c, push.Options{Addr: "127.0.0.1:0", CertFile: certFile, KeyFile: keyFile})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -94,7 +75,7 @@ func TestPushOverTLS(t *testing.T) {
 	assert.True(t, err != nil || code == http.StatusBadRequest, "plain HTTP must not be served: %d %v", code, err)
 
 	// Rotation: the new certificate is served, the old one no longer verifies.
-	second := writeCert(t, certFile, keyFile, 2)
+	second := writeCert(t, certFile, keyFile)
 	require.Eventually(t, func() bool {
 		code, err := post(trusting(second), "https")
 		return err == nil && code == http.StatusNoContent

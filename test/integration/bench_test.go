@@ -22,6 +22,7 @@ import (
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/bundles"
 	"governor.dev/governor/test/bundleserver"
+	"governor.dev/governor/test/testkeys"
 )
 
 const desiredEgress = "governor.dev/egress-bandwidth"
@@ -179,7 +180,7 @@ func BenchmarkPublishToDecide(b *testing.B) {
 	for _, mode := range []string{"polling", "long-polling"} {
 		b.Run(mode, func(b *testing.B) {
 			e := newEnv(b)
-			key := newSigningKey(b)
+			key := testkeys.RSA(b)
 			var publish func(raw []byte)
 			var url, polling string
 			switch mode {

@@ -2,22 +2,15 @@ package integration
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -34,24 +27,8 @@ import (
 
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/test/bundleserver"
+	"governor.dev/governor/test/testkeys"
 )
-
-// signingKey is an RSA key pair, PEM.
-type signingKey struct{ private, public string }
-
-func newSigningKey(t testing.TB) signingKey {
-	t.Helper()
-	k, err := rsa.GenerateKey(rand.Reader, 2048)
-	require.NoError(t, err)
-	priv, err := x509.MarshalPKCS8PrivateKey(k)
-	require.NoError(t, err)
-	pub, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
-	require.NoError(t, err)
-	return signingKey{
-		private: string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: priv})),
-		public:  string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub})),
-	}
-}
 
 // Variants of the fleet bundle a test publishes.
 const (
@@ -65,7 +42,7 @@ const (
 // `opa build --signing-key` writes it. Its decision is {} (no action); a
 // compile-error variant calls a function that does not exist, and a
 // failing-test variant has a test that fails.
-func fleetTarball(t testing.TB, rev, variant string, k signingKey) []byte {
+func fleetTarball(t testing.TB, rev, variant string, k testkeys.Pair) []byte {
 	t.Helper()
 	decision, want := "{}", "0"
 	switch variant {
@@ -89,7 +66,7 @@ func fleetTarball(t testing.TB, rev, variant string, k signingKey) []byte {
 	}
 	b, err := loader.NewFileLoader().WithRegoVersion(ast.RegoV1).AsBundle(dir)
 	require.NoError(t, err)
-	require.NoError(t, b.GenerateSignature(bundle.NewSigningConfig(k.private, "RS256", ""), "release", false))
+	require.NoError(t, b.GenerateSignature(bundle.NewSigningConfig(k.Private, "RS256", ""), "release", false))
 	var buf bytes.Buffer
 	require.NoError(t, bundle.NewWriter(&buf).Write(*b))
 	return buf.Bytes()
@@ -110,7 +87,7 @@ func publishFile(t testing.TB, root, name string, raw []byte) {
 
 // opaConfig follows the fleet bundle on url, signed with k's key "release",
 // and when logsURL is not empty sends decision logs there.
-func opaConfig(url string, k signingKey, polling, logsURL string) string {
+func opaConfig(url string, k testkeys.Pair, polling, logsURL string) string {
 	cfg := fmt.Sprintf(`services:
   bundles:
     url: %s
@@ -126,7 +103,7 @@ keys:
     algorithm: RS256
     key: |
       %s
-`, url, polling, strings.ReplaceAll(strings.TrimSpace(k.public), "\n", "\n      "))
+`, url, polling, strings.ReplaceAll(strings.TrimSpace(k.Public), "\n", "\n      "))
 	if logsURL != "" {
 		cfg = strings.Replace(cfg, "services:\n", "services:\n  logs:\n    url: "+logsURL+"\n", 1) +
 			"decision_logs:\n  service: logs\n  reporting: {min_delay_seconds: 1, max_delay_seconds: 1}\n"
@@ -151,11 +128,11 @@ func fleetSpec(pin string) v1alpha1.ControlLoopSpec {
 func TestBundleDistribution(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	key, other := newSigningKey(t), newSigningKey(t)
+	key, other := testkeys.RSA(t), testkeys.RSA(t)
 	root := t.TempDir()
 	url := bundleserver.StartNginx(t, root)
 
-	decisions := &decisionLogService{}
+	decisions := &bundleserver.DecisionLogs{}
 	logService := httptest.NewServer(decisions)
 	defer logService.Close()
 
@@ -294,48 +271,15 @@ func TestBundleDistribution(t *testing.T) {
 	// Every decision went to the decision log service, as OPA logs them.
 	eventually(t, 10*time.Second, func() (bool, string) {
 		revs := map[string]bool{}
-		for _, ev := range decisions.all() {
-			if ev.Custom["loop"] == ns+"/a" && ev.Path == "fleet/decision" {
-				revs[ev.Bundles["fleet"].Revision] = true
+		for _, ev := range decisions.Events() {
+			custom, _ := ev["custom"].(map[string]any)
+			if custom["loop"] == ns+"/a" && ev["path"] == "fleet/decision" {
+				fleet, _ := ev["bundles"].(map[string]any)["fleet"].(map[string]any)
+				revs[fmt.Sprint(fleet["revision"])] = true
 			}
 		}
 		return revs["2"] && revs["3"], fmt.Sprintf("revisions logged for loop a: %v", revs)
 	})
-}
-
-// decisionLogService keeps the decision log events uploaded to it (OPA's
-// protocol: gzipped JSON arrays, POST /logs).
-type decisionLogService struct {
-	mu     sync.Mutex
-	events []decisionEvent
-}
-
-type decisionEvent struct {
-	Path    string                               `json:"path"`
-	Bundles map[string]struct{ Revision string } `json:"bundles"`
-	Custom  map[string]any                       `json:"custom"`
-}
-
-func (s *decisionLogService) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	z, err := gzip.NewReader(r.Body)
-	if err != nil || r.URL.Path != "/logs" {
-		http.Error(w, fmt.Sprint("bad upload: ", err), http.StatusBadRequest)
-		return
-	}
-	var batch []decisionEvent
-	if err := json.NewDecoder(z).Decode(&batch); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	s.mu.Lock()
-	s.events = append(s.events, batch...)
-	s.mu.Unlock()
-}
-
-func (s *decisionLogService) all() []decisionEvent {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.Clone(s.events)
 }
 
 var httpClient = &http.Client{Timeout: 5 * time.Second}
