@@ -162,7 +162,7 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 	log := l.Log.WithValues("loop", r.key)
 	var loop v1alpha1.ControlLoop
 	if err := l.Client.Get(ctx, r.key, &loop); err != nil {
-		if apierrors.IsNotFound(err) {
+		if apierrors.IsNotFound(err) || ctx.Err() != nil {
 			return 0, false
 		}
 		log.Error(err, "reading loop")
@@ -195,6 +195,12 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 		next = paused(&loop, r.status)
 	} else {
 		res = tick(ctx, clusterWorld{l}, l.Bundles, &loop, r.status, time.Now())
+		if (res.interrupted || ctx.Err() != nil) && !res.wrote() {
+			// Cut by shutdown, lost leadership or the loop's removal before
+			// it changed anything: dropped, not recorded (no history, phase,
+			// condition or event), as if it had not started.
+			return 0, false
+		}
 		var err error
 		if next, err = record(&loop, r.status, res); err != nil {
 			log.Error(err, "recording tick")
@@ -203,6 +209,9 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 	}
 	r.status = next
 	l.emit(&loop, res)
+	if ctx.Err() != nil {
+		return 0, false // what the tick changed is written by flush
+	}
 	if urgent(res, r.written, next) || time.Since(r.writtenAt) >= statusEvery {
 		if err := l.writeStatus(ctx, &loop, r.written, next); err != nil {
 			if apierrors.IsNotFound(err) {

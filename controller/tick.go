@@ -33,7 +33,15 @@ type tickResult struct {
 	// from a bundle server (and so has a BundleHealthy condition).
 	bundle   *bundles.Status
 	followed bool
+	// interrupted is set when the tick's context ended (shutdown, lost
+	// leadership, the loop removed) before it finished: what it failed to do
+	// is no failure of the loop's.
+	interrupted bool
 }
+
+// wrote says whether a tick changed anything outside the controller: a
+// target or a supervised loop's overrides.
+func (r tickResult) wrote() bool { return len(r.entry.Applied) > 0 || r.entry.Params != nil }
 
 // tick runs one tick of a loop whose state is Running or Passive: it builds
 // the input document, decides, guards and (when Running) acts. It never
@@ -78,6 +86,10 @@ func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.Co
 	}
 	res.entry.Revision = rev.String()
 	input, state, err := buildInput(ctx, w, loop, status, now, res.entry.Tick)
+	if ctx.Err() != nil {
+		res.interrupted = true
+		return res
+	}
 	if err != nil {
 		res.entry.Error = err.Error()
 		res.phase = v1alpha1.PhaseDegraded
@@ -89,6 +101,11 @@ func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.Co
 	}
 	req := bundles.Request{Decision: spec.Policy.Decision, Input: input, Contract: &contract}
 	out, err := rev.Decide(ctx, req)
+	if ctx.Err() != nil {
+		// Cut short: not a decision, nothing to log or act on.
+		res.interrupted = true
+		return res
+	}
 	logged := bundles.Logged{Loop: loop.Namespace + "/" + loop.Name, Tick: res.entry.Tick, Decision: spec.Policy.Decision,
 		Revision: rev, Input: input, Err: err, Time: now}
 	if out != nil {
@@ -128,9 +145,19 @@ func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.Co
 		}
 		return res
 	}
-	for _, a := range guarded.Actions {
+	for i, a := range guarded.Actions {
 		t := targetSpec(spec, a.Target)
-		if err := w.Act(ctx, loop, t, state.targets[a.Target], a); err != nil {
+		err := w.Act(ctx, loop, t, state.targets[a.Target], a)
+		if ctx.Err() != nil {
+			// Stopping: what was applied before is recorded (its cooldown
+			// holds); what was not is no refusal. The action cut short may
+			// have changed its target, so its cooldown starts too.
+			res.interrupted = true
+			res.changed[a.Target] = now
+			res.entry.Guard = append(res.entry.Guard, fmt.Sprintf("Interrupted: %d action(s) not carried out (controller stopping)", len(guarded.Actions)-i))
+			break
+		}
+		if err != nil {
 			note := guard.Note{Target: a.Target, Verdict: guard.Refused, Message: "actuation failed: " + err.Error()}
 			res.notes = append(res.notes, note)
 			res.entry.Guard = append(res.entry.Guard, note.String())

@@ -1,0 +1,70 @@
+package controller
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	"governor.dev/governor/api/v1alpha1"
+	"governor.dev/governor/bundles"
+)
+
+// slowPolicy decides after counting to ten million: long enough that a
+// tick is still evaluating when the controller stops.
+const slowPolicy = `package slow
+
+decision := {"events": [sprintf("%d", [count([x | some x in numbers.range(1, 10000000)])])]}
+`
+
+// A tick cut by shutdown (or lost leadership, or the loop's removal) while
+// its policy evaluates is dropped: the status, history, phase, conditions
+// and events stay as they were, during the tick and when the runner stops.
+func TestTickCutByShutdownIsDropped(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "slow"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "slow", "policy.rego"), []byte(slowPolicy), 0o644))
+	reg, err := bundles.LoadRegistry(context.Background(), dir)
+	require.NoError(t, err)
+
+	scheme := runtime.NewScheme()
+	require.NoError(t, v1alpha1.AddToScheme(scheme))
+	loop := &v1alpha1.ControlLoop{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "factory", Name: "slow"},
+		Spec: v1alpha1.ControlLoopSpec{
+			Kind: v1alpha1.Reactive, State: v1alpha1.Running, Interval: metav1.Duration{Duration: time.Second},
+			Policy: v1alpha1.PolicySpec{Bundle: "slow", Decision: "slow/decision"},
+		},
+		Status: v1alpha1.ControlLoopStatus{Tick: 7, Phase: v1alpha1.PhaseRunning},
+	}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(loop).WithStatusSubresource(loop).Build()
+	rec := events.NewFakeRecorder(10)
+	l := &Loops{Client: c, APIReader: c, Bundles: reg, Recorder: rec, Log: logr.Discard()}
+	r := &runner{key: types.NamespacedName{Namespace: "factory", Name: "slow"}}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(200*time.Millisecond, cancel)
+	_, ok := l.once(ctx, r)
+	require.Error(t, ctx.Err(), "the policy decided before the cancel: make it slower")
+	assert.False(t, ok, "a runner whose context ended stops")
+	l.flush(r)
+
+	var got v1alpha1.ControlLoop
+	require.NoError(t, c.Get(context.Background(), client.ObjectKeyFromObject(loop), &got))
+	assert.Equal(t, int64(7), got.Status.Tick)
+	assert.Empty(t, got.Status.History)
+	assert.Equal(t, v1alpha1.PhaseRunning, got.Status.Phase)
+	assert.Empty(t, got.Status.Conditions)
+	assert.Empty(t, rec.Events, "no event for a tick that did not happen")
+}
