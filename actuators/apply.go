@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	"governor.dev/governor/workload"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -124,11 +126,11 @@ func RequireManagedFields(obj client.Object) error {
 //
 // A Conflict (the workload changed since 1) starts again at 1, with Backoff. Errors say what
 // and where ("deployment factory/web: ..."); a missing workload is a *NotFoundError.
-func ApplyWorkload(ctx context.Context, c client.Client, t Target, change func(obj client.Object, ac *WorkloadApply) (bool, error)) (bool, error) {
+func ApplyWorkload(ctx context.Context, c client.Client, t workload.Ref, change func(obj client.Object, ac *WorkloadApply) (bool, error)) (bool, error) {
 	changed := false
 	err := RetryOnConflict(func() error {
 		changed = false
-		obj, err := Get(ctx, c, t)
+		obj, err := workload.Get(ctx, c, t)
 		if err != nil {
 			return err
 		}
@@ -163,7 +165,7 @@ func ApplyPod(ctx context.Context, c client.Client, key client.ObjectKey, pod *c
 		if !first || pod == nil {
 			pod = &corev1.Pod{}
 			if err := c.Get(ctx, key, pod); err != nil {
-				return WrapGet(what, err)
+				return workload.WrapGet(what, err)
 			}
 		}
 		first = false

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"governor.dev/governor/workload"
+
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	appsv1 "k8s.io/api/apps/v1"
@@ -20,7 +22,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	"governor.dev/governor/actuators"
 	"governor.dev/governor/actuators/bandwidth"
 	"governor.dev/governor/actuators/hpa"
 	"governor.dev/governor/actuators/internal/acttest"
@@ -73,9 +74,9 @@ func TestRBACMarkersSuffice(t *testing.T) {
 		return err == nil, "get deployment as governor: " + errString(err)
 	})
 
-	webT := actuators.Target{Kind: "Deployment", Namespace: ns, Name: "web"}
-	dbT := actuators.Target{Kind: "StatefulSet", Namespace: ns, Name: "db"}
-	apiT := actuators.Target{Kind: "Deployment", Namespace: ns, Name: "api"}
+	webT := workload.Ref{Kind: "Deployment", Namespace: ns, Name: "web"}
+	dbT := workload.Ref{Kind: "StatefulSet", Namespace: ns, Name: "db"}
+	apiT := workload.Ref{Kind: "Deployment", Namespace: ns, Name: "api"}
 	egress := resource.MustParse("300M")
 	mustChange := func(what string, changed bool, err error) {
 		t.Helper()

@@ -8,6 +8,9 @@ import (
 	"testing"
 
 	"github.com/open-policy-agent/opa/v1/rego"
+
+	"governor.dev/governor/actuators/builtin"
+	"governor.dev/governor/decision"
 )
 
 // benchInput builds an input document for a shipped policy with n targets,
@@ -102,10 +105,10 @@ func BenchmarkDecide(b *testing.B) {
 	ctx := context.Background()
 	for _, policy := range []string{"reactive", "bandwidth", "deliberative"} {
 		rev := loadShipped(b, policy)
-		decision := "governor/" + policy + "/decision"
+		path := "governor/" + policy + "/decision"
 		for _, n := range []int{1, 100, 1000} {
 			input := benchInput(b, policy, n)
-			res, err := rev.Decide(ctx, Request{Decision: decision, Input: input})
+			res, err := rev.Decide(ctx, Request{Decision: path, Input: input})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -115,7 +118,7 @@ func BenchmarkDecide(b *testing.B) {
 			b.Run(fmt.Sprintf("policy=%s/targets=%d/prepared", policy, n), func(b *testing.B) {
 				b.ReportAllocs()
 				for b.Loop() {
-					if _, err := rev.Decide(ctx, Request{Decision: decision, Input: input}); err != nil {
+					if _, err := rev.Decide(ctx, Request{Decision: path, Input: input}); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -124,13 +127,13 @@ func BenchmarkDecide(b *testing.B) {
 			b.Run(fmt.Sprintf("policy=%s/targets=%d/unprepared", policy, n), func(b *testing.B) {
 				b.ReportAllocs()
 				query := "data.governor." + policy + ".decision"
-				contract := ContractFromInput(input)
+				contract := decision.ContractFromInput(input, builtin.Actuators)
 				for b.Loop() {
 					rs, err := rego.New(rego.Query(query), rego.Compiler(rev.compiler), rego.Store(rev.store), rego.Input(input)).Eval(ctx)
 					if err != nil || len(rs) == 0 {
 						b.Fatal(err)
 					}
-					if _, problems := ValidateDecision(rs[0].Expressions[0].Value, contract); len(problems) > 0 {
+					if _, problems := decision.Validate(rs[0].Expressions[0].Value, contract); len(problems) > 0 {
 						b.Fatal(problems)
 					}
 				}
@@ -146,12 +149,12 @@ func BenchmarkDecideParallel(b *testing.B) {
 	for _, policy := range []string{"reactive", "bandwidth"} {
 		engine := NewEngine(loadShipped(b, policy))
 		input := benchInput(b, policy, 100)
-		decision := "governor/" + policy + "/decision"
+		path := "governor/" + policy + "/decision"
 		b.Run(fmt.Sprintf("policy=%s/targets=100", policy), func(b *testing.B) {
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					if _, err := engine.Decide(ctx, Request{Decision: decision, Input: input}); err != nil {
+					if _, err := engine.Decide(ctx, Request{Decision: path, Input: input}); err != nil {
 						b.Error(err)
 						return
 					}
@@ -170,9 +173,9 @@ func BenchmarkGate(b *testing.B) {
 		b.Run(policy, func(b *testing.B) {
 			rev := loadShipped(b, policy)
 			engine := NewEngine(rev)
-			decision := "governor/" + policy + "/decision"
+			path := "governor/" + policy + "/decision"
 			for b.Loop() {
-				if _, err := Gate(context.Background(), policy, "bench", rev.Bundle(), engine, []string{decision}); err != nil {
+				if _, err := Gate(context.Background(), policy, "bench", rev.Bundle(), engine, []string{path}); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -11,6 +11,9 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/topdown"
+
+	"governor.dev/governor/actuators/builtin"
+	"governor.dev/governor/decision"
 )
 
 // Retained is how many revisions an Engine keeps, newest first, for loops
@@ -135,8 +138,8 @@ type Request struct {
 	// Revision pins the manifest revision to decide on; "" is the active one.
 	Revision string
 	// Contract overrides the contract derived from Input (its targets and
-	// loop kind) when set.
-	Contract *Contract
+	// loop kind, and Governor's actuators) when set.
+	Contract *decision.Contract
 	// Tracer, when set, receives the evaluation trace (governor eval --explain).
 	Tracer topdown.QueryTracer
 }
@@ -147,13 +150,13 @@ type Result struct {
 	// revision itself.
 	Revision string
 	From     *Revision
-	Decision Decision
+	Decision decision.Decision
 	// Raw is the policy's output as it returned it.
 	Raw map[string]any
 }
 
 // Decide evaluates a decision on this revision and checks it against the
-// contract. A decision that breaks the contract is an *InvalidDecisionError
+// contract. A decision that breaks the contract is a *decision.InvalidDecisionError
 // and must not be acted on in any part.
 func (r *Revision) Decide(ctx context.Context, req Request) (*Result, error) {
 	if req.Input == nil {
@@ -182,14 +185,14 @@ func (r *Revision) Decide(ctx context.Context, req Request) (*Result, error) {
 		return nil, &UndefinedDecisionError{Decision: req.Decision, Revision: r.String(), Reason: "the policy returned no value for this input"}
 	}
 	raw := rs[0].Expressions[0].Value
-	contract := ContractFromInput(req.Input)
+	contract := decision.ContractFromInput(req.Input, builtin.Actuators)
 	if req.Contract != nil {
 		contract = *req.Contract
 	}
-	d, problems := ValidateDecision(raw, contract)
+	d, problems := decision.Validate(raw, contract)
 	if len(problems) > 0 {
-		return nil, &InvalidDecisionError{Decision: req.Decision, Revision: r.String(), Problems: problems}
+		return nil, &decision.InvalidDecisionError{Decision: req.Decision, Revision: r.String(), Problems: problems}
 	}
-	obj, _ := raw.(map[string]any) // ValidateDecision has checked it is an object
+	obj, _ := raw.(map[string]any) // Validate has checked it is an object
 	return &Result{Revision: r.String(), From: r, Decision: d, Raw: obj}, nil
 }

@@ -14,6 +14,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"governor.dev/governor/actuators/builtin"
+	"governor.dev/governor/decision"
 )
 
 // writeBundle writes a bundle directory from file names and contents.
@@ -147,12 +150,12 @@ unknown_target := {"actions": [{"target": "db", "set": {"replicas": 1}}]}
 	assert.Contains(t, err.Error(), "conflicting values")
 
 	_, err = rev.Decide(ctx, Request{Decision: "t/unknown_target", Input: in})
-	var ide *InvalidDecisionError
+	var ide *decision.InvalidDecisionError
 	require.ErrorAs(t, err, &ide)
 	assert.Equal(t, "actions[0].target", ide.Problems[0].Field)
 
 	_, err = rev.Decide(ctx, Request{Decision: "t/unknown_target", Input: in,
-		Contract: &Contract{Targets: map[string]bool{"db": true}}})
+		Contract: &decision.Contract{Targets: map[string]bool{"db": true}, Fields: builtin.Actuators}})
 	require.NoError(t, err, "an explicit contract replaces the one derived from the input")
 
 	_, err = rev.Decide(ctx, Request{Decision: "t/only_when_big"})

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+
+	"governor.dev/governor/decision"
 )
 
 func gateBundle(t *testing.T, rev, testRev string) *Revision {
@@ -58,7 +60,7 @@ func TestEnginePins(t *testing.T) {
 			t.Fatalf("pin %q: %v %v, want %s", pin, r, err, want)
 		}
 		res, err := e.Decide(ctx, Request{Decision: "t/rev", Revision: pin, Input: map[string]any{}})
-		var invalid *InvalidDecisionError // t/rev is a number, not a decision
+		var invalid *decision.InvalidDecisionError // t/rev is a number, not a decision
 		if !errors.As(err, &invalid) || invalid.Revision != want || res != nil {
 			t.Fatalf("pin %q decided on %v (%v), want %s", pin, res, err, want)
 		}

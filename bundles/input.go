@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"governor.dev/governor/decision"
 )
 
 // maxInputBytes bounds an input document read from a file or stdin.
@@ -35,7 +37,7 @@ func ReadInput(r io.Reader, source string) (map[string]any, error) {
 	}
 	obj, ok := v.(map[string]any)
 	if !ok {
-		return nil, &InputError{Source: source, Reason: "the input document must be a JSON object, got " + describe(v)}
+		return nil, &InputError{Source: source, Reason: "the input document must be a JSON object, got " + decision.Describe(v)}
 	}
 	return obj, nil
 }

@@ -32,13 +32,10 @@ type Source interface {
 	Collect(ctx context.Context, loop *v1alpha1.ControlLoop, c *v1alpha1.CollectorSpec, now time.Time) Metric
 }
 
-// Set is the collectors the controller has: a nil Source is a kind this
-// controller was not configured for.
-type Set struct {
-	Hubble     Source
-	Prometheus Source
-	Resources  Source
-}
+// Set is the collectors the controller has, by kind (a CollectorSpec's
+// Kind()): a kind missing is one this controller was not configured for.
+// Push has no Source: its values are status.observations.
+type Set map[string]Source
 
 // Metrics reads every collector of a loop, concurrently, and adds the
 // loop's status.observations (a push collector's value is its observation).
@@ -52,7 +49,8 @@ func (s Set) Metrics(ctx context.Context, loop *v1alpha1.ControlLoop, now time.T
 	var wg sync.WaitGroup
 	for i := range loop.Spec.Collectors {
 		c := &loop.Spec.Collectors[i]
-		src, kind := s.source(c)
+		kind := c.Kind()
+		src := s[kind]
 		if src == nil {
 			if _, observed := out[c.Name]; !observed {
 				out[c.Name] = Metric{Err: missing(kind)}
@@ -70,27 +68,11 @@ func (s Set) Metrics(ctx context.Context, loop *v1alpha1.ControlLoop, now time.T
 	return out
 }
 
-// source is the Source of a collector's kind, nil for push (its values are
-// observations) and for kinds not configured.
-func (s Set) source(c *v1alpha1.CollectorSpec) (Source, string) {
-	switch {
-	case c.Hubble != nil:
-		return s.Hubble, "hubble"
-	case c.Prometheus != nil:
-		return s.Prometheus, "prometheus"
-	case c.Resources != nil:
-		return s.Resources, "resources"
-	case c.Push != nil:
-		return nil, "push"
-	}
-	return nil, "unknown"
-}
-
 func missing(kind string) string {
 	switch kind {
-	case "push":
+	case v1alpha1.CollectorPush:
 		return "nothing pushed yet"
-	case "unknown":
+	case "":
 		return "the collector names no kind"
 	}
 	return "no " + kind + " source configured in this controller"

@@ -33,7 +33,7 @@ func TestSetReadsEachCollectorAndTheObservations(t *testing.T) {
 			"load": {Value: resource.MustParse("2.4"), Time: metav1.NewTime(now.Add(-time.Second))},
 		}},
 	}
-	m := Set{Prometheus: fixed{7}}.Metrics(context.Background(), loop, now)
+	m := Set{v1alpha1.CollectorPrometheus: fixed{7}}.Metrics(context.Background(), loop, now)
 	require.Len(t, m, 4)
 	assert.Equal(t, 7.0, *m["errors"].Value)
 	assert.Equal(t, "errors", m["errors"].Fields["name"])

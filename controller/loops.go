@@ -16,10 +16,17 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
+	"governor.dev/governor/actuators"
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/bundles"
 	"governor.dev/governor/controller/guard"
 )
+
+// The controller's permissions on its own resource and for its events; the
+// actuators declare theirs.
+// +kubebuilder:rbac:groups=governor.dev,resources=controlloops,verbs=get;list;watch
+// +kubebuilder:rbac:groups=governor.dev,resources=controlloops/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // retryAfter is how long a runner waits after failing to read or write its loop.
 const retryAfter = time.Second
@@ -39,9 +46,11 @@ type Loops struct {
 	APIReader client.Reader
 	Bundles   *bundles.Registry
 	// Metrics fill input.metrics; status.observations alone when nil.
-	Metrics  MetricSource
-	Recorder recorder.EventRecorder
-	Log      logr.Logger
+	Metrics MetricSource
+	// Actuators read and change targets; Governor's own (builtin) when nil.
+	Actuators *actuators.Registry
+	Recorder  recorder.EventRecorder
+	Log       logr.Logger
 
 	mu      sync.Mutex
 	ctx     context.Context // set once started

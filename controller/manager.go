@@ -97,7 +97,7 @@ func (f TLSFiles) config() (*tls.Config, error) {
 // collectorSet builds the collectors the options configure; hubble's
 // streams close when the manager stops.
 func collectorSet(cfg *rest.Config, mgr manager.Manager, opts Options) (collectors.Set, error) {
-	var set collectors.Set
+	set := collectors.Set{}
 	if opts.HubbleRelay != "" {
 		tlsCfg, err := opts.HubbleTLS.config()
 		if err != nil {
@@ -110,20 +110,20 @@ func collectorSet(cfg *rest.Config, mgr manager.Manager, opts Options) (collecto
 		})); err != nil {
 			return set, err
 		}
-		set.Hubble = h
+		set[v1alpha1.CollectorHubble] = h
 	}
 	if opts.PrometheusAddress != "" {
 		p, err := prometheus.New(prometheus.Options{Address: opts.PrometheusAddress})
 		if err != nil {
 			return set, err
 		}
-		set.Prometheus = p
+		set[v1alpha1.CollectorPrometheus] = p
 	}
 	mc, err := metricsclient.NewForConfigAndClient(cfg, mgr.GetHTTPClient())
 	if err != nil {
 		return set, fmt.Errorf("metrics.k8s.io client: %w", err)
 	}
-	set.Resources = resources.New(mgr.GetClient(), mc)
+	set[v1alpha1.CollectorResources] = resources.New(mgr.GetClient(), mc)
 	return set, nil
 }
 

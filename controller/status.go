@@ -3,6 +3,7 @@ package controller
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -140,13 +141,9 @@ func setLastChange(st *v1alpha1.ControlLoopStatus, name string, at time.Time) {
 
 // pruneTargets forgets targets the spec no longer declares.
 func pruneTargets(st *v1alpha1.ControlLoopStatus, loop *v1alpha1.ControlLoop) {
-	kept := st.Targets[:0]
-	for _, t := range st.Targets {
-		if targetSpec(&loop.Spec, t.Name) != nil {
-			kept = append(kept, t)
-		}
-	}
-	st.Targets = kept
+	st.Targets = slices.DeleteFunc(st.Targets, func(t v1alpha1.TargetStatus) bool {
+		return !slices.ContainsFunc(loop.Spec.Targets, func(s v1alpha1.TargetSpec) bool { return s.Name == t.Name })
+	})
 }
 
 func setCondition(st *v1alpha1.ControlLoopStatus, loop *v1alpha1.ControlLoop, c metav1.Condition) {

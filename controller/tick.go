@@ -2,16 +2,23 @@ package controller
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"governor.dev/governor/actuators"
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/bundles"
 	"governor.dev/governor/controller/guard"
+	"governor.dev/governor/decision"
 )
 
 // defaultInterval applies when a loop was created without the CRD's
@@ -21,7 +28,7 @@ const defaultInterval = time.Second
 // tickResult is what one tick did, for the status and the events.
 type tickResult struct {
 	entry    v1alpha1.HistoryEntry
-	decision *bundles.Decision
+	decision *decision.Decision
 	notes    []guard.Note
 	changed  map[string]time.Time // targets changed, and when
 	phase    v1alpha1.Phase
@@ -95,7 +102,7 @@ func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.Co
 		res.phase = v1alpha1.PhaseDegraded
 		return res
 	}
-	contract := bundles.Contract{Targets: map[string]bool{}, AllowParams: spec.Kind == v1alpha1.Deliberative}
+	contract := decision.Contract{Targets: map[string]bool{}, AllowParams: spec.Kind == v1alpha1.Deliberative, Fields: w.Actuators()}
 	for _, t := range spec.Targets {
 		contract.Targets[t.Name] = true
 	}
@@ -115,7 +122,7 @@ func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.Co
 		res.entry.Guard = append(res.entry.Guard, "decision log: "+lerr.Error())
 	}
 	if err != nil {
-		var invalid *bundles.InvalidDecisionError
+		var invalid *decision.InvalidDecisionError
 		if errors.As(err, &invalid) {
 			// The policy ran; the bundle is fine, its decision was not.
 			res.entry.Error = "decision rejected: " + err.Error()
@@ -125,16 +132,16 @@ func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.Co
 	}
 	res.decision = &out.Decision
 	res.entry.Events = out.Decision.Events
-	if res.entry.Actions, err = apiActions(out.Decision.Actions); err != nil {
-		res.entry.Error = err.Error()
-		return res
+	for _, a := range out.Decision.Actions {
+		res.entry.Actions = append(res.entry.Actions, apiAction(a))
 	}
 
 	if out.Decision.Params != nil && state.supervised != nil {
 		applyParams(ctx, w, loop, state.supervised, out.Decision.Params, out.Revision, now, &res)
 	}
 
-	guarded := guard.Check(guard.Input{Now: now, Spec: spec, Targets: state.targets, LastChange: lastChanges(status), Metrics: state.metrics}, out.Decision)
+	guarded := guard.Check(guard.Input{Now: now, Spec: spec, Actuators: w.Actuators(), Targets: state.targets,
+		LastChange: lastChanges(status), Metrics: state.metrics}, out.Decision)
 	res.notes = guarded.Notes
 	for _, n := range guarded.Notes {
 		res.entry.Guard = append(res.entry.Guard, n.String())
@@ -145,33 +152,40 @@ func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.Co
 		}
 		return res
 	}
-	for i, a := range guarded.Actions {
-		t := targetSpec(spec, a.Target)
-		err := w.Act(ctx, loop, t, state.targets[a.Target], a)
+	act(ctx, w, guarded.Actions, state.targets, now, &res)
+	return res
+}
+
+// act carries out the guarded actions. What an action applied is recorded
+// as applied, and starts its target's cooldown, also when the action then
+// failed: a failure part-way is a partial change, never nothing.
+func act(ctx context.Context, w World, actions []decision.Action, targets map[string]*actuators.Target, now time.Time, res *tickResult) {
+	for i, a := range actions {
+		applied, err := w.Act(ctx, targets[a.Target], a.Set)
+		if len(applied) > 0 {
+			a.Set = applied
+			res.entry.Applied = append(res.entry.Applied, apiAction(a))
+			res.changed[a.Target] = now
+		}
 		if ctx.Err() != nil {
-			// Stopping: what was applied before is recorded (its cooldown
-			// holds); what was not is no refusal. The action cut short may
-			// have changed its target, so its cooldown starts too.
+			// Stopping: what was applied is recorded (its cooldown holds);
+			// what was not is no failure. The action cut short may have
+			// changed its target, so its cooldown starts too.
 			res.interrupted = true
 			res.changed[a.Target] = now
-			res.entry.Guard = append(res.entry.Guard, fmt.Sprintf("Interrupted: %d action(s) not carried out (controller stopping)", len(guarded.Actions)-i))
-			break
+			res.entry.Guard = append(res.entry.Guard, fmt.Sprintf("Interrupted: %d action(s) not carried out (controller stopping)", len(actions)-i))
+			return
 		}
 		if err != nil {
-			note := guard.Note{Target: a.Target, Verdict: guard.Refused, Message: "actuation failed: " + err.Error()}
+			msg := "actuation failed: " + err.Error()
+			if len(applied) > 0 {
+				msg = fmt.Sprintf("actuation failed after applying %s: %v", strings.Join(slices.Sorted(maps.Keys(applied)), ", "), err)
+			}
+			note := guard.Note{Target: a.Target, Verdict: guard.Failed, Message: msg}
 			res.notes = append(res.notes, note)
 			res.entry.Guard = append(res.entry.Guard, note.String())
-			continue
 		}
-		applied, err := apiActions([]bundles.Action{a})
-		if err != nil {
-			res.entry.Error = err.Error()
-			continue
-		}
-		res.entry.Applied = append(res.entry.Applied, applied...)
-		res.changed[a.Target] = now
 	}
-	return res
 }
 
 // policyFailure is the condition reason for an engine error.
@@ -189,7 +203,7 @@ func policyFailure(err error) string {
 
 // loopState is what the guard needs besides the decision.
 type loopState struct {
-	targets map[string]guard.Target
+	targets map[string]*actuators.Target
 	metrics map[string]bool // true when fresh
 	// supervised is the loop a Deliberative loop supervises.
 	supervised *v1alpha1.ControlLoop
@@ -197,7 +211,7 @@ type loopState struct {
 
 // input builds the input document of a tick.
 func buildInput(ctx context.Context, w World, loop *v1alpha1.ControlLoop, status *v1alpha1.ControlLoopStatus, now time.Time, tick int64) (map[string]any, loopState, error) {
-	st := loopState{targets: map[string]guard.Target{}, metrics: map[string]bool{}}
+	st := loopState{targets: map[string]*actuators.Target{}, metrics: map[string]bool{}}
 	params, err := effectiveParams(loop)
 	if err != nil {
 		return nil, st, err
@@ -254,15 +268,6 @@ func buildInput(ctx context.Context, w World, loop *v1alpha1.ControlLoop, status
 	return in, st, nil
 }
 
-func targetSpec(spec *v1alpha1.ControlLoopSpec, name string) *v1alpha1.TargetSpec {
-	for i := range spec.Targets {
-		if spec.Targets[i].Name == name {
-			return &spec.Targets[i]
-		}
-	}
-	return nil
-}
-
 func lastChanges(status *v1alpha1.ControlLoopStatus) map[string]time.Time {
 	out := map[string]time.Time{}
 	for _, t := range status.Targets {
@@ -273,22 +278,16 @@ func lastChanges(status *v1alpha1.ControlLoopStatus) map[string]time.Time {
 	return out
 }
 
-// apiActions records decision actions in the API's form.
-func apiActions(actions []bundles.Action) ([]v1alpha1.Action, error) {
-	out := make([]v1alpha1.Action, 0, len(actions))
-	for _, a := range actions {
-		set, err := encodeJSON(a.Set)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, v1alpha1.Action{Target: a.Target, Metric: a.Metric, Set: *set, Reason: a.Reason})
-	}
-	return out, nil
+// apiAction records a decision action in the API's form. A set is typed
+// values of JSON (quantities, integers, objects of them): it always encodes.
+func apiAction(a decision.Action) v1alpha1.Action {
+	raw, _ := json.Marshal(a.Set)
+	return v1alpha1.Action{Target: a.Target, Metric: a.Metric, Set: apiextensionsv1.JSON{Raw: raw}, Reason: a.Reason}
 }
 
 // eventType is the Kubernetes Event type of a guard verdict.
 func eventType(v guard.Verdict) string {
-	if v == guard.Refused {
+	if v == guard.Refused || v == guard.Failed {
 		return corev1.EventTypeWarning
 	}
 	return corev1.EventTypeNormal

@@ -10,10 +10,11 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"governor.dev/governor/actuators"
+	"governor.dev/governor/actuators/builtin"
 	"governor.dev/governor/api/v1alpha1"
-	"governor.dev/governor/bundles"
 	"governor.dev/governor/collectors"
-	"governor.dev/governor/controller/guard"
+	"governor.dev/governor/decision"
 )
 
 // World is what a tick reads and changes: the cluster, for the controller;
@@ -21,11 +22,14 @@ import (
 type World interface {
 	// Metrics are a loop's metrics at a tick, by name.
 	Metrics(ctx context.Context, loop *v1alpha1.ControlLoop, now time.Time) map[string]collectors.Metric
+	// Actuators are the table the tick reads, guards and changes targets with.
+	Actuators() *actuators.Registry
 	// Target reads a target's current state: what the guard measures from,
 	// and what input.targets.<name> shows.
-	Target(ctx context.Context, loop *v1alpha1.ControlLoop, t *v1alpha1.TargetSpec) (guard.Target, map[string]any, error)
-	// Act carries out a guarded action on a target.
-	Act(ctx context.Context, loop *v1alpha1.ControlLoop, t *v1alpha1.TargetSpec, cur guard.Target, a bundles.Action) error
+	Target(ctx context.Context, loop *v1alpha1.ControlLoop, t *v1alpha1.TargetSpec) (*actuators.Target, map[string]any, error)
+	// Act carries out a guarded set on a target and returns the part of it
+	// that was applied, also when it fails part-way.
+	Act(ctx context.Context, t *actuators.Target, set decision.Set) (decision.Set, error)
 	// Loop reads another loop of a namespace; nil and no error when there
 	// is none.
 	Loop(ctx context.Context, namespace, name string) (*v1alpha1.ControlLoop, error)
@@ -45,12 +49,19 @@ func (w clusterWorld) Metrics(ctx context.Context, loop *v1alpha1.ControlLoop, n
 	return source.Metrics(ctx, loop, now)
 }
 
-func (w clusterWorld) Target(ctx context.Context, loop *v1alpha1.ControlLoop, t *v1alpha1.TargetSpec) (guard.Target, map[string]any, error) {
-	return readTarget(ctx, w.l.Client, loop, t)
+func (w clusterWorld) Actuators() *actuators.Registry {
+	if w.l.Actuators != nil {
+		return w.l.Actuators
+	}
+	return builtin.Actuators
 }
 
-func (w clusterWorld) Act(ctx context.Context, loop *v1alpha1.ControlLoop, t *v1alpha1.TargetSpec, cur guard.Target, a bundles.Action) error {
-	return actuate(ctx, w.l.Client, loop, t, cur, a)
+func (w clusterWorld) Target(ctx context.Context, loop *v1alpha1.ControlLoop, t *v1alpha1.TargetSpec) (*actuators.Target, map[string]any, error) {
+	return w.Actuators().Read(ctx, w.l.Client, loop.Namespace, t)
+}
+
+func (w clusterWorld) Act(ctx context.Context, t *actuators.Target, set decision.Set) (decision.Set, error) {
+	return w.Actuators().Apply(ctx, w.l.Client, t, set)
 }
 
 func (w clusterWorld) Loop(ctx context.Context, namespace, name string) (*v1alpha1.ControlLoop, error) {

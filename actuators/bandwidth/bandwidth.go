@@ -22,6 +22,8 @@ import (
 	"errors"
 	"fmt"
 
+	"governor.dev/governor/workload"
+
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -94,7 +96,7 @@ func Mode(mode string) (string, error) {
 // In Live mode the Pods are those the workload's spec.selector selects in its namespace, less
 // the ones being deleted or finished. A Pod that fails to be annotated does not stop the
 // others; the errors are joined.
-func Apply(ctx context.Context, c client.Client, t actuators.Target, egress, ingress *resource.Quantity, mode string) (bool, error) {
+func Apply(ctx context.Context, c client.Client, t workload.Ref, egress, ingress *resource.Quantity, mode string) (bool, error) {
 	if err := t.Validate(); err != nil {
 		return false, err
 	}
@@ -108,7 +110,7 @@ func Apply(ctx context.Context, c client.Client, t actuators.Target, egress, ing
 	}
 	if mode == ModeTemplate {
 		return actuators.ApplyWorkload(ctx, c, t, func(obj client.Object, ac *actuators.WorkloadApply) (bool, error) {
-			set := changes(actuators.PodTemplate(obj).Annotations, want, podKey)
+			set := changes(workload.PodTemplate(obj).Annotations, want, podKey)
 			if len(set) == 0 {
 				return false, nil
 			}
@@ -119,7 +121,7 @@ func Apply(ctx context.Context, c client.Client, t actuators.Target, egress, ing
 
 	var selector *metav1.LabelSelector
 	changed, err := actuators.ApplyWorkload(ctx, c, t, func(obj client.Object, ac *actuators.WorkloadApply) (bool, error) {
-		selector = actuators.Selector(obj)
+		selector = workload.Selector(obj)
 		set := changes(obj.GetAnnotations(), want, desiredKey)
 		if len(set) == 0 {
 			return false, nil
@@ -137,18 +139,18 @@ func Apply(ctx context.Context, c client.Client, t actuators.Target, egress, ing
 // Current returns the desired bandwidth of the workload t as recorded: in Live mode its
 // governor.dev annotations, in Template mode the kubernetes.io annotations of its pod
 // template. nil means none is recorded for that direction.
-func Current(ctx context.Context, c client.Reader, t actuators.Target, mode string) (egress, ingress *resource.Quantity, err error) {
+func Current(ctx context.Context, c client.Reader, t workload.Ref, mode string) (egress, ingress *resource.Quantity, err error) {
 	mode, err = Mode(mode)
 	if err != nil {
 		return nil, nil, t.Errorf("%w", err)
 	}
-	obj, err := actuators.Get(ctx, c, t)
+	obj, err := workload.Get(ctx, c, t)
 	if err != nil {
 		return nil, nil, err
 	}
 	annotations, key, where := obj.GetAnnotations(), desiredKey, "annotation"
 	if mode == ModeTemplate {
-		annotations, key, where = actuators.PodTemplate(obj).Annotations, podKey, "template annotation"
+		annotations, key, where = workload.PodTemplate(obj).Annotations, podKey, "template annotation"
 	}
 	v, err := parse(annotations, key)
 	if err != nil {
@@ -195,7 +197,7 @@ func parse(annotations map[string]string, key func(direction) string) (values, e
 
 // annotatePods sets the kubernetes.io annotations of want on every live Pod the selector
 // selects in the target's namespace.
-func annotatePods(ctx context.Context, c client.Client, t actuators.Target, selector *metav1.LabelSelector, want values) (bool, error) {
+func annotatePods(ctx context.Context, c client.Client, t workload.Ref, selector *metav1.LabelSelector, want values) (bool, error) {
 	if selector == nil {
 		return false, t.Errorf("no spec.selector: cannot find its pods")
 	}
@@ -216,7 +218,7 @@ func annotatePods(ctx context.Context, c client.Client, t actuators.Target, sele
 		}
 		ok, err := annotatePod(ctx, c, pod, want)
 		changed = changed || ok
-		if err != nil && !actuators.IsNotFound(err) { // a Pod gone meanwhile needs nothing
+		if err != nil && !workload.IsNotFound(err) { // a Pod gone meanwhile needs nothing
 			errs = append(errs, err)
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"governor.dev/governor/actuators"
 	"governor.dev/governor/actuators/bandwidth"
 	"governor.dev/governor/actuators/internal/acttest"
+	"governor.dev/governor/workload"
 )
 
 func q(s string) *resource.Quantity {
@@ -31,14 +32,14 @@ const (
 	recordBoth   = `{"f:metadata":{"f:annotations":{"f:governor.dev/egress-bandwidth":{},"f:governor.dev/ingress-bandwidth":{}}}}`
 )
 
-// workload is a Deployment with a ReplicaSet it controls, as the API server alone has them
+// deployment is a Deployment with a ReplicaSet it controls, as the API server alone has them
 // (no controller makes Pods here: the test does).
-type workload struct {
+type deployment struct {
 	dep *appsv1.Deployment
 	rs  *appsv1.ReplicaSet
 }
 
-func newWorkload(t *testing.T, env *acttest.Env, ns, name string) workload {
+func newWorkload(t *testing.T, env *acttest.Env, ns, name string) deployment {
 	t.Helper()
 	dep := acttest.Deployment(ns, name, 2, acttest.Container("app", nil))
 	dep.Annotations = map[string]string{"team": "factory"}
@@ -49,11 +50,11 @@ func newWorkload(t *testing.T, env *acttest.Env, ns, name string) workload {
 		Spec: appsv1.ReplicaSetSpec{Selector: dep.Spec.Selector, Template: dep.Spec.Template},
 	}
 	env.Create(t, rs)
-	return workload{dep: dep, rs: rs}
+	return deployment{dep: dep, rs: rs}
 }
 
 // pod creates a Pod of the workload (controlled by its ReplicaSet).
-func (w workload) pod(t *testing.T, env *acttest.Env, name string) *corev1.Pod {
+func (w deployment) pod(t *testing.T, env *acttest.Env, name string) *corev1.Pod {
 	t.Helper()
 	p := acttest.Pod(w.dep.Namespace, name, w.dep.Name, w.rs, "ReplicaSet")
 	env.Create(t, p)
@@ -62,7 +63,7 @@ func (w workload) pod(t *testing.T, env *acttest.Env, name string) *corev1.Pod {
 
 // terminatingPod creates a Pod of the workload that is being deleted (held by a finalizer
 // until the test ends).
-func (w workload) terminatingPod(t *testing.T, env *acttest.Env, name string) *corev1.Pod {
+func (w deployment) terminatingPod(t *testing.T, env *acttest.Env, name string) *corev1.Pod {
 	t.Helper()
 	p := acttest.Pod(w.dep.Namespace, name, w.dep.Name, w.rs, "ReplicaSet")
 	p.Finalizers = []string{"test.governor.dev/hold"}
@@ -106,7 +107,7 @@ func TestBandwidth(t *testing.T) {
 		dying := w.terminatingPod(t, env, "web-dying")
 		other := acttest.Pod(ns, "api-1", "api", nil, "")
 		env.Create(t, other)
-		target := actuators.Target{Kind: "Deployment", Namespace: ns, Name: "web"}
+		target := workload.Ref{Kind: "Deployment", Namespace: ns, Name: "web"}
 		template := w.dep.Spec.Template.DeepCopy()
 		var writes acttest.Writes
 		c := acttest.Counting(env.Client, &writes, nil)
@@ -160,7 +161,7 @@ func TestBandwidth(t *testing.T) {
 		ns := env.Namespace(t)
 		w := newWorkload(t, env, ns, "web")
 		p := w.pod(t, env, "web-1")
-		target := actuators.Target{Kind: "Deployment", Namespace: ns, Name: "web"}
+		target := workload.Ref{Kind: "Deployment", Namespace: ns, Name: "web"}
 		_, err := bandwidth.Apply(ctx, env.Client, target, q("400M"), nil, bandwidth.ModeLive)
 		require.NoError(t, err)
 		changed, err := bandwidth.Apply(ctx, env.Client, target, nil, q("1G"), bandwidth.ModeLive)
@@ -188,7 +189,7 @@ func TestBandwidth(t *testing.T) {
 		env.Create(t, sts)
 		p := acttest.Pod(ns, "db-0", "db", sts, "StatefulSet")
 		env.Create(t, p)
-		changed, err := bandwidth.Apply(ctx, env.Client, actuators.Target{Kind: "StatefulSet", Namespace: ns, Name: "db"}, q("50M"), q("60M"), "")
+		changed, err := bandwidth.Apply(ctx, env.Client, workload.Ref{Kind: "StatefulSet", Namespace: ns, Name: "db"}, q("50M"), q("60M"), "")
 		require.NoError(t, err)
 		assert.True(t, changed)
 		env.Get(t, sts)
@@ -207,7 +208,7 @@ func TestBandwidth(t *testing.T) {
 		ns := env.Namespace(t)
 		w := newWorkload(t, env, ns, "web")
 		p := w.pod(t, env, "web-1")
-		target := actuators.Target{Kind: "Deployment", Namespace: ns, Name: "web"}
+		target := workload.Ref{Kind: "Deployment", Namespace: ns, Name: "web"}
 		gen := w.dep.Generation
 		var writes acttest.Writes
 		c := acttest.Counting(env.Client, &writes, nil)
@@ -264,7 +265,7 @@ func TestBandwidth(t *testing.T) {
 			}
 			return nil
 		})
-		changed, err := bandwidth.Apply(ctx, c, actuators.Target{Kind: "Deployment", Namespace: ns, Name: "web"}, q("10M"), nil, "")
+		changed, err := bandwidth.Apply(ctx, c, workload.Ref{Kind: "Deployment", Namespace: ns, Name: "web"}, q("10M"), nil, "")
 		require.NoError(t, err)
 		assert.True(t, changed)
 		assert.EqualValues(t, 4, writes.N(), "each object: one apply lost the race, one won")
@@ -280,9 +281,9 @@ func TestBandwidth(t *testing.T) {
 	t.Run("Errors", func(t *testing.T) {
 		ctx := acttest.Ctx(t, time.Minute)
 		ns := env.Namespace(t)
-		target := actuators.Target{Kind: "Deployment", Namespace: ns, Name: "web"}
+		target := workload.Ref{Kind: "Deployment", Namespace: ns, Name: "web"}
 		_, err := bandwidth.Apply(ctx, env.Client, target, q("1M"), nil, "")
-		assert.True(t, actuators.IsNotFound(err), "%v", err)
+		assert.True(t, workload.IsNotFound(err), "%v", err)
 		assert.EqualError(t, err, "deployment "+ns+"/web: not found")
 
 		w := newWorkload(t, env, ns, "web")
@@ -310,9 +311,9 @@ func TestBandwidth(t *testing.T) {
 		quiet := newWorkload(t, env, ns, "quiet")
 		sts := acttest.StatefulSet(ns, "db", 1, acttest.Container("db", nil))
 		env.Create(t, sts)
-		_, err := bandwidth.Apply(ctx, env.Client, actuators.Target{Kind: "Deployment", Namespace: ns, Name: "web"}, q("400M"), q("100M"), "")
+		_, err := bandwidth.Apply(ctx, env.Client, workload.Ref{Kind: "Deployment", Namespace: ns, Name: "web"}, q("400M"), q("100M"), "")
 		require.NoError(t, err)
-		_, err = bandwidth.Apply(ctx, env.Client, actuators.Target{Kind: "StatefulSet", Namespace: ns, Name: "db"}, nil, q("70M"), "")
+		_, err = bandwidth.Apply(ctx, env.Client, workload.Ref{Kind: "StatefulSet", Namespace: ns, Name: "db"}, nil, q("70M"), "")
 		require.NoError(t, err)
 
 		late := w.pod(t, env, "web-late")

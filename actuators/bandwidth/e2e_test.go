@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"governor.dev/governor/workload"
+
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	appsv1 "k8s.io/api/apps/v1"
@@ -74,7 +76,7 @@ func TestEndToEndLiveBandwidth(t *testing.T) {
 
 	dep := acttest.Deployment(ns, "telemetry", 3, acttest.Container("upload", acttest.Requests("cpu", "10m")))
 	env.Create(t, dep)
-	target := actuators.Target{Kind: "Deployment", Namespace: ns, Name: "telemetry"}
+	target := workload.Ref{Kind: "Deployment", Namespace: ns, Name: "telemetry"}
 
 	var before []corev1.Pod
 	var owners []string

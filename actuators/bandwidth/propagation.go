@@ -3,6 +3,8 @@ package bandwidth
 import (
 	"context"
 
+	"governor.dev/governor/workload"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -16,8 +18,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
-
-	"governor.dev/governor/actuators"
 )
 
 // PropagationControllerName is the name of the controller SetupPodPropagation registers.
@@ -67,7 +67,7 @@ func (r *propagator) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		return reconcile.Result{}, err
 	}
 	changed, err := annotatePod(ctx, r.c, pod, want)
-	if actuators.IsNotFound(err) {
+	if workload.IsNotFound(err) {
 		return reconcile.Result{}, nil
 	}
 	if changed {
@@ -146,7 +146,7 @@ func appsController(obj metav1.Object) *metav1.OwnerReference {
 
 // podsOf maps a workload to the requests of its live Pods (from the cache).
 func (r *propagator) podsOf(ctx context.Context, obj client.Object) []reconcile.Request {
-	selector := actuators.Selector(obj)
+	selector := workload.Selector(obj)
 	if selector == nil {
 		return nil
 	}

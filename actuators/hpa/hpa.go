@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"sort"
 
+	"governor.dev/governor/workload"
+
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -42,7 +44,7 @@ func (e *BoundsError) Error() string {
 // Apply sets minReplicas and maxReplicas of the HPA namespace/name; nil leaves that bound
 // alone. The bounds the HPA would have afterwards are checked first: minReplicas above
 // maxReplicas is a *BoundsError and nothing is written. It returns false, with no write, when
-// the HPA already has the bounds; a missing HPA is an *actuators.NotFoundError.
+// the HPA already has the bounds; a missing HPA is an *workload.NotFoundError.
 func Apply(ctx context.Context, c client.Client, namespace, name string, minReplicas, maxReplicas *int32) (bool, error) {
 	key := client.ObjectKey{Namespace: namespace, Name: name}
 	what := "horizontalpodautoscaler " + key.String()
@@ -57,7 +59,7 @@ func Apply(ctx context.Context, c client.Client, namespace, name string, minRepl
 		changed = false
 		h := &autoscalingv2.HorizontalPodAutoscaler{}
 		if err := c.Get(ctx, key, h); err != nil {
-			return actuators.WrapGet(what, err)
+			return workload.WrapGet(what, err)
 		}
 		curMin, curMax := ptr.Deref(h.Spec.MinReplicas, DefaultMinReplicas), h.Spec.MaxReplicas
 		newMin, newMax := ptr.Deref(minReplicas, curMin), ptr.Deref(maxReplicas, curMax)
@@ -95,7 +97,7 @@ func Apply(ctx context.Context, c client.Client, namespace, name string, minRepl
 
 // Find returns the HPA in t's namespace whose scaleTargetRef is the workload t (group apps,
 // same kind and name), or nil when there is none. Of several, the first by name.
-func Find(ctx context.Context, c client.Reader, t actuators.Target) (*autoscalingv2.HorizontalPodAutoscaler, error) {
+func Find(ctx context.Context, c client.Reader, t workload.Ref) (*autoscalingv2.HorizontalPodAutoscaler, error) {
 	if err := t.Validate(); err != nil {
 		return nil, err
 	}
@@ -113,7 +115,7 @@ func Find(ctx context.Context, c client.Reader, t actuators.Target) (*autoscalin
 }
 
 // Targets reports whether h scales the workload t.
-func Targets(h *autoscalingv2.HorizontalPodAutoscaler, t actuators.Target) bool {
+func Targets(h *autoscalingv2.HorizontalPodAutoscaler, t workload.Ref) bool {
 	ref := h.Spec.ScaleTargetRef
 	if h.Namespace != t.Namespace || ref.Kind != t.Kind || ref.Name != t.Name {
 		return false

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"governor.dev/governor/workload"
+
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
@@ -110,7 +112,7 @@ func TestHPA(t *testing.T) {
 	t.Run("FindsTheHPAOfAWorkload", func(t *testing.T) {
 		ctx := acttest.Ctx(t, time.Minute)
 		ns := env.Namespace(t)
-		web := actuators.Target{Kind: "Deployment", Namespace: ns, Name: "web"}
+		web := workload.Ref{Kind: "Deployment", Namespace: ns, Name: "web"}
 		env.Create(t, newHPA(ns, "a-sts", "apps/v1", "StatefulSet", "web", nil, 3))
 		env.Create(t, newHPA(ns, "b-other-group", "example.com/v1", "Deployment", "web", nil, 3))
 		env.Create(t, newHPA(ns, "c-other-name", "apps/v1", "Deployment", "api", nil, 3))
@@ -125,7 +127,7 @@ func TestHPA(t *testing.T) {
 		assert.Equal(t, "web-hpa", found.Name)
 		assert.Equal(t, int32(1), *found.Spec.MinReplicas, "defaulted by the API server")
 
-		found, err = hpa.Find(ctx, env.Client, actuators.Target{Kind: "StatefulSet", Namespace: ns, Name: "web"})
+		found, err = hpa.Find(ctx, env.Client, workload.Ref{Kind: "StatefulSet", Namespace: ns, Name: "web"})
 		require.NoError(t, err)
 		require.NotNil(t, found)
 		assert.Equal(t, "a-sts", found.Name)
@@ -164,7 +166,7 @@ func TestHPA(t *testing.T) {
 		ns := env.Namespace(t)
 		_, err := hpa.Apply(ctx, env.Client, ns, "missing", ptr.To[int32](1), nil)
 		require.Error(t, err)
-		assert.True(t, actuators.IsNotFound(err))
+		assert.True(t, workload.IsNotFound(err))
 		assert.EqualError(t, err, "horizontalpodautoscaler "+ns+"/missing: not found")
 	})
 }

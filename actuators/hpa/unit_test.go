@@ -3,14 +3,15 @@ package hpa_test
 import (
 	"testing"
 
+	"governor.dev/governor/workload"
+
 	"github.com/stretchr/testify/assert"
 
-	"governor.dev/governor/actuators"
 	"governor.dev/governor/actuators/hpa"
 )
 
 func TestTargets(t *testing.T) {
-	web := actuators.Target{Kind: "Deployment", Namespace: "ns", Name: "web"}
+	web := workload.Ref{Kind: "Deployment", Namespace: "ns", Name: "web"}
 	assert.True(t, hpa.Targets(newHPA("ns", "h", "apps/v1", "Deployment", "web", nil, 3), web))
 	assert.False(t, hpa.Targets(newHPA("other", "h", "apps/v1", "Deployment", "web", nil, 3), web))
 	assert.False(t, hpa.Targets(newHPA("ns", "h", "apps/v1", "StatefulSet", "web", nil, 3), web))

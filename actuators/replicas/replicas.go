@@ -8,6 +8,8 @@ import (
 	"context"
 	"fmt"
 
+	"governor.dev/governor/workload"
+
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
@@ -21,7 +23,7 @@ import (
 // OwnedByHPAError refuses to set the replicas of a workload that an HPA scales. Nothing was
 // written.
 type OwnedByHPAError struct {
-	Target actuators.Target
+	Target workload.Ref
 	// HPA is the name of the HorizontalPodAutoscaler (in Target.Namespace).
 	HPA string
 }
@@ -35,7 +37,7 @@ func (e *OwnedByHPAError) Error() string {
 
 // OwnerHPA returns the name of the autoscaling/v2 HPA in t's namespace whose scaleTargetRef
 // is t, or "" when there is none.
-func OwnerHPA(ctx context.Context, c client.Reader, t actuators.Target) (string, error) {
+func OwnerHPA(ctx context.Context, c client.Reader, t workload.Ref) (string, error) {
 	h, err := hpa.Find(ctx, c, t)
 	if err != nil || h == nil {
 		return "", err
@@ -46,8 +48,8 @@ func OwnerHPA(ctx context.Context, c client.Reader, t actuators.Target) (string,
 // Apply sets the replicas of the workload t through its scale subresource. It reads the
 // scale first and returns false, with no write, when spec.replicas is already n. An HPA that
 // scales t is an *OwnedByHPAError (no write); a missing workload an
-// *actuators.NotFoundError.
-func Apply(ctx context.Context, c client.Client, t actuators.Target, n int32) (bool, error) {
+// *workload.NotFoundError.
+func Apply(ctx context.Context, c client.Client, t workload.Ref, n int32) (bool, error) {
 	if err := t.Validate(); err != nil {
 		return false, err
 	}
@@ -85,21 +87,21 @@ func Apply(ctx context.Context, c client.Client, t actuators.Target, n int32) (b
 }
 
 // Get reads the scale subresource of the workload t.
-func Get(ctx context.Context, c client.Client, t actuators.Target) (*autoscalingv1.Scale, error) {
+func Get(ctx context.Context, c client.Client, t workload.Ref) (*autoscalingv1.Scale, error) {
 	obj, err := t.NewObject()
 	if err != nil {
 		return nil, err
 	}
 	scale := &autoscalingv1.Scale{}
 	if err := c.SubResource("scale").Get(ctx, obj, scale); err != nil {
-		return nil, actuators.WrapGet(t.String(), err)
+		return nil, workload.WrapGet(t.String(), err)
 	}
 	return scale, nil
 }
 
 // applyConfig names the workload whose subresource is applied.
-func applyConfig(t actuators.Target) runtime.ApplyConfiguration {
-	if t.Kind == actuators.KindStatefulSet {
+func applyConfig(t workload.Ref) runtime.ApplyConfiguration {
+	if t.Kind == workload.KindStatefulSet {
 		return appsv1ac.StatefulSet(t.Name, t.Namespace)
 	}
 	return appsv1ac.Deployment(t.Name, t.Namespace)

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"governor.dev/governor/workload"
+
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	appsv1 "k8s.io/api/apps/v1"
@@ -45,12 +47,12 @@ func TestReplicas(t *testing.T) {
 		env.Create(t, dep)
 		env.Create(t, sts)
 		for _, tc := range []struct {
-			target actuators.Target
+			target workload.Ref
 			obj    client.Object
 			spec   func() *int32
 		}{
-			{actuators.Target{Kind: "Deployment", Namespace: ns, Name: "web"}, dep, func() *int32 { return dep.Spec.Replicas }},
-			{actuators.Target{Kind: "StatefulSet", Namespace: ns, Name: "db"}, sts, func() *int32 { return sts.Spec.Replicas }},
+			{workload.Ref{Kind: "Deployment", Namespace: ns, Name: "web"}, dep, func() *int32 { return dep.Spec.Replicas }},
+			{workload.Ref{Kind: "StatefulSet", Namespace: ns, Name: "db"}, sts, func() *int32 { return sts.Spec.Replicas }},
 		} {
 			var writes acttest.Writes
 			c := acttest.Counting(env.Client, &writes, nil)
@@ -88,7 +90,7 @@ func TestReplicas(t *testing.T) {
 		ns := env.Namespace(t)
 		dep := acttest.Deployment(ns, "web", 2, acttest.Container("app", nil))
 		env.Create(t, dep)
-		target := actuators.Target{Kind: "Deployment", Namespace: ns, Name: "web"}
+		target := workload.Ref{Kind: "Deployment", Namespace: ns, Name: "web"}
 		env.Create(t, hpaFor(ns, "other-hpa", "Deployment", "other"))
 		env.Create(t, hpaFor(ns, "sts-hpa", "StatefulSet", "web"))
 
@@ -136,7 +138,7 @@ func TestReplicas(t *testing.T) {
 			other.Labels = map[string]string{"raced": "yes"}
 			return env.Client.Update(ctx, other, client.FieldOwner("racer"))
 		})
-		changed, err := replicas.Apply(ctx, c, actuators.Target{Kind: "Deployment", Namespace: ns, Name: "web"}, 3)
+		changed, err := replicas.Apply(ctx, c, workload.Ref{Kind: "Deployment", Namespace: ns, Name: "web"}, 3)
 		require.NoError(t, err)
 		assert.True(t, changed)
 		assert.EqualValues(t, 2, writes.N(), "one apply lost the race, the second won")
@@ -149,16 +151,16 @@ func TestReplicas(t *testing.T) {
 	t.Run("Errors", func(t *testing.T) {
 		ctx := acttest.Ctx(t, time.Minute)
 		ns := env.Namespace(t)
-		_, err := replicas.Apply(ctx, env.Client, actuators.Target{Kind: "Deployment", Namespace: ns, Name: "missing"}, 1)
+		_, err := replicas.Apply(ctx, env.Client, workload.Ref{Kind: "Deployment", Namespace: ns, Name: "missing"}, 1)
 		require.Error(t, err)
-		assert.True(t, actuators.IsNotFound(err))
+		assert.True(t, workload.IsNotFound(err))
 		assert.Equal(t, "deployment "+ns+"/missing: not found", err.Error())
 
-		_, err = replicas.Apply(ctx, env.Client, actuators.Target{Kind: "DaemonSet", Namespace: ns, Name: "x"}, 1)
+		_, err = replicas.Apply(ctx, env.Client, workload.Ref{Kind: "DaemonSet", Namespace: ns, Name: "x"}, 1)
 		assert.EqualError(t, err, `daemonset `+ns+`/x: unsupported kind "DaemonSet" (want Deployment or StatefulSet)`)
 
 		env.Create(t, acttest.Deployment(ns, "web", 1, acttest.Container("app", nil)))
-		_, err = replicas.Apply(ctx, env.Client, actuators.Target{Kind: "Deployment", Namespace: ns, Name: "web"}, -1)
+		_, err = replicas.Apply(ctx, env.Client, workload.Ref{Kind: "Deployment", Namespace: ns, Name: "web"}, -1)
 		assert.EqualError(t, err, "deployment "+ns+"/web: replicas -1 is negative")
 	})
 }

@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strings"
 
+	"governor.dev/governor/workload"
+
 	corev1 "k8s.io/api/core/v1"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -21,13 +23,14 @@ import (
 // Container is what to set in one container: the resource names given (cpu, memory, ...) in
 // requests and limits. Names not given are left alone.
 type Container struct {
-	Requests, Limits corev1.ResourceList
+	Requests corev1.ResourceList `json:"requests,omitempty"`
+	Limits   corev1.ResourceList `json:"limits,omitempty"`
 }
 
 // UnknownContainerError refuses a container name the workload's pod template does not have.
 // Nothing was written.
 type UnknownContainerError struct {
-	Target    actuators.Target
+	Target    workload.Ref
 	Container string
 	// Known are the containers of the pod template.
 	Known []string
@@ -43,7 +46,7 @@ func (e *UnknownContainerError) Error() string {
 // container named in containers. It returns false, with no write, when every value given is
 // already there (compared as quantities: "1Gi" and "1024Mi" are equal). A container name the
 // template does not have is an *UnknownContainerError, and nothing is written.
-func Apply(ctx context.Context, c client.Client, t actuators.Target, containers map[string]Container) (bool, error) {
+func Apply(ctx context.Context, c client.Client, t workload.Ref, containers Containers) (bool, error) {
 	if err := t.Validate(); err != nil {
 		return false, err
 	}
@@ -58,8 +61,8 @@ func Apply(ctx context.Context, c client.Client, t actuators.Target, containers 
 	return actuators.ApplyWorkload(ctx, c, t, func(obj client.Object, ac *actuators.WorkloadApply) (bool, error) {
 		current := map[string]*corev1.Container{}
 		var known []string
-		for i, ctr := range actuators.PodTemplate(obj).Spec.Containers {
-			current[ctr.Name] = &actuators.PodTemplate(obj).Spec.Containers[i]
+		for i, ctr := range workload.PodTemplate(obj).Spec.Containers {
+			current[ctr.Name] = &workload.PodTemplate(obj).Spec.Containers[i]
 			known = append(known, ctr.Name)
 		}
 		for _, name := range names {

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"governor.dev/governor/workload"
+
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	appsv1 "k8s.io/api/apps/v1"
@@ -25,7 +27,7 @@ var req = acttest.Requests
 
 func container(t *testing.T, obj client.Object, name string) corev1.Container {
 	t.Helper()
-	for _, c := range actuators.PodTemplate(obj).Spec.Containers {
+	for _, c := range workload.PodTemplate(obj).Spec.Containers {
 		if c.Name == name {
 			return c
 		}
@@ -59,7 +61,7 @@ func TestResources(t *testing.T) {
 			acttest.Container("sidecar", req("cpu", "50m")))
 		env.Create(t, dep)
 		gen := dep.Generation
-		target := actuators.Target{Kind: "Deployment", Namespace: ns, Name: "web"}
+		target := workload.Ref{Kind: "Deployment", Namespace: ns, Name: "web"}
 		var writes acttest.Writes
 		c := acttest.Counting(env.Client, &writes, nil)
 
@@ -101,7 +103,7 @@ func TestResources(t *testing.T) {
 		ns := env.Namespace(t)
 		sts := acttest.StatefulSet(ns, "db", 1, acttest.Container("db", req("cpu", "100m")))
 		env.Create(t, sts)
-		target := actuators.Target{Kind: "StatefulSet", Namespace: ns, Name: "db"}
+		target := workload.Ref{Kind: "StatefulSet", Namespace: ns, Name: "db"}
 
 		_, err := resources.Apply(ctx, env.Client, target, map[string]resources.Container{"db": {Requests: req("cpu", "200m")}})
 		require.NoError(t, err)
@@ -138,7 +140,7 @@ func TestResources(t *testing.T) {
 		env.Create(t, dep)
 		var writes acttest.Writes
 		changed, err := resources.Apply(ctx, acttest.Counting(env.Client, &writes, nil),
-			actuators.Target{Kind: "Deployment", Namespace: ns, Name: "web"},
+			workload.Ref{Kind: "Deployment", Namespace: ns, Name: "web"},
 			map[string]resources.Container{"app": {Requests: req("cpu", "1")}, "nope": {Requests: req("cpu", "1")}})
 		assert.False(t, changed)
 		var unknown *resources.UnknownContainerError
@@ -157,7 +159,7 @@ func TestResources(t *testing.T) {
 		dep := acttest.Deployment(ns, "web", 1, acttest.Container("app", req("cpu", "100m")))
 		dep.Spec.Template.Spec.Containers[0].Resources.Limits = req("cpu", "200m")
 		env.Create(t, dep)
-		_, err := resources.Apply(ctx, env.Client, actuators.Target{Kind: "Deployment", Namespace: ns, Name: "web"},
+		_, err := resources.Apply(ctx, env.Client, workload.Ref{Kind: "Deployment", Namespace: ns, Name: "web"},
 			map[string]resources.Container{"app": {Requests: req("cpu", "500m")}})
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), "deployment "+ns+"/web: apply: ")
@@ -183,7 +185,7 @@ func TestResources(t *testing.T) {
 			other.Spec.Template.Spec.Containers[0].Image = "registry.example/app:2"
 			return env.Client.Update(ctx, other, client.FieldOwner("racer"))
 		})
-		changed, err := resources.Apply(ctx, c, actuators.Target{Kind: "Deployment", Namespace: ns, Name: "web"},
+		changed, err := resources.Apply(ctx, c, workload.Ref{Kind: "Deployment", Namespace: ns, Name: "web"},
 			map[string]resources.Container{"app": {Requests: req("memory", "1Gi")}})
 		require.NoError(t, err)
 		assert.True(t, changed)

@@ -137,6 +137,29 @@ type CollectorSpec struct {
 	Push *PushCollector `json:"push,omitempty"`
 }
 
+// The kinds of collector: the field of a CollectorSpec that is set.
+const (
+	CollectorHubble     = "hubble"
+	CollectorPrometheus = "prometheus"
+	CollectorResources  = "resources"
+	CollectorPush       = "push"
+)
+
+// Kind is the collector's kind, "" when it sets none (the CRD requires one).
+func (c *CollectorSpec) Kind() string {
+	switch {
+	case c.Hubble != nil:
+		return CollectorHubble
+	case c.Prometheus != nil:
+		return CollectorPrometheus
+	case c.Resources != nil:
+		return CollectorResources
+	case c.Push != nil:
+		return CollectorPush
+	}
+	return ""
+}
+
 // HubbleCollector keeps a sliding window of L7 flow latencies from Hubble
 // Relay, for the flows that match every filter given.
 type HubbleCollector struct {

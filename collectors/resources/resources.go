@@ -34,6 +34,8 @@ import (
 	"strings"
 	"time"
 
+	"governor.dev/governor/workload"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -41,7 +43,6 @@ import (
 	metricsclient "k8s.io/metrics/pkg/client/clientset/versioned"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"governor.dev/governor/actuators"
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/collectors"
 )
@@ -95,7 +96,7 @@ func (c *Collector) Collect(ctx context.Context, loop *v1alpha1.ControlLoop, spe
 	if err != nil {
 		return collectors.Metric{Err: err.Error()}
 	}
-	obj, err := actuators.Get(ctx, c.c, target)
+	obj, err := workload.Get(ctx, c.c, target)
 	if err != nil {
 		return collectors.Metric{Err: err.Error()}
 	}
@@ -112,33 +113,29 @@ func (c *Collector) Collect(ctx context.Context, loop *v1alpha1.ControlLoop, spe
 	if err := c.c.List(ctx, pods, client.InNamespace(target.Namespace), client.MatchingLabelsSelector{Selector: sel}); err != nil {
 		return collectors.Metric{Err: target.Errorf("listing pods: %v", err).Error()}
 	}
-	return summarize(target, res, list.Items, pods.Items, actuators.PodTemplate(obj))
+	return summarize(target, res, list.Items, pods.Items, workload.PodTemplate(obj))
 }
 
 // findTarget is the workload of the loop's target called name.
-func findTarget(loop *v1alpha1.ControlLoop, name string) (actuators.Target, error) {
+func findTarget(loop *v1alpha1.ControlLoop, name string) (workload.Ref, error) {
 	var names []string
 	for i := range loop.Spec.Targets {
 		t := &loop.Spec.Targets[i]
 		if t.Name == name {
-			kind := string(t.Ref.Kind)
-			if kind == "" {
-				kind = actuators.KindDeployment // the CRD's default
-			}
-			return actuators.Target{Kind: kind, Namespace: loop.Namespace, Name: t.Ref.Name}, nil
+			return workload.Of(loop.Namespace, t.Ref), nil
 		}
 		names = append(names, t.Name)
 	}
 	if len(names) == 0 {
-		return actuators.Target{}, fmt.Errorf("unknown target %q: the loop has no targets", name)
+		return workload.Ref{}, fmt.Errorf("unknown target %q: the loop has no targets", name)
 	}
-	return actuators.Target{}, fmt.Errorf("unknown target %q: the loop's targets are %s", name, strings.Join(names, ", "))
+	return workload.Ref{}, fmt.Errorf("unknown target %q: the loop's targets are %s", name, strings.Join(names, ", "))
 }
 
 // selector is the workload's pod selector; an empty one (which would select every Pod of the
 // namespace) is refused.
 func selector(obj client.Object) (labels.Selector, error) {
-	ls := actuators.Selector(obj)
+	ls := workload.Selector(obj)
 	if ls == nil {
 		return nil, fmt.Errorf("no pod selector")
 	}
@@ -160,7 +157,7 @@ type podFigures struct {
 }
 
 // summarize turns the PodMetrics and Pods of a target into its Metric.
-func summarize(target actuators.Target, res corev1.ResourceName, items []metricsv1beta1.PodMetrics, pods []corev1.Pod, template *corev1.PodTemplateSpec) collectors.Metric {
+func summarize(target workload.Ref, res corev1.ResourceName, items []metricsv1beta1.PodMetrics, pods []corev1.Pod, template *corev1.PodTemplateSpec) collectors.Metric {
 	byName := make(map[string]*corev1.Pod, len(pods))
 	for i := range pods {
 		byName[pods[i].Name] = &pods[i]

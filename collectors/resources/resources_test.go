@@ -290,7 +290,7 @@ func TestCollect(t *testing.T) {
 	t.Run("in a Set", func(t *testing.T) {
 		l := loop.DeepCopy()
 		l.Spec.Collectors = []v1alpha1.CollectorSpec{*usageOf("web", "cpu"), {Name: "mem", Resources: &v1alpha1.ResourcesCollector{Target: "web", Resource: "memory"}}}
-		got := collectors.Set{Resources: col}.Metrics(ctx(t, 10*time.Second), l, now)
+		got := collectors.Set{v1alpha1.CollectorResources: col}.Metrics(ctx(t, 10*time.Second), l, now)
 		require.Len(t, got, 2)
 		assert.InDelta(t, 100*0.6/1.15, *got["usage"].Value, 1e-9)
 		assert.NotNil(t, got["mem"].Value)

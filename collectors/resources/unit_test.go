@@ -4,14 +4,14 @@ import (
 	"testing"
 	"time"
 
+	"governor.dev/governor/workload"
+
 	"github.com/stretchr/testify/assert"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	metricsv1beta1 "k8s.io/metrics/pkg/apis/metrics/v1beta1"
 	"k8s.io/utils/ptr"
-
-	"governor.dev/governor/actuators"
 )
 
 func ctr(name, cpu string) corev1.Container {
@@ -53,13 +53,13 @@ func TestSummarizeLeavesOutTerminatingPodsAndBoundsPerPod(t *testing.T) {
 	}
 	gone := metav1.NewTime(now)
 	pods[0].DeletionTimestamp = &gone
-	m := summarize(actuators.Target{Kind: "Deployment", Namespace: "ns", Name: "web"}, corev1.ResourceCPU, items, pods, nil)
+	m := summarize(workload.Ref{Kind: "Deployment", Namespace: "ns", Name: "web"}, corev1.ResourceCPU, items, pods, nil)
 	assert.Empty(t, m.Err)
 	assert.InDelta(t, 50.0, *m.Value, 1e-9)
 	assert.Equal(t, maxPerPod+1, m.Fields["pods"])
 	assert.NotContains(t, m.Fields, "per_pod")
 
 	pods[1].DeletionTimestamp = &gone
-	m = summarize(actuators.Target{Kind: "Deployment", Namespace: "ns", Name: "web"}, corev1.ResourceCPU, items, pods, nil)
+	m = summarize(workload.Ref{Kind: "Deployment", Namespace: "ns", Name: "web"}, corev1.ResourceCPU, items, pods, nil)
 	assert.Len(t, m.Fields["per_pod"], maxPerPod)
 }

@@ -7,41 +7,25 @@ package guard
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
-
+	"governor.dev/governor/actuators"
 	"governor.dev/governor/api/v1alpha1"
-	"governor.dev/governor/bundles"
+	"governor.dev/governor/decision"
+	"governor.dev/governor/workload"
 )
-
-// Target is the current state of one target, as read before the tick.
-type Target struct {
-	Exists   bool
-	Replicas *int64
-	Egress   *resource.Quantity
-	Ingress  *resource.Quantity
-	// Containers are the pod template's containers' resources, by name.
-	Containers map[string]corev1.ResourceRequirements
-	// HPA is the HorizontalPodAutoscaler of the target, when it has one.
-	HPA *HPA
-}
-
-// HPA is the state of a target's HorizontalPodAutoscaler.
-type HPA struct {
-	Name        string
-	MinReplicas int64
-	MaxReplicas int64
-}
 
 // Input is everything the guard judges a decision against.
 type Input struct {
 	Now  time.Time
 	Spec *v1alpha1.ControlLoopSpec
-	// Targets are the current states, by target name.
-	Targets map[string]Target
+	// Actuators fit each field of a set into its target's bounds.
+	Actuators *actuators.Registry
+	// Targets are the targets as read this tick, by target name.
+	Targets map[string]*actuators.Target
 	// LastChange is when each target was last changed, by target name.
 	LastChange map[string]time.Time
 	// Metrics are the tick's metrics, true for those fresh: an action on a
@@ -57,6 +41,7 @@ const (
 	Clamped   Verdict = "Clamped"   // let through, changed to fit the bounds
 	Refused   Verdict = "Refused"   // not acted on
 	Unchanged Verdict = "Unchanged" // nothing to do: the target is already there
+	Failed    Verdict = "Failed"    // let through, and the actuation failed (the controller says so)
 )
 
 // Note says what the guard did to one action, and why.
@@ -73,13 +58,13 @@ func (n Note) String() string {
 // Result is the actions to carry out, clamped, and a note for every action
 // the guard did not let through exactly as asked.
 type Result struct {
-	Actions []bundles.Action
+	Actions []decision.Action
 	Notes   []Note
 }
 
 // Check judges a decision that passed the contract. Actions are taken in
 // order; each target is changed at most once a tick.
-func Check(in Input, d bundles.Decision) Result {
+func Check(in Input, d decision.Decision) Result {
 	var res Result
 	bounds := map[string]*v1alpha1.TargetSpec{}
 	for i := range in.Spec.Targets {
@@ -98,8 +83,8 @@ func Check(in Input, d bundles.Decision) Result {
 		}
 		cur := in.Targets[a.Target]
 		switch {
-		case !cur.Exists:
-			refuse("%s %s does not exist", kindOf(spec), spec.Ref.Name)
+		case cur == nil || !cur.Exists:
+			refuse("%s %s does not exist", workload.Of("", spec.Ref).Kind, spec.Ref.Name)
 			continue
 		case seen[a.Target]:
 			refuse("already changed this tick")
@@ -115,13 +100,12 @@ func Check(in Input, d bundles.Decision) Result {
 				continue
 			}
 		}
-		c := clamp{spec: spec, cur: cur}
-		set := c.set(a.Set)
-		if c.refusal != "" {
-			refuse("%s", c.refusal)
+		set, fit := fitSet(in.Actuators, cur, a.Set)
+		if fit.Refusal != "" {
+			refuse("%s", fit.Refusal)
 			continue
 		}
-		if !c.changes {
+		if !fit.Changes {
 			res.Notes = append(res.Notes, Note{Target: a.Target, Verdict: Unchanged, Message: "already as asked"})
 			continue
 		}
@@ -130,9 +114,9 @@ func Check(in Input, d bundles.Decision) Result {
 			continue
 		}
 		seen[a.Target] = true
-		if len(c.clamps) > 0 {
-			sort.Strings(c.clamps)
-			for _, m := range c.clamps {
+		if len(fit.Clamps) > 0 {
+			sort.Strings(fit.Clamps)
+			for _, m := range fit.Clamps {
 				res.Notes = append(res.Notes, Note{Target: a.Target, Verdict: Clamped, Message: m})
 			}
 		}
@@ -140,6 +124,27 @@ func Check(in Input, d bundles.Decision) Result {
 		res.Actions = append(res.Actions, a)
 	}
 	return res
+}
+
+// fitSet fits every field of a set into the target's bounds, in the actuators' order.
+func fitSet(reg *actuators.Registry, t *actuators.Target, set decision.Set) (decision.Set, actuators.Fit) {
+	var fit actuators.Fit
+	out := decision.Set{}
+	for _, field := range slices.Sorted(maps.Keys(set)) {
+		if _, ok := reg.Get(field); !ok { // the contract makes this unreachable; stay safe anyway
+			fit.Refuse("%s: no actuator for this field", field)
+		}
+	}
+	for _, a := range reg.All() {
+		want, ok := set[a.Field()]
+		if !ok || fit.Refusal != "" {
+			continue
+		}
+		if v := a.Fit(&fit, t, want); fit.Refusal == "" {
+			out[a.Field()] = v
+		}
+	}
+	return out, fit
 }
 
 // staleness refuses an action on a metric that is stale or missing: the one
@@ -162,11 +167,4 @@ func staleness(metrics map[string]bool, metric string) string {
 		return fmt.Sprintf("the action names no metric and metrics %v are stale or missing", stale)
 	}
 	return ""
-}
-
-func kindOf(spec *v1alpha1.TargetSpec) string {
-	if spec.Ref.Kind == "" {
-		return "Deployment"
-	}
-	return string(spec.Ref.Kind)
 }

@@ -11,8 +11,14 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"governor.dev/governor/actuators"
+	"governor.dev/governor/actuators/bandwidth"
+	"governor.dev/governor/actuators/builtin"
+	"governor.dev/governor/actuators/hpa"
+	"governor.dev/governor/actuators/resources"
 	"governor.dev/governor/api/v1alpha1"
-	"governor.dev/governor/bundles"
+	"governor.dev/governor/decision"
+	"governor.dev/governor/workload"
 )
 
 var now = time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
@@ -42,29 +48,56 @@ func spec() *v1alpha1.ControlLoopSpec {
 	}
 }
 
+// target is a target as read at a tick, with the current state of each field given.
+func target(sp *v1alpha1.ControlLoopSpec, name string, current map[string]any) *actuators.Target {
+	for i := range sp.Targets {
+		if sp.Targets[i].Name == name {
+			t := &actuators.Target{Name: name, Spec: &sp.Targets[i], Exists: true, Current: current}
+			t.Workload = workload.Of("factory", t.Spec.Ref)
+			return t
+		}
+	}
+	panic(name)
+}
+
 func input() Input {
+	sp := spec()
 	return Input{
-		Now:  now,
-		Spec: spec(),
-		Targets: map[string]Target{
-			"web": {Exists: true, Replicas: ip(3), Containers: map[string]corev1.ResourceRequirements{
-				"app": {Requests: corev1.ResourceList{"cpu": q("250m"), "memory": q("128Mi")}, Limits: corev1.ResourceList{"memory": q("256Mi")}}}},
-			"telemetry": {Exists: true, Replicas: ip(2), Egress: qp("500M")},
-			"api":       {Exists: true, Replicas: ip(4), HPA: &HPA{Name: "api", MinReplicas: 2, MaxReplicas: 8}},
-			"batch":     {Exists: true, Replicas: ip(1)},
+		Now:       now,
+		Spec:      sp,
+		Actuators: builtin.Actuators,
+		Targets: map[string]*actuators.Target{
+			"web": target(sp, "web", map[string]any{"replicas": ip(3), "resources": resources.Containers{
+				"app": {Requests: corev1.ResourceList{"cpu": q("250m"), "memory": q("128Mi")}, Limits: corev1.ResourceList{"memory": q("256Mi")}}}}),
+			"telemetry": target(sp, "telemetry", map[string]any{"replicas": ip(2), "bandwidth": bandwidth.Value{Egress: qp("500M")}}),
+			"api":       target(sp, "api", map[string]any{"replicas": ip(4), "hpa": &hpa.State{Name: "api", MinReplicas: 2, MaxReplicas: 8}}),
+			"batch":     target(sp, "batch", map[string]any{"replicas": ip(1)}),
 		},
 		Metrics: map[string]bool{"jitter": true},
 	}
 }
 
-func decide(actions ...bundles.Action) bundles.Decision { return bundles.Decision{Actions: actions} }
+func decide(actions ...decision.Action) decision.Decision { return decision.Decision{Actions: actions} }
 
-func replicas(target string, n int64) bundles.Action {
-	return bundles.Action{Target: target, Set: bundles.Set{Replicas: &n}}
+func replicas(target string, n int64) decision.Action {
+	return decision.Action{Target: target, Set: decision.Set{"replicas": n}}
 }
 
-func egress(target, v string) bundles.Action {
-	return bundles.Action{Target: target, Metric: "jitter", Set: bundles.Set{Bandwidth: &bundles.Bandwidth{Egress: qp(v)}}}
+func egress(target, v string) decision.Action {
+	return decision.Action{Target: target, Metric: "jitter", Set: decision.Set{"bandwidth": bandwidth.Value{Egress: qp(v)}}}
+}
+
+func containers(name string, requests, limits corev1.ResourceList) decision.Set {
+	return decision.Set{"resources": resources.Containers{name: {Requests: requests, Limits: limits}}}
+}
+
+func replicasOf(a decision.Action) int64 { return a.Set["replicas"].(int64) }
+func egressOf(a decision.Action) *resource.Quantity {
+	return a.Set["bandwidth"].(bandwidth.Value).Egress
+}
+func hpaOf(a decision.Action) hpa.Bounds { return a.Set["hpa"].(hpa.Bounds) }
+func containerOf(a decision.Action, name string) resources.Container {
+	return a.Set["resources"].(resources.Containers)[name]
 }
 
 func notes(r Result) []string {
@@ -78,46 +111,44 @@ func notes(r Result) []string {
 func TestWithinBoundsPassesUnchanged(t *testing.T) {
 	r := Check(input(), decide(replicas("web", 4), egress("telemetry", "400M")))
 	require.Len(t, r.Actions, 2)
-	assert.Equal(t, int64(4), *r.Actions[0].Set.Replicas)
-	assert.Equal(t, "400M", r.Actions[1].Set.Bandwidth.Egress.String())
+	assert.Equal(t, int64(4), replicasOf(r.Actions[0]))
+	assert.Equal(t, "400M", egressOf(r.Actions[1]).String())
 	assert.Empty(t, r.Notes)
 }
 
 func TestClampsToBoundsAndStep(t *testing.T) {
 	cases := []struct {
 		name   string
-		action bundles.Action
-		check  func(t *testing.T, a bundles.Action)
+		action decision.Action
+		check  func(t *testing.T, a decision.Action)
 		note   string
 	}{
-		{"replicas above max and step", replicas("web", 50), func(t *testing.T, a bundles.Action) {
-			assert.Equal(t, int64(5), *a.Set.Replicas)
+		{"replicas above max and step", replicas("web", 50), func(t *testing.T, a decision.Action) {
+			assert.Equal(t, int64(5), replicasOf(a))
 		}, "replicas 50 lowered to the maximum 10"},
-		{"replicas step", replicas("web", 9), func(t *testing.T, a bundles.Action) {
-			assert.Equal(t, int64(5), *a.Set.Replicas)
+		{"replicas step", replicas("web", 9), func(t *testing.T, a decision.Action) {
+			assert.Equal(t, int64(5), replicasOf(a))
 		}, "replicas 9 limited to one step (2) above 3"},
-		{"replicas below min", replicas("web", 0), func(t *testing.T, a bundles.Action) {
-			assert.Equal(t, int64(1), *a.Set.Replicas)
+		{"replicas below min", replicas("web", 0), func(t *testing.T, a decision.Action) {
+			assert.Equal(t, int64(1), replicasOf(a))
 		}, "replicas 0 raised to the minimum 1"},
-		{"bandwidth above max", egress("telemetry", "2G"), func(t *testing.T, a bundles.Action) {
-			assert.Equal(t, "600M", a.Set.Bandwidth.Egress.String())
+		{"bandwidth above max", egress("telemetry", "2G"), func(t *testing.T, a decision.Action) {
+			assert.Equal(t, "600M", egressOf(a).String())
 		}, "egress bandwidth 2G lowered to the maximum 1G"},
-		{"bandwidth below min", egress("telemetry", "1M"), func(t *testing.T, a bundles.Action) {
-			assert.Equal(t, "400M", a.Set.Bandwidth.Egress.String(), "min 10M, then one step of 100M below 500M")
+		{"bandwidth below min", egress("telemetry", "1M"), func(t *testing.T, a decision.Action) {
+			assert.Equal(t, "400M", egressOf(a).String(), "min 10M, then one step of 100M below 500M")
 		}, "egress bandwidth 1M raised to the minimum 10M"},
-		{"memory step", bundles.Action{Target: "web", Set: bundles.Set{Resources: map[string]bundles.ContainerResources{
-			"app": {Limits: map[string]resource.Quantity{"memory": q("1Gi")}}}}}, func(t *testing.T, a bundles.Action) {
-			got := a.Set.Resources["app"].Limits["memory"]
+		{"memory step", decision.Action{Target: "web", Set: containers("app", nil, corev1.ResourceList{"memory": q("1Gi")})}, func(t *testing.T, a decision.Action) {
+			got := containerOf(a, "app").Limits["memory"]
 			assert.Equal(t, "384Mi", got.String())
 		}, "app limits.memory 1Gi limited to one step (128Mi) above 256Mi"},
-		{"cpu above max", bundles.Action{Target: "web", Set: bundles.Set{Resources: map[string]bundles.ContainerResources{
-			"app": {Requests: map[string]resource.Quantity{"cpu": q("4")}}}}}, func(t *testing.T, a bundles.Action) {
-			got := a.Set.Resources["app"].Requests["cpu"]
+		{"cpu above max", decision.Action{Target: "web", Set: containers("app", corev1.ResourceList{"cpu": q("4")}, nil)}, func(t *testing.T, a decision.Action) {
+			got := containerOf(a, "app").Requests["cpu"]
 			assert.Equal(t, "2", got.String())
 		}, "app requests.cpu 4 lowered to the maximum 2"},
-		{"hpa bounds", bundles.Action{Target: "api", Set: bundles.Set{HPA: &bundles.HPABounds{MinReplicas: ip(1), MaxReplicas: ip(50)}}}, func(t *testing.T, a bundles.Action) {
-			assert.Equal(t, int64(2), *a.Set.HPA.MinReplicas)
-			assert.Equal(t, int64(20), *a.Set.HPA.MaxReplicas)
+		{"hpa bounds", decision.Action{Target: "api", Set: decision.Set{"hpa": hpa.Bounds{MinReplicas: ip(1), MaxReplicas: ip(50)}}}, func(t *testing.T, a decision.Action) {
+			assert.Equal(t, int64(2), *hpaOf(a).MinReplicas)
+			assert.Equal(t, int64(20), *hpaOf(a).MaxReplicas)
 		}, "hpa maxReplicas 50 lowered to the maximum 20"},
 	}
 	for _, tc := range cases {
@@ -136,16 +167,16 @@ func TestRefusals(t *testing.T) {
 	in := input()
 	in.Metrics = map[string]bool{"jitter": false, "cpu": true}
 	missing := input().Targets
-	missing["web"] = Target{Exists: false}
+	missing["web"] = &actuators.Target{Name: "web", Exists: false}
 
 	cases := []struct {
 		name   string
 		in     Input
-		action bundles.Action
+		action decision.Action
 		why    string
 	}{
 		{"unknown target", input(), replicas("cache", 2), "not one of the loop's targets"},
-		{"target missing", Input{Now: now, Spec: spec(), Targets: missing}, replicas("web", 4), "Deployment web does not exist"},
+		{"target missing", Input{Now: now, Spec: spec(), Actuators: builtin.Actuators, Targets: missing}, replicas("web", 4), "Deployment web does not exist"},
 		{"no bounds for the field", input(), egress("web", "100M"), "declares no bandwidth bounds"},
 		{"replicas owned by an HPA", func() Input {
 			i := input()
@@ -155,15 +186,12 @@ func TestRefusals(t *testing.T) {
 		{"cooldown", cooling, replicas("batch", 2), "in cooldown for 20s more (cooldown 30s)"},
 		{"stale metric named", in, egress("telemetry", "400M"), "metric jitter is stale or missing"},
 		{"stale metric, none named", in, replicas("web", 4), "the action names no metric and metrics [jitter] are stale or missing"},
-		{"metric not there at all", in, bundles.Action{Target: "web", Metric: "memory", Set: bundles.Set{Replicas: ip(4)}}, "metric memory is stale or missing"},
-		{"container not allowed", input(), bundles.Action{Target: "web", Set: bundles.Set{Resources: map[string]bundles.ContainerResources{
-			"sidecar": {Requests: map[string]resource.Quantity{"cpu": q("1")}}}}}, "container sidecar is not one of [app]"},
-		{"resource without bounds", input(), bundles.Action{Target: "web", Set: bundles.Set{Resources: map[string]bundles.ContainerResources{
-			"app": {Requests: map[string]resource.Quantity{"ephemeral-storage": q("1Gi")}}}}}, "declares no ephemeral-storage bounds"},
-		{"request above limit", input(), bundles.Action{Target: "web", Set: bundles.Set{Resources: map[string]bundles.ContainerResources{
-			"app": {Requests: map[string]resource.Quantity{"memory": q("256Mi")}, Limits: map[string]resource.Quantity{"memory": q("200Mi")}}}}}, "would request 256Mi memory above its limit 200Mi"},
-		{"hpa min above max", input(), bundles.Action{Target: "api", Set: bundles.Set{HPA: &bundles.HPABounds{MinReplicas: ip(10)}}}, "minReplicas 10 would be above maxReplicas 8"},
-		{"hpa on a target without one", input(), bundles.Action{Target: "web", Set: bundles.Set{HPA: &bundles.HPABounds{MinReplicas: ip(2)}}}, "declares no hpa bounds"},
+		{"metric not there at all", in, decision.Action{Target: "web", Metric: "memory", Set: decision.Set{"replicas": int64(4)}}, "metric memory is stale or missing"},
+		{"container not allowed", input(), decision.Action{Target: "web", Set: containers("sidecar", corev1.ResourceList{"cpu": q("1")}, nil)}, "container sidecar is not one of [app]"},
+		{"resource without bounds", input(), decision.Action{Target: "web", Set: containers("app", corev1.ResourceList{"ephemeral-storage": q("1Gi")}, nil)}, "declares no ephemeral-storage bounds"},
+		{"request above limit", input(), decision.Action{Target: "web", Set: containers("app", corev1.ResourceList{"memory": q("256Mi")}, corev1.ResourceList{"memory": q("200Mi")})}, "would request 256Mi memory above its limit 200Mi"},
+		{"hpa min above max", input(), decision.Action{Target: "api", Set: decision.Set{"hpa": hpa.Bounds{MinReplicas: ip(10)}}}, "minReplicas 10 would be above maxReplicas 8"},
+		{"hpa on a target without one", input(), decision.Action{Target: "web", Set: decision.Set{"hpa": hpa.Bounds{MinReplicas: ip(2)}}}, "declares no hpa bounds"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -180,7 +208,7 @@ func TestCooldownEndsAndStaleOtherMetricsDoNotBlock(t *testing.T) {
 	in := input()
 	in.LastChange = map[string]time.Time{"batch": now.Add(-30 * time.Second)}
 	in.Metrics = map[string]bool{"cpu": false, "memory": true}
-	r := Check(in, decide(bundles.Action{Target: "batch", Metric: "memory", Set: bundles.Set{Replicas: ip(2)}}))
+	r := Check(in, decide(decision.Action{Target: "batch", Metric: "memory", Set: decision.Set{"replicas": int64(2)}}))
 	require.Len(t, r.Actions, 1, notes(r))
 }
 
@@ -210,8 +238,8 @@ func TestUnchangedActionsAreDroppedAndDoNotCount(t *testing.T) {
 
 func TestUnknownCurrentValueSkipsTheStepButNotTheBounds(t *testing.T) {
 	in := input()
-	in.Targets["telemetry"] = Target{Exists: true}
+	in.Targets["telemetry"].Current = map[string]any{}
 	r := Check(in, decide(egress("telemetry", "5G")))
 	require.Len(t, r.Actions, 1)
-	assert.Zero(t, r.Actions[0].Set.Bandwidth.Egress.Cmp(q("1000M")), r.Actions[0].Set.Bandwidth.Egress.String())
+	assert.Zero(t, egressOf(r.Actions[0]).Cmp(q("1000M")), egressOf(r.Actions[0]).String())
 }

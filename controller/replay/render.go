@@ -10,6 +10,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"governor.dev/governor/actuators/bandwidth"
+	"governor.dev/governor/actuators/replicas"
+	"governor.dev/governor/actuators/resources"
 	"governor.dev/governor/sim/report"
 )
 
@@ -65,7 +68,7 @@ func appliedText(r Row) string {
 func Plot(path, title string, rows []Row) error {
 	metrics := map[string]*report.Series{}
 	egress := map[string]*report.Series{}
-	replicas := map[string]*report.Series{}
+	replicaSeries := map[string]*report.Series{}
 	memory := map[string]*report.Series{}
 	ranks := map[string]*report.Series{}
 	add := func(m map[string]*report.Series, name, unit string, step bool, t time.Time, v float64) {
@@ -88,13 +91,14 @@ func Plot(path, title string, rows []Row) error {
 			last = r.Tick
 		}
 		for name, tg := range r.Targets {
-			if tg.Egress != nil {
-				add(egress, r.Loop+"/"+name, "Mbit/s", true, t, tg.Egress.AsApproximateFloat64()/1e6)
+			if bw, _ := tg[bandwidth.Field].(bandwidth.Value); bw.Egress != nil {
+				add(egress, r.Loop+"/"+name, "Mbit/s", true, t, bw.Egress.AsApproximateFloat64()/1e6)
 			}
-			if tg.Replicas != nil {
-				add(replicas, r.Loop+"/"+name, "", true, t, float64(*tg.Replicas))
+			if n, _ := tg[replicas.Field].(*int64); n != nil {
+				add(replicaSeries, r.Loop+"/"+name, "", true, t, float64(*n))
 			}
-			for c, res := range tg.Containers {
+			containers, _ := tg[resources.Field].(resources.Containers)
+			for c, res := range containers {
 				if q, ok := res.Requests["memory"]; ok {
 					add(memory, r.Loop+"/"+name+"/"+c, "MiB", true, t, q.AsApproximateFloat64()/(1<<20))
 				}
@@ -111,7 +115,7 @@ func Plot(path, title string, rows []Row) error {
 	}{
 		{"Metrics", "value", metrics},
 		{"Egress bandwidth", "Mbit/s", egress},
-		{"Replicas", "replicas", replicas},
+		{"Replicas", "replicas", replicaSeries},
 		{"Memory requests", "MiB", memory},
 		{"Priority rank (1 = remedied first)", "rank", ranks},
 	} {

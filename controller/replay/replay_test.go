@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"governor.dev/governor/actuators/bandwidth"
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/bundles"
 )
@@ -51,14 +52,14 @@ func TestReplayOfTheBandwidthTrace(t *testing.T) {
 		}
 		assert.True(t, lastChange.IsZero() || r.Tick.Time.Sub(lastChange) >= cooldown, "changes at least 3s apart")
 		lastChange = r.Tick.Time
-		e := r.Targets["telemetry"].Egress.Value()
+		e := r.Targets["telemetry"]["bandwidth"].(bandwidth.Value).Egress.Value()
 		if e < last {
 			lowered++
 		} else {
 			raised++
 		}
 		last = e
-		assert.LessOrEqual(t, r.Targets["video"].Egress.Value(), int64(500_000_000), "video's own bound")
+		assert.LessOrEqual(t, r.Targets["video"]["bandwidth"].(bandwidth.Value).Egress.Value(), int64(500_000_000), "video's own bound")
 	}
 	assert.GreaterOrEqual(t, lowered, 3, "high jitter lowers egress step by step")
 	assert.GreaterOrEqual(t, raised, 2, "low jitter raises it again")

@@ -4,20 +4,24 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 
+	"governor.dev/governor/actuators"
+	"governor.dev/governor/actuators/builtin"
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/bundles"
 	"governor.dev/governor/controller"
-	"governor.dev/governor/controller/guard"
 )
 
 // Row is one loop's tick: what it decided and what the guard let through,
 // and the state after it.
 type Row struct {
-	Tick    *Tick
-	Loop    string
-	Entry   v1alpha1.HistoryEntry
-	Targets map[string]guard.Target
+	Tick  *Tick
+	Loop  string
+	Entry v1alpha1.HistoryEntry
+	// Targets are the simulated targets after the tick: each field's state
+	// by target name, as its actuator keeps it.
+	Targets map[string]map[string]any
 	// Priorities are the loop's effective params.priorities after the
 	// tick, when it has them.
 	Priorities []string
@@ -32,7 +36,7 @@ func Run(ctx context.Context, reg *bundles.Registry, loops []*v1alpha1.ControlLo
 	if err != nil {
 		return nil, err
 	}
-	w := &world{loops: map[string]*v1alpha1.ControlLoop{}, targets: map[string]map[string]guard.Target{}}
+	w := &world{loops: map[string]*v1alpha1.ControlLoop{}, targets: map[string]map[string]*actuators.Target{}, actuators: builtin.Actuators}
 	for _, l := range ordered {
 		w.loops[key(l.Namespace, l.Name)] = l
 	}
@@ -48,9 +52,9 @@ func Run(ctx context.Context, reg *bundles.Registry, loops []*v1alpha1.ControlLo
 				return rows, fmt.Errorf("%s at %s: %w", l.Name, trace[i].Time, err)
 			}
 			l.Status = *next
-			row := Row{Tick: w.tick, Loop: l.Name, Entry: entry, Targets: map[string]guard.Target{}}
+			row := Row{Tick: w.tick, Loop: l.Name, Entry: entry, Targets: map[string]map[string]any{}}
 			for name, t := range w.targets[key(l.Namespace, l.Name)] {
-				row.Targets[name] = t
+				row.Targets[name] = maps.Clone(t.Current)
 			}
 			row.Priorities = priorities(l)
 			rows = append(rows, row)

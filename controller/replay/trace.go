@@ -7,14 +7,21 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"sigs.k8s.io/yaml"
 
+	"governor.dev/governor/actuators/builtin"
 	"governor.dev/governor/api/v1alpha1"
+	"governor.dev/governor/decision"
+	"governor.dev/governor/workload"
 )
 
 // Tick is one line of a trace: when it happens, the metrics of that moment,
@@ -70,13 +77,33 @@ func (m *Metric) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// ObservedTarget is a target's state as a trace records it.
-type ObservedTarget struct {
-	Replicas  *int64 `json:"replicas,omitempty"`
-	Bandwidth struct {
-		Egress  string `json:"egress,omitempty"`
-		Ingress string `json:"ingress,omitempty"`
-	} `json:"bandwidth"`
+// ObservedTarget is a target's state as a trace records it, field by field
+// as a decision sets them: {"replicas": 2, "bandwidth": {"egress": "500M"}}.
+type ObservedTarget decision.Set
+
+// UnmarshalJSON reads each field with its actuator, as the decision contract
+// does.
+func (o *ObservedTarget) UnmarshalJSON(b []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var raw map[string]any
+	if err := dec.Decode(&raw); err != nil {
+		return fmt.Errorf("a target is an object of fields, got %s", b)
+	}
+	var p decision.Parser
+	set := ObservedTarget{}
+	for _, field := range slices.Sorted(maps.Keys(raw)) {
+		a, ok := builtin.Actuators.Get(field)
+		if !ok {
+			return fmt.Errorf("unknown target field %q (fields: %s)", field, strings.Join(builtin.Actuators.FieldNames(), ", "))
+		}
+		set[field] = a.Parse(&p, field, raw[field])
+	}
+	if problems := p.Problems(); len(problems) > 0 {
+		return errors.New(problems[0].String())
+	}
+	*o = set
+	return nil
 }
 
 // ReadTrace reads a trace: JSON lines, one tick each, in time order.
@@ -169,8 +196,6 @@ func defaults(s *v1alpha1.ControlLoopSpec, cooldownSet, staleAfterSet bool) {
 		s.Safety.MaxActions = 5
 	}
 	for i := range s.Targets {
-		if s.Targets[i].Ref.Kind == "" {
-			s.Targets[i].Ref.Kind = "Deployment"
-		}
+		s.Targets[i].Ref.Kind = v1alpha1.TargetKind(workload.Of("", s.Targets[i].Ref).Kind)
 	}
 }

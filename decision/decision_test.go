@@ -1,4 +1,4 @@
-package bundles
+package decision_test
 
 import (
 	"encoding/json"
@@ -7,6 +7,12 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"governor.dev/governor/actuators/bandwidth"
+	"governor.dev/governor/actuators/builtin"
+	"governor.dev/governor/actuators/hpa"
+	"governor.dev/governor/actuators/resources"
+	. "governor.dev/governor/decision"
 )
 
 func decode(t *testing.T, s string) any {
@@ -18,10 +24,10 @@ func decode(t *testing.T, s string) any {
 	return v
 }
 
-var webAndDB = Contract{Targets: map[string]bool{"web": true, "db": true}}
+var webAndDB = Contract{Targets: map[string]bool{"web": true, "db": true}, Fields: builtin.Actuators}
 
 func TestValidateDecisionAcceptsEveryKindOfSet(t *testing.T) {
-	d, problems := ValidateDecision(decode(t, `{
+	d, problems := Validate(decode(t, `{
 		"actions": [
 			{"target": "web", "metric": "cpu", "reason": "cpu 91 above 80", "set": {"replicas": 4}},
 			{"target": "db", "set": {"bandwidth": {"egress": "400M", "ingress": "1G"}}},
@@ -33,25 +39,27 @@ func TestValidateDecisionAcceptsEveryKindOfSet(t *testing.T) {
 	}`), webAndDB)
 	require.Empty(t, problems)
 	require.Len(t, d.Actions, 4)
-	assert.Equal(t, int64(4), *d.Actions[0].Set.Replicas)
+	assert.Equal(t, int64(4), d.Actions[0].Set["replicas"])
 	assert.Equal(t, "cpu", d.Actions[0].Metric)
-	assert.Equal(t, int64(400_000_000), d.Actions[1].Set.Bandwidth.Egress.Value())
-	assert.Equal(t, int64(1_000_000_000), d.Actions[1].Set.Bandwidth.Ingress.Value())
-	app := d.Actions[2].Set.Resources["app"]
+	bw := d.Actions[1].Set["bandwidth"].(bandwidth.Value)
+	assert.Equal(t, int64(400_000_000), bw.Egress.Value())
+	assert.Equal(t, int64(1_000_000_000), bw.Ingress.Value())
+	app := d.Actions[2].Set["resources"].(resources.Containers)["app"]
 	cpu, reqMem, limMem := app.Requests["cpu"], app.Requests["memory"], app.Limits["memory"]
 	assert.Equal(t, int64(350), cpu.MilliValue())
 	assert.Equal(t, int64(192<<20), reqMem.Value())
 	assert.Equal(t, int64(256<<20), limMem.Value())
-	assert.Equal(t, int64(2), *d.Actions[3].Set.HPA.MinReplicas)
-	assert.Equal(t, int64(8), *d.Actions[3].Set.HPA.MaxReplicas)
-	assert.Equal(t, int64(3), *d.Actions[3].Set.Replicas, "an integral float is an integer")
+	h := d.Actions[3].Set["hpa"].(hpa.Bounds)
+	assert.Equal(t, int64(2), *h.MinReplicas)
+	assert.Equal(t, int64(8), *h.MaxReplicas)
+	assert.Equal(t, int64(3), d.Actions[3].Set["replicas"], "an integral float is an integer")
 	assert.Equal(t, []string{"High cpu"}, d.Events)
 	assert.Equal(t, json.Number("1.7"), d.State["ewma"])
 	assert.Nil(t, d.Params)
 }
 
 func TestValidateDecisionEmptyObjectIsNoAction(t *testing.T) {
-	d, problems := ValidateDecision(map[string]any{}, webAndDB)
+	d, problems := Validate(map[string]any{}, webAndDB)
 	require.Empty(t, problems)
 	assert.Empty(t, d.Actions)
 	assert.Nil(t, d.State, "no state returned: the previous state is kept")
@@ -72,7 +80,7 @@ func TestValidateDecisionRejects(t *testing.T) {
 		{"actions not an array", `{"actions": {}}`, webAndDB, "actions", "must be an array, got object"},
 		{"action not an object", `{"actions": ["web"]}`, webAndDB, "actions[0]", "must be an object"},
 		{"unknown target", `{"actions": [{"target": "cache", "set": {"replicas": 1}}]}`, webAndDB, "actions[0].target", `"cache" is not one of the loop's targets [db, web]`},
-		{"no targets at all", `{"actions": [{"target": "web", "set": {"replicas": 1}}]}`, Contract{}, "actions[0].target", "the input names no targets"},
+		{"no targets at all", `{"actions": [{"target": "web", "set": {"replicas": 1}}]}`, Contract{Fields: builtin.Actuators}, "actions[0].target", "the input names no targets"},
 		{"target not a string", `{"actions": [{"target": 7, "set": {"replicas": 1}}]}`, webAndDB, "actions[0].target", "must be a string, got number 7"},
 		{"target missing", `{"actions": [{"set": {"replicas": 1}}]}`, webAndDB, "actions[0].target", "is required"},
 		{"set missing", `{"actions": [{"target": "web"}]}`, webAndDB, "actions[0].set", "is required"},
@@ -102,7 +110,7 @@ func TestValidateDecisionRejects(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, problems := ValidateDecision(decode(t, tc.decision), tc.contract)
+			_, problems := Validate(decode(t, tc.decision), tc.contract)
 			require.NotEmpty(t, problems)
 			var found bool
 			for _, p := range problems {
@@ -116,7 +124,7 @@ func TestValidateDecisionRejects(t *testing.T) {
 }
 
 func TestValidateDecisionReportsEveryProblem(t *testing.T) {
-	_, problems := ValidateDecision(decode(t, `{
+	_, problems := Validate(decode(t, `{
 		"actions": [{"target": "nope", "set": {"replicas": -2}}, {"target": "web", "set": {"bandwidth": {"egress": 1}}}],
 		"events": [1]
 	}`), webAndDB)
@@ -128,35 +136,14 @@ func TestValidateDecisionReportsEveryProblem(t *testing.T) {
 }
 
 func TestContractFromInput(t *testing.T) {
-	c := ContractFromInput(decode(t, `{"loop": {"kind": "Reactive"}, "targets": {"web": {}, "db": {}}}`).(map[string]any))
+	c := ContractFromInput(decode(t, `{"loop": {"kind": "Reactive"}, "targets": {"web": {}, "db": {}}}`).(map[string]any), builtin.Actuators)
 	assert.Equal(t, map[string]bool{"web": true, "db": true}, c.Targets)
 	assert.False(t, c.AllowParams)
 
-	c = ContractFromInput(decode(t, `{"loop": {"kind": "Deliberative"}}`).(map[string]any))
+	c = ContractFromInput(decode(t, `{"loop": {"kind": "Deliberative"}}`).(map[string]any), builtin.Actuators)
 	assert.Empty(t, c.Targets)
 	assert.True(t, c.AllowParams)
 
-	c = ContractFromInput(map[string]any{})
+	c = ContractFromInput(map[string]any{}, builtin.Actuators)
 	assert.True(t, c.AllowParams, "with no loop kind (governor eval on a bare input) params are allowed")
-}
-
-func TestReadInput(t *testing.T) {
-	in, err := ReadInput(strings.NewReader(`{"tick": 12, "params": {"alpha": 0.7}}`), "x.json")
-	require.NoError(t, err)
-	assert.Equal(t, json.Number("12"), in["tick"])
-
-	for body, want := range map[string]string{
-		"":                    "bad input x.json: empty",
-		"   \n":               "empty",
-		`{"tick": 1,`:         "not valid JSON",
-		"{\n  \"a\": 1,\n  }": "line 3, column 3",
-		`[1]`:                 "must be a JSON object, got array of 1",
-		`"hi"`:                `got string "hi"`,
-		`{"a": 1} {"b": 2}`:   "more than one JSON value",
-	} {
-		_, err := ReadInput(strings.NewReader(body), "x.json")
-		var ie *InputError
-		require.ErrorAs(t, err, &ie, "input %q", body)
-		assert.Contains(t, err.Error(), want, "input %q", body)
-	}
 }

@@ -1,0 +1,182 @@
+// Package actuators is how a loop changes what it governs: one Actuator per field of a target
+// ("replicas", "bandwidth", "resources", "hpa", ...), each a package of its own, all listed
+// in one Registry (package builtin). The decision contract, the guard, the controller and
+// governor replay go through the Registry and know no actuator by name.
+//
+// It also holds the way every actuator writes: server-side apply as field manager
+// "governor", forced, with a resourceVersion precondition and retry on conflict.
+//
+// Server-side apply and "leave the rest alone": an apply as field manager "governor" claims
+// exactly the fields it sends, and removes any field "governor" owned before but no longer
+// sends. So an actuator never builds its apply configuration from scratch: it extracts what
+// "governor" owns now (client-go's Extract* functions, with the current values), changes the
+// fields it was asked to change and applies that. The extraction is only valid for the
+// resourceVersion it was read at, so the apply carries that resourceVersion as a precondition
+// and a conflict reads again (RetryOnConflict).
+package actuators
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"governor.dev/governor/api/v1alpha1"
+	"governor.dev/governor/decision"
+	"governor.dev/governor/workload"
+)
+
+// Actuator owns one field of a loop's targets: its key in a decision's set, in
+// input.targets.<name> and in the target's bounds (spec.targets[].<field>).
+type Actuator interface {
+	// Field is the key, e.g. "replicas".
+	Field() string
+	// Parse checks a policy's value of the field (at path in the decision) against the
+	// contract and returns it typed; problems go to p.
+	Parse(p *decision.Parser, path string, raw any) any
+	// Read reads the field's current state on a target that exists (t.Object is its
+	// workload as read this tick).
+	Read(ctx context.Context, c client.Reader, t *Target) (any, error)
+	// Doc is a current state as input.targets.<name>.<field> shows it; nil leaves it out.
+	Doc(current any) any
+	// Fit fits a parsed value into the target's bounds (t.Spec) from its current state
+	// (t.Current) and returns the value to apply; clamps, a refusal and whether anything
+	// changes go to f. A target that declares no bounds for the field is refused.
+	Fit(f *Fit, t *Target, want any) any
+	// Apply writes a fitted value to the target and says whether it changed anything, also
+	// when it fails part-way.
+	Apply(ctx context.Context, c client.Client, t *Target, value any) (bool, error)
+	// Simulate is the state once value is applied to current, for governor replay; with
+	// value nil it is the state replay starts a target from (current is then nil too).
+	Simulate(spec *v1alpha1.TargetSpec, current, value any) any
+}
+
+// Target is one of a loop's targets at a tick: what it names, what the loop declares of it,
+// and its current state.
+type Target struct {
+	// Name is the loop's name for it (spec.targets[].name).
+	Name string
+	// Workload is the workload it names.
+	Workload workload.Ref
+	// Spec is the loop's declaration: the reference and the bounds.
+	Spec *v1alpha1.TargetSpec
+	// Exists is false when the workload is not there: nothing may act on it.
+	Exists bool
+	// Object is the workload as read this tick; nil in governor replay.
+	Object client.Object
+	// Current is each field's current state, as its actuator read it.
+	Current map[string]any
+}
+
+// Registry is the actuators a controller has, in the order a set's fields are applied.
+type Registry struct {
+	list []Actuator
+}
+
+// NewRegistry lists actuators; a field may appear once.
+func NewRegistry(actuators ...Actuator) *Registry {
+	seen := map[string]bool{}
+	for _, a := range actuators {
+		if seen[a.Field()] {
+			panic(fmt.Sprintf("actuators: field %q registered twice", a.Field()))
+		}
+		seen[a.Field()] = true
+	}
+	return &Registry{list: slices.Clone(actuators)}
+}
+
+// All are the actuators in order.
+func (r *Registry) All() []Actuator { return r.list }
+
+// Get is the actuator of a field.
+func (r *Registry) Get(field string) (Actuator, bool) {
+	for _, a := range r.list {
+		if a.Field() == field {
+			return a, true
+		}
+	}
+	return nil, false
+}
+
+// FieldNames are the fields, in order (decision.Fields).
+func (r *Registry) FieldNames() []string {
+	out := make([]string, len(r.list))
+	for i, a := range r.list {
+		out[i] = a.Field()
+	}
+	return out
+}
+
+// ParseField parses a field's value with its actuator (decision.Fields).
+func (r *Registry) ParseField(p *decision.Parser, field, path string, raw any) any {
+	a, ok := r.Get(field)
+	if !ok {
+		p.Fail(path, "no actuator for %s", field)
+		return nil
+	}
+	return a.Parse(p, path, raw)
+}
+
+// Read reads a target's current state with every actuator and the input document of it
+// (input.targets.<name>). A workload that does not exist is a Target with Exists false.
+func (r *Registry) Read(ctx context.Context, c client.Reader, namespace string, spec *v1alpha1.TargetSpec) (*Target, map[string]any, error) {
+	t := &Target{Name: spec.Name, Workload: workload.Of(namespace, spec.Ref), Spec: spec, Current: map[string]any{}}
+	doc := map[string]any{"kind": t.Workload.Kind, "namespace": namespace, "name": t.Workload.Name}
+	obj, err := workload.Get(ctx, c, t.Workload)
+	if workload.IsNotFound(err) {
+		doc["exists"] = false
+		return t, doc, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	t.Exists, t.Object = true, obj
+	doc["exists"] = true
+	for _, a := range r.list {
+		cur, err := a.Read(ctx, c, t)
+		if err != nil {
+			return nil, nil, err
+		}
+		t.Current[a.Field()] = cur
+	}
+	r.document(t, doc)
+	return t, doc, nil
+}
+
+// document adds each field's state to a target's input document.
+func (r *Registry) document(t *Target, doc map[string]any) {
+	for _, a := range r.list {
+		if d := a.Doc(t.Current[a.Field()]); d != nil {
+			doc[a.Field()] = d
+		}
+	}
+}
+
+// Doc is the input document of a target whose state replay simulates.
+func (r *Registry) Doc(t *Target) map[string]any {
+	doc := map[string]any{"kind": t.Workload.Kind, "namespace": t.Workload.Namespace, "name": t.Workload.Name, "exists": t.Exists}
+	r.document(t, doc)
+	return doc
+}
+
+// Apply carries out a guarded set on a target, field by field in order, and returns the
+// part of it that was applied: every field written, or found already so, before an error,
+// and the failing field too when it changed something before failing.
+func (r *Registry) Apply(ctx context.Context, c client.Client, t *Target, set decision.Set) (decision.Set, error) {
+	applied := decision.Set{}
+	for _, a := range r.list {
+		v, ok := set[a.Field()]
+		if !ok {
+			continue
+		}
+		changed, err := a.Apply(ctx, c, t, v)
+		if err == nil || changed {
+			applied[a.Field()] = v
+		}
+		if err != nil {
+			return applied, fmt.Errorf("%s: %w", a.Field(), err)
+		}
+	}
+	return applied, nil
+}
