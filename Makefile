@@ -10,6 +10,8 @@ BENCH       ?= .
 GENERATED := api/v1alpha1/zz_generated.deepcopy.go config/crd/bases/governor.dev_controlloops.yaml config/rbac/role.yaml
 # controller-gen, pinned, run from the module proxy.
 CONTROLLER_GEN ?= $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
+# golangci-lint, pinned, run from the module proxy (configuration: .golangci.yml).
+GOLANGCI_LINT ?= $(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 
 .PHONY: help build test lint bench clean manifests generate test-servers
 
@@ -37,9 +39,13 @@ DEMO_ARGS ?=
 demo: bin/governor envtest-assets ## governor demo: a local cluster, a simulated factory and three loops, live for 2 minutes; report in demo-report/
 	bin/governor demo --duration 2m $(DEMO_ARGS)
 
-lint: bin/opa ## gofmt, go vet, opa check --strict / opa fmt on the policies, generated files up to date
+# golangci-lint runs twice: without and with the integration build tag, so
+# that both tiers of test files are linted.
+lint: bin/opa ## gofmt, go vet, golangci-lint, opa check --strict / opa fmt on the policies, generated files up to date
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GOLANGCI_LINT) run ./...
+	$(GOLANGCI_LINT) run --build-tags integration ./...
 	bin/opa check --strict policies/
 	@before=$$(cat $(GENERATED) | sha256sum); $(MAKE) --no-print-directory generate manifests >/dev/null; \
 		[ "$$before" = "$$(cat $(GENERATED) | sha256sum)" ] || { echo "generated files were stale (regenerated now): $(GENERATED)"; exit 1; }
