@@ -63,24 +63,7 @@ func RunTests(ctx context.Context, opts TestOptions) (TestSummary, error) {
 	if _, err := FilterTrace(opts.Explain, nil); err != nil {
 		return summary, err
 	}
-	popts := ast.ParserOptions{RegoVersion: ast.RegoV1, ProcessAnnotation: true}
-	var (
-		modules map[string]*ast.Module
-		bundles map[string]*bundle.Bundle
-		store   storage.Store
-		err     error
-	)
-	if opts.BundleMode {
-		bundles, store, err = tester.LoadBundlesWithParserOptions(opts.Paths, nil, popts)
-		if err == nil && opts.Coverage {
-			modules = map[string]*ast.Module{}
-			for name, b := range bundles {
-				maps.Copy(modules, b.ParsedModules(name))
-			}
-		}
-	} else {
-		modules, store, err = tester.LoadWithParserOptions(opts.Paths, nil, popts)
-	}
+	modules, bundles, store, err := loadTests(opts)
 	if err != nil {
 		return summary, err
 	}
@@ -124,22 +107,54 @@ func RunTests(ctx context.Context, opts TestOptions) (TestSummary, error) {
 		Filter(opts.Run).
 		SetParallel(runtime.NumCPU())
 
-	var reporter tester.Reporter
-	switch {
-	case opts.Coverage:
-		reporter = tester.JSONCoverageReporter{Cover: cov, Modules: modules, Output: opts.Output, Threshold: opts.Threshold, Verbose: opts.Verbose}
-	case opts.Format == "json":
-		reporter = tester.JSONReporter{Output: opts.Output}
-	case opts.Format == "" || opts.Format == "pretty":
-		reporter = tester.PrettyReporter{Verbose: opts.Verbose, Output: opts.Output}
-	default:
-		return summary, fmt.Errorf("unknown format %q (want pretty or json)", opts.Format)
+	reporter, err := testReporter(opts, cov, modules)
+	if err != nil {
+		return summary, err
 	}
-
 	results, err := runner.RunTests(ctx, txn)
 	if err != nil {
 		return summary, err
 	}
+	return report(opts, reporter, results)
+}
+
+// loadTests loads the modules and data under opts.Paths as `opa test` does: as bundles in
+// bundle mode (the modules then only for coverage), else file by file.
+func loadTests(opts TestOptions) (map[string]*ast.Module, map[string]*bundle.Bundle, storage.Store, error) {
+	popts := ast.ParserOptions{RegoVersion: ast.RegoV1, ProcessAnnotation: true}
+	if !opts.BundleMode {
+		modules, store, err := tester.LoadWithParserOptions(opts.Paths, nil, popts)
+		return modules, nil, store, err
+	}
+	bundles, store, err := tester.LoadBundlesWithParserOptions(opts.Paths, nil, popts)
+	if err != nil || !opts.Coverage {
+		return nil, bundles, store, err
+	}
+	modules := map[string]*ast.Module{}
+	for name, b := range bundles {
+		maps.Copy(modules, b.ParsedModules(name))
+	}
+	return modules, bundles, store, nil
+}
+
+// testReporter is the reporter of opts' format: with coverage, the JSON coverage report
+// (over modules).
+func testReporter(opts TestOptions, cov *cover.Cover, modules map[string]*ast.Module) (tester.Reporter, error) {
+	switch {
+	case opts.Coverage:
+		return tester.JSONCoverageReporter{Cover: cov, Modules: modules, Output: opts.Output, Threshold: opts.Threshold, Verbose: opts.Verbose}, nil
+	case opts.Format == "json":
+		return tester.JSONReporter{Output: opts.Output}, nil
+	case opts.Format == "" || opts.Format == "pretty":
+		return tester.PrettyReporter{Verbose: opts.Verbose, Output: opts.Output}, nil
+	}
+	return nil, fmt.Errorf("unknown format %q (want pretty or json)", opts.Format)
+}
+
+// report counts the results while the reporter reports them, their traces filtered as
+// opts asks.
+func report(opts TestOptions, reporter tester.Reporter, results <-chan *tester.Result) (TestSummary, error) {
+	var summary TestSummary
 	counted := make(chan *tester.Result)
 	go func() {
 		defer close(counted)
@@ -158,7 +173,7 @@ func RunTests(ctx context.Context, opts TestOptions) (TestSummary, error) {
 			counted <- r
 		}
 	}()
-	err = reporter.Report(counted)
+	err := reporter.Report(counted)
 	for range counted { // drain if the reporter stopped early
 	}
 	return summary, err

@@ -130,6 +130,14 @@ func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.Co
 		}
 		return fail(policyFailure(err), err)
 	}
+	carryOut(ctx, w, loop, status, state, out, now, &res)
+	return res
+}
+
+// carryOut records a decision, writes its params (a Deliberative loop's), guards its
+// actions and, unless the loop is Passive, acts on those the guard lets through.
+func carryOut(ctx context.Context, w World, loop *v1alpha1.ControlLoop, status *v1alpha1.ControlLoopStatus, state loopState, out *bundles.Result, now time.Time, res *tickResult) {
+	spec := &loop.Spec
 	res.decision = &out.Decision
 	res.entry.Events = out.Decision.Events
 	for _, a := range out.Decision.Actions {
@@ -137,7 +145,7 @@ func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.Co
 	}
 
 	if out.Decision.Params != nil && state.supervised != nil {
-		applyParams(ctx, w, loop, state.supervised, out.Decision.Params, out.Revision, now, &res)
+		applyParams(ctx, w, loop, state.supervised, out.Decision.Params, out.Revision, now, res)
 	}
 
 	guarded := guard.Check(guard.Input{Now: now, Spec: spec, Actuators: w.Actuators(), Targets: state.targets,
@@ -150,10 +158,9 @@ func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.Co
 		if len(guarded.Actions) > 0 {
 			res.entry.Guard = append(res.entry.Guard, fmt.Sprintf("Passive: %d action(s) not applied", len(guarded.Actions)))
 		}
-		return res
+		return
 	}
-	act(ctx, w, guarded.Actions, state.targets, now, &res)
-	return res
+	act(ctx, w, guarded.Actions, state.targets, now, res)
 }
 
 // act carries out the guarded actions. What an action applied is recorded

@@ -18,16 +18,8 @@ import (
 	"governor.dev/governor/controller"
 )
 
-func newRunCommand() *cobra.Command {
-	var (
-		bundleDir, opaConfig, opaConfigMap, kubeconfig string
-		opts                                           controller.Options
-		zapOpts                                        zap.Options
-	)
-	cmd := &cobra.Command{
-		Use:   "run [--bundles DIR] [--opa-config FILE | --opa-config-map NAMESPACE/NAME]",
-		Short: "Run the controller manager",
-		Long: `Run the controller manager: it ticks every ControlLoop at its interval, decides
+// runLong is governor run's help.
+const runLong = `Run the controller manager: it ticks every ControlLoop at its interval, decides
 with the loop's bundle, guards the decision and acts on the loop's targets.
 
 Bundles come from a directory, an OPA configuration, or both (names must not
@@ -44,94 +36,112 @@ a refused revision leaves the last good one deciding.
 Leader election (on by default) makes only one replica run the loops; every
 replica follows the bundles. /healthz and /readyz answer on the probe address
 (ready once every bundle has a revision); Prometheus metrics and GET /bundles
-(each bundle's status, JSON) on the metrics address.`,
+(each bundle's status, JSON) on the metrics address.`
+
+// runFlags are governor run's flags.
+type runFlags struct {
+	bundleDir, opaConfig, opaConfigMap, kubeconfig string
+	opts                                           controller.Options
+	zapOpts                                        zap.Options
+}
+
+func newRunCommand() *cobra.Command {
+	var f runFlags
+	cmd := &cobra.Command{
+		Use:   "run [--bundles DIR] [--opa-config FILE | --opa-config-map NAMESPACE/NAME]",
+		Short: "Run the controller manager",
+		Long:  runLong,
 		Example: `  governor run --bundles policies/ --kubeconfig ~/.kube/config --leader-elect=false
   governor run --opa-config opa-config.yaml`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			var cleanup []func()
-			defer func() {
-				for _, f := range cleanup {
-					f()
-				}
-			}()
-			if bundleDir == "" && opaConfig == "" && opaConfigMap == "" {
-				return fmt.Errorf("no bundles: give --bundles, --opa-config or --opa-config-map")
-			}
-			if opaConfig != "" && opaConfigMap != "" {
-				return fmt.Errorf("give --opa-config or --opa-config-map, not both")
-			}
-			if (opts.PushTLS.Cert == "") != (opts.PushTLS.Key == "") {
-				return fmt.Errorf("--push-tls-cert and --push-tls-key go together")
-			}
-			if opaConfigMap != "" {
-				if _, _, err := configMapRef(opaConfigMap); err != nil {
-					return err
-				}
-			}
-			ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
-			// Bundles and a configuration file are checked before anything
-			// connects: a mistake in them is the operator's first error.
-			registry := bundles.NewRegistry()
-			if bundleDir != "" {
-				if err := registry.AddDir(cmd.Context(), bundleDir); err != nil {
-					return err
-				}
-			}
-			addSources := func(sources *bundles.Config, err error) error {
-				if err != nil {
-					return err
-				}
-				cleanup = append(cleanup, sources.Close)
-				return registry.AddSources(sources)
-			}
-			if opaConfig != "" {
-				if err := addSources(bundles.ReadConfig(opaConfig)); err != nil {
-					return err
-				}
-			}
-			rules := clientcmd.NewDefaultClientConfigLoadingRules()
-			rules.ExplicitPath = kubeconfig
-			cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
-			if err != nil {
-				return fmt.Errorf("kubernetes client config: %w", err)
-			}
-			if opaConfigMap != "" {
-				if err := addSources(readConfigMap(cmd.Context(), cfg, opaConfigMap)); err != nil {
-					return err
-				}
-			}
-			opts.Bundles = registry
-			mgr, err := controller.NewManager(cfg, opts)
-			if err != nil {
-				return err
-			}
-			ctrl.Log.Info("starting", "bundles", registry.Names(), "leaderElection", opts.LeaderElection)
-			return mgr.Start(ctrl.SetupSignalHandler())
-		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return f.run(cmd.Context()) },
 	}
-	f := cmd.Flags()
-	f.StringVar(&bundleDir, "bundles", "", "directory of policy bundles (one subdirectory or .tar.gz each)")
-	f.StringVar(&opaConfig, "opa-config", "", "OPA configuration file (services, bundles, keys) of bundles to follow")
-	f.StringVar(&opaConfigMap, "opa-config-map", "", "NAMESPACE/NAME of a ConfigMap whose config.yaml is the OPA configuration")
-	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster)")
-	f.StringVar(&opts.MetricsAddr, "metrics-bind-address", ":8080", "metrics endpoint address (0 turns it off)")
-	f.StringVar(&opts.ProbeAddr, "health-probe-bind-address", ":8081", "health probe address")
-	f.BoolVar(&opts.LeaderElection, "leader-elect", true, "run loops only while holding the leader Lease")
-	f.StringVar(&opts.LeaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader Lease (default: the pod's own)")
-	f.StringVar(&opts.HubbleRelay, "hubble-relay", "", "Hubble Relay host:port for hubble collectors")
-	f.StringVar(&opts.HubbleTLS.CA, "hubble-tls-ca", "", "CA bundle (PEM) that signs Hubble Relay's certificate")
-	f.StringVar(&opts.HubbleTLS.Cert, "hubble-tls-cert", "", "client certificate (PEM) for Hubble Relay")
-	f.StringVar(&opts.HubbleTLS.Key, "hubble-tls-key", "", "client key (PEM) for Hubble Relay")
-	f.StringVar(&opts.HubbleTLS.ServerName, "hubble-tls-server-name", "", "server name to verify Hubble Relay's certificate against")
-	f.StringVar(&opts.PrometheusAddress, "prometheus-address", "", "Prometheus base URL for prometheus collectors")
-	f.StringVar(&opts.PushAddr, "push-bind-address", ":8082", "push endpoint address (0 turns it off)")
-	f.StringVar(&opts.PushTLS.Cert, "push-tls-cert", "", "serve the push endpoint over HTTPS with this certificate (PEM; reloaded when it changes)")
-	f.StringVar(&opts.PushTLS.Key, "push-tls-key", "", "the push endpoint certificate's private key (PEM)")
+	fs := cmd.Flags()
+	fs.StringVar(&f.bundleDir, "bundles", "", "directory of policy bundles (one subdirectory or .tar.gz each)")
+	fs.StringVar(&f.opaConfig, "opa-config", "", "OPA configuration file (services, bundles, keys) of bundles to follow")
+	fs.StringVar(&f.opaConfigMap, "opa-config-map", "", "NAMESPACE/NAME of a ConfigMap whose config.yaml is the OPA configuration")
+	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster)")
+	fs.StringVar(&f.opts.MetricsAddr, "metrics-bind-address", ":8080", "metrics endpoint address (0 turns it off)")
+	fs.StringVar(&f.opts.ProbeAddr, "health-probe-bind-address", ":8081", "health probe address")
+	fs.BoolVar(&f.opts.LeaderElection, "leader-elect", true, "run loops only while holding the leader Lease")
+	fs.StringVar(&f.opts.LeaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader Lease (default: the pod's own)")
+	fs.StringVar(&f.opts.HubbleRelay, "hubble-relay", "", "Hubble Relay host:port for hubble collectors")
+	fs.StringVar(&f.opts.HubbleTLS.CA, "hubble-tls-ca", "", "CA bundle (PEM) that signs Hubble Relay's certificate")
+	fs.StringVar(&f.opts.HubbleTLS.Cert, "hubble-tls-cert", "", "client certificate (PEM) for Hubble Relay")
+	fs.StringVar(&f.opts.HubbleTLS.Key, "hubble-tls-key", "", "client key (PEM) for Hubble Relay")
+	fs.StringVar(&f.opts.HubbleTLS.ServerName, "hubble-tls-server-name", "", "server name to verify Hubble Relay's certificate against")
+	fs.StringVar(&f.opts.PrometheusAddress, "prometheus-address", "", "Prometheus base URL for prometheus collectors")
+	fs.StringVar(&f.opts.PushAddr, "push-bind-address", ":8082", "push endpoint address (0 turns it off)")
+	fs.StringVar(&f.opts.PushTLS.Cert, "push-tls-cert", "", "serve the push endpoint over HTTPS with this certificate (PEM; reloaded when it changes)")
+	fs.StringVar(&f.opts.PushTLS.Key, "push-tls-key", "", "the push endpoint certificate's private key (PEM)")
 	logFlags := goflag.NewFlagSet("log", goflag.ContinueOnError)
-	zapOpts.BindFlags(logFlags)
-	f.AddGoFlagSet(logFlags)
+	f.zapOpts.BindFlags(logFlags)
+	fs.AddGoFlagSet(logFlags)
 	return cmd
+}
+
+// run checks the flags, loads the bundles and the OPA configuration, and
+// runs the manager until a signal stops it.
+func (f *runFlags) run(ctx context.Context) error {
+	var cleanup []func()
+	defer func() {
+		for _, c := range cleanup {
+			c()
+		}
+	}()
+	if f.bundleDir == "" && f.opaConfig == "" && f.opaConfigMap == "" {
+		return fmt.Errorf("no bundles: give --bundles, --opa-config or --opa-config-map")
+	}
+	if f.opaConfig != "" && f.opaConfigMap != "" {
+		return fmt.Errorf("give --opa-config or --opa-config-map, not both")
+	}
+	if (f.opts.PushTLS.Cert == "") != (f.opts.PushTLS.Key == "") {
+		return fmt.Errorf("--push-tls-cert and --push-tls-key go together")
+	}
+	if f.opaConfigMap != "" {
+		if _, _, err := configMapRef(f.opaConfigMap); err != nil {
+			return err
+		}
+	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&f.zapOpts)))
+	// Bundles and a configuration file are checked before anything
+	// connects: a mistake in them is the operator's first error.
+	registry := bundles.NewRegistry()
+	if f.bundleDir != "" {
+		if err := registry.AddDir(ctx, f.bundleDir); err != nil {
+			return err
+		}
+	}
+	addSources := func(sources *bundles.Config, err error) error {
+		if err != nil {
+			return err
+		}
+		cleanup = append(cleanup, sources.Close)
+		return registry.AddSources(sources)
+	}
+	if f.opaConfig != "" {
+		if err := addSources(bundles.ReadConfig(f.opaConfig)); err != nil {
+			return err
+		}
+	}
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = f.kubeconfig
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return fmt.Errorf("kubernetes client config: %w", err)
+	}
+	if f.opaConfigMap != "" {
+		if err := addSources(readConfigMap(ctx, cfg, f.opaConfigMap)); err != nil {
+			return err
+		}
+	}
+	f.opts.Bundles = registry
+	mgr, err := controller.NewManager(cfg, f.opts)
+	if err != nil {
+		return err
+	}
+	ctrl.Log.Info("starting", "bundles", registry.Names(), "leaderElection", f.opts.LeaderElection)
+	return mgr.Start(ctrl.SetupSignalHandler())
 }
 
 // readConfigMap reads the OPA configuration from the key config.yaml of a

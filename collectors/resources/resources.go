@@ -158,26 +158,88 @@ type podFigures struct {
 
 // summarize turns the PodMetrics and Pods of a target into its Metric.
 func summarize(target workload.Ref, res corev1.ResourceName, items []metricsv1beta1.PodMetrics, pods []corev1.Pod, template *corev1.PodTemplateSpec) collectors.Metric {
+	sums := sumPods(res, items, pods, template)
+
+	var missing []string
+	for i := range pods {
+		if counts(&pods[i]) && !sums.reported[pods[i].Name] {
+			missing = append(missing, pods[i].Name)
+		}
+	}
+	sort.Strings(missing)
+
+	if len(sums.figures) == 0 {
+		if len(missing) == 0 {
+			return collectors.Metric{Err: fmt.Sprintf("%s: no pods", target)}
+		}
+		return collectors.Metric{
+			Err:    fmt.Sprintf("%s: no metrics for any of its %d pods in metrics.k8s.io", target, len(missing)),
+			Fields: map[string]any{"pods": 0, "pods_without_metrics": len(missing)},
+		}
+	}
+
+	fields := map[string]any{
+		"usage":                sums.usage,
+		"pods":                 len(sums.figures),
+		"pods_without_metrics": len(missing),
+		"window_seconds":       sums.window.Seconds(),
+	}
+	if len(missing) > 0 {
+		fields["missing"] = stringsAny(missing, maxPerPod)
+	}
+	if len(sums.figures) <= maxPerPod {
+		fields["per_pod"] = perPod(sums.figures)
+	}
+	m := collectors.Metric{ObservedAt: sums.oldest, Fields: fields}
+	switch {
+	case len(sums.undefined) > 0:
+		sort.Strings(sums.undefined)
+		m.Err = fmt.Sprintf("%s: percentage of requests undefined: %s", target, strings.Join(firstN(sums.undefined, 3), "; "))
+	case sums.requests <= 0:
+		m.Err = fmt.Sprintf("%s: percentage of requests undefined: the %s requests of its pods sum to 0", target, res)
+	default:
+		fields["requests"] = sums.requests
+		v := 100 * sums.usage / sums.requests
+		if math.IsInf(v, 0) || math.IsNaN(v) {
+			m.Err = fmt.Sprintf("%s: percentage of requests is not finite", target)
+			break
+		}
+		m.Value = &v
+	}
+	return m
+}
+
+// podSums are the sums over a target's Pods that have metrics.
+type podSums struct {
+	figures  map[string]podFigures // by Pod name
+	reported map[string]bool       // the Pods whose metrics are counted
+	usage    float64
+	requests float64
+	// undefined says, Pod by Pod, why the requests are undefined.
+	undefined []string
+	// oldest is the time of the oldest metrics, window the longest window.
+	oldest time.Time
+	window time.Duration
+}
+
+// sumPods adds up the PodMetrics items of the Pods that count, each Pod once: its usage of
+// res, and its requests as its spec in pods says (or the pod template, for a Pod not found).
+func sumPods(res corev1.ResourceName, items []metricsv1beta1.PodMetrics, pods []corev1.Pod, template *corev1.PodTemplateSpec) podSums {
 	byName := make(map[string]*corev1.Pod, len(pods))
 	for i := range pods {
 		byName[pods[i].Name] = &pods[i]
 	}
-	reported := map[string]bool{}
-	figures := map[string]podFigures{}
-	var oldest time.Time
-	var window time.Duration
-	var usage, requests float64
-	var undefined []string
+	s := podSums{figures: map[string]podFigures{}, reported: map[string]bool{}}
 	for i := range items {
 		m := &items[i]
 		pod := byName[m.Name]
 		if pod != nil && !counts(pod) {
 			continue // terminating or finished: not part of the workload's load any more
 		}
-		if reported[m.Name] {
+		if s.reported[m.Name] {
 			continue
 		}
-		reported[m.Name] = true
+		s.reported[m.Name] = true
 		f := podFigures{}
 		for _, ctr := range m.Containers {
 			if q, ok := ctr.Usage[res]; ok {
@@ -193,75 +255,34 @@ func summarize(target workload.Ref, res corev1.ResourceName, items []metricsv1be
 		}
 		f.requests, f.undefined = podRequests(spec, res)
 		if f.undefined != "" {
-			undefined = append(undefined, "pod "+m.Name+": "+f.undefined)
+			s.undefined = append(s.undefined, "pod "+m.Name+": "+f.undefined)
 		}
-		figures[m.Name] = f
-		usage += f.usage
-		requests += f.requests
-		if ts := m.Timestamp.Time; oldest.IsZero() || ts.Before(oldest) {
-			oldest = ts
+		s.figures[m.Name] = f
+		s.usage += f.usage
+		s.requests += f.requests
+		if ts := m.Timestamp.Time; s.oldest.IsZero() || ts.Before(s.oldest) {
+			s.oldest = ts
 		}
-		window = max(window, m.Window.Duration)
+		s.window = max(s.window, m.Window.Duration)
 	}
+	return s
+}
 
-	var missing []string
-	for i := range pods {
-		if counts(&pods[i]) && !reported[pods[i].Name] {
-			missing = append(missing, pods[i].Name)
-		}
-	}
-	sort.Strings(missing)
-
-	if len(figures) == 0 {
-		if len(missing) == 0 {
-			return collectors.Metric{Err: fmt.Sprintf("%s: no pods", target)}
-		}
-		return collectors.Metric{
-			Err:    fmt.Sprintf("%s: no metrics for any of its %d pods in metrics.k8s.io", target, len(missing)),
-			Fields: map[string]any{"pods": 0, "pods_without_metrics": len(missing)},
-		}
-	}
-
-	fields := map[string]any{
-		"usage":                usage,
-		"pods":                 len(figures),
-		"pods_without_metrics": len(missing),
-		"window_seconds":       window.Seconds(),
-	}
-	if len(missing) > 0 {
-		fields["missing"] = stringsAny(missing, maxPerPod)
-	}
-	if len(figures) <= maxPerPod {
-		perPod := make(map[string]any, len(figures))
-		for name, f := range figures {
-			p := map[string]any{"usage": f.usage}
-			if f.undefined == "" {
-				p["requests"] = f.requests
-				if f.requests > 0 {
-					p["percent"] = 100 * f.usage / f.requests
-				}
+// perPod is the per_pod field: each Pod's usage, and its requests and percentage of them
+// when they are defined.
+func perPod(figures map[string]podFigures) map[string]any {
+	out := make(map[string]any, len(figures))
+	for name, f := range figures {
+		p := map[string]any{"usage": f.usage}
+		if f.undefined == "" {
+			p["requests"] = f.requests
+			if f.requests > 0 {
+				p["percent"] = 100 * f.usage / f.requests
 			}
-			perPod[name] = p
 		}
-		fields["per_pod"] = perPod
+		out[name] = p
 	}
-	m := collectors.Metric{ObservedAt: oldest, Fields: fields}
-	switch {
-	case len(undefined) > 0:
-		sort.Strings(undefined)
-		m.Err = fmt.Sprintf("%s: percentage of requests undefined: %s", target, strings.Join(firstN(undefined, 3), "; "))
-	case requests <= 0:
-		m.Err = fmt.Sprintf("%s: percentage of requests undefined: the %s requests of its pods sum to 0", target, res)
-	default:
-		fields["requests"] = requests
-		v := 100 * usage / requests
-		if math.IsInf(v, 0) || math.IsNaN(v) {
-			m.Err = fmt.Sprintf("%s: percentage of requests is not finite", target)
-			break
-		}
-		m.Value = &v
-	}
-	return m
+	return out
 }
 
 // counts reports whether a Pod is part of the workload's current load: not terminating and

@@ -353,38 +353,20 @@ type service struct {
 	r *Relay
 }
 
+// GetFlows answers as Hubble Relay does: the buffered flows that match the request (all of
+// them, or the first or last number of them), then, when it follows, the flows published
+// afterwards.
 func (s *service) GetFlows(req *observer.GetFlowsRequest, stream grpc.ServerStreamingServer[observer.GetFlowsResponse]) error {
 	r := s.r
 	r.calls.Add(1)
 	r.active.Add(1)
 	defer r.active.Add(-1)
 
-	switch {
-	case req.GetFirst() && req.GetFollow():
-		return status.Error(codes.InvalidArgument, "first is incompatible with follow")
-	case req.GetNumber() > 0 && (req.GetSince() != nil || req.GetUntil() != nil):
-		return status.Error(codes.InvalidArgument, "number is incompatible with since and until")
-	case len(req.GetFieldMask().GetPaths()) > 0:
-		return status.Error(codes.Unimplemented, "field_mask is not supported by the simulated relay")
-	}
-	m, err := newMatcher(req.GetWhitelist(), req.GetBlacklist())
+	m, err := checkRequest(req)
 	if err != nil {
-		if errors.Is(err, errUnsupported) {
-			return status.Error(codes.Unimplemented, err.Error())
-		}
-		return status.Error(codes.InvalidArgument, err.Error())
+		return err
 	}
-	var since, until time.Time
-	if ts := req.GetSince(); ts != nil {
-		since = ts.AsTime()
-	}
-	if ts := req.GetUntil(); ts != nil {
-		until = ts.AsTime()
-	}
-	inTime := func(f *flowpb.Flow) bool {
-		t := f.GetTime().AsTime()
-		return (since.IsZero() || !t.Before(since)) && (until.IsZero() || !t.After(until))
-	}
+	w := windowOf(req)
 
 	if err := stream.SendHeader(metadata.MD{}); err != nil {
 		return err
@@ -403,11 +385,66 @@ func (s *service) GetFlows(req *observer.GetFlowsRequest, stream grpc.ServerStre
 		sub = &subscriber{m: m, ch: make(chan *flowpb.Flow, r.cfg.StreamBuffer), done: stream.Context().Done()}
 		defer r.unsubscribe(sub)
 	}
-	hist := r.subscribe(sub)
+	for _, f := range replayed(req, r.subscribe(sub), m, w) {
+		if err := send(stream, f); err != nil {
+			return err
+		}
+	}
+	if sub == nil {
+		return nil
+	}
+	return follow(stream, sub, w)
+}
+
+// checkRequest refuses the requests the simulated relay does not answer, with the codes
+// Hubble Relay uses, and returns the request's filters.
+func checkRequest(req *observer.GetFlowsRequest) (*matcher, error) {
+	switch {
+	case req.GetFirst() && req.GetFollow():
+		return nil, status.Error(codes.InvalidArgument, "first is incompatible with follow")
+	case req.GetNumber() > 0 && (req.GetSince() != nil || req.GetUntil() != nil):
+		return nil, status.Error(codes.InvalidArgument, "number is incompatible with since and until")
+	case len(req.GetFieldMask().GetPaths()) > 0:
+		return nil, status.Error(codes.Unimplemented, "field_mask is not supported by the simulated relay")
+	}
+	m, err := newMatcher(req.GetWhitelist(), req.GetBlacklist())
+	if err != nil {
+		if errors.Is(err, errUnsupported) {
+			return nil, status.Error(codes.Unimplemented, err.Error())
+		}
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	return m, nil
+}
+
+// timeWindow is a request's since and until; a zero time is no bound.
+type timeWindow struct{ since, until time.Time }
+
+func windowOf(req *observer.GetFlowsRequest) timeWindow {
+	var w timeWindow
+	if ts := req.GetSince(); ts != nil {
+		w.since = ts.AsTime()
+	}
+	if ts := req.GetUntil(); ts != nil {
+		w.until = ts.AsTime()
+	}
+	return w
+}
+
+// contains reports whether f's time is within the window.
+func (w timeWindow) contains(f *flowpb.Flow) bool {
+	t := f.GetTime().AsTime()
+	return (w.since.IsZero() || !t.Before(w.since)) && (w.until.IsZero() || !t.After(w.until))
+}
+
+// replayed is what a request gets of the buffered flows hist (oldest first): those that
+// match m within w, or the first or last number of them when it asks for a number. A
+// request that follows, with neither a number nor since, gets none of them.
+func replayed(req *observer.GetFlowsRequest, hist []*flowpb.Flow, m *matcher, w timeWindow) []*flowpb.Flow {
 	replay := hist[:0:0]
 	if req.GetNumber() > 0 || req.GetSince() != nil || !req.GetFollow() {
 		for _, f := range hist {
-			if m.match(f) && inTime(f) {
+			if m.match(f) && w.contains(f) {
 				replay = append(replay, f)
 			}
 		}
@@ -419,23 +456,21 @@ func (s *service) GetFlows(req *observer.GetFlowsRequest, stream grpc.ServerStre
 			}
 		}
 	}
-	for _, f := range replay {
-		if err := send(stream, f); err != nil {
-			return err
-		}
-	}
-	if sub == nil {
-		return nil
-	}
+	return replay
+}
+
+// follow sends the flows published to sub within w, until the first one after w's end or
+// until the stream's context ends.
+func follow(stream grpc.ServerStreamingServer[observer.GetFlowsResponse], sub *subscriber, w timeWindow) error {
 	for {
 		select {
 		case <-stream.Context().Done():
 			return stream.Context().Err()
 		case f := <-sub.ch:
-			if !until.IsZero() && f.GetTime().AsTime().After(until) {
+			if !w.until.IsZero() && f.GetTime().AsTime().After(w.until) {
 				return nil
 			}
-			if !inTime(f) {
+			if !w.contains(f) {
 				continue
 			}
 			if err := send(stream, f); err != nil {

@@ -145,18 +145,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, stop <-chan struc
 	path := clean(r.URL.Path)
 	wait := preferWait(r.Header.Values("Prefer"))
 	inm := r.Header.Values("If-None-Match")
-
-	s.mu.Lock()
-	st := s.stats[path]
-	if st == nil {
-		st = &Stats{}
-		s.stats[path] = st
-	}
-	st.Requests++
-	if wait > 0 {
-		st.LongPolls++
-	}
-	s.mu.Unlock()
+	st := s.count(path, wait)
 
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
@@ -178,14 +167,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, stop <-chan struc
 		case !matches(inm, rev.etag):
 			st.OK++
 			s.mu.Unlock()
-			h := w.Header()
-			h.Set("Content-Type", ContentType)
-			h.Set("ETag", rev.etag)
-			h.Set("Content-Length", strconv.Itoa(len(rev.data)))
-			w.WriteHeader(http.StatusOK)
-			if r.Method == http.MethodGet {
-				w.Write(rev.data)
-			}
+			send(w, r, rev)
 			return
 		case wait <= 0:
 			st.NotModified++
@@ -227,6 +209,35 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, stop <-chan struc
 			return
 		}
 		s.mu.Unlock()
+	}
+}
+
+// count counts a request for path, a long poll when it waits, and returns
+// path's stats.
+func (s *Server) count(path string, wait time.Duration) *Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.stats[path]
+	if st == nil {
+		st = &Stats{}
+		s.stats[path] = st
+	}
+	st.Requests++
+	if wait > 0 {
+		st.LongPolls++
+	}
+	return st
+}
+
+// send answers 200 with rev: its body to a GET, only its headers to a HEAD.
+func send(w http.ResponseWriter, r *http.Request, rev *revision) {
+	h := w.Header()
+	h.Set("Content-Type", ContentType)
+	h.Set("ETag", rev.etag)
+	h.Set("Content-Length", strconv.Itoa(len(rev.data)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodGet {
+		_, _ = w.Write(rev.data) // a failure means the client is gone: nobody to tell
 	}
 }
 
