@@ -51,7 +51,8 @@ func Build(ctx context.Context, opts BuildOptions) (*Revision, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot write %s: %w", opts.Output, err)
 	}
-	defer os.Remove(tmp.Name()) // a no-op once renamed
+	// Once renamed there is nothing to remove, and the error says so.
+	defer func() { _ = os.Remove(tmp.Name()) }()
 	c := compile.New().
 		WithAsBundle(true).
 		WithRegoVersion(ast.RegoV1).

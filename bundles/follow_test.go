@@ -190,8 +190,8 @@ func TestFollowNginx(t *testing.T) {
 	refused := func(what string, n int, step GateStep) *GateError {
 		t.Helper()
 		st := waitFor(t, what, log, func(s Status) bool { return s.Refusals == n })
-		ge, ok := st.LastError.(*GateError)
-		if !ok || ge.Step != step {
+		var ge *GateError
+		if !errors.As(st.LastError, &ge) || ge.Step != step {
 			t.Fatalf("%s: want a refusal at %s, got %v", what, step, st.LastError)
 		}
 		if st.ActiveRevision != "b@2" || evalRev(t, e) != "2" {
@@ -201,7 +201,9 @@ func TestFollowNginx(t *testing.T) {
 	}
 
 	compileErr := testBundleDir(t, "4", "4")
-	os.WriteFile(filepath.Join(compileErr, "t.rego"), []byte("package t\n\nrev := undefined_fn(1)\n"), 0o644)
+	if err := os.WriteFile(filepath.Join(compileErr, "t.rego"), []byte("package t\n\nrev := undefined_fn(1)\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	writeSigned(t, out, compileErr, &key)
 	refused("compile error", 1, StepCompile)
 
@@ -415,8 +417,8 @@ func TestFollowAfterDownloadErrors(t *testing.T) {
 	st = waitFor(t, "the refusal", log, func(s Status) bool { return s.Refusals == 1 })
 	outage(st.DownloadErrors)
 	st = waitFor(t, "the same refusal again", log, func(s Status) bool {
-		_, refused := s.LastError.(*GateError)
-		return refused && s.LastDownload.After(s.LastErrorTime.Add(-time.Millisecond)) && s.DownloadErrors > 1
+		var ge *GateError
+		return errors.As(s.LastError, &ge) && s.LastDownload.After(s.LastErrorTime.Add(-time.Millisecond)) && s.DownloadErrors > 1
 	})
 	time.Sleep(1500 * time.Millisecond) // more polls of the same refused bundle
 	if st = log.get(); st.Refusals != 1 || st.Activations != 1 || st.ActiveRevision != "b@1" {
@@ -456,7 +458,7 @@ func TestFollowerHoldsSkipsAndResumes(t *testing.T) {
 	failures.Store(2)
 	rev2 := tarball(t, "2", "2")
 	srv.Publish("b.tar.gz", rev2)
-	st := waitFor(t, "a held revision", log, func(s Status) bool { _, held := s.LastError.(*HeldError); return held })
+	st := waitFor(t, "a held revision", log, func(s Status) bool { var held *HeldError; return errors.As(s.LastError, &held) })
 	if !strings.Contains(st.LastError.Error(), "the API server is away") || st.Refusals != 0 {
 		t.Fatalf("held: %+v", st)
 	}

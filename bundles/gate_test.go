@@ -76,8 +76,12 @@ func TestEnginePins(t *testing.T) {
 
 	// A revision without t/rev would break the loops deciding it: refused.
 	noRev := testBundleDir(t, "3", "3")
-	os.WriteFile(filepath.Join(noRev, "t.rego"), []byte("package t\n\nother := 3\n"), 0o644)
-	os.Remove(filepath.Join(noRev, "t_test.rego"))
+	if err := os.WriteFile(filepath.Join(noRev, "t.rego"), []byte("package t\n\nother := 3\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(noRev, "t_test.rego")); err != nil {
+		t.Fatal(err)
+	}
 	b, err := readBundle(noRev, "b", noRev, nil)
 	if err != nil {
 		t.Fatal(err)

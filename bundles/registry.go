@@ -52,7 +52,8 @@ func (r *Registry) AddDir(ctx context.Context, dir string) error {
 	loaded := map[string]*Revision{}
 	for _, e := range entries {
 		name := e.Name()
-		if strings.HasPrefix(name, ".") || !(e.IsDir() || strings.HasSuffix(name, ".tar.gz")) {
+		isBundle := e.IsDir() || strings.HasSuffix(name, ".tar.gz")
+		if strings.HasPrefix(name, ".") || !isBundle {
 			continue
 		}
 		rev, err := Load(ctx, filepath.Join(dir, name))

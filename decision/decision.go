@@ -239,8 +239,8 @@ func (v *validator) set(field string, raw any) Set {
 	return s
 }
 
-// quantity accepts Kubernetes quantity strings only: that is what the
-// annotations and resource fields hold, and a bare number is ambiguous
+// Quantity reads a non-negative Kubernetes quantity. It accepts quantity strings only:
+// that is what the annotations and resource fields hold, and a bare number is ambiguous
 // (bits or megabits? cores or millicores?).
 func (p *Parser) Quantity(field string, raw any) *resource.Quantity {
 	s, ok := raw.(string)
@@ -260,6 +260,7 @@ func (p *Parser) Quantity(field string, raw any) *resource.Quantity {
 	return &q
 }
 
+// Integer reads a whole JSON number, at least minimum and within ±MaxInt32.
 func (p *Parser) Integer(field string, raw any, minimum int64) *int64 {
 	n, ok := raw.(json.Number)
 	if !ok {
@@ -308,6 +309,7 @@ func (v *validator) optionalString(field string, raw any) string {
 	return s
 }
 
+// Object reads a JSON object.
 func (p *Parser) Object(field string, raw any) map[string]any {
 	obj, ok := raw.(map[string]any)
 	if !ok {
@@ -317,6 +319,8 @@ func (p *Parser) Object(field string, raw any) map[string]any {
 	return obj
 }
 
+// UnknownKeys records a problem for each key of obj (an object at field) that is not
+// one of allowed, in key order.
 func (p *Parser) UnknownKeys(field string, obj map[string]any, allowed []string) {
 	for _, k := range slices.Sorted(maps.Keys(obj)) {
 		if !slices.Contains(allowed, k) {

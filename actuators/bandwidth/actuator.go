@@ -94,7 +94,7 @@ func (Actuator) Apply(ctx context.Context, c client.Client, t *actuators.Target,
 	return Apply(ctx, c, t.Workload, v.Egress, v.Ingress, mode(t.Spec))
 }
 
-// Simulate: each direction given becomes the value; replay starts with none recorded.
+// Simulate makes each direction given the value; replay starts with none recorded.
 func (Actuator) Simulate(_ *v1alpha1.TargetSpec, current, value any) any {
 	cur, _ := current.(Value)
 	if v, ok := value.(Value); ok {

@@ -125,7 +125,7 @@ func (Actuator) Apply(ctx context.Context, c client.Client, t *actuators.Target,
 	return Apply(ctx, c, t.Workload.Namespace, cur.Name, int32p(b.MinReplicas), int32p(b.MaxReplicas))
 }
 
-// Simulate: the bounds change as asked; replay starts an HPA at the declared bounds, named
+// Simulate changes the bounds as asked; replay starts an HPA at the declared bounds, named
 // as declared (or as the target's workload).
 func (Actuator) Simulate(spec *v1alpha1.TargetSpec, current, value any) any {
 	cur, _ := current.(*State)

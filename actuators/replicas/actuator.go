@@ -78,7 +78,7 @@ func (Actuator) Apply(ctx context.Context, c client.Client, t *actuators.Target,
 	return Apply(ctx, c, t.Workload, int32(value.(int64)))
 }
 
-// Simulate: the replicas become the value; replay starts them unknown.
+// Simulate makes the replicas the value; replay starts them unknown.
 func (Actuator) Simulate(_ *v1alpha1.TargetSpec, current, value any) any {
 	if value == nil {
 		cur, _ := current.(*int64)

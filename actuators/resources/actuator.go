@@ -195,8 +195,8 @@ func (Actuator) Apply(ctx context.Context, c client.Client, t *actuators.Target,
 	return Apply(ctx, c, t.Workload, value.(Containers))
 }
 
-// Simulate: each value given replaces the container's; replay starts with the declared
-// containers and nothing requested.
+// Simulate replaces each container's value with the one given; replay starts with the
+// declared containers and nothing requested.
 func (Actuator) Simulate(spec *v1alpha1.TargetSpec, current, value any) any {
 	cur, _ := current.(Containers)
 	next := Containers{}

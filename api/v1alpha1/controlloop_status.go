@@ -10,12 +10,13 @@ import (
 // +kubebuilder:validation:Enum=Pending;Running;Passive;Paused;Degraded
 type Phase string
 
+// The phases.
 const (
-	PhasePending  Phase = "Pending"
-	PhaseRunning  Phase = "Running"
-	PhasePassive  Phase = "Passive"
-	PhasePaused   Phase = "Paused"
-	PhaseDegraded Phase = "Degraded"
+	PhasePending  Phase = "Pending"  // not ticked yet
+	PhaseRunning  Phase = "Running"  // deciding and acting
+	PhasePassive  Phase = "Passive"  // deciding and recording, never acting (spec.state Passive)
+	PhasePaused   Phase = "Paused"   // neither deciding nor acting (spec.state Paused)
+	PhaseDegraded Phase = "Degraded" // the last tick failed: no bundle or revision, no input, or the policy failed
 )
 
 // Condition types.
@@ -215,8 +216,4 @@ type ControlLoopList struct {
 	metav1.TypeMeta `json:",inline"`
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []ControlLoop `json:"items"`
-}
-
-func init() {
-	SchemeBuilder.Register(&ControlLoop{}, &ControlLoopList{})
 }

@@ -78,7 +78,7 @@ func readInputFile(name string, stdin io.Reader) (map[string]any, error) {
 	if err != nil {
 		return nil, &bundles.InputError{Source: name, Reason: err.Error()}
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // only read: closing cannot lose anything
 	return bundles.ReadInput(f, name)
 }
 

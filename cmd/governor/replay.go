@@ -49,7 +49,7 @@ decision history (JSON lines).`,
 			if err != nil {
 				return err
 			}
-			defer f.Close()
+			defer func() { _ = f.Close() }() // only read: closing cannot lose anything
 			trace, err := replay.ReadTrace(f, traceFile)
 			if err != nil {
 				return err

@@ -350,7 +350,8 @@ func jsonContentType(r *http.Request) *httpError {
 		return fail(http.StatusUnsupportedMediaType, "missing Content-Type: want application/json")
 	}
 	mt, params, err := mime.ParseMediaType(ct)
-	if err != nil || (mt != "application/json" && !(strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"))) {
+	isJSON := mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")
+	if err != nil || !isJSON {
 		return fail(http.StatusUnsupportedMediaType, "Content-Type %q: want application/json", ct)
 	}
 	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {

@@ -189,7 +189,7 @@ func TestPush(t *testing.T) {
 		// Both at the same time, "now" to the microsecond.
 		assert.True(t, jitter.Time.Time.Equal(load.Time.Time))
 		assert.False(t, jitter.Time.Time.Before(before.Truncate(time.Microsecond)), "%v before %v", jitter.Time, before)
-		assert.False(t, jitter.Time.Time.After(after), "%v after %v", jitter.Time, after)
+		assert.False(t, jitter.Time.After(after), "%v after %v", jitter.Time, after)
 
 		m := collectors.Set{}.Metrics(context.Background(), loop, after)
 		require.NotNil(t, m["jitter"].Value)

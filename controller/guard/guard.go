@@ -36,6 +36,7 @@ type Input struct {
 // Verdict is what the guard did to one action.
 type Verdict string
 
+// The verdicts.
 const (
 	Applied   Verdict = "Applied"   // let through as asked
 	Clamped   Verdict = "Clamped"   // let through, changed to fit the bounds

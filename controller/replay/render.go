@@ -20,7 +20,9 @@ import (
 // loop, tick, metrics, events, what was applied, and what the guard said.
 func WriteTable(w io.Writer, rows []Row) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "T+\tLOOP\tTICK\tMETRICS\tEVENTS\tAPPLIED\tGUARD / ERROR")
+	if _, err := fmt.Fprintln(tw, "T+\tLOOP\tTICK\tMETRICS\tEVENTS\tAPPLIED\tGUARD / ERROR"); err != nil {
+		return err
+	}
 	if len(rows) == 0 {
 		return tw.Flush()
 	}
@@ -30,9 +32,11 @@ func WriteTable(w io.Writer, rows []Row) error {
 		if r.Entry.Error != "" {
 			guardText = r.Entry.Error
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n",
+		if _, err := fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n",
 			seconds(r.Tick.Time.Sub(start)), r.Loop, r.Entry.Tick, metricsText(r.Tick),
-			strings.Join(r.Entry.Events, ", "), appliedText(r), guardText)
+			strings.Join(r.Entry.Events, ", "), appliedText(r), guardText); err != nil {
+			return err
+		}
 	}
 	return tw.Flush()
 }

@@ -120,7 +120,7 @@ func ReadTrace(r io.Reader, name string) ([]Tick, error) {
 		dec := json.NewDecoder(bytes.NewReader(b))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&t); err != nil {
-			return nil, fmt.Errorf("%s:%d: %v", name, line, err)
+			return nil, fmt.Errorf("%s:%d: %w", name, line, err)
 		}
 		if t.Time.IsZero() {
 			return nil, fmt.Errorf("%s:%d: a tick needs a time", name, line)

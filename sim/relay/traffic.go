@@ -62,7 +62,6 @@ type route struct {
 	src, dst []endpoint
 	acc      float64
 	url      string
-	summary  string
 	port     uint32
 	sport    uint32
 	method   string
@@ -181,7 +180,7 @@ func (rt *route) exchange(t time.Time, uuid func() string) []*flowpb.Flow {
 		IsReply:          wrapperspb.Bool(false),
 		EventType:        &flowpb.CiliumEventType{Type: MessageTypeAccessLog},
 		TrafficDirection: flowpb.TrafficDirection_INGRESS,
-		Summary:          fmt.Sprintf("HTTP/1.1 %s %s", rt.method, rt.url),
+		Summary:          fmt.Sprintf("HTTP/1.1 %s %s", rt.method, rt.url), //nolint:staticcheck // deprecated, but Hubble still sets it
 	}
 	// Hubble's responses come from the server: source and destination are swapped.
 	resp := &flowpb.Flow{
@@ -198,10 +197,10 @@ func (rt *route) exchange(t time.Time, uuid func() string) []*flowpb.Flow {
 			Code: code, Method: rt.method, Url: rt.url, Protocol: "HTTP/1.1",
 		}}},
 		IsReply:          wrapperspb.Bool(true),
-		Reply:            true,
+		Reply:            true, //nolint:staticcheck // deprecated, but Hubble still sets it
 		EventType:        &flowpb.CiliumEventType{Type: MessageTypeAccessLog},
 		TrafficDirection: flowpb.TrafficDirection_INGRESS,
-		Summary:          fmt.Sprintf("HTTP/1.1 %d %dms (%s %s)", code, lat.Milliseconds(), rt.method, rt.url),
+		Summary:          fmt.Sprintf("HTTP/1.1 %d %dms (%s %s)", code, lat.Milliseconds(), rt.method, rt.url), //nolint:staticcheck // deprecated, but Hubble still sets it
 	}
 	return []*flowpb.Flow{req, resp}
 }

@@ -44,7 +44,7 @@ func setup(m *testing.M) (int, error) {
 		cmd := exec.Command("go", "build", "-o", out, pkg)
 		cmd.Dir = repoRoot
 		if msg, err := cmd.CombinedOutput(); err != nil {
-			return 0, fmt.Errorf("go build %s: %v\n%s", pkg, err, msg)
+			return 0, fmt.Errorf("go build %s: %w\n%s", pkg, err, msg)
 		}
 	}
 	return m.Run(), nil

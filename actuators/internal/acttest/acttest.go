@@ -168,7 +168,7 @@ func ControllerRef(owner client.Object, kind string) metav1.OwnerReference {
 func Fields(obj client.Object, manager string, op metav1.ManagedFieldsOperationType, subresource string) string {
 	for _, mf := range obj.GetManagedFields() {
 		if mf.Manager == manager && mf.Operation == op && mf.Subresource == subresource && mf.FieldsV1 != nil {
-			return string(mf.FieldsV1.Raw)
+			return mf.FieldsV1.GetRawString()
 		}
 	}
 	return ""
