@@ -150,7 +150,7 @@ func carryOut(ctx context.Context, w World, loop *v1alpha1.ControlLoop, status *
 
 	guarded := guard.Check(guard.Input{Now: now, Spec: spec, Actuators: w.Actuators(), Targets: state.targets,
 		LastChange: lastChanges(status), Metrics: state.metrics}, out.Decision)
-	res.notes = guarded.Notes
+	res.notes = append(res.notes, guarded.Notes...) // after the params' refusal, if any
 	for _, n := range guarded.Notes {
 		res.entry.Guard = append(res.entry.Guard, n.String())
 	}

@@ -24,6 +24,7 @@ import (
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/bundles"
 	"governor.dev/governor/collectors"
+	"governor.dev/governor/controller/guard"
 	"governor.dev/governor/decision"
 	"governor.dev/governor/workload"
 )
@@ -258,6 +259,8 @@ func TestTick(t *testing.T) {
 				assert.Empty(t, w.overrides)
 				assert.Nil(t, res.entry.Params)
 				assert.Contains(t, strings.Join(res.entry.Guard, "\n"), "Refused scaling: params [threshold] are not overridable")
+				require.Len(t, res.notes, 1, "the refusal becomes an Event too")
+				assert.Equal(t, guard.Refused, res.notes[0].Verdict)
 			},
 		},
 		{
