@@ -361,7 +361,7 @@ func TestPush(t *testing.T) {
 
 	t.Run("500 when the API server refuses (the controller may not patch the status)", func(t *testing.T) {
 		// A user who may read loops and Secrets but not write the status.
-		cfg := e.APIServer.RBACUser(t, e.c, "push-readonly", []rbacv1.PolicyRule{
+		cfg := cluster.RBACUser(t, e.APIServer, e.c, "push-readonly", []rbacv1.PolicyRule{
 			{APIGroups: []string{"governor.dev"}, Resources: []string{"controlloops"}, Verbs: []string{"get"}},
 			{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get"}},
 		})
@@ -459,7 +459,7 @@ func TestStartFailsOnABusyAddress(t *testing.T) {
 // by one (no list, no writes to them, no writes to the loop's spec).
 func TestRBACMarkersSuffice(t *testing.T) {
 	e := start(t)
-	cfg := e.APIServer.RBACUser(t, e.c, "governor-push", cluster.MarkerRules(t, "."))
+	cfg := cluster.RBACUser(t, e.APIServer, e.c, "governor-push", cluster.MarkerRules(t, "."))
 	uc, err := client.New(cfg, client.Options{Scheme: controller.Scheme()})
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { // the binding reaches the authorizer within moments

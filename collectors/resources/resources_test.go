@@ -303,7 +303,7 @@ func TestCollect(t *testing.T) {
 // aggregator checks before it proxies to metrics-server).
 func TestRBACMarkersSuffice(t *testing.T) {
 	e := start(t)
-	user := e.APIServer.RBACUser(t, e.c, "governor-resources", cluster.MarkerRules(t, "."))
+	user := cluster.RBACUser(t, e.APIServer, e.c, "governor-resources", cluster.MarkerRules(t, "."))
 	uc, err := client.New(user, client.Options{Scheme: controller.Scheme()})
 	require.NoError(t, err)
 

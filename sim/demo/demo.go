@@ -1,6 +1,6 @@
 // Package demo is `governor demo`: on a machine with no cluster, it starts the local cluster
 // the project builds (kube-apiserver, etcd, kube-controller-manager, kube-scheduler and kwok
-// with three fake Nodes, from test/cluster), installs the ControlLoop CRD, creates a small
+// with three fake Nodes, from internal/localcluster), installs the ControlLoop CRD, creates a small
 // factory, serves the simulated Hubble Relay with a plant whose jitter follows the egress
 // bandwidth granted to the best-effort workloads, runs the controller in-process with three
 // loops, shows what they see, decide and change, and at the end writes a report: a plot
@@ -51,10 +51,11 @@ import (
 	"governor.dev/governor/bundles"
 	"governor.dev/governor/config/crd"
 	"governor.dev/governor/controller"
+	"governor.dev/governor/internal/jsonl"
+	"governor.dev/governor/internal/localcluster"
+	"governor.dev/governor/internal/plot"
 	"governor.dev/governor/sim"
 	"governor.dev/governor/sim/relay"
-	"governor.dev/governor/sim/report"
-	"governor.dev/governor/test/cluster"
 )
 
 // Options configures Run.
@@ -147,8 +148,8 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 
 	// What can be checked without starting anything.
-	if err := cluster.CheckAssets(opts.AssetsDir); err != nil {
-		var missing *cluster.MissingAssetsError
+	if err := localcluster.CheckAssets(opts.AssetsDir); err != nil {
+		var missing *localcluster.MissingAssetsError
 		if errors.As(err, &missing) {
 			what := missing.Missing
 			if len(what) > 3 {
@@ -225,7 +226,7 @@ type demo struct {
 	registry *bundles.Registry
 	view     *view
 
-	cluster *cluster.Cluster
+	cluster *localcluster.Cluster
 	client  client.Client
 	plant   *sim.Bandwidth
 	relay   *relay.Relay
@@ -264,8 +265,8 @@ func (d *demo) start(ctx context.Context, crds []*apiextensionsv1.CustomResource
 
 	began := time.Now()
 	v.line("  … starting the local cluster: kube-apiserver, etcd, kube-controller-manager, kube-scheduler, kwok")
-	k, err := cluster.Launch(ctx, cluster.LaunchOptions{
-		ClusterOptions: cluster.ClusterOptions{Nodes: 3},
+	k, err := localcluster.Launch(ctx, localcluster.LaunchOptions{
+		ClusterOptions: localcluster.ClusterOptions{Nodes: 3},
 		AssetsDir:      d.opts.AssetsDir,
 		LogDir:         d.logDir,
 		CRDs:           crds,
@@ -558,7 +559,7 @@ following:
 	res.ReportPNG = filepath.Join(d.opts.ReportDir, "report.png")
 	res.HistoryJSONL = filepath.Join(d.opts.ReportDir, "history.jsonl")
 	d.summarize(res)
-	if err := report.PlotPNG(res.ReportPNG, d.title(res), d.rec.panels()); err != nil {
+	if err := plot.WritePNG(res.ReportPNG, d.title(res), d.rec.panels()); err != nil {
 		return nil, errors.Join(runErr, err)
 	}
 	records := d.rec.records()
@@ -566,7 +567,7 @@ following:
 	for i := range records {
 		anys[i] = records[i]
 	}
-	if err := report.WriteJSONL(res.HistoryJSONL, anys); err != nil {
+	if err := jsonl.Write(res.HistoryJSONL, anys); err != nil {
 		return nil, errors.Join(runErr, err)
 	}
 	return res, runErr

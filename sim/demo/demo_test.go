@@ -18,7 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"governor.dev/governor/config/crd"
-	"governor.dev/governor/sim/report"
+	"governor.dev/governor/internal/plot"
 	"governor.dev/governor/test/cluster"
 )
 
@@ -45,8 +45,7 @@ func (s *syncBuffer) String() string {
 // deliberative loop rewrites factory-scaling's priorities, and factory-scaling then remedies
 // memory; the report is written; nothing is left running.
 func TestDemo(t *testing.T) {
-	assets, err := cluster.Assets()
-	require.NoError(t, err)
+	assets := cluster.Assets(t)
 	dir := filepath.Join(t.TempDir(), "report")
 	var out syncBuffer
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
@@ -92,7 +91,7 @@ func TestDemo(t *testing.T) {
 	img, err := png.Decode(f)
 	f.Close()
 	require.NoError(t, err)
-	w, h := report.Size(5)
+	w, h := plot.Size(5)
 	assert.Equal(t, image.Rect(0, 0, w, h), img.Bounds())
 
 	records := readHistory(t, res.HistoryJSONL)
@@ -195,11 +194,10 @@ func TestMissingAssets(t *testing.T) {
 }
 
 func TestMissingBundle(t *testing.T) {
-	assets, err := cluster.Assets()
-	require.NoError(t, err)
+	assets := cluster.Assets(t)
 	dir := t.TempDir()
 	require.NoError(t, os.CopyFS(filepath.Join(dir, "bundles", "reactive"), os.DirFS("../../policies/reactive")))
-	_, err = Run(context.Background(), Options{AssetsDir: assets, ReportDir: filepath.Join(dir, "report"), BundlesDir: filepath.Join(dir, "bundles")})
+	_, err := Run(context.Background(), Options{AssetsDir: assets, ReportDir: filepath.Join(dir, "report"), BundlesDir: filepath.Join(dir, "bundles")})
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "bundle bandwidth not found")
 }
