@@ -1,3 +1,5 @@
+//go:build integration
+
 package push_test
 
 import (
@@ -442,15 +444,6 @@ func runManager(t *testing.T, cfg *rest.Config) (s *push.Server, stop func()) {
 	}
 	t.Cleanup(stop)
 	return s, stop
-}
-
-// TestStartFailsOnABusyAddress: Start says why it cannot serve.
-func TestStartFailsOnABusyAddress(t *testing.T) {
-	busy := httptest.NewServer(http.NotFoundHandler())
-	defer busy.Close()
-	err := push.NewServer(nil, push.Options{Addr: busy.Listener.Addr().String()}).Start(context.Background())
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), "address already in use")
 }
 
 // TestRBACMarkersSuffice pushes as a user with exactly the permissions of this package's

@@ -5,8 +5,9 @@
 // t.Cleanup, the components' logs are shown when it fails to start or stop
 // (and, for StartCluster, when the test failed), and a test whose binaries
 // are missing fails, saying what is missing and that `make envtest-assets`
-// builds it: it is never skipped. MarkerRules and RBACUser run code with
-// exactly the permissions its +kubebuilder:rbac markers declare.
+// builds it: it is never skipped. MarkerRules and RBACUser (build tag
+// integration, as the tests that use them) run code with exactly the
+// permissions its +kubebuilder:rbac markers declare.
 //
 // Typical use in a test, with the project's CRDs installed:
 //
