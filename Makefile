@@ -35,7 +35,7 @@ bin/opa: go.mod go.sum
 test: bin/governor bin/opa envtest-assets test-servers ## both tiers: unit, CLI, upstream parity, integration (API server, Prometheus, nginx), end to end (local cluster)
 	$(GO) test -count=1 -timeout 30m -tags integration ./...
 
-test-fast: ## the fast tier only (go test ./...): pure tests, no bin/k8s, Prometheus or nginx needed, under 2 minutes
+test-fast: ## the fast tier only (go test ./...): pure tests, no bin/k8s, Prometheus or nginx needed, about 30 s once compiled
 	$(GO) test -count=1 -timeout 10m ./...
 
 # The demo (sim/demo): flags for `governor demo`, after --duration 2m (a later flag wins),
