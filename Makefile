@@ -13,10 +13,10 @@ CONTROLLER_GEN ?= $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.2
 # golangci-lint, pinned, run from the module proxy (configuration: .golangci.yml).
 GOLANGCI_LINT ?= $(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 
-.PHONY: help build test lint bench clean manifests generate test-servers
+.PHONY: help build test test-fast lint bench clean manifests generate test-servers
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-21s %s\n", $$1, $$2}'
 
 build: bin/governor ## build bin/governor
 
@@ -28,8 +28,17 @@ bin/governor: FORCE
 bin/opa: go.mod go.sum
 	$(GO) build -o $@ github.com/open-policy-agent/opa
 
-test: bin/governor bin/opa envtest-assets test-servers ## every test: unit, CLI, upstream parity, integration (API server), end to end (local cluster)
-	$(GO) test -count=1 -timeout 30m ./...
+# Two tiers. The fast one, `go test ./...`, runs every test that needs
+# nothing but Go: no bin/k8s, no Prometheus, no nginx, no binary to build.
+# Tests that need the local control plane, a real server or the governor and
+# opa binaries carry the build tag `integration`; `go test -tags integration
+# ./...` runs both tiers (a tagged test whose assets are missing fails, in one
+# line saying how to get them: it is never skipped).
+test: bin/governor bin/opa envtest-assets test-servers ## both tiers: unit, CLI, upstream parity, integration (API server, Prometheus, nginx), end to end (local cluster)
+	$(GO) test -count=1 -timeout 30m -tags integration ./...
+
+test-fast: ## the fast tier only (go test ./...): pure tests, no bin/k8s, Prometheus or nginx needed, about 30 s once compiled
+	$(GO) test -count=1 -timeout 10m ./...
 
 # The demo (sim/demo): flags for `governor demo`, after --duration 2m (a later flag wins),
 # e.g. make demo DEMO_ARGS="--duration 60s --report /tmp/report".
@@ -41,9 +50,10 @@ demo: bin/governor envtest-assets ## governor demo: a local cluster, a simulated
 
 # golangci-lint runs twice: without and with the integration build tag, so
 # that both tiers of test files are linted.
-lint: bin/opa ## gofmt, go vet, golangci-lint, opa check --strict / opa fmt on the policies, generated files up to date
+lint: bin/opa ## gofmt, go vet and golangci-lint (both test tiers), opa check --strict / opa fmt on the policies, generated files up to date
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags integration ./...
 	$(GOLANGCI_LINT) run ./...
 	$(GOLANGCI_LINT) run --build-tags integration ./...
 	bin/opa check --strict policies/
@@ -54,7 +64,7 @@ lint: bin/opa ## gofmt, go vet, golangci-lint, opa check --strict / opa fmt on t
 # Debian's Prometheus and nginx, for tests against real servers (the
 # Prometheus collector; bundles from a bundle server): installed with apt-get
 # when missing (as root, or through sudo).
-test-servers:
+test-servers: ## install Debian's prometheus and nginx when missing (apt-get), for the integration tier
 	@missing=; command -v prometheus >/dev/null || missing="$$missing prometheus"; \
 	[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || missing="$$missing nginx"; \
 	[ -z "$$missing" ] || { \
@@ -63,12 +73,12 @@ test-servers:
 		export DEBIAN_FRONTEND=noninteractive; \
 		$$sudo apt-get update -qq && $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null; }
 
-bench: envtest-assets ## benchmarks: decisions; Hubble ingest and memory; tick-to-patch latency, 100-loop throughput and publish-to-decide on a real API server
+bench: envtest-assets test-servers ## benchmarks: decisions; Hubble ingest and memory; tick-to-patch latency, 100-loop throughput and publish-to-decide on a real API server
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -count $(BENCH_COUNT) ./bundles/
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -cpu 1 -count $(BENCH_COUNT) ./collectors/hubble/
-	$(GO) test -run '^$$' -bench 'TickToPatch' -benchtime 100x -count $(BENCH_COUNT) ./test/integration/
-	$(GO) test -run '^$$' -bench 'TicksPerSecond' -benchtime 1x -count $(BENCH_COUNT) ./test/integration/
-	$(GO) test -run '^$$' -bench 'PublishToDecide' -benchtime 5x -count $(BENCH_COUNT) ./test/integration/
+	$(GO) test -tags integration -run '^$$' -bench 'TickToPatch' -benchtime 100x -count $(BENCH_COUNT) ./test/integration/
+	$(GO) test -tags integration -run '^$$' -bench 'TicksPerSecond' -benchtime 1x -count $(BENCH_COUNT) ./test/integration/
+	$(GO) test -tags integration -run '^$$' -bench 'PublishToDecide' -benchtime 5x -count $(BENCH_COUNT) ./test/integration/
 
 generate: ## deepcopy code of the API types
 	$(CONTROLLER_GEN) object paths=./api/...
@@ -84,8 +94,9 @@ FORCE:
 
 # --- local control plane (test/tools) ---
 # Real kube-apiserver, etcd, kube-controller-manager, kube-scheduler, kubectl
-# and kwok for the tests (test/cluster), built from source through the Go
-# module proxy by the tools modules under test/tools (each its own go.mod, so
+# and kwok for the integration tests (test/cluster) and the demo
+# (internal/localcluster), built from source through the Go module proxy by
+# the tools modules under test/tools (each its own go.mod, so
 # the main module never sees their dependencies). Each binary is built once
 # and then kept: delete it (or `make clean-envtest-assets`) to rebuild, e.g.
 # after changing a version in test/tools/*/go.mod. The builds run one after

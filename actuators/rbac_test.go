@@ -1,3 +1,5 @@
+//go:build integration
+
 package actuators_test
 
 import (

@@ -18,6 +18,13 @@ import (
 type DecisionLog struct {
 	manager *plugins.Manager
 	plugin  *logs.Plugin
+	// started is closed once start has initialized the plugin manager and
+	// started the plugin. Log waits for it: a decision logged while
+	// Manager.Init commits its store deadlocks in OPA's logs plugin (the
+	// commit's trigger drops the plugin's prepared mask query, under the
+	// store's write lock, while Log prepares it, under the query cache's
+	// lock, in a transaction of its own).
+	started chan struct{}
 }
 
 // newDecisionLog is the decision log of an OPA configuration, nil when it
@@ -35,7 +42,7 @@ func newDecisionLog(m *plugins.Manager) (*DecisionLog, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &DecisionLog{manager: m, plugin: logs.New(cfg, m)}, nil
+	return &DecisionLog{manager: m, plugin: logs.New(cfg, m), started: make(chan struct{})}, nil
 }
 
 // start starts the decision log.
@@ -43,7 +50,11 @@ func (d *DecisionLog) start(ctx context.Context) error {
 	if err := d.manager.Init(ctx); err != nil {
 		return err
 	}
-	return d.plugin.Start(ctx)
+	if err := d.plugin.Start(ctx); err != nil {
+		return err
+	}
+	close(d.started)
+	return nil
 }
 
 // stopWhenDone waits for ctx to be done, then stops the decision log,
@@ -71,8 +82,14 @@ type Logged struct {
 }
 
 // Log records a decision. It does not block on the service: OPA's plugin
-// buffers events and uploads them in the background.
+// buffers events and uploads them in the background. Before the decision log
+// has started (Registry.Start), it waits for it, or for ctx.
 func (d *DecisionLog) Log(ctx context.Context, l Logged) error {
+	select {
+	case <-d.started:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	input := any(l.Input)
 	info := &server.Info{
 		DecisionID: uuid.NewString(),

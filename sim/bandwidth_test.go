@@ -1,3 +1,5 @@
+//go:build integration
+
 package sim_test
 
 import (
@@ -20,6 +22,7 @@ import (
 
 	"governor.dev/governor/sim"
 	"governor.dev/governor/sim/relay"
+	"governor.dev/governor/sim/relay/relaytest"
 	"governor.dev/governor/test/cluster"
 )
 
@@ -99,7 +102,7 @@ func TestBandwidthPlantFollowsTheAPIServer(t *testing.T) {
 	require.NoError(t, err)
 	go func() { _ = plant.Run(ctx) }()
 
-	r := relay.Start(t, relay.Config{Seed: 42, Routes: []relay.Route{{
+	r := relaytest.Start(t, relay.Config{Seed: 42, Routes: []relay.Route{{
 		Source:      relay.Workload{Namespace: ns, Name: "plc", Labels: map[string]string{"app": "plc"}},
 		Destination: relay.Workload{Namespace: ns, Name: "robot-control", Labels: map[string]string{"app": "robot-control"}, Pods: 2},
 		Plant:       plant,

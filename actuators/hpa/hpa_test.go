@@ -1,3 +1,5 @@
+//go:build integration
+
 package hpa_test
 
 import (
@@ -19,17 +21,6 @@ import (
 	"governor.dev/governor/actuators/hpa"
 	"governor.dev/governor/actuators/internal/acttest"
 )
-
-func newHPA(ns, name, apiVersion, kind, target string, minR *int32, maxR int32) *autoscalingv2.HorizontalPodAutoscaler {
-	return &autoscalingv2.HorizontalPodAutoscaler{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: autoscalingv2.HorizontalPodAutoscalerSpec{
-			ScaleTargetRef: autoscalingv2.CrossVersionObjectReference{APIVersion: apiVersion, Kind: kind, Name: target},
-			MinReplicas:    minR,
-			MaxReplicas:    maxR,
-		},
-	}
-}
 
 // TestHPA runs the hpa actuator against a real kube-apiserver.
 func TestHPA(t *testing.T) {

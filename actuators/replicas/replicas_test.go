@@ -1,3 +1,5 @@
+//go:build integration
+
 package replicas_test
 
 import (

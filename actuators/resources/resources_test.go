@@ -1,3 +1,5 @@
+//go:build integration
+
 package resources_test
 
 import (

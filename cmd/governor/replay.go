@@ -10,7 +10,7 @@ import (
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/bundles"
 	"governor.dev/governor/controller/replay"
-	"governor.dev/governor/sim/report"
+	"governor.dev/governor/internal/jsonl"
 )
 
 func newReplayCommand() *cobra.Command {
@@ -68,7 +68,7 @@ decision history (JSON lines).`,
 			if err := replay.Plot(plotFile, "governor replay of "+filepath.Base(traceFile), rows); err != nil {
 				return err
 			}
-			if err := report.WriteJSONL(historyFile, replay.History(rows)); err != nil {
+			if err := jsonl.Write(historyFile, replay.History(rows)); err != nil {
 				return err
 			}
 			_, err = fmt.Fprintf(cmd.ErrOrStderr(), "%d ticks of %d loop(s); plot %s, history %s\n", len(trace), len(loops), plotFile, historyFile)

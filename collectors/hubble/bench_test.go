@@ -11,6 +11,7 @@ import (
 
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/sim/relay"
+	"governor.dev/governor/sim/relay/relaytest"
 )
 
 // BenchmarkIngest is the flows per second the collector ingests from a relay over gRPC on
@@ -18,7 +19,7 @@ import (
 // matching the stream's filter, each decoded and added to the window.
 func BenchmarkIngest(b *testing.B) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	r := relay.Start(b, relay.Config{StreamBuffer: 4096})
+	r := relaytest.Start(b, relay.Config{StreamBuffer: 4096})
 	c := newCollector(b, Options{Address: r.Addr()})
 	s := connected(b, c, toRobot)
 	now := time.Now()
@@ -139,7 +140,7 @@ func BenchmarkMemoryPerWindow(b *testing.B) {
 // an upper bound of what a stream adds to the collector beyond its window.
 func BenchmarkMemoryPerStream(b *testing.B) {
 	const streams = 20
-	r := relay.Start(b, relay.Config{})
+	r := relaytest.Start(b, relay.Config{})
 	total := 0.0
 	for range b.N {
 		c := New(Options{Address: r.Addr(), Backoff: fast})

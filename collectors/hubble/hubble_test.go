@@ -30,6 +30,7 @@ import (
 	"governor.dev/governor/collectors"
 	"governor.dev/governor/sim"
 	"governor.dev/governor/sim/relay"
+	"governor.dev/governor/sim/relay/relaytest"
 )
 
 var (
@@ -144,7 +145,7 @@ func fieldf(t *testing.T, m collectors.Metric, name string) float64 {
 // The statistics of a known sequence of flows, exactly, as the window slides over it;
 // a second window length on the same filter shares the stream.
 func TestWindowStatisticsExactly(t *testing.T) {
-	r := relay.Start(t, relay.Config{})
+	r := relaytest.Start(t, relay.Config{})
 	c := newCollector(t, Options{Address: r.Addr()})
 	s := connected(t, c, toRobot)
 
@@ -217,7 +218,7 @@ func TestWindowStatisticsExactly(t *testing.T) {
 // A scripted plant without randomness, through the relay's generator: a constant latency
 // has no jitter; alternating latencies have exactly their difference as jitter.
 func TestStatisticsOfScriptedPlants(t *testing.T) {
-	r := relay.Start(t, relay.Config{Seed: 1, Routes: []relay.Route{
+	r := relaytest.Start(t, relay.Config{Seed: 1, Routes: []relay.Route{
 		{Source: plc, Destination: robot, Rate: 500, Plant: sim.NewScripted(5*time.Millisecond, 0)},
 		{Source: plc, Destination: telemetry, Rate: 500, Plant: sim.NewSequence(3*time.Millisecond, 7*time.Millisecond)},
 	}})
@@ -249,7 +250,7 @@ func TestStatisticsOfScriptedPlants(t *testing.T) {
 // Only the flows a collector's filter selects count: three routes stream, each collector
 // sees its own.
 func TestFiltersSelectTheFlows(t *testing.T) {
-	r := relay.Start(t, relay.Config{Seed: 2, Routes: []relay.Route{
+	r := relaytest.Start(t, relay.Config{Seed: 2, Routes: []relay.Route{
 		{Source: plc, Destination: robot, Rate: 400, DropRatio: 0.1, Plant: sim.NewScripted(2*time.Millisecond, 0)},
 		{Source: plc, Destination: telemetry, Rate: 400, ErrorRatio: 0.5, Plant: sim.NewScripted(20*time.Millisecond, 0)},
 		{Source: dashboard, Destination: robot, Rate: 400, Plant: sim.NewScripted(7*time.Millisecond, 0)},
@@ -322,7 +323,7 @@ func TestFiltersSelectTheFlows(t *testing.T) {
 // Loops with the same filter share one stream, whatever their window; the relay sees one
 // GetFlows call per distinct filter.
 func TestLoopsShareAStream(t *testing.T) {
-	r := relay.Start(t, relay.Config{Seed: 3, Routes: []relay.Route{
+	r := relaytest.Start(t, relay.Config{Seed: 3, Routes: []relay.Route{
 		{Source: plc, Destination: robot, Rate: 300, Plant: sim.NewScripted(3*time.Millisecond, time.Millisecond)},
 	}})
 	c := newCollector(t, Options{Address: r.Addr()})
@@ -362,7 +363,7 @@ func TestLoopsShareAStream(t *testing.T) {
 // Relay down: the collector says so, keeps the window's value (it ages out) and its
 // ObservedAt stops; relay back on the same address: flows resume in the same collector.
 func TestRelayOutageAndRecovery(t *testing.T) {
-	r := relay.Start(t, relay.Config{Seed: 4, Routes: []relay.Route{
+	r := relaytest.Start(t, relay.Config{Seed: 4, Routes: []relay.Route{
 		{Source: plc, Destination: robot, Rate: 300, Plant: sim.NewScripted(3*time.Millisecond, time.Millisecond)},
 	}})
 	c := newCollector(t, Options{Address: r.Addr()})
@@ -402,7 +403,7 @@ func TestRelayOutageAndRecovery(t *testing.T) {
 	assert.Contains(t, aged.Err, "unreachable")
 
 	calls := r.GetFlowsCalls()
-	r.Restart(t)
+	relaytest.Restart(t, r)
 	require.Eventually(t, func() bool {
 		m = collect(c, toRobot, time.Now())
 		return m.Err == "" && m.ObservedAt.After(last)
@@ -413,7 +414,7 @@ func TestRelayOutageAndRecovery(t *testing.T) {
 
 // A stream nobody reads is closed; the next Collect starts it again.
 func TestIdleStreamsClose(t *testing.T) {
-	r := relay.Start(t, relay.Config{Seed: 5, Routes: []relay.Route{{Source: plc, Destination: robot, Rate: 100}}})
+	r := relaytest.Start(t, relay.Config{Seed: 5, Routes: []relay.Route{{Source: plc, Destination: robot, Rate: 100}}})
 	c := newCollector(t, Options{Address: r.Addr(), Backoff: fast, IdleTimeout: 400 * time.Millisecond})
 	connected(t, c, toRobot)
 	require.Equal(t, int64(1), r.ActiveStreams())
@@ -442,7 +443,7 @@ func TestIdleStreamsClose(t *testing.T) {
 
 // Close stops every stream; Collect afterwards says the collector is closed.
 func TestCloseStopsEveryStream(t *testing.T) {
-	r := relay.Start(t, relay.Config{Seed: 5, Routes: []relay.Route{{Source: plc, Destination: robot, Rate: 100}}})
+	r := relaytest.Start(t, relay.Config{Seed: 5, Routes: []relay.Route{{Source: plc, Destination: robot, Rate: 100}}})
 	c := New(Options{Address: r.Addr(), Backoff: fast})
 	connected(t, c, toRobot)
 	connected(t, c, withWindow(toRobot, time.Minute))
@@ -507,7 +508,7 @@ func connectedOrNot(t testing.TB, c *Collector, h *v1alpha1.HubbleCollector) *st
 }
 
 func TestBadSpecsStartNoStream(t *testing.T) {
-	r := relay.Start(t, relay.Config{})
+	r := relaytest.Start(t, relay.Config{})
 	c := newCollector(t, Options{Address: r.Addr()})
 	m := collect(c, &v1alpha1.HubbleCollector{HTTPStatus: []string{"oops"}}, time.Now())
 	assert.Contains(t, m.Err, `httpStatus "oops"`)
@@ -553,7 +554,7 @@ func testPKI(t *testing.T) (server *tls.Config, roots *x509.CertPool) {
 // that does not trust it, or speaks plaintext, reports the relay unreachable.
 func TestTLS(t *testing.T) {
 	serverTLS, roots := testPKI(t)
-	r := relay.Start(t, relay.Config{Seed: 6, TLS: serverTLS, Routes: []relay.Route{
+	r := relaytest.Start(t, relay.Config{Seed: 6, TLS: serverTLS, Routes: []relay.Route{
 		{Source: plc, Destination: robot, Rate: 300, Plant: sim.NewScripted(3*time.Millisecond, time.Millisecond)},
 	}})
 	c := newCollector(t, Options{Address: r.Addr(), TLS: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS13}})
@@ -582,7 +583,7 @@ func TestTLS(t *testing.T) {
 func TestMemoryBound(t *testing.T) {
 	assert.Equal(t, uintptr(16), unsafe.Sizeof(sample{}))
 
-	r := relay.Start(t, relay.Config{})
+	r := relaytest.Start(t, relay.Config{})
 	c := newCollector(t, Options{Address: r.Addr(), MaxSamples: 1000})
 	s := connected(t, c, toRobot)
 	base := time.Now().Truncate(time.Second)

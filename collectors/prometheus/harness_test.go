@@ -1,8 +1,9 @@
+//go:build integration
+
 package prometheus_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -19,9 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/stretchr/testify/require"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/collectors"
 	promcollector "governor.dev/governor/collectors/prometheus"
 )
@@ -133,8 +132,10 @@ func startPrometheus(t *testing.T, scrape []string, extra string) *server {
 func startPrometheusWith(t *testing.T, scrape []string, extra string, auth *basicAuth, flags ...string) *server {
 	t.Helper()
 	bin, err := exec.LookPath(prometheusBinary)
-	require.NoError(t, err, "the tests need the Prometheus server: install Debian's package %q (apt-get install -y %s)",
-		prometheusPackage, prometheusPackage)
+	if err != nil {
+		t.Fatalf("%s not found on PATH: the tests need the Prometheus server: install Debian's package %q (apt-get install -y %s, or make test-servers)",
+			prometheusBinary, prometheusPackage, prometheusPackage)
+	}
 	dir := t.TempDir()
 	var targets []string
 	for _, s := range scrape {
@@ -259,30 +260,6 @@ func (b *syncBuffer) String() string {
 	return b.b.String()
 }
 
-// newCollector is a Collector for the address.
-func newCollector(t *testing.T, address string) *promcollector.Collector {
-	t.Helper()
-	c, err := promcollector.New(promcollector.Options{Address: address})
-	require.NoError(t, err)
-	return c
-}
-
-func spec(query string, timeout time.Duration) *v1alpha1.CollectorSpec {
-	return &v1alpha1.CollectorSpec{Name: "m", Prometheus: &v1alpha1.PrometheusCollector{
-		Query: query, Timeout: metav1.Duration{Duration: timeout},
-	}}
-}
-
-var loop = &v1alpha1.ControlLoop{ObjectMeta: metav1.ObjectMeta{Name: "factory-qos", Namespace: "factory"}}
-
-// collectAt runs the query once, at now.
-func collectAt(c *promcollector.Collector, query string, now time.Time) collectors.Metric {
-	return c.Collect(context.Background(), loop, spec(query, 0), now)
-}
-
-// tickNow is a tick's time as Prometheus keeps it: whole milliseconds.
-func tickNow() time.Time { return time.Now().Truncate(time.Millisecond) }
-
 // eventually collects the query every 100ms until ok holds of the metric,
 // for at most waitFor; it fails with the last metric otherwise.
 func eventually(t *testing.T, c *promcollector.Collector, query string, ok func(collectors.Metric) bool) collectors.Metric {
@@ -302,12 +279,4 @@ func eventually(t *testing.T, c *promcollector.Collector, query string, ok func(
 
 func hasValue(want float64) func(collectors.Metric) bool {
 	return func(m collectors.Metric) bool { return m.Value != nil && *m.Value == want }
-}
-
-func show(m collectors.Metric) string {
-	v := "nil"
-	if m.Value != nil {
-		v = fmt.Sprint(*m.Value)
-	}
-	return fmt.Sprintf("value=%s observedAt=%s err=%q fields=%v", v, m.ObservedAt.Format(time.RFC3339Nano), m.Err, m.Fields)
 }

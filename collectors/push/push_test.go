@@ -1,3 +1,5 @@
+//go:build integration
+
 package push_test
 
 import (
@@ -361,7 +363,7 @@ func TestPush(t *testing.T) {
 
 	t.Run("500 when the API server refuses (the controller may not patch the status)", func(t *testing.T) {
 		// A user who may read loops and Secrets but not write the status.
-		cfg := e.APIServer.RBACUser(t, e.c, "push-readonly", []rbacv1.PolicyRule{
+		cfg := cluster.RBACUser(t, e.APIServer, e.c, "push-readonly", []rbacv1.PolicyRule{
 			{APIGroups: []string{"governor.dev"}, Resources: []string{"controlloops"}, Verbs: []string{"get"}},
 			{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get"}},
 		})
@@ -444,22 +446,13 @@ func runManager(t *testing.T, cfg *rest.Config) (s *push.Server, stop func()) {
 	return s, stop
 }
 
-// TestStartFailsOnABusyAddress: Start says why it cannot serve.
-func TestStartFailsOnABusyAddress(t *testing.T) {
-	busy := httptest.NewServer(http.NotFoundHandler())
-	defer busy.Close()
-	err := push.NewServer(nil, push.Options{Addr: busy.Listener.Addr().String()}).Start(context.Background())
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), "address already in use")
-}
-
 // TestRBACMarkersSuffice pushes as a user with exactly the permissions of this package's
 // +kubebuilder:rbac markers, through a manager whose client is configured as the controller's
 // (loops from a cache, Secrets read one by one): enough, and no more than reading Secrets one
 // by one (no list, no writes to them, no writes to the loop's spec).
 func TestRBACMarkersSuffice(t *testing.T) {
 	e := start(t)
-	cfg := e.APIServer.RBACUser(t, e.c, "governor-push", cluster.MarkerRules(t, "."))
+	cfg := cluster.RBACUser(t, e.APIServer, e.c, "governor-push", cluster.MarkerRules(t, "."))
 	uc, err := client.New(cfg, client.Options{Scheme: controller.Scheme()})
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { // the binding reaches the authorizer within moments

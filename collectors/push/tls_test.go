@@ -1,3 +1,5 @@
+//go:build integration
+
 package push_test
 
 import (
@@ -82,13 +84,4 @@ func TestPushOverTLS(t *testing.T) {
 	}, 30*time.Second, 100*time.Millisecond, "the rotated certificate is not served")
 	_, err = post(trusting(first), "https")
 	assert.Error(t, err, "the old certificate is still served")
-}
-
-func TestPushTLSNeedsCertAndKey(t *testing.T) {
-	err := push.NewServer(nil, push.Options{Addr: "127.0.0.1:0", CertFile: "tls.crt"}).Start(context.Background())
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), "both a certificate and a key")
-	err = push.NewServer(nil, push.Options{Addr: "127.0.0.1:0", CertFile: "missing.crt", KeyFile: "missing.key"}).Start(context.Background())
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), "missing.crt")
 }

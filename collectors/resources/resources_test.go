@@ -1,3 +1,5 @@
+//go:build integration
+
 package resources_test
 
 import (
@@ -303,7 +305,7 @@ func TestCollect(t *testing.T) {
 // aggregator checks before it proxies to metrics-server).
 func TestRBACMarkersSuffice(t *testing.T) {
 	e := start(t)
-	user := e.APIServer.RBACUser(t, e.c, "governor-resources", cluster.MarkerRules(t, "."))
+	user := cluster.RBACUser(t, e.APIServer, e.c, "governor-resources", cluster.MarkerRules(t, "."))
 	uc, err := client.New(user, client.Options{Scheme: controller.Scheme()})
 	require.NoError(t, err)
 

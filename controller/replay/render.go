@@ -13,7 +13,7 @@ import (
 	"governor.dev/governor/actuators/bandwidth"
 	"governor.dev/governor/actuators/replicas"
 	"governor.dev/governor/actuators/resources"
-	"governor.dev/governor/sim/report"
+	"governor.dev/governor/internal/plot"
 )
 
 // WriteTable prints one line per loop tick: time since the first tick,
@@ -70,18 +70,18 @@ func appliedText(r Row) string {
 // replicas and memory requests as the loops left them, and the priority
 // rank of each metric of loops that have priorities.
 func Plot(path, title string, rows []Row) error {
-	metrics := map[string]*report.Series{}
-	egress := map[string]*report.Series{}
-	replicaSeries := map[string]*report.Series{}
-	memory := map[string]*report.Series{}
-	ranks := map[string]*report.Series{}
-	add := func(m map[string]*report.Series, name, unit string, step bool, t time.Time, v float64) {
+	metrics := map[string]*plot.Series{}
+	egress := map[string]*plot.Series{}
+	replicaSeries := map[string]*plot.Series{}
+	memory := map[string]*plot.Series{}
+	ranks := map[string]*plot.Series{}
+	add := func(m map[string]*plot.Series, name, unit string, step bool, t time.Time, v float64) {
 		s, ok := m[name]
 		if !ok {
-			s = &report.Series{Name: name, Unit: unit, Step: step}
+			s = &plot.Series{Name: name, Unit: unit, Step: step}
 			m[name] = s
 		}
-		s.Points = append(s.Points, report.Point{T: t, V: v})
+		s.Points = append(s.Points, plot.Point{T: t, V: v})
 	}
 	var last *Tick
 	for _, r := range rows {
@@ -112,10 +112,10 @@ func Plot(path, title string, rows []Row) error {
 			add(ranks, r.Loop+": "+p, "", true, t, float64(i+1))
 		}
 	}
-	var panels []report.Panel
+	var panels []plot.Panel
 	for _, p := range []struct {
 		title, ylabel string
-		series        map[string]*report.Series
+		series        map[string]*plot.Series
 	}{
 		{"Metrics", "value", metrics},
 		{"Egress bandwidth", "Mbit/s", egress},
@@ -126,16 +126,16 @@ func Plot(path, title string, rows []Row) error {
 		if len(p.series) == 0 {
 			continue
 		}
-		panel := report.Panel{Title: p.title, YLabel: p.ylabel}
+		panel := plot.Panel{Title: p.title, YLabel: p.ylabel}
 		for _, name := range slices.Sorted(maps.Keys(p.series)) {
 			panel.Series = append(panel.Series, *p.series[name])
 		}
 		panels = append(panels, panel)
 	}
-	return report.PlotPNG(path, title, panels)
+	return plot.WritePNG(path, title, panels)
 }
 
-// History is every row as a JSON record, for report.WriteJSONL.
+// History is every row as a JSON record, for jsonl.Write.
 func History(rows []Row) []any {
 	out := make([]any, 0, len(rows))
 	for _, r := range rows {

@@ -1,6 +1,6 @@
 // Package demo is `governor demo`: on a machine with no cluster, it starts the local cluster
 // the project builds (kube-apiserver, etcd, kube-controller-manager, kube-scheduler and kwok
-// with three fake Nodes, from test/cluster), installs the ControlLoop CRD, creates a small
+// with three fake Nodes, from internal/localcluster), installs the ControlLoop CRD, creates a small
 // factory, serves the simulated Hubble Relay with a plant whose jitter follows the egress
 // bandwidth granted to the best-effort workloads, runs the controller in-process with three
 // loops, shows what they see, decide and change, and at the end writes a report: a plot
@@ -51,10 +51,11 @@ import (
 	"governor.dev/governor/bundles"
 	"governor.dev/governor/config/crd"
 	"governor.dev/governor/controller"
+	"governor.dev/governor/internal/jsonl"
+	"governor.dev/governor/internal/localcluster"
+	"governor.dev/governor/internal/plot"
 	"governor.dev/governor/sim"
 	"governor.dev/governor/sim/relay"
-	"governor.dev/governor/sim/report"
-	"governor.dev/governor/test/cluster"
 )
 
 // Options configures Run.
@@ -127,64 +128,28 @@ const (
 // loops start (ctx ending included) means no report. A Result with an error means the
 // report was written but something failed to stop.
 func Run(ctx context.Context, opts Options) (*Result, error) {
-	if opts.ReportDir == "" {
-		opts.ReportDir = "demo-report"
-	}
-	if opts.AssetsDir == "" {
-		opts.AssetsDir = filepath.Join("bin", "k8s")
-	}
-	if opts.BundlesDir == "" {
-		opts.BundlesDir = "policies"
-	}
-	if opts.Out == nil {
-		opts.Out = io.Discard
-	}
-	if opts.Refresh <= 0 {
-		opts.Refresh = time.Second
-	}
-	if opts.Duration < 0 {
-		return nil, fmt.Errorf("demo: negative duration %v", opts.Duration)
-	}
-
-	// What can be checked without starting anything.
-	if err := cluster.CheckAssets(opts.AssetsDir); err != nil {
-		var missing *cluster.MissingAssetsError
-		if errors.As(err, &missing) {
-			what := missing.Missing
-			if len(what) > 3 {
-				what = append(what[:3:3], fmt.Sprintf("%d more", len(missing.Missing)-3))
-			}
-			return nil, fmt.Errorf("the local cluster is not built (%s missing from %s): run make envtest-assets",
-				strings.Join(what, ", "), opts.AssetsDir)
-		}
+	opts, err := withDefaults(opts)
+	if err != nil {
 		return nil, err
 	}
-	registry, err := bundles.LoadRegistry(ctx, opts.BundlesDir)
-	if err != nil {
-		return nil, fmt.Errorf("loading the policy bundles: %w", err)
+	// What can be checked without starting anything.
+	if err := checkAssets(opts.AssetsDir); err != nil {
+		return nil, err
 	}
-	for _, b := range []string{"bandwidth", "reactive", "deliberative"} {
-		if !slices.Contains(registry.Names(), b) {
-			return nil, fmt.Errorf("bundle %s not found in %s (found %s)", b, opts.BundlesDir, strings.Join(registry.Names(), ", "))
-		}
+	registry, err := loadBundles(ctx, opts.BundlesDir)
+	if err != nil {
+		return nil, err
 	}
 	crds, err := crd.CustomResourceDefinitions()
 	if err != nil {
 		return nil, err
 	}
 	logDir := filepath.Join(opts.ReportDir, "logs")
-	if err := os.MkdirAll(logDir, 0o755); err != nil {
-		return nil, err
-	}
-	logFile, err := os.Create(filepath.Join(logDir, "governor.log"))
+	logFile, err := openLog(logDir)
 	if err != nil {
 		return nil, err
 	}
 	defer logFile.Close()
-	// The controller's log, and client-go's, go to the file, not the terminal.
-	logger := zap.New(zap.WriteTo(logFile))
-	ctrl.SetLogger(logger)
-	klog.SetLogger(logger.WithName("klog"))
 
 	d := &demo{opts: opts, logDir: logDir, registry: registry,
 		view: &view{out: opts.Out, live: opts.Live, width: opts.Width, height: opts.Height, duration: opts.Duration,
@@ -201,13 +166,88 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		err = errors.Join(err, stopErr)
 	}
 	if res != nil {
-		d.view.line("")
-		d.view.line("report:")
-		d.view.line("  %-28s jitter, egress, priorities, web replicas and memory over time", res.ReportPNG)
-		d.view.line("  %-28s %d decisions of %s", res.HistoryJSONL, entries(res), strings.Join(Loops, ", "))
-		d.view.line("  %-28s the cluster's components and the controller", res.LogDir+string(filepath.Separator))
+		d.showReport(res)
 	}
 	return res, err
+}
+
+// withDefaults fills in the options left empty, and refuses a negative duration.
+func withDefaults(opts Options) (Options, error) {
+	if opts.ReportDir == "" {
+		opts.ReportDir = "demo-report"
+	}
+	if opts.AssetsDir == "" {
+		opts.AssetsDir = filepath.Join("bin", "k8s")
+	}
+	if opts.BundlesDir == "" {
+		opts.BundlesDir = "policies"
+	}
+	if opts.Out == nil {
+		opts.Out = io.Discard
+	}
+	if opts.Refresh <= 0 {
+		opts.Refresh = time.Second
+	}
+	if opts.Duration < 0 {
+		return opts, fmt.Errorf("demo: negative duration %v", opts.Duration)
+	}
+	return opts, nil
+}
+
+// checkAssets says, in one line, what of the local cluster is missing from dir and how to
+// build it.
+func checkAssets(dir string) error {
+	err := localcluster.CheckAssets(dir)
+	var missing *localcluster.MissingAssetsError
+	if !errors.As(err, &missing) {
+		return err
+	}
+	what := missing.Missing
+	if len(what) > 3 {
+		what = append(what[:3:3], fmt.Sprintf("%d more", len(missing.Missing)-3))
+	}
+	return fmt.Errorf("the local cluster is not built (%s missing from %s): run make envtest-assets",
+		strings.Join(what, ", "), dir)
+}
+
+// loadBundles loads the policy bundles of dir, which must hold the three the loops use.
+func loadBundles(ctx context.Context, dir string) (*bundles.Registry, error) {
+	registry, err := bundles.LoadRegistry(ctx, dir)
+	if err != nil {
+		return nil, fmt.Errorf("loading the policy bundles: %w", err)
+	}
+	for _, b := range []string{"bandwidth", "reactive", "deliberative"} {
+		if !slices.Contains(registry.Names(), b) {
+			return nil, fmt.Errorf("bundle %s not found in %s (found %s)", b, dir, strings.Join(registry.Names(), ", "))
+		}
+	}
+	return registry, nil
+}
+
+// openLog creates logDir and the controller's log in it, governor.log, where the
+// controller's log and client-go's go rather than to the terminal. The caller closes it.
+func openLog(logDir string) (*os.File, error) {
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		return nil, err
+	}
+	logFile, err := os.Create(filepath.Join(logDir, "governor.log"))
+	if err != nil {
+		return nil, err
+	}
+	logger := zap.New(zap.WriteTo(logFile))
+	ctrl.SetLogger(logger)
+	klog.SetLogger(logger.WithName("klog"))
+	return logFile, nil
+}
+
+// showReport lists what the run wrote.
+func (d *demo) showReport(res *Result) {
+	v := d.view
+	v.line("")
+	v.line("report:")
+	v.line("  %-28s jitter, egress, priorities, web replicas and memory over time", res.ReportPNG)
+	v.line("  %-28s %d decisions of %s", res.HistoryJSONL, entries(res), strings.Join(Loops, ", "))
+	v.line("  %-28s the cluster's components and the controller", res.LogDir+string(filepath.Separator))
 }
 
 func entries(res *Result) int {
@@ -225,7 +265,7 @@ type demo struct {
 	registry *bundles.Registry
 	view     *view
 
-	cluster *cluster.Cluster
+	cluster *localcluster.Cluster
 	client  client.Client
 	plant   *sim.Bandwidth
 	relay   *relay.Relay
@@ -259,13 +299,31 @@ func (d *demo) cleanup() error {
 
 // start brings up the cluster, the plant, the relay, the controller and the factory.
 func (d *demo) start(ctx context.Context, crds []*apiextensionsv1.CustomResourceDefinition) error {
-	v := d.view
-	v.line("governor demo: a local cluster, a simulated factory and three control loops (report in %s)", d.opts.ReportDir)
+	d.view.line("governor demo: a local cluster, a simulated factory and three control loops (report in %s)", d.opts.ReportDir)
+	if err := d.startCluster(ctx, crds); err != nil {
+		return err
+	}
+	if err := d.startPlant(); err != nil {
+		return err
+	}
+	if err := d.startRelay(); err != nil {
+		return err
+	}
+	if err := d.startController(); err != nil {
+		return err
+	}
+	if err := d.startFactory(ctx); err != nil {
+		return err
+	}
+	return ctx.Err()
+}
 
+// startCluster starts the local cluster with the CRDs, and the demo's client of it.
+func (d *demo) startCluster(ctx context.Context, crds []*apiextensionsv1.CustomResourceDefinition) error {
 	began := time.Now()
-	v.line("  … starting the local cluster: kube-apiserver, etcd, kube-controller-manager, kube-scheduler, kwok")
-	k, err := cluster.Launch(ctx, cluster.LaunchOptions{
-		ClusterOptions: cluster.ClusterOptions{Nodes: 3},
+	d.view.line("  … starting the local cluster: kube-apiserver, etcd, kube-controller-manager, kube-scheduler, kwok")
+	k, err := localcluster.Launch(ctx, localcluster.LaunchOptions{
+		ClusterOptions: localcluster.ClusterOptions{Nodes: 3},
 		AssetsDir:      d.opts.AssetsDir,
 		LogDir:         d.logDir,
 		CRDs:           crds,
@@ -280,16 +338,16 @@ func (d *demo) start(ctx context.Context, crds []*apiextensionsv1.CustomResource
 		}
 		return nil
 	})
-	v.line("  ✓ local cluster up in %s: %d fake Nodes (%s); ControlLoop CRD installed",
+	d.view.line("  ✓ local cluster up in %s: %d fake Nodes (%s); ControlLoop CRD installed",
 		time.Since(began).Round(100*time.Millisecond), len(k.Nodes), strings.Join(k.Nodes, ", "))
 
 	d.client, err = client.New(k.Config, client.Options{Scheme: controller.Scheme()})
-	if err != nil {
-		return err
-	}
+	return err
+}
 
-	// The plant reads the best-effort Deployments and their Pods; the relay streams
-	// robot-control's traffic, its latencies drawn from the plant.
+// startPlant starts the plant: it reads the best-effort Deployments and their Pods.
+func (d *demo) startPlant() error {
+	var err error
 	d.plant, err = sim.NewBandwidth(sim.BandwidthConfig{
 		Client: d.client, Namespace: Namespace,
 		Selector: labels.SelectorFromSet(labels.Set{classLabel: bestEffort}),
@@ -305,7 +363,12 @@ func (d *demo) start(ctx context.Context, crds []*apiextensionsv1.CustomResource
 		_ = d.plant.Run(plantCtx)
 	}()
 	d.onStop(func() error { stopPlant(); <-plantDone; return nil })
+	return nil
+}
 
+// startRelay serves the simulated Hubble Relay: robot-control's traffic, its latencies
+// drawn from the plant.
+func (d *demo) startRelay() error {
 	d.relay = relay.New(relay.Config{Seed: 1, Routes: []relay.Route{{
 		Source:      relay.Workload{Namespace: Namespace, Name: "plc-gateway", Labels: map[string]string{"app": "plc-gateway"}},
 		Destination: relay.Workload{Namespace: Namespace, Name: Critical, Labels: map[string]string{"app": Critical}, Pods: 2},
@@ -328,10 +391,14 @@ func (d *demo) start(ctx context.Context, crds []*apiextensionsv1.CustomResource
 		}
 		return nil
 	})
-	v.line("  ✓ simulated Hubble Relay on %s: %s's traffic, %d exchanges/s, jitter from the link's load",
+	d.view.line("  ✓ simulated Hubble Relay on %s: %s's traffic, %d exchanges/s, jitter from the link's load",
 		d.relay.Addr(), Critical, flowRate)
+	return nil
+}
 
-	mgr, err := controller.NewManager(k.Config, controller.Options{
+// startController runs the controller in-process, on the cluster and the relay.
+func (d *demo) startController() error {
+	mgr, err := controller.NewManager(d.cluster.Config, controller.Options{
 		Bundles:     d.registry,
 		HubbleRelay: d.relay.Addr(),
 		MetricsAddr: "0", ProbeAddr: "0", PushAddr: "0",
@@ -354,9 +421,13 @@ func (d *demo) start(ctx context.Context, crds []*apiextensionsv1.CustomResource
 		return nil
 	})
 	d.onStop(d.stopManager)
-	v.line("  ✓ controller running in-process, bundles %s from %s", strings.Join(d.registry.Names(), ", "), d.opts.BundlesDir)
+	d.view.line("  ✓ controller running in-process, bundles %s from %s", strings.Join(d.registry.Names(), ", "), d.opts.BundlesDir)
+	return nil
+}
 
-	began = time.Now()
+// startFactory creates the factory's Deployments and waits for their Pods.
+func (d *demo) startFactory(ctx context.Context) error {
+	began := time.Now()
 	if err := createFactory(ctx, d.client); err != nil {
 		return err
 	}
@@ -364,9 +435,9 @@ func (d *demo) start(ctx context.Context, crds []*apiextensionsv1.CustomResource
 	if err != nil {
 		return err
 	}
-	v.line("  ✓ factory: %s, %s, %s, %s: %d Pods Running in %s",
+	d.view.line("  ✓ factory: %s, %s, %s, %s: %d Pods Running in %s",
 		Critical, Telemetry, Video, Web, pods, time.Since(began).Round(100*time.Millisecond))
-	return ctx.Err()
+	return nil
 }
 
 // waitServing waits until the relay serves on addr.
@@ -425,30 +496,66 @@ func (d *demo) waitReady(ctx context.Context) (int, error) {
 // run creates the loops and follows them until the duration has passed or ctx ends, then
 // stops the controller and writes the report.
 func (d *demo) run(ctx context.Context) (*Result, error) {
-	v := d.view
+	if err := d.createLoops(ctx); err != nil {
+		return nil, err
+	}
+	// The run's clock starts once the loops exist.
+	start := time.Now()
+	d.view.start = start
+	d.rec = newRecorder(d.client, d.plant)
+	d.rec.start = start
+	backlog := backlogAt(d.opts.Duration)
+	d.announce(backlog)
+
+	load := d.startLoad(start)
+	defer load.stop()
+	res := &Result{Started: start, Loops: map[string]LoopResult{}}
+	runErr := d.follow(ctx, res, load, backlog)
+	res.Ended = time.Now()
+
+	// Stop the load and the controller first: a stopping controller writes the status it
+	// has not written yet, which the last read then records.
+	load.stop()
+	if runErr == nil {
+		if err := d.stopManager(); err != nil {
+			runErr = err
+		}
+	}
+	s := d.poll(load)
+	d.view.render(d.rec, s, res.Ended, d.cluster.Err())
+	d.view.end()
+
+	if err := d.writeReport(res); err != nil {
+		return nil, errors.Join(runErr, err)
+	}
+	return res, runErr
+}
+
+// createLoops creates the three loops.
+func (d *demo) createLoops(ctx context.Context) error {
 	for _, l := range loops() {
 		cctx, cancel := context.WithTimeout(ctx, stepTimeout)
 		err := d.client.Create(cctx, l)
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil, fmt.Errorf("interrupted before the loops started: %w", ctx.Err())
+				return fmt.Errorf("interrupted before the loops started: %w", ctx.Err())
 			}
-			return nil, fmt.Errorf("creating loop %s: %w", l.Name, err)
+			return fmt.Errorf("creating loop %s: %w", l.Name, err)
 		}
 	}
-	// The run's clock starts once the loops exist.
-	start := time.Now()
-	v.start = start
-	d.rec = newRecorder(d.client, d.plant)
-	d.rec.start = start
+	return nil
+}
+
+// announce says what runs, for how long, and what happens when.
+func (d *demo) announce(backlog time.Duration) {
+	v := d.view
 	until := "until Ctrl-C"
 	if d.opts.Duration > 0 {
 		until = "for " + d.opts.Duration.String() + " (Ctrl-C ends it sooner)"
 	}
 	v.line("  ✓ loops %s (bandwidth), %s (reactive), %s (deliberative, supervises %s): running %s",
 		LoopQoS, LoopScaling, LoopPriorities, LoopScaling, until)
-	backlog := backlogAt(d.opts.Duration)
 	if backlog > 0 {
 		v.line("    at %s: %s scales out to %d replicas (a backlog to upload)", fmtDuration(backlog), Video, backlogReplicas)
 	}
@@ -456,48 +563,12 @@ func (d *demo) run(ctx context.Context) (*Result, error) {
 	if !v.live {
 		v.line("time since the loops started, what changed; a status line every %s", statusEvery)
 	}
+}
 
-	// The load, reported every second by a goroutine of its own.
-	var mu sync.Mutex
-	var cpu, memory float64
-	loadCtx, stopLoad := context.WithCancel(context.Background())
-	loadDone := make(chan struct{})
-	observeLoad := func() {
-		now := time.Now()
-		c, m := load(now.Sub(start))
-		wctx, cancel := context.WithTimeout(loadCtx, stepTimeout)
-		defer cancel()
-		if err := observe(wctx, d.client, c, m, now); err == nil {
-			mu.Lock()
-			cpu, memory = c, m
-			mu.Unlock()
-		}
-	}
-	go func() {
-		defer close(loadDone)
-		t := time.NewTicker(observeEvery)
-		defer t.Stop()
-		for {
-			observeLoad()
-			select {
-			case <-loadCtx.Done():
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	stopLoading := func() { stopLoad(); <-loadDone }
-	defer stopLoading()
-
-	poll := func() sample {
-		mu.Lock()
-		d.rec.setLoad(cpu, memory)
-		mu.Unlock()
-		pctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
-		defer cancel()
-		return d.rec.poll(pctx, time.Now())
-	}
-
+// follow reads and shows the factory every pollEvery until the duration has passed
+// (res.Interrupted when ctx ends first), or the controller stops (an error); the video
+// backlog arrives on the way.
+func (d *demo) follow(ctx context.Context, res *Result, load *webLoad, backlog time.Duration) error {
 	var end <-chan time.Time
 	if d.opts.Duration > 0 {
 		timer := time.NewTimer(d.opts.Duration)
@@ -506,70 +577,123 @@ func (d *demo) run(ctx context.Context) (*Result, error) {
 	}
 	tick := time.NewTicker(pollEvery)
 	defer tick.Stop()
-	res := &Result{Started: start, Loops: map[string]LoopResult{}}
 	var lastRender time.Time
 	backlogDone := backlog == 0
-	var runErr error
-following:
 	for {
 		select {
 		case <-ctx.Done():
 			res.Interrupted = true
-			break following
+			return nil
 		case <-end:
-			break following
+			return nil
 		case <-d.mgrDone:
-			runErr = fmt.Errorf("the controller stopped: %v", d.mgrErr)
-			break following
+			return fmt.Errorf("the controller stopped: %v", d.mgrErr)
 		case <-tick.C:
 		}
 		now := time.Now()
-		if !backlogDone && now.Sub(start) >= backlog {
+		if !backlogDone && now.Sub(res.Started) >= backlog {
 			backlogDone = true
-			sctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
-			if err := scale(sctx, d.client, Video, backlogReplicas); err != nil {
-				d.rec.note(now, "scenario: scaling %s: %v", Video, err)
-			} else {
-				d.rec.note(now, "%-19s scaled out to %d replicas by the demo: a backlog to upload", Video, backlogReplicas)
-			}
-			cancel()
+			d.scaleOutVideo(now)
 		}
-		s := poll()
+		s := d.poll(load)
 		if now.Sub(lastRender) >= d.opts.Refresh-pollEvery/2 {
-			v.render(d.rec, s, now, d.cluster.Err())
+			d.view.render(d.rec, s, now, d.cluster.Err())
 			lastRender = now
 		}
 	}
-	res.Ended = time.Now()
+}
 
-	// Stop the load and the controller first: a stopping controller writes the status it
-	// has not written yet, which the last read then records.
-	stopLoading()
-	if runErr == nil {
-		if err := d.stopManager(); err != nil {
-			runErr = err
-		}
+// scaleOutVideo is the scenario's backlog: video-archive scales out, and notes it.
+func (d *demo) scaleOutVideo(now time.Time) {
+	ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
+	defer cancel()
+	if err := scale(ctx, d.client, Video, backlogReplicas); err != nil {
+		d.rec.note(now, "scenario: scaling %s: %v", Video, err)
+		return
 	}
-	s := poll()
-	v.render(d.rec, s, res.Ended, d.cluster.Err())
-	v.end()
+	d.rec.note(now, "%-19s scaled out to %d replicas by the demo: a backlog to upload", Video, backlogReplicas)
+}
 
+// poll reads the factory and the loops once, with the load last reported, and records a
+// sample.
+func (d *demo) poll(load *webLoad) sample {
+	d.rec.setLoad(load.last())
+	ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
+	defer cancel()
+	return d.rec.poll(ctx, time.Now())
+}
+
+// writeReport writes the plot and the history, and fills in the result.
+func (d *demo) writeReport(res *Result) error {
 	res.LogDir = d.logDir
 	res.ReportPNG = filepath.Join(d.opts.ReportDir, "report.png")
 	res.HistoryJSONL = filepath.Join(d.opts.ReportDir, "history.jsonl")
 	d.summarize(res)
-	if err := report.PlotPNG(res.ReportPNG, d.title(res), d.rec.panels()); err != nil {
-		return nil, errors.Join(runErr, err)
+	if err := plot.WritePNG(res.ReportPNG, d.title(res), d.rec.panels()); err != nil {
+		return err
 	}
 	records := d.rec.records()
 	anys := make([]any, len(records))
 	for i := range records {
 		anys[i] = records[i]
 	}
-	if err := report.WriteJSONL(res.HistoryJSONL, anys); err != nil {
-		return nil, errors.Join(runErr, err)
+	return jsonl.Write(res.HistoryJSONL, anys)
+}
+
+// webLoad reports the web tier's scripted load in status.observations every
+// observeEvery, from a goroutine of its own, and keeps what it last reported.
+type webLoad struct {
+	mu          sync.Mutex
+	cpu, memory float64
+
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the goroutine has returned
+}
+
+// startLoad starts reporting the load, scripted from start on.
+func (d *demo) startLoad(start time.Time) *webLoad {
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &webLoad{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		t := time.NewTicker(observeEvery)
+		defer t.Stop()
+		for {
+			l.report(ctx, d.client, start)
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return l
+}
+
+// report writes the load of now once; it keeps it when the write succeeded.
+func (l *webLoad) report(ctx context.Context, c client.Client, start time.Time) {
+	now := time.Now()
+	cpu, memory := load(now.Sub(start))
+	ctx, cancel := context.WithTimeout(ctx, stepTimeout)
+	defer cancel()
+	if err := observe(ctx, c, cpu, memory, now); err == nil {
+		l.mu.Lock()
+		l.cpu, l.memory = cpu, memory
+		l.mu.Unlock()
 	}
-	return res, runErr
+}
+
+// last is the load last reported (0, 0 before the first report).
+func (l *webLoad) last() (cpu, memory float64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.cpu, l.memory
+}
+
+// stop stops the reports and waits for the goroutine; it may be called again.
+func (l *webLoad) stop() {
+	l.cancel()
+	<-l.done
 }
 
 func (d *demo) title(res *Result) string {

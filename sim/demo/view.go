@@ -109,6 +109,18 @@ func egressSummary(s sample) string {
 
 // block is the live view.
 func (v *view) block(r *recorder, s sample, now time.Time, clusterErr error) []string {
+	out := v.header(s, now, clusterErr)
+	out = append(out, "")
+	for _, name := range Loops {
+		out = append(out, loopLines(r, name, s, now)...)
+	}
+	out = append(out, "", "recent changes")
+	return append(out, v.recent(r)...)
+}
+
+// header is the block's top: the run's time, the cluster, the plant, the best-effort
+// workloads and the web tier.
+func (v *view) header(s sample, now time.Time, clusterErr error) []string {
 	var out []string
 	add := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
 
@@ -134,54 +146,64 @@ func (v *view) block(r *recorder, s sample, now time.Time, clusterErr error) []s
 		Video, mbits(s.Egress[Video]), s.Pods[Video])
 	add("web       %d replicas (%d Running) · app memory %s request, %s limit · load cpu %s %%, memory %s %%",
 		s.WebReplicas, s.Pods[Web], s.WebMemRequest.String(), s.WebMemLimit.String(), num(s.CPU, 1), num(s.Memory, 1))
-	add("")
+	return out
+}
 
-	for _, name := range Loops {
-		l := r.loops[name]
-		if l == nil {
-			add("%-19s not created yet", name)
-			continue
-		}
-		entries := r.entries(name)
-		head := fmt.Sprintf("%-19s %s · tick %d · %s", name, l.Spec.Kind, l.Status.Tick, orDash(string(l.Status.Phase)))
-		if rev := l.Status.PolicyRevision; rev != "" {
-			head += " · " + rev
-		}
-		switch name {
-		case LoopScaling:
-			head += " · priorities " + list(s.Priorities)
-			if s.OverridesBy != "" {
-				head += " (set by " + s.OverridesBy + ")"
-			}
-		case LoopPriorities:
-			head += " · supervises " + l.Spec.Supervises
-		}
-		add("%s", head)
-		add("  sees     %s", sees(name, s, r))
-		if len(entries) > 0 {
-			last := entries[len(entries)-1]
-			if last.Error != "" {
-				add("  decides  error: %s", last.Error)
-			} else {
-				add("  decides  %s", decision(last))
-			}
-		} else {
-			add("  decides  -")
-		}
-		add("  changed  %s", changed(name, entries, now))
+// loopLines are a loop's lines of the block: what it is, sees, decides and changed.
+func loopLines(r *recorder, name string, s sample, now time.Time) []string {
+	l := r.loops[name]
+	if l == nil {
+		return []string{fmt.Sprintf("%-19s not created yet", name)}
 	}
+	entries := r.entries(name)
+	decides := "-"
+	if len(entries) > 0 {
+		last := entries[len(entries)-1]
+		if last.Error != "" {
+			decides = "error: " + last.Error
+		} else {
+			decides = decision(last)
+		}
+	}
+	return []string{
+		loopHead(l, s),
+		"  sees     " + sees(name, s, r),
+		"  decides  " + decides,
+		"  changed  " + changed(name, entries, now),
+	}
+}
 
-	add("")
-	add("recent changes")
+// loopHead is a loop's first line: name, kind, tick, phase, revision, and its priorities
+// (factory-scaling) or the loop it supervises (factory-priorities).
+func loopHead(l *v1alpha1.ControlLoop, s sample) string {
+	head := fmt.Sprintf("%-19s %s · tick %d · %s", l.Name, l.Spec.Kind, l.Status.Tick, orDash(string(l.Status.Phase)))
+	if rev := l.Status.PolicyRevision; rev != "" {
+		head += " · " + rev
+	}
+	switch l.Name {
+	case LoopScaling:
+		head += " · priorities " + list(s.Priorities)
+		if s.OverridesBy != "" {
+			head += " (set by " + s.OverridesBy + ")"
+		}
+	case LoopPriorities:
+		head += " · supervises " + l.Spec.Supervises
+	}
+	return head
+}
+
+// recent lists the last recentNotes changes, padded to recentNotes lines.
+func (v *view) recent(r *recorder) []string {
 	notes := r.notes
 	if len(notes) > recentNotes {
 		notes = notes[len(notes)-recentNotes:]
 	}
+	var out []string
 	for _, n := range notes {
-		add("  %s  %s", v.clock(n.T), n.Text)
+		out = append(out, fmt.Sprintf("  %s  %s", v.clock(n.T), n.Text))
 	}
 	for range recentNotes - len(notes) {
-		add("")
+		out = append(out, "")
 	}
 	return out
 }

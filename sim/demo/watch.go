@@ -106,10 +106,27 @@ func (r *recorder) poll(ctx context.Context, now time.Time) sample {
 	s.LinkEgress = link / 1e6
 
 	var errs []string
-	var loops v1alpha1.ControlLoopList
-	if err := r.c.List(ctx, &loops, client.InNamespace(Namespace)); err != nil {
+	if err := r.readLoops(ctx, now, &s); err != nil {
 		errs = append(errs, "loops: "+err.Error())
 	}
+	if err := r.readDeployments(ctx, &s); err != nil {
+		errs = append(errs, "deployments: "+err.Error())
+	}
+	if err := r.readPods(ctx, &s); err != nil {
+		errs = append(errs, "pods: "+err.Error())
+	}
+	s.Err = strings.Join(errs, "; ")
+
+	r.notePriorities(now, s)
+	r.samples = append(r.samples, s)
+	return s
+}
+
+// readLoops records the loops (those of the last read when they cannot be listed) and
+// what the sample shows of them.
+func (r *recorder) readLoops(ctx context.Context, now time.Time, s *sample) error {
+	var loops v1alpha1.ControlLoopList
+	err := r.c.List(ctx, &loops, client.InNamespace(Namespace))
 	before := len(r.notes)
 	for i := range loops.Items {
 		r.loop(&loops.Items[i], now)
@@ -128,55 +145,72 @@ func (r *recorder) poll(ctx context.Context, now time.Time) sample {
 			s.OverridesBy = by.Loop
 		}
 	}
+	return err
+}
 
+// readDeployments records the best-effort Deployments' egress and the web tier.
+func (r *recorder) readDeployments(ctx context.Context, s *sample) error {
 	var deps appsv1.DeploymentList
-	if err := r.c.List(ctx, &deps, client.InNamespace(Namespace)); err != nil {
-		errs = append(errs, "deployments: "+err.Error())
-	}
+	err := r.c.List(ctx, &deps, client.InNamespace(Namespace))
 	for _, d := range deps.Items {
 		if d.Labels[classLabel] == bestEffort {
-			s.Egress[d.Name] = math.NaN()
-			if v, ok := d.Annotations[sim.WorkloadEgressAnnotation]; ok {
-				if q, err := resource.ParseQuantity(v); err == nil {
-					s.Egress[d.Name] = q.AsApproximateFloat64() / 1e6
-				}
-			}
+			s.Egress[d.Name] = egressOf(d)
 		}
 		if d.Name == Web {
-			if d.Spec.Replicas != nil {
-				s.WebReplicas = *d.Spec.Replicas
-			}
-			for _, c := range d.Spec.Template.Spec.Containers {
-				if c.Name == "app" {
-					s.WebMemRequest = c.Resources.Requests[corev1.ResourceMemory]
-					s.WebMemLimit = c.Resources.Limits[corev1.ResourceMemory]
-				}
-			}
+			s.setWeb(d)
 		}
 	}
-	var pods corev1.PodList
-	if err := r.c.List(ctx, &pods, client.InNamespace(Namespace)); err != nil {
-		errs = append(errs, "pods: "+err.Error())
+	return err
+}
+
+// egressOf is a Deployment's egress per Pod in Mbit/s, NaN when none is recorded.
+func egressOf(d appsv1.Deployment) float64 {
+	if v, ok := d.Annotations[sim.WorkloadEgressAnnotation]; ok {
+		if q, err := resource.ParseQuantity(v); err == nil {
+			return q.AsApproximateFloat64() / 1e6
+		}
 	}
+	return math.NaN()
+}
+
+// setWeb records the web tier's replicas and its app container's memory.
+func (s *sample) setWeb(d appsv1.Deployment) {
+	if d.Spec.Replicas != nil {
+		s.WebReplicas = *d.Spec.Replicas
+	}
+	for _, c := range d.Spec.Template.Spec.Containers {
+		if c.Name == "app" {
+			s.WebMemRequest = c.Resources.Requests[corev1.ResourceMemory]
+			s.WebMemLimit = c.Resources.Limits[corev1.ResourceMemory]
+		}
+	}
+}
+
+// readPods counts each workload's Running Pods.
+func (r *recorder) readPods(ctx context.Context, s *sample) error {
+	var pods corev1.PodList
+	err := r.c.List(ctx, &pods, client.InNamespace(Namespace))
 	for _, p := range pods.Items {
 		if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning {
 			s.Pods[p.Labels["app"]]++
 		}
 	}
-	s.Err = strings.Join(errs, "; ")
+	return err
+}
 
-	if len(s.Priorities) > 0 && !slices.Equal(s.Priorities, r.lastPrio) {
-		if r.lastPrio != nil {
-			by := ""
-			if s.OverridesBy != "" {
-				by = " (overridden by " + s.OverridesBy + ")"
-			}
-			r.note(now, "%-19s priorities now %s%s", LoopScaling, list(s.Priorities), by)
-		}
-		r.lastPrio = s.Priorities
+// notePriorities notes factory-scaling's priorities when they change (not the first ones).
+func (r *recorder) notePriorities(now time.Time, s sample) {
+	if len(s.Priorities) == 0 || slices.Equal(s.Priorities, r.lastPrio) {
+		return
 	}
-	r.samples = append(r.samples, s)
-	return s
+	if r.lastPrio != nil {
+		by := ""
+		if s.OverridesBy != "" {
+			by = " (overridden by " + s.OverridesBy + ")"
+		}
+		r.note(now, "%-19s priorities now %s%s", LoopScaling, list(s.Priorities), by)
+	}
+	r.lastPrio = s.Priorities
 }
 
 // loop records a loop's state and its new history entries, and notes what they changed.

@@ -20,7 +20,6 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"testing"
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
@@ -159,6 +158,17 @@ func (r *Relay) Stop() {
 	<-done
 }
 
+// Serving is the address the relay serves on now; "" while it does not serve (before
+// Serve has registered its server, or after Stop).
+func (r *Relay) Serving() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.srv == nil {
+		return ""
+	}
+	return r.addr
+}
+
 // Addr is the address the relay serves (or last served) on.
 func (r *Relay) Addr() string {
 	r.mu.Lock()
@@ -177,58 +187,6 @@ func (r *Relay) Seen() uint64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.seen
-}
-
-// Start serves a relay for cfg on a loopback port, for a test; t.Cleanup stops it.
-func Start(t testing.TB, cfg Config) *Relay {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := New(cfg)
-	r.serveOn(t, lis)
-	return r
-}
-
-// Restart serves a stopped relay again on the address it served on before.
-func (r *Relay) Restart(t testing.TB) {
-	t.Helper()
-	lis, err := net.Listen("tcp", r.Addr())
-	if err != nil {
-		t.Fatalf("relay: listening again on %s: %v", r.Addr(), err)
-	}
-	r.serveOn(t, lis)
-}
-
-func (r *Relay) serveOn(t testing.TB, lis net.Listener) {
-	served := make(chan error, 1)
-	go func() { served <- r.Serve(lis) }()
-	// Serve registers the server before it accepts; wait for that so Stop finds it.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		r.mu.Lock()
-		up := r.srv != nil && r.addr == lis.Addr().String()
-		r.mu.Unlock()
-		if up {
-			break
-		}
-		select {
-		case err := <-served:
-			t.Fatalf("relay: serving on %s: %v", lis.Addr(), err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("relay: not serving on %s after 5s", lis.Addr())
-		}
-		time.Sleep(time.Millisecond)
-	}
-	t.Cleanup(func() {
-		r.Stop()
-		if err := <-served; err != nil {
-			t.Errorf("relay: serving on %s: %v", lis.Addr(), err)
-		}
-	})
 }
 
 // Publish streams flows to every GetFlows stream whose filters they match, as if the relay

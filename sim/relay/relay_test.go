@@ -18,6 +18,7 @@ import (
 
 	"governor.dev/governor/sim"
 	"governor.dev/governor/sim/relay"
+	"governor.dev/governor/sim/relay/relaytest"
 )
 
 func dial(t *testing.T, r *relay.Relay) observer.ObserverClient {
@@ -58,7 +59,7 @@ var (
 // server (source and destination swapped) carrying latency_ns, the request stamped that much
 // earlier; workloads, pods, labels and namespaces on both endpoints.
 func TestFlowsAreShapedAsHubbles(t *testing.T) {
-	r := relay.Start(t, relay.Config{Seed: 1, Routes: []relay.Route{{
+	r := relaytest.Start(t, relay.Config{Seed: 1, Routes: []relay.Route{{
 		Source: plc, Destination: robot, Rate: 500, Plant: sim.NewScripted(4*time.Millisecond, 0), Path: "/move",
 	}}})
 	fs := recv(t, dial(t, r), &observer.GetFlowsRequest{Follow: true}, 40)
@@ -102,7 +103,7 @@ func TestTrafficIsRepeatableWithASeed(t *testing.T) {
 	run := func(seed uint64) []string {
 		// From the first flow on (since the epoch, from a buffer that holds
 		// them all): a stream that starts late must not start elsewhere.
-		r := relay.Start(t, relay.Config{Seed: seed, Buffer: 1 << 16, Routes: []relay.Route{{
+		r := relaytest.Start(t, relay.Config{Seed: seed, Buffer: 1 << 16, Routes: []relay.Route{{
 			Source: plc, Destination: robot, Rate: 2000, ErrorRatio: 0.2, DropRatio: 0.1,
 			Plant: sim.NewScripted(5*time.Millisecond, 2*time.Millisecond),
 		}}})
@@ -121,7 +122,7 @@ func TestTrafficIsRepeatableWithASeed(t *testing.T) {
 
 // Rates and ratios: exchanges per second, the share of 503s and of drops.
 func TestRateErrorsAndDrops(t *testing.T) {
-	r := relay.Start(t, relay.Config{Seed: 3, Routes: []relay.Route{{
+	r := relaytest.Start(t, relay.Config{Seed: 3, Routes: []relay.Route{{
 		Source: plc, Destination: robot, Rate: 1000, ErrorRatio: 0.1, DropRatio: 0.05,
 	}}})
 	oc := dial(t, r)
@@ -152,7 +153,7 @@ func TestRateErrorsAndDrops(t *testing.T) {
 
 // GetFlows applies its whitelist: two routes stream, a client asks for one.
 func TestGetFlowsFilters(t *testing.T) {
-	r := relay.Start(t, relay.Config{Seed: 4, Routes: []relay.Route{
+	r := relaytest.Start(t, relay.Config{Seed: 4, Routes: []relay.Route{
 		{Source: plc, Destination: robot, Rate: 500},
 		{Source: tele, Destination: cloud, Rate: 500},
 	}})
@@ -178,7 +179,7 @@ func TestGetFlowsFilters(t *testing.T) {
 
 // Without follow, GetFlows replays the buffer: number (last or first), since and until.
 func TestGetFlowsReplaysTheBuffer(t *testing.T) {
-	r := relay.Start(t, relay.Config{Buffer: 8})
+	r := relaytest.Start(t, relay.Config{Buffer: 8})
 	oc := dial(t, r)
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for i := range 10 {
@@ -216,7 +217,7 @@ func TestGetFlowsReplaysTheBuffer(t *testing.T) {
 
 // Follow with since: the buffered flows since then, then the live ones, none twice.
 func TestGetFlowsFollowSince(t *testing.T) {
-	r := relay.Start(t, relay.Config{})
+	r := relaytest.Start(t, relay.Config{})
 	oc := dial(t, r)
 	t0 := time.Now()
 	for i := range 5 {
@@ -243,7 +244,7 @@ func TestGetFlowsFollowSince(t *testing.T) {
 }
 
 func TestGetFlowsRefusesWhatItCannotDo(t *testing.T) {
-	r := relay.Start(t, relay.Config{})
+	r := relaytest.Start(t, relay.Config{})
 	oc := dial(t, r)
 	for _, c := range []struct {
 		req  *observer.GetFlowsRequest
@@ -271,7 +272,7 @@ func TestGetFlowsRefusesWhatItCannotDo(t *testing.T) {
 
 // Stop fails the streams; Restart serves again on the same address.
 func TestStopAndRestart(t *testing.T) {
-	r := relay.Start(t, relay.Config{Seed: 5, Routes: []relay.Route{{Source: plc, Destination: robot, Rate: 200}}})
+	r := relaytest.Start(t, relay.Config{Seed: 5, Routes: []relay.Route{{Source: plc, Destination: robot, Rate: 200}}})
 	oc := dial(t, r)
 	addr := r.Addr()
 	st, err := oc.GetFlows(context.Background(), &observer.GetFlowsRequest{Follow: true})
@@ -284,7 +285,7 @@ func TestStopAndRestart(t *testing.T) {
 	}
 	assert.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
 
-	r.Restart(t)
+	relaytest.Restart(t, r)
 	assert.Equal(t, addr, r.Addr())
 	fs := recv(t, oc, &observer.GetFlowsRequest{Follow: true}, 10)
 	assert.Len(t, fs, 10)

@@ -1,3 +1,5 @@
+//go:build integration
+
 package bundleserver
 
 import (
@@ -22,7 +24,7 @@ func StartNginx(t testing.TB, root string) string {
 	if err != nil {
 		// /usr/sbin is not in every PATH.
 		if _, e := os.Stat("/usr/sbin/nginx"); e != nil {
-			t.Fatal("nginx not found: apt-get install -y nginx")
+			t.Fatal("nginx not found (neither on PATH nor /usr/sbin/nginx): install Debian's package nginx (apt-get install -y nginx, or make test-servers)")
 		}
 		bin = "/usr/sbin/nginx"
 	}

@@ -1,6 +1,7 @@
 // Package bundleserver serves OPA bundles to OPA's downloader
 // (github.com/open-policy-agent/opa/v1/download) in tests and benchmarks:
-// StartNginx for a plain static file server, and Server for a server that
+// StartNginx for a plain static file server (Debian's nginx; build tag
+// integration, as the tests that use it), and Server for a server that
 // speaks OPA's long-polling bundle protocol; and DecisionLogs, a service
 // that takes OPA's decision log uploads.
 package bundleserver

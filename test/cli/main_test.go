@@ -1,3 +1,5 @@
+//go:build integration
+
 // Package cli tests the governor binary as users run it, side by side with
 // upstream opa at the version go.mod pins.
 package cli

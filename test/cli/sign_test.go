@@ -1,3 +1,5 @@
+//go:build integration
+
 package cli
 
 // Bundle signing and verification end to end: governor signs and verifies,

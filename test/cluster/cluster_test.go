@@ -1,134 +1,23 @@
+//go:build integration
+
 package cluster
 
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr/funcr"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
-	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"governor.dev/governor/internal/localcluster"
 )
-
-// TestAssetsMissing checks the message a test gets on a machine where
-// `make envtest-assets` has not run.
-func TestAssetsMissing(t *testing.T) {
-	root := t.TempDir()
-	require.NoError(t, os.WriteFile(filepath.Join(root, "go.mod"), []byte("module "+modulePath+"\n\ngo 1.26.0\n"), 0o644))
-	sub := filepath.Join(root, "controller", "x")
-	require.NoError(t, os.MkdirAll(sub, 0o755))
-	require.NoError(t, os.MkdirAll(filepath.Join(root, "bin", "k8s"), 0o755))
-	require.NoError(t, os.WriteFile(filepath.Join(root, "bin", "k8s", binEtcd), []byte("#!/bin/sh\n"), 0o755))
-
-	_, err := assetsFrom(sub)
-	require.Error(t, err)
-	msg := err.Error()
-	assert.Contains(t, msg, "run `make envtest-assets`")
-	assert.Contains(t, msg, binAPIServer)
-	assert.Contains(t, msg, binKwok)
-	assert.NotContains(t, msg, binEtcd+",", "etcd is present")
-	assert.Contains(t, msg, filepath.Join(root, "bin", "k8s"))
-}
-
-// The core API names what is missing from an assets directory it is
-// given, before starting anything.
-func TestLaunchMissingAssets(t *testing.T) {
-	dir := t.TempDir()
-	require.NoError(t, os.WriteFile(filepath.Join(dir, binEtcd), []byte("#!/bin/sh\n"), 0o755))
-	logDir := filepath.Join(t.TempDir(), "logs")
-	_, err := Launch(context.Background(), LaunchOptions{AssetsDir: dir, LogDir: logDir})
-	var missing *MissingAssetsError
-	require.ErrorAs(t, err, &missing)
-	assert.Equal(t, dir, missing.Dir)
-	assert.Contains(t, missing.Missing, binAPIServer)
-	assert.Contains(t, missing.Missing, filepath.Join("stages", "pod-ready.yaml"))
-	assert.NotContains(t, missing.Missing, binEtcd)
-	assert.Contains(t, err.Error(), "run `make envtest-assets`")
-	assert.NoDirExists(t, logDir, "nothing started, nothing written")
-	require.ErrorAs(t, CheckAssets(dir), &missing)
-
-	assets, err := Assets()
-	require.NoError(t, err)
-	require.NoError(t, CheckAssets(assets))
-
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	_, err = LaunchAPIServer(ctx, LaunchOptions{AssetsDir: assets})
-	require.ErrorIs(t, err, context.Canceled)
-}
-
-// Launch and Stop without testing.TB: a CRD given as an object is
-// installed, Stop stops every process and removes the temporary log
-// directory, and a second Stop is harmless.
-func TestLaunchStop(t *testing.T) {
-	assets, err := Assets()
-	require.NoError(t, err)
-	crd := &apiextensionsv1.CustomResourceDefinition{
-		ObjectMeta: metav1.ObjectMeta{Name: "widgets.example.governor.dev"},
-		Spec: apiextensionsv1.CustomResourceDefinitionSpec{
-			Group: "example.governor.dev",
-			Names: apiextensionsv1.CustomResourceDefinitionNames{Plural: "widgets", Singular: "widget", Kind: "Widget", ListKind: "WidgetList"},
-			Scope: apiextensionsv1.NamespaceScoped,
-			Versions: []apiextensionsv1.CustomResourceDefinitionVersion{{Name: "v1", Served: true, Storage: true,
-				Schema: &apiextensionsv1.CustomResourceValidation{OpenAPIV3Schema: &apiextensionsv1.JSONSchemaProps{
-					Type: "object", XPreserveUnknownFields: ptrTo(true)}}}},
-		},
-	}
-	var logged []string
-	logger := funcr.New(func(prefix, args string) { logged = append(logged, args) }, funcr.Options{})
-	start := time.Now()
-	c, err := Launch(context.Background(), LaunchOptions{
-		AssetsDir:      assets,
-		ClusterOptions: ClusterOptions{Nodes: 1},
-		CRDs:           []*apiextensionsv1.CustomResourceDefinition{crd},
-		Logger:         logger,
-	})
-	require.NoError(t, err)
-	t.Logf("Launch: %v", time.Since(start).Round(time.Millisecond))
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			_ = c.Stop()
-		}
-	})
-	assert.Equal(t, []string{"kwok-node-0"}, c.Nodes)
-	assert.DirExists(t, c.LogDir)
-	assert.FileExists(t, c.Kubeconfig)
-	assert.Equal(t, assets, c.AssetsDir())
-	require.NoError(t, c.Err())
-	out, err := c.Kubectl("get", "widgets", "-A")
-	require.NoError(t, err, out)
-	require.Len(t, c.procs, 3)
-	assert.NotEmpty(t, logged, "progress goes to the logger")
-
-	stopped = true
-	require.NoError(t, c.Stop())
-	for _, p := range c.procs {
-		select {
-		case <-p.exited:
-		default:
-			t.Errorf("%s still runs after Stop", p.name)
-		}
-	}
-	assert.NoError(t, c.Err(), "stopped by Stop: not an error")
-	assert.NoDirExists(t, c.LogDir, "a temporary log directory is removed")
-	cs, err := kubernetes.NewForConfig(c.Config)
-	require.NoError(t, err)
-	_, err = cs.Discovery().ServerVersion()
-	assert.Error(t, err, "the API server is down")
-	require.NoError(t, c.Stop(), "a second Stop")
-}
-
-func ptrTo[T any](v T) *T { return &v }
 
 func TestAPIServer(t *testing.T) {
 	start := time.Now()
@@ -209,7 +98,7 @@ func TestCluster(t *testing.T) {
 	start := time.Now()
 	c := StartCluster(t, ClusterOptions{})
 	t.Logf("StartCluster: %v", time.Since(start).Round(time.Millisecond))
-	require.Len(t, c.Nodes, DefaultNodes)
+	require.Len(t, c.Nodes, localcluster.DefaultNodes)
 	cs, err := kubernetes.NewForConfig(c.Config)
 	require.NoError(t, err)
 

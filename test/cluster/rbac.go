@@ -1,3 +1,5 @@
+//go:build integration
+
 package cluster
 
 import (
@@ -63,9 +65,9 @@ func MarkerRules(t testing.TB, dir string) []rbacv1.PolicyRule {
 	return rules
 }
 
-// RBACUser binds a ClusterRole with rules to a new user and returns the
+// RBACUser binds a ClusterRole with rules to a new user of s and returns the
 // user's rest.Config.
-func (s *APIServer) RBACUser(t testing.TB, admin client.Client, name string, rules []rbacv1.PolicyRule) *rest.Config {
+func RBACUser(t testing.TB, s *APIServer, admin client.Client, name string, rules []rbacv1.PolicyRule) *rest.Config {
 	t.Helper()
 	ctx := context.Background()
 	if err := admin.Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: name}, Rules: rules}); err != nil {

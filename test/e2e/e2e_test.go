@@ -1,3 +1,5 @@
+//go:build integration
+
 // Package e2e runs the controller on a local cluster whose Deployments
 // really create Pods: kube-apiserver, etcd, kube-controller-manager,
 // kube-scheduler and kwok, all built by `make envtest-assets`.

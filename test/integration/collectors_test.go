@@ -1,3 +1,5 @@
+//go:build integration
+
 package integration
 
 import (
@@ -17,6 +19,7 @@ import (
 	"governor.dev/governor/controller"
 	"governor.dev/governor/sim"
 	"governor.dev/governor/sim/relay"
+	"governor.dev/governor/sim/relay/relaytest"
 )
 
 // TestJitterFromHubbleDrivesBandwidth closes the loop through the real
@@ -26,7 +29,7 @@ import (
 func TestJitterFromHubbleDrivesBandwidth(t *testing.T) {
 	e := newEnv(t)
 	plant := sim.NewScripted(5*time.Millisecond, 100*time.Microsecond)
-	r := relay.Start(t, relay.Config{Seed: 1, Routes: []relay.Route{{
+	r := relaytest.Start(t, relay.Config{Seed: 1, Routes: []relay.Route{{
 		Source:      relay.Workload{Namespace: "factory", Name: "edge-gateway"},
 		Destination: relay.Workload{Namespace: "factory", Name: "robot-control"},
 		Plant:       plant, Rate: 200,

@@ -1,3 +1,5 @@
+//go:build integration
+
 // Package integration runs the controller against a real kube-apiserver and
 // etcd (envtest, binaries built by `make envtest-assets`).
 package integration

@@ -1,4 +1,4 @@
-package cluster
+package localcluster
 
 import (
 	"context"
@@ -30,12 +30,11 @@ const (
 	clusterReadyTimeout = 2 * time.Minute
 )
 
-// ClusterOptions configures StartCluster (and Launch, within
-// LaunchOptions). The zero value is a usable cluster of DefaultNodes fake
+// ClusterOptions configures Launch (within LaunchOptions) and
+// test/cluster.StartCluster. The zero value is a usable cluster of DefaultNodes fake
 // Nodes and no CRDs.
 type ClusterOptions struct {
-	// CRDDirs are installed (and must exist), as for StartAPIServer and
-	// LaunchAPIServer.
+	// CRDDirs are installed (and must exist), as for LaunchAPIServer.
 	CRDDirs []string
 	// Nodes is the number of fake Nodes (kwok-node-0, kwok-node-1, ...);
 	// 0 means DefaultNodes.
@@ -61,8 +60,7 @@ type Cluster struct {
 	*APIServer
 	// Nodes are the names of the fake Nodes.
 	Nodes []string
-	// LogDir holds each component's log (<name>.log) and the kubeconfig; a
-	// failed test shows the end of each log.
+	// LogDir holds each component's log (<name>.log) and the kubeconfig.
 	LogDir string
 
 	procs    []*process // in start order
@@ -81,7 +79,7 @@ type Cluster struct {
 // override it with ControllerManagerArgs.
 func Launch(ctx context.Context, opts LaunchOptions) (*Cluster, error) {
 	started := time.Now()
-	assets, err := assetsFor(opts.AssetsDir, binAPIServer, binEtcd, binKubectl, binControllerManager, binScheduler, binKwok)
+	assets, err := assetsFor(opts.AssetsDir, KubeAPIServer, Etcd, Kubectl, KubeControllerManager, KubeScheduler, Kwok)
 	if err != nil {
 		return nil, err
 	}
@@ -148,7 +146,7 @@ func (c *Cluster) start(ctx context.Context, opts LaunchOptions) error {
 		"--kube-api-qps=200",
 		"--kube-api-burst=400",
 	}, opts.ControllerManagerArgs...)
-	kcm, err := c.startProcess(binControllerManager, kcmArgs, nil)
+	kcm, err := c.startProcess(KubeControllerManager, kcmArgs, nil)
 	if err != nil {
 		return err
 	}
@@ -161,7 +159,7 @@ func (c *Cluster) start(ctx context.Context, opts LaunchOptions) error {
 		"--kube-api-qps=200",
 		"--kube-api-burst=400",
 	}, opts.SchedulerArgs...)
-	sched, err := c.startProcess(binScheduler, schedArgs, nil)
+	sched, err := c.startProcess(KubeScheduler, schedArgs, nil)
 	if err != nil {
 		return err
 	}
@@ -189,7 +187,7 @@ func (c *Cluster) start(ctx context.Context, opts LaunchOptions) error {
 	if err := os.MkdirAll(kwokHome, 0o755); err != nil {
 		return err
 	}
-	kwok, err := c.startProcess(binKwok, kwokArgs, []string{"HOME=" + kwokHome})
+	kwok, err := c.startProcess(Kwok, kwokArgs, []string{"HOME=" + kwokHome})
 	if err != nil {
 		return err
 	}

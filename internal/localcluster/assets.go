@@ -1,35 +1,4 @@
-// Package cluster starts a real, local Kubernetes control plane for tests:
-// kube-apiserver and etcd through controller-runtime's envtest
-// (StartAPIServer), and, on top of them, kube-controller-manager,
-// kube-scheduler and kwok playing the kubelet of a few fake Nodes
-// (StartCluster). Nothing is mocked: the binaries are upstream Kubernetes
-// v1.36, etcd v3.6 and kwok v0.8, built from source into <repo>/bin/k8s by
-// `make envtest-assets` (see test/tools).
-//
-// The core API returns errors and is for any program (governor demo runs
-// on it): LaunchAPIServer and Launch start, (*APIServer).Stop and
-// (*Cluster).Stop stop everything they started. StartAPIServer and
-// StartCluster wrap them for tests: the control plane is stopped in
-// t.Cleanup, the components' logs are shown when the test fails, and a test
-// whose binaries are missing fails, saying so.
-//
-// Typical use in a test, with the project's CRDs installed:
-//
-//	s := cluster.StartAPIServer(t, filepath.Join(repoRoot, "config", "crd", "bases"))
-//	c, err := client.New(s.Config, client.Options{Scheme: scheme})
-//	out, err := s.Kubectl("get", "pods", "-A")
-//
-// and in a program:
-//
-//	c, err := cluster.Launch(ctx, cluster.LaunchOptions{AssetsDir: "bin/k8s", CRDs: crds})
-//	if err != nil { ... }
-//	defer c.Stop()
-//
-// What envtest's API server differs in: the ServiceAccount admission plugin
-// is off (Pods get no token volume and need no ServiceAccount), and it
-// refuses Endpoints and EndpointSlices on 127.0.0.0/8, so an aggregated
-// APIService cannot be routed to a test server on loopback.
-package cluster
+package localcluster
 
 import (
 	"bufio"
@@ -43,14 +12,15 @@ import (
 // modulePath is the module whose root holds bin/k8s.
 const modulePath = "governor.dev/governor"
 
-// Binary names in the assets directory.
+// The components, by the names of their binaries in the assets directory and of their
+// logs (<name>.log) in the log directory.
 const (
-	binAPIServer         = "kube-apiserver"
-	binEtcd              = "etcd"
-	binKubectl           = "kubectl"
-	binControllerManager = "kube-controller-manager"
-	binScheduler         = "kube-scheduler"
-	binKwok              = "kwok"
+	KubeAPIServer         = "kube-apiserver"
+	Etcd                  = "etcd"
+	Kubectl               = "kubectl"
+	KubeControllerManager = "kube-controller-manager"
+	KubeScheduler         = "kube-scheduler"
+	Kwok                  = "kwok"
 )
 
 // stageFiles are kwok's stage definitions (node fast + heartbeat, pod fast),
@@ -72,7 +42,7 @@ var stageFiles = []string{
 func Assets() (string, error) {
 	wd, err := os.Getwd()
 	if err != nil {
-		return "", fmt.Errorf("cluster: working directory: %w", err)
+		return "", fmt.Errorf("localcluster: working directory: %w", err)
 	}
 	return assetsFrom(wd)
 }
@@ -111,14 +81,14 @@ func (e *MissingAssetsError) Error() string {
 	if e.Root != "" {
 		where = " (in " + e.Root + ")"
 	}
-	return fmt.Sprintf("cluster: test control plane incomplete: %s missing from %s: run `make envtest-assets`%s to build it",
+	return fmt.Sprintf("localcluster: local control plane incomplete: %s missing from %s: run `make envtest-assets`%s to build it",
 		strings.Join(e.Missing, ", "), e.Dir, where)
 }
 
 // CheckAssets checks that dir holds every binary Launch runs and kwok's
 // stage definitions; when it does not, the error is a *MissingAssetsError.
 func CheckAssets(dir string) error {
-	return checkAssets(dir, true, binAPIServer, binEtcd, binKubectl, binControllerManager, binScheduler, binKwok)
+	return checkAssets(dir, true, KubeAPIServer, Etcd, Kubectl, KubeControllerManager, KubeScheduler, Kwok)
 }
 
 // assetsFor is dir, made absolute, once it holds bins; "" is Assets().
@@ -128,11 +98,11 @@ func assetsFor(dir string, bins ...string) (string, error) {
 	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
-		return "", fmt.Errorf("cluster: assets directory: %w", err)
+		return "", fmt.Errorf("localcluster: assets directory: %w", err)
 	}
 	stages := false
 	for _, b := range bins {
-		stages = stages || b == binKwok
+		stages = stages || b == Kwok
 	}
 	if err := checkAssets(abs, stages, bins...); err != nil {
 		return "", err
@@ -170,7 +140,7 @@ func repoRoot(dir string) (string, error) {
 		}
 		parent := filepath.Dir(d)
 		if parent == d {
-			return "", fmt.Errorf("cluster: no go.mod of module %s in %s or any parent directory", modulePath, dir)
+			return "", fmt.Errorf("localcluster: no go.mod of module %s in %s or any parent directory", modulePath, dir)
 		}
 		d = parent
 	}

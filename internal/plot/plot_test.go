@@ -1,9 +1,7 @@
-package report
+package plot
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/json"
 	"image"
 	"image/png"
 	"math"
@@ -67,8 +65,8 @@ func decode(t *testing.T, path string) image.Image {
 func TestPlotPNG(t *testing.T) {
 	dir := t.TempDir()
 	a, b := filepath.Join(dir, "a.png"), filepath.Join(dir, "b.png")
-	require.NoError(t, PlotPNG(a, "governor demo", panels(1)))
-	require.NoError(t, PlotPNG(b, "governor demo", panels(1.5)))
+	require.NoError(t, WritePNG(a, "governor demo", panels(1)))
+	require.NoError(t, WritePNG(b, "governor demo", panels(1.5)))
 
 	imgA, imgB := decode(t, a), decode(t, b)
 	w, h := Size(3)
@@ -87,7 +85,7 @@ func TestPlotPNG(t *testing.T) {
 	}
 	assert.Greater(t, differ, 1000, "pixels that differ between two data sets")
 	again := filepath.Join(dir, "again.png")
-	require.NoError(t, PlotPNG(again, "governor demo", panels(1)))
+	require.NoError(t, WritePNG(again, "governor demo", panels(1)))
 	da, err := os.ReadFile(a)
 	require.NoError(t, err)
 	dAgain, err := os.ReadFile(again)
@@ -114,11 +112,11 @@ func TestPlotPNG(t *testing.T) {
 func TestPlotPNGEdgeCases(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "r.png")
-	require.Error(t, PlotPNG(path, "none", nil))
+	require.Error(t, WritePNG(path, "none", nil))
 	assert.NoFileExists(t, path)
 
 	// Empty series, a single point, NaN and Inf, one panel.
-	require.NoError(t, PlotPNG(path, "odd", []Panel{{Title: "odd", Series: []Series{
+	require.NoError(t, WritePNG(path, "odd", []Panel{{Title: "odd", Series: []Series{
 		{Name: "empty"},
 		{Name: "one", Points: []Point{{t0, 3}}},
 		{Name: "nan", Points: []Point{{t0, math.NaN()}, {t0.Add(time.Second), math.Inf(1)}, {t0.Add(2 * time.Second), 1}}},
@@ -127,71 +125,10 @@ func TestPlotPNGEdgeCases(t *testing.T) {
 	assert.Equal(t, image.Rect(0, 0, w, h), decode(t, path).Bounds())
 
 	// No point at all.
-	require.NoError(t, PlotPNG(path, "nothing", []Panel{{Title: "a"}, {Title: "b", Series: []Series{{Name: "x"}}}}))
+	require.NoError(t, WritePNG(path, "nothing", []Panel{{Title: "a"}, {Title: "b", Series: []Series{{Name: "x"}}}}))
 	w, h = Size(2)
 	assert.Equal(t, image.Rect(0, 0, w, h), decode(t, path).Bounds())
 
 	// A directory that does not exist: an error, nothing written.
-	require.Error(t, PlotPNG(filepath.Join(dir, "missing", "r.png"), "x", panels(1)))
-}
-
-type record struct {
-	Loop  string    `json:"loop"`
-	Tick  int64     `json:"tick"`
-	Time  time.Time `json:"time"`
-	Event []string  `json:"events"`
-}
-
-func TestWriteJSONL(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "history.jsonl")
-	in := []record{
-		{Loop: "factory-qos", Tick: 1, Time: t0, Event: []string{"High jitter"}},
-		{Loop: "factory-scaling", Tick: 7, Time: t0.Add(time.Second), Event: []string{"High cpu", "High memory"}},
-		{Loop: "factory-priorities", Tick: 2, Time: t0.Add(2 * time.Second), Event: []string{"Raise memory above cpu <&>"}},
-	}
-	records := make([]any, len(in))
-	for i := range in {
-		records[i] = in[i]
-	}
-	require.NoError(t, WriteJSONL(path, records))
-
-	data, err := os.ReadFile(path)
-	require.NoError(t, err)
-	assert.Contains(t, string(data), "<&>", "HTML is not escaped")
-	var out []record
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		var r record
-		require.NoError(t, json.Unmarshal(sc.Bytes(), &r), "line %q", sc.Text())
-		out = append(out, r)
-	}
-	require.NoError(t, sc.Err())
-	require.Len(t, out, 3)
-	for i := range in {
-		assert.Equal(t, in[i].Loop, out[i].Loop)
-		assert.Equal(t, in[i].Tick, out[i].Tick)
-		assert.True(t, in[i].Time.Equal(out[i].Time))
-		assert.Equal(t, in[i].Event, out[i].Event)
-	}
-	fi, err := os.Stat(path)
-	require.NoError(t, err)
-	assert.Equal(t, os.FileMode(0o644), fi.Mode().Perm())
-
-	// Written whole or not at all: a record that cannot be encoded leaves the old file.
-	err = WriteJSONL(path, []any{in[0], make(chan int)})
-	require.Error(t, err)
-	after, err := os.ReadFile(path)
-	require.NoError(t, err)
-	assert.Equal(t, data, after)
-	entries, err := os.ReadDir(dir)
-	require.NoError(t, err)
-	assert.Len(t, entries, 1, "no temporary file left")
-
-	// No records: an empty file.
-	empty := filepath.Join(dir, "empty.jsonl")
-	require.NoError(t, WriteJSONL(empty, nil))
-	data, err = os.ReadFile(empty)
-	require.NoError(t, err)
-	assert.Empty(t, data)
+	require.Error(t, WritePNG(filepath.Join(dir, "missing", "r.png"), "x", panels(1)))
 }

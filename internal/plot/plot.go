@@ -1,28 +1,27 @@
-// Package report writes what a run of Governor's loops leaves behind: a plot of time series
-// stacked in panels over one shared time axis (PlotPNG, with gonum.org/v1/plot), and records
-// as JSON lines (WriteJSONL). `governor demo` and `governor replay` write their reports with it.
-package report
+// Package plot draws time series stacked in panels over one shared time axis, into a PNG
+// file (WritePNG, with gonum.org/v1/plot). `governor demo` and `governor replay` plot what
+// their loops saw and did with it.
+package plot
 
 import (
-	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"image/color"
 	"math"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"time"
 
 	"golang.org/x/image/font"
-	"gonum.org/v1/plot"
+	gonum "gonum.org/v1/plot"
 	plotfont "gonum.org/v1/plot/font"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
 	"gonum.org/v1/plot/vg/vgimg"
+
+	"governor.dev/governor/internal/atomicfile"
 )
 
 // Point is one value of a series at a time.
@@ -47,7 +46,7 @@ type Panel struct {
 	Series        []Series
 }
 
-// The size of the image PlotPNG writes, in pixels: Width wide, TitleHeight for the title and
+// The size of the image WritePNG writes, in pixels: Width wide, TitleHeight for the title and
 // PanelHeight for each panel high (Size computes it).
 const (
 	Width       = 1200
@@ -57,7 +56,7 @@ const (
 	dpi = 96
 )
 
-// Size is the width and height in pixels of the image PlotPNG draws for n panels.
+// Size is the width and height in pixels of the image WritePNG draws for n panels.
 func Size(n int) (width, height int) {
 	return Width, TitleHeight + max(n, 1)*PanelHeight
 }
@@ -75,14 +74,14 @@ var palette = []color.RGBA{
 	{R: 0x7f, G: 0x7f, B: 0x7f, A: 0xff}, // grey
 }
 
-// PlotPNG draws panels stacked vertically, the first on top, over one shared time axis
+// WritePNG draws panels stacked vertically, the first on top, over one shared time axis
 // (seconds since the earliest point of any series, labelled on the bottom panel only), each
 // with its own Y axis and, to its right, its legend; title heads the image. The image is
 // Size(len(panels)) pixels. Points need not be sorted; NaN and infinite values are left out.
 // The file is written whole or not at all.
-func PlotPNG(path, title string, panels []Panel) error {
+func WritePNG(path, title string, panels []Panel) error {
 	if len(panels) == 0 {
-		return errors.New("report: no panels to plot")
+		return errors.New("plot: no panels to plot")
 	}
 	t0, t1 := timeRange(panels)
 	span := t1.Sub(t0).Seconds()
@@ -91,14 +90,14 @@ func PlotPNG(path, title string, panels []Panel) error {
 	}
 	xOf := func(t time.Time) float64 { return t.Sub(t0).Seconds() }
 
-	plots := make([][]*plot.Plot, len(panels))
-	legends := make([]plot.Legend, len(panels))
+	plots := make([][]*gonum.Plot, len(panels))
+	legends := make([]gonum.Legend, len(panels))
 	for i, panel := range panels {
 		p, legend, err := panelPlot(panel, xOf, span, i == len(panels)-1)
 		if err != nil {
-			return fmt.Errorf("report: panel %q: %w", panel.Title, err)
+			return fmt.Errorf("plot: panel %q: %w", panel.Title, err)
 		}
-		plots[i] = []*plot.Plot{p}
+		plots[i] = []*gonum.Plot{p}
 		legends[i] = legend
 	}
 	plots[len(plots)-1][0].X.Label.Text = "seconds since " + t0.Format("2006-01-02 15:04:05 MST")
@@ -108,7 +107,7 @@ func PlotPNG(path, title string, panels []Panel) error {
 	dc := draw.New(img)
 
 	// The title, centred on top.
-	titleStyle := plot.New().Title.TextStyle
+	titleStyle := gonum.New().Title.TextStyle
 	titleStyle.Font = sans(16, true)
 	titleStyle.XAlign = draw.XCenter
 	titleStyle.YAlign = draw.YCenter
@@ -126,7 +125,7 @@ func PlotPNG(path, title string, panels []Panel) error {
 		Max: vg.Point{X: dc.Max.X - legendWidth - 2*pad, Y: dc.Max.Y - pixels(TitleHeight)},
 	}}
 	tiles := draw.Tiles{Rows: len(panels), Cols: 1, PadTop: pad, PadBottom: pad, PadLeft: pad, PadRight: pad, PadY: vg.Points(6)}
-	canvases := plot.Align(plots, tiles, area)
+	canvases := gonum.Align(plots, tiles, area)
 	for i := range plots {
 		c := canvases[i][0]
 		plots[i][0].Draw(c)
@@ -138,7 +137,7 @@ func PlotPNG(path, title string, panels []Panel) error {
 		}}
 		legends[i].Draw(lc)
 	}
-	return writeFile(path, func(f *os.File) error {
+	return atomicfile.Write(path, func(f *os.File) error {
 		_, err := vgimg.PngCanvas{Canvas: img}.WriteTo(f)
 		return err
 	})
@@ -175,8 +174,8 @@ func timeRange(panels []Panel) (time.Time, time.Time) {
 func usable(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
 
 // panelPlot builds one panel's plot and its legend.
-func panelPlot(panel Panel, xOf func(time.Time) float64, span float64, bottom bool) (*plot.Plot, plot.Legend, error) {
-	p := plot.New()
+func panelPlot(panel Panel, xOf func(time.Time) float64, span float64, bottom bool) (*gonum.Plot, gonum.Legend, error) {
+	p := gonum.New()
 	p.Title.Text = panel.Title
 	p.Title.TextStyle.Font = sans(12, true)
 	p.Title.Padding = vg.Points(4)
@@ -192,7 +191,7 @@ func panelPlot(panel Panel, xOf func(time.Time) float64, span float64, bottom bo
 	}
 	p.X.Min, p.X.Max = 0, span
 	p.X.Padding, p.Y.Padding = 0, 0
-	legend := plot.NewLegend()
+	legend := gonum.NewLegend()
 	legend.Top, legend.Left = true, true
 	legend.ThumbnailWidth = vg.Points(22)
 	legend.TextStyle.Font = sans(11, false)
@@ -282,7 +281,7 @@ func sorted(points []Point) []Point {
 }
 
 // legendExtent is the width a legend needs.
-func legendExtent(l *plot.Legend) vg.Length {
+func legendExtent(l *gonum.Legend) vg.Length {
 	r := l.Rectangle(draw.Canvas{})
 	return r.Max.X - r.Min.X
 }
@@ -303,9 +302,9 @@ type niceTicks struct {
 	labels bool
 }
 
-func (nt niceTicks) Ticks(lo, hi float64) []plot.Tick {
+func (nt niceTicks) Ticks(lo, hi float64) []gonum.Tick {
 	if !(hi > lo) {
-		return []plot.Tick{{Value: lo, Label: label(lo, 1, nt.labels)}}
+		return []gonum.Tick{{Value: lo, Label: label(lo, 1, nt.labels)}}
 	}
 	raw := (hi - lo) / float64(nt.n)
 	mag := math.Pow(10, math.Floor(math.Log10(raw)))
@@ -316,10 +315,10 @@ func (nt niceTicks) Ticks(lo, hi float64) []plot.Tick {
 			break
 		}
 	}
-	var ticks []plot.Tick
+	var ticks []gonum.Tick
 	for v := math.Ceil(lo/step) * step; v <= hi+step*1e-9; v += step {
 		v = math.Round(v/step) * step // no accumulated error
-		ticks = append(ticks, plot.Tick{Value: v, Label: label(v, step, nt.labels)})
+		ticks = append(ticks, gonum.Tick{Value: v, Label: label(v, step, nt.labels)})
 	}
 	return ticks
 }
@@ -340,10 +339,10 @@ func label(v, step float64, show bool) string {
 // integerTicks marks every whole number of a small range (counts, ranks).
 type integerTicks struct{}
 
-func (integerTicks) Ticks(lo, hi float64) []plot.Tick {
-	var ticks []plot.Tick
+func (integerTicks) Ticks(lo, hi float64) []gonum.Tick {
+	var ticks []gonum.Tick
 	for v := math.Ceil(lo); v <= hi; v++ {
-		ticks = append(ticks, plot.Tick{Value: v, Label: strconv.FormatFloat(v, 'f', -1, 64)})
+		ticks = append(ticks, gonum.Tick{Value: v, Label: strconv.FormatFloat(v, 'f', -1, 64)})
 	}
 	return ticks
 }
@@ -353,7 +352,7 @@ type grid struct{}
 
 var gridStyle = draw.LineStyle{Color: color.Gray{Y: 0xdd}, Width: vg.Points(0.5)}
 
-func (grid) Plot(c draw.Canvas, p *plot.Plot) {
+func (grid) Plot(c draw.Canvas, p *gonum.Plot) {
 	trX, trY := p.Transforms(&c)
 	for _, tk := range p.X.Tick.Marker.Ticks(p.X.Min, p.X.Max) {
 		if x := trX(tk.Value); !tk.IsMinor() && x >= c.Min.X && x <= c.Max.X {
@@ -365,50 +364,4 @@ func (grid) Plot(c draw.Canvas, p *plot.Plot) {
 			c.StrokeLine2(gridStyle, c.Min.X, y, c.Max.X, y)
 		}
 	}
-}
-
-// WriteJSONL writes records to path, one JSON value per line (encoding/json, HTML left
-// unescaped), whole or not at all: into a temporary file in the same directory, synced,
-// then renamed over path. On error path is left as it was.
-func WriteJSONL(path string, records []any) error {
-	return writeFile(path, func(f *os.File) error {
-		w := bufio.NewWriter(f)
-		enc := json.NewEncoder(w)
-		enc.SetEscapeHTML(false)
-		for i, r := range records {
-			if err := enc.Encode(r); err != nil {
-				return fmt.Errorf("record %d: %w", i, err)
-			}
-		}
-		return w.Flush()
-	})
-}
-
-// writeFile writes path through a temporary file renamed over it once write succeeded.
-func writeFile(path string, write func(*os.File) error) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("report: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-			err = fmt.Errorf("report: writing %s: %w", path, err)
-		}
-	}()
-	if err := write(f); err != nil {
-		return err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }

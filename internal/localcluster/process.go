@@ -1,4 +1,4 @@
-package cluster
+package localcluster
 
 import (
 	"bytes"
@@ -18,7 +18,7 @@ import (
 	"time"
 )
 
-// logTailLines is how much of each component's log a failed test shows.
+// logTailLines is how much of a component's log LogTail shows.
 const logTailLines = 80
 
 // logFile is a component's output file.
@@ -32,16 +32,16 @@ type logFile struct {
 func newLogFile(path, name string) (*logFile, error) {
 	f, err := os.Create(path)
 	if err != nil {
-		return nil, fmt.Errorf("cluster: log file for %s: %w", name, err)
+		return nil, fmt.Errorf("localcluster: log file for %s: %w", name, err)
 	}
 	return &logFile{name: name, path: path, f: f}, nil
 }
 
 func (l *logFile) close() { l.once.Do(func() { _ = l.f.Close() }) }
 
-// logTail returns the last logTailLines lines of a log file, with a header
-// that names it.
-func logTail(name, path string) string {
+// LogTail returns the last 80 lines of a component's log file, with a header
+// that names it (test/cluster shows them when a test fails).
+func LogTail(name, path string) string {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Sprintf("%s log: %v", name, err)

@@ -1,4 +1,4 @@
-package cluster
+package localcluster
 
 import (
 	"context"
@@ -52,7 +52,7 @@ type LaunchOptions struct {
 }
 
 // APIServer is a real kube-apiserver backed by a real etcd, started by
-// envtest (LaunchAPIServer, or StartAPIServer for a test).
+// envtest (LaunchAPIServer; test/cluster.StartAPIServer for a test).
 type APIServer struct {
 	// Config connects as an admin (group system:masters) with a high QPS
 	// limit.
@@ -89,7 +89,7 @@ func LaunchAPIServer(ctx context.Context, opts LaunchOptions) (*APIServer, error
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	assets, err := assetsFor(opts.AssetsDir, binAPIServer, binEtcd, binKubectl)
+	assets, err := assetsFor(opts.AssetsDir, KubeAPIServer, Etcd, Kubectl)
 	if err != nil {
 		return nil, err
 	}
@@ -103,12 +103,12 @@ func LaunchAPIServer(ctx context.Context, opts LaunchOptions) (*APIServer, error
 		return nil, fmt.Errorf("%w (logs in %s)", err, logDir)
 	}
 
-	apiLog, err := newLogFile(filepath.Join(logDir, binAPIServer+".log"), binAPIServer)
+	apiLog, err := newLogFile(filepath.Join(logDir, KubeAPIServer+".log"), KubeAPIServer)
 	if err != nil {
 		return fail(err)
 	}
 	s.logs = append(s.logs, apiLog)
-	etcdLog, err := newLogFile(filepath.Join(logDir, binEtcd+".log"), binEtcd)
+	etcdLog, err := newLogFile(filepath.Join(logDir, Etcd+".log"), Etcd)
 	if err != nil {
 		return fail(err)
 	}
@@ -129,14 +129,14 @@ func LaunchAPIServer(ctx context.Context, opts LaunchOptions) (*APIServer, error
 	// Pin the binaries: envtest would otherwise prefer $KUBEBUILDER_ASSETS
 	// or $TEST_ASSET_* over BinaryAssetsDirectory.
 	apiServer := env.ControlPlane.GetAPIServer()
-	apiServer.Path = filepath.Join(assets, binAPIServer)
+	apiServer.Path = filepath.Join(assets, KubeAPIServer)
 	apiServer.Out, apiServer.Err = apiLog.f, apiLog.f
 	env.ControlPlane.Etcd = &envtest.Etcd{
-		Path: filepath.Join(assets, binEtcd),
+		Path: filepath.Join(assets, Etcd),
 		Out:  etcdLog.f,
 		Err:  etcdLog.f,
 	}
-	env.ControlPlane.KubectlPath = filepath.Join(assets, binKubectl)
+	env.ControlPlane.KubectlPath = filepath.Join(assets, Kubectl)
 	s.Env = env
 
 	started := time.Now()
@@ -197,16 +197,16 @@ func makeLogDir(dir string) (string, bool, error) {
 	if dir == "" {
 		d, err := os.MkdirTemp("", "governor-cluster-")
 		if err != nil {
-			return "", false, fmt.Errorf("cluster: log directory: %w", err)
+			return "", false, fmt.Errorf("localcluster: log directory: %w", err)
 		}
 		return d, true, nil
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", false, fmt.Errorf("cluster: log directory: %w", err)
+		return "", false, fmt.Errorf("localcluster: log directory: %w", err)
 	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
-		return "", false, fmt.Errorf("cluster: log directory: %w", err)
+		return "", false, fmt.Errorf("localcluster: log directory: %w", err)
 	}
 	return abs, false, nil
 }
@@ -216,7 +216,7 @@ func makeLogDir(dir string) (string, bool, error) {
 func (s *APIServer) Kubectl(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), kubectlTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(s.assets, binKubectl), append([]string{"--kubeconfig", s.Kubeconfig}, args...)...)
+	cmd := exec.CommandContext(ctx, filepath.Join(s.assets, Kubectl), append([]string{"--kubeconfig", s.Kubeconfig}, args...)...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
