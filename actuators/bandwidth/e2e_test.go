@@ -69,7 +69,7 @@ func names(pods []corev1.Pod) []string {
 // propagation controller.
 func TestEndToEndLiveBandwidth(t *testing.T) {
 	started := time.Now()
-	cl := cluster.StartCluster(t, cluster.ClusterOptions{})
+	cl := cluster.StartCluster(t, cluster.Options{})
 	c := acttest.NewClient(t, cl.Config)
 	env := &acttest.Env{APIServer: cl.APIServer, Client: c}
 	ctx := acttest.Ctx(t, 4*time.Minute)

@@ -280,3 +280,12 @@ func eventually(t *testing.T, c *promcollector.Collector, query string, ok func(
 func hasValue(want float64) func(collectors.Metric) bool {
 	return func(m collectors.Metric) bool { return m.Value != nil && *m.Value == want }
 }
+
+// show is a Metric in one line, for a failure message.
+func show(m collectors.Metric) string {
+	v := "nil"
+	if m.Value != nil {
+		v = fmt.Sprint(*m.Value)
+	}
+	return fmt.Sprintf("value=%s observedAt=%s err=%q fields=%v", v, m.ObservedAt.Format(time.RFC3339Nano), m.Err, m.Fields)
+}

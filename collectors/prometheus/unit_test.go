@@ -143,11 +143,3 @@ func collectAt(c *promcollector.Collector, query string, now time.Time) collecto
 
 // tickNow is a tick's time as Prometheus keeps it: whole milliseconds.
 func tickNow() time.Time { return time.Now().Truncate(time.Millisecond) }
-
-func show(m collectors.Metric) string {
-	v := "nil"
-	if m.Value != nil {
-		v = fmt.Sprint(*m.Value)
-	}
-	return fmt.Sprintf("value=%s observedAt=%s err=%q fields=%v", v, m.ObservedAt.Format(time.RFC3339Nano), m.Err, m.Fields)
-}

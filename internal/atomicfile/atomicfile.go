@@ -19,8 +19,11 @@ func Write(path string, write func(*os.File) error) (err error) {
 	}
 	defer func() {
 		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
+			// Already failing: the error to report is err. Close may find the file
+			// closed already, and a temporary file Remove cannot delete is only a
+			// hidden leftover beside path, which stays as it was.
+			_ = f.Close()
+			_ = os.Remove(f.Name())
 			err = fmt.Errorf("writing %s: %w", path, err)
 		}
 	}()

@@ -29,10 +29,10 @@ const (
 // works from within the repository: the binaries of Assets(), a temporary
 // directory for the logs, no CRDs and (Launch) DefaultNodes fake Nodes.
 type LaunchOptions struct {
-	// ClusterOptions: the CRDs to install from directories, and for Launch
+	// Options: the CRDs to install from directories, and for Launch
 	// the fake Nodes and the components' extra flags (LaunchAPIServer uses
 	// only CRDDirs).
-	ClusterOptions
+	Options
 
 	// AssetsDir holds the binaries (kube-apiserver, etcd, kubectl, and for
 	// Launch kube-controller-manager, kube-scheduler, kwok and stages/), as
@@ -228,9 +228,12 @@ func (s *APIServer) KubectlApply(manifest string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer os.Remove(f.Name())
+	// Best effort: a manifest left behind is only a file in the log directory
+	// (which Stop removes if it made it); the apply's result is what the
+	// caller needs.
+	defer func() { _ = os.Remove(f.Name()) }()
 	if _, err := f.WriteString(manifest); err != nil {
-		f.Close()
+		_ = f.Close() // the write error is the one to report
 		return "", err
 	}
 	if err := f.Close(); err != nil {

@@ -22,7 +22,7 @@ const (
 	kwokNodeValue      = "fake"
 
 	// DefaultNodes is the number of fake Nodes Launch creates when
-	// ClusterOptions.Nodes is 0.
+	// Options.Nodes is 0.
 	DefaultNodes = 3
 
 	// clusterReadyTimeout bounds Launch's wait for the components'
@@ -30,10 +30,10 @@ const (
 	clusterReadyTimeout = 2 * time.Minute
 )
 
-// ClusterOptions configures Launch (within LaunchOptions) and
+// Options configures Launch (within LaunchOptions) and
 // test/cluster.StartCluster. The zero value is a usable cluster of DefaultNodes fake
 // Nodes and no CRDs.
-type ClusterOptions struct {
+type Options struct {
 	// CRDDirs are installed (and must exist), as for LaunchAPIServer.
 	CRDDirs []string
 	// Nodes is the number of fake Nodes (kwok-node-0, kwok-node-1, ...);
@@ -105,89 +105,23 @@ func Launch(ctx context.Context, opts LaunchOptions) (*Cluster, error) {
 // start starts the components on the running API server and waits for
 // them and the Nodes.
 func (c *Cluster) start(ctx context.Context, opts LaunchOptions) error {
-	s := c.APIServer
-	n := opts.Nodes
-	if n <= 0 {
-		n = DefaultNodes
-	}
-	cs, err := kubernetes.NewForConfig(s.Config)
+	cs, err := kubernetes.NewForConfig(c.Config)
 	if err != nil {
 		return err
 	}
-
-	kcmPort, err := freePort()
+	kcmPort, schedPort, err := twoFreePorts()
 	if err != nil {
 		return err
 	}
-	schedPort, err := freePort()
+	kcm, err := c.startControllerManager(kcmPort, opts.ControllerManagerArgs)
 	if err != nil {
 		return err
 	}
-	for kcmPort == schedPort {
-		if schedPort, err = freePort(); err != nil {
-			return err
-		}
-	}
-
-	kcmArgs := append([]string{
-		"--kubeconfig=" + s.Kubeconfig,
-		"--leader-elect=false",
-		"--bind-address=127.0.0.1",
-		fmt.Sprintf("--secure-port=%d", kcmPort),
-		// Every default controller: deployment, replicaset,
-		// horizontalpodautoscaling, garbagecollector, namespace,
-		// serviceaccount, nodelifecycle, ...
-		"--controllers=*",
-		// The serviceaccount-token controller signs with the key envtest
-		// gave the API server (--service-account-signing-key-file).
-		"--service-account-private-key-file=" + filepath.Join(s.CertDir, "sa-signer.key"),
-		"--use-service-account-credentials=false",
-		"--horizontal-pod-autoscaler-sync-period=2s",
-		"--kube-api-qps=200",
-		"--kube-api-burst=400",
-	}, opts.ControllerManagerArgs...)
-	kcm, err := c.startProcess(KubeControllerManager, kcmArgs, nil)
+	sched, err := c.startScheduler(schedPort, opts.SchedulerArgs)
 	if err != nil {
 		return err
 	}
-
-	schedArgs := append([]string{
-		"--kubeconfig=" + s.Kubeconfig,
-		"--leader-elect=false",
-		"--bind-address=127.0.0.1",
-		fmt.Sprintf("--secure-port=%d", schedPort),
-		"--kube-api-qps=200",
-		"--kube-api-burst=400",
-	}, opts.SchedulerArgs...)
-	sched, err := c.startProcess(KubeScheduler, schedArgs, nil)
-	if err != nil {
-		return err
-	}
-
-	kwokArgs := []string{
-		"--kubeconfig=" + s.Kubeconfig,
-		"--manage-all-nodes=false",
-		"--manage-nodes-with-annotation-selector=" + KwokNodeAnnotation + "=" + kwokNodeValue,
-		// Pod IPs (kwok's default, 10.0.0.0/24, has room for 254 Pods).
-		"--cidr=10.244.0.0/16",
-		// kwok renews a Lease per Node in kube-node-lease, as the kubelet
-		// does, so the node lifecycle controller never sees a Node go
-		// silent. (Without a KwokConfiguration file the flag defaults to
-		// 0: no Leases, only the node-heartbeat stage's status updates
-		// every 20-25 s.)
-		"--node-lease-duration-seconds=40",
-	}
-	for _, f := range stageFiles {
-		kwokArgs = append(kwokArgs, "--config="+filepath.Join(s.assets, "stages", f))
-	}
-	kwokArgs = append(kwokArgs, opts.KwokArgs...)
-	// kwok also loads ~/.kwok/kwok.yaml when it exists: give it a HOME of
-	// its own so that nothing outside configures it.
-	kwokHome := filepath.Join(c.LogDir, "kwok-home")
-	if err := os.MkdirAll(kwokHome, 0o755); err != nil {
-		return err
-	}
-	kwok, err := c.startProcess(Kwok, kwokArgs, []string{"HOME=" + kwokHome})
+	kwok, err := c.startKwok(opts.KwokArgs)
 	if err != nil {
 		return err
 	}
@@ -208,31 +142,129 @@ func (c *Cluster) start(ctx context.Context, opts LaunchOptions) error {
 		case <-ctx.Done():
 		}
 	}()
-	fail := func(format string, args ...any) error {
-		if cause := context.Cause(ctx); cause != nil && cause != ctx.Err() {
-			format += " (%v)"
-			args = append(args, cause)
+	if err := c.createNodes(ctx, cs, opts.Options); err != nil {
+		return err
+	}
+	if err := kcm.waitHealthy(ctx, hostPort(kcmPort)); err != nil {
+		return readyErr(ctx, "kube-controller-manager: %v", err)
+	}
+	if err := sched.waitHealthy(ctx, hostPort(schedPort)); err != nil {
+		return readyErr(ctx, "kube-scheduler: %v", err)
+	}
+	if err := c.WaitForNodesReady(ctx); err != nil {
+		return readyErr(ctx, "%v", err)
+	}
+	return nil
+}
+
+// twoFreePorts returns two different free ports: kube-controller-manager's
+// and kube-scheduler's.
+func twoFreePorts() (kcmPort, schedPort int, err error) {
+	if kcmPort, err = freePort(); err != nil {
+		return 0, 0, err
+	}
+	if schedPort, err = freePort(); err != nil {
+		return 0, 0, err
+	}
+	for kcmPort == schedPort {
+		if schedPort, err = freePort(); err != nil {
+			return 0, 0, err
 		}
-		return fmt.Errorf(format, args...)
+	}
+	return kcmPort, schedPort, nil
+}
+
+// startControllerManager starts kube-controller-manager on port, with
+// extraArgs after its flags.
+func (c *Cluster) startControllerManager(port int, extraArgs []string) (*process, error) {
+	args := append([]string{
+		"--kubeconfig=" + c.Kubeconfig,
+		"--leader-elect=false",
+		"--bind-address=127.0.0.1",
+		fmt.Sprintf("--secure-port=%d", port),
+		// Every default controller: deployment, replicaset,
+		// horizontalpodautoscaling, garbagecollector, namespace,
+		// serviceaccount, nodelifecycle, ...
+		"--controllers=*",
+		// The serviceaccount-token controller signs with the key envtest
+		// gave the API server (--service-account-signing-key-file).
+		"--service-account-private-key-file=" + filepath.Join(c.CertDir, "sa-signer.key"),
+		"--use-service-account-credentials=false",
+		"--horizontal-pod-autoscaler-sync-period=2s",
+		"--kube-api-qps=200",
+		"--kube-api-burst=400",
+	}, extraArgs...)
+	return c.startProcess(KubeControllerManager, args, nil)
+}
+
+// startScheduler starts kube-scheduler on port, with extraArgs after its
+// flags.
+func (c *Cluster) startScheduler(port int, extraArgs []string) (*process, error) {
+	args := append([]string{
+		"--kubeconfig=" + c.Kubeconfig,
+		"--leader-elect=false",
+		"--bind-address=127.0.0.1",
+		fmt.Sprintf("--secure-port=%d", port),
+		"--kube-api-qps=200",
+		"--kube-api-burst=400",
+	}, extraArgs...)
+	return c.startProcess(KubeScheduler, args, nil)
+}
+
+// startKwok starts kwok with the stages of the assets directory, with
+// extraArgs after its flags.
+func (c *Cluster) startKwok(extraArgs []string) (*process, error) {
+	args := []string{
+		"--kubeconfig=" + c.Kubeconfig,
+		"--manage-all-nodes=false",
+		"--manage-nodes-with-annotation-selector=" + KwokNodeAnnotation + "=" + kwokNodeValue,
+		// Pod IPs (kwok's default, 10.0.0.0/24, has room for 254 Pods).
+		"--cidr=10.244.0.0/16",
+		// kwok renews a Lease per Node in kube-node-lease, as the kubelet
+		// does, so the node lifecycle controller never sees a Node go
+		// silent. (Without a KwokConfiguration file the flag defaults to
+		// 0: no Leases, only the node-heartbeat stage's status updates
+		// every 20-25 s.)
+		"--node-lease-duration-seconds=40",
+	}
+	for _, f := range stageFiles {
+		args = append(args, "--config="+filepath.Join(c.assets, "stages", f))
+	}
+	args = append(args, extraArgs...)
+	// kwok also loads ~/.kwok/kwok.yaml when it exists: give it a HOME of
+	// its own so that nothing outside configures it.
+	kwokHome := filepath.Join(c.LogDir, "kwok-home")
+	if err := os.MkdirAll(kwokHome, 0o755); err != nil {
+		return nil, err
+	}
+	return c.startProcess(Kwok, args, []string{"HOME=" + kwokHome})
+}
+
+// createNodes creates the fake Nodes of opts (DefaultNodes when
+// opts.Nodes is 0) and records their names.
+func (c *Cluster) createNodes(ctx context.Context, cs kubernetes.Interface, opts Options) error {
+	n := opts.Nodes
+	if n <= 0 {
+		n = DefaultNodes
 	}
 	for i := range n {
 		name := fmt.Sprintf("kwok-node-%d", i)
-		if _, err := cs.CoreV1().Nodes().Create(ctx, fakeNode(name, opts.ClusterOptions), metav1.CreateOptions{}); err != nil {
-			return fail("creating Node %s: %v", name, err)
+		if _, err := cs.CoreV1().Nodes().Create(ctx, fakeNode(name, opts), metav1.CreateOptions{}); err != nil {
+			return readyErr(ctx, "creating Node %s: %v", name, err)
 		}
 		c.Nodes = append(c.Nodes, name)
 	}
-
-	if err := kcm.waitHealthy(ctx, hostPort(kcmPort)); err != nil {
-		return fail("kube-controller-manager: %v", err)
-	}
-	if err := sched.waitHealthy(ctx, hostPort(schedPort)); err != nil {
-		return fail("kube-scheduler: %v", err)
-	}
-	if err := c.WaitForNodesReady(ctx); err != nil {
-		return fail("%v", err)
-	}
 	return nil
+}
+
+// readyErr is an error of the wait for the cluster, with the reason ctx
+// was cancelled when it is more than ctx's own error: a component's exit.
+func readyErr(ctx context.Context, format string, args ...any) error {
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, ctx.Err()) {
+		format += " (%v)"
+		args = append(args, cause)
+	}
+	return fmt.Errorf(format, args...)
 }
 
 // startProcess starts the component name from the assets directory.
@@ -280,7 +312,7 @@ func (c *Cluster) Err() error {
 }
 
 // fakeNode is a Node as kwok expects one: annotated for kwok, no taints.
-func fakeNode(name string, opts ClusterOptions) *corev1.Node {
+func fakeNode(name string, opts Options) *corev1.Node {
 	labels := map[string]string{
 		"kubernetes.io/hostname":        name,
 		"kubernetes.io/os":              "linux",
@@ -335,7 +367,7 @@ func (c *Cluster) WaitForNodesReady(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("Nodes not ready: %s: %w", strings.Join(notReady, ", "), ctx.Err())
+			return fmt.Errorf("nodes not ready: %s: %w", strings.Join(notReady, ", "), ctx.Err())
 		case <-time.After(200 * time.Millisecond):
 		}
 	}

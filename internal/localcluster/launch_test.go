@@ -58,10 +58,10 @@ func TestLaunchStop(t *testing.T) {
 	logger := funcr.New(func(prefix, args string) { logged = append(logged, args) }, funcr.Options{})
 	start := time.Now()
 	c, err := Launch(context.Background(), LaunchOptions{
-		AssetsDir:      assets,
-		ClusterOptions: ClusterOptions{Nodes: 1},
-		CRDs:           []*apiextensionsv1.CustomResourceDefinition{crd},
-		Logger:         logger,
+		AssetsDir: assets,
+		Options:   Options{Nodes: 1},
+		CRDs:      []*apiextensionsv1.CustomResourceDefinition{crd},
+		Logger:    logger,
 	})
 	require.NoError(t, err)
 	t.Logf("Launch: %v", time.Since(start).Round(time.Millisecond))

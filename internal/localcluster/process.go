@@ -78,7 +78,10 @@ func startProcess(logDir, name, bin string, args []string, env []string) (*proce
 	cmd.Stdout, cmd.Stderr = lf.f, lf.f
 	cmd.Env = append(os.Environ(), env...)
 	cmd.SysProcAttr = sysProcAttr()
-	fmt.Fprintf(lf.f, "# %s %q\n", bin, args)
+	if _, err := fmt.Fprintf(lf.f, "# %s %q\n", bin, args); err != nil {
+		lf.close()
+		return nil, fmt.Errorf("localcluster: log file for %s: %w", name, err)
+	}
 	if err := cmd.Start(); err != nil {
 		lf.close()
 		return nil, fmt.Errorf("starting %s: %w", name, err)
@@ -118,7 +121,10 @@ func (p *process) exitErr() error {
 		if p.stopping.Load() {
 			return nil
 		}
-		return fmt.Errorf("%s exited: %v (log: %s)", p.name, p.err, p.log.path)
+		if p.err == nil { // exit status 0, which Wait does not report as an error
+			return fmt.Errorf("%s exited with status 0 (log: %s)", p.name, p.log.path)
+		}
+		return fmt.Errorf("%s exited: %w (log: %s)", p.name, p.err, p.log.path)
 	default:
 		return nil
 	}
@@ -141,7 +147,7 @@ func (p *process) waitHealthy(ctx context.Context, addr string) error {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		resp, err := client.Do(req)
 		if err == nil {
-			resp.Body.Close()
+			_ = resp.Body.Close() // unread: only the status matters
 			if resp.StatusCode == http.StatusOK {
 				return nil
 			}
@@ -150,7 +156,7 @@ func (p *process) waitHealthy(ctx context.Context, addr string) error {
 		last = err
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%s not healthy: %w (last: %v)", p.name, ctx.Err(), last)
+			return fmt.Errorf("%s not healthy: %w (last: %w)", p.name, ctx.Err(), last)
 		case <-p.exited:
 		case <-time.After(200 * time.Millisecond):
 		}
@@ -163,8 +169,11 @@ func freePort() (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer l.Close()
 	addr, ok := l.Addr().(*net.TCPAddr)
+	// Closing the listener is what frees the port for the component.
+	if err := l.Close(); err != nil {
+		return 0, err
+	}
 	if !ok {
 		return 0, errors.New("not a TCP address")
 	}

@@ -215,15 +215,15 @@ func panelPlot(panel Panel, xOf func(time.Time) float64, span float64, bottom bo
 			xys = append(xys, plotter.XY{X: span, Y: xys[len(xys)-1].Y})
 		}
 		line := &plotter.Line{XYs: xys, LineStyle: plotter.DefaultLineStyle}
-		line.LineStyle.Color = palette[i%len(palette)]
+		line.Color = palette[i%len(palette)]
 		// The first series is drawn wider: where the next ones cover it (equal values), it
 		// still shows along their edges.
-		line.LineStyle.Width = vg.Points(1.6)
+		line.Width = vg.Points(1.6)
 		if i == 0 && len(panel.Series) > 1 {
-			line.LineStyle.Width = vg.Points(2.6)
+			line.Width = vg.Points(2.6)
 		}
 		if i >= len(palette) {
-			line.LineStyle.Dashes = []vg.Length{vg.Points(5), vg.Points(3)}
+			line.Dashes = []vg.Length{vg.Points(5), vg.Points(3)}
 		}
 		if s.Step {
 			line.StepStyle = plotter.PostStep

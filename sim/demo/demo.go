@@ -127,8 +127,8 @@ const (
 // ends; then it writes the report and stops everything it started. An error before the
 // loops start (ctx ending included) means no report. A Result with an error means the
 // report was written but something failed to stop.
-func Run(ctx context.Context, opts Options) (*Result, error) {
-	opts, err := withDefaults(opts)
+func Run(ctx context.Context, opts Options) (res *Result, err error) {
+	opts, err = withDefaults(opts)
 	if err != nil {
 		return nil, err
 	}
@@ -149,19 +149,30 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer logFile.Close()
+	defer func() {
+		// The controller's log: a Close that fails may have lost its end.
+		if closeErr := logFile.Close(); closeErr != nil {
+			err = errors.Join(err, fmt.Errorf("demo: closing %s: %w", logFile.Name(), closeErr))
+		}
+	}()
 
 	d := &demo{opts: opts, logDir: logDir, registry: registry,
 		view: &view{out: opts.Out, live: opts.Live, width: opts.Width, height: opts.Height, duration: opts.Duration,
 			kubeconfig: filepath.Join(logDir, "admin.kubeconfig")}}
-	defer d.cleanup()
+	defer func() {
+		// After a failed start, what failed to stop as well (once the loops ran,
+		// cleanup has run below and this is a no-op).
+		if stopErr := d.cleanup(); stopErr != nil {
+			err = errors.Join(err, stopErr)
+		}
+	}()
 	if err := d.start(ctx, crds); err != nil {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("interrupted before the loops started: %w", ctx.Err())
 		}
 		return nil, err
 	}
-	res, err := d.run(ctx)
+	res, err = d.run(ctx)
 	if stopErr := d.cleanup(); stopErr != nil {
 		err = errors.Join(err, stopErr)
 	}
@@ -323,10 +334,10 @@ func (d *demo) startCluster(ctx context.Context, crds []*apiextensionsv1.CustomR
 	began := time.Now()
 	d.view.line("  … starting the local cluster: kube-apiserver, etcd, kube-controller-manager, kube-scheduler, kwok")
 	k, err := localcluster.Launch(ctx, localcluster.LaunchOptions{
-		ClusterOptions: localcluster.ClusterOptions{Nodes: 3},
-		AssetsDir:      d.opts.AssetsDir,
-		LogDir:         d.logDir,
-		CRDs:           crds,
+		Options:   localcluster.Options{Nodes: 3},
+		AssetsDir: d.opts.AssetsDir,
+		LogDir:    d.logDir,
+		CRDs:      crds,
 	})
 	if err != nil {
 		return fmt.Errorf("starting the local cluster: %w", err)
@@ -446,7 +457,7 @@ func waitServing(r *relay.Relay, addr string, served <-chan error) error {
 	for r.Addr() != addr {
 		select {
 		case err := <-served:
-			return fmt.Errorf("simulated Hubble Relay: %v", err)
+			return fmt.Errorf("simulated Hubble Relay: %w", err)
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -587,7 +598,7 @@ func (d *demo) follow(ctx context.Context, res *Result, load *webLoad, backlog t
 		case <-end:
 			return nil
 		case <-d.mgrDone:
-			return fmt.Errorf("the controller stopped: %v", d.mgrErr)
+			return fmt.Errorf("the controller stopped: %w", d.mgrErr)
 		case <-tick.C:
 		}
 		now := time.Now()

@@ -51,27 +51,38 @@ func (v *view) render(r *recorder, s sample, now time.Time, clusterErr error) {
 			b.WriteString(v.fit(l))
 			b.WriteByte('\n')
 		}
-		_, _ = io.WriteString(v.out, b.String())
+		v.write(b.String())
 		v.drawn = len(lines)
 		v.shown = len(r.notes)
 		return
 	}
+	var b strings.Builder
 	for _, n := range r.notes[v.shown:] {
-		fmt.Fprintf(v.out, "%s  %s\n", v.clock(n.T), n.Text)
+		fmt.Fprintf(&b, "%s  %s\n", v.clock(n.T), n.Text)
 	}
 	v.shown = len(r.notes)
 	if now.Sub(v.lastStatus) >= statusEvery {
-		fmt.Fprintf(v.out, "%s  %s\n", v.clock(now), statusLine(s))
+		fmt.Fprintf(&b, "%s  %s\n", v.clock(now), statusLine(s))
 		v.lastStatus = now
 	}
 	if clusterErr != nil {
-		fmt.Fprintf(v.out, "%s  cluster: %v\n", v.clock(now), clusterErr)
+		fmt.Fprintf(&b, "%s  cluster: %v\n", v.clock(now), clusterErr)
 	}
+	v.write(b.String())
 }
 
 // line prints a line outside the block (before it starts, or after it ends).
 func (v *view) line(format string, args ...any) {
-	fmt.Fprintf(v.out, format+"\n", args...)
+	v.write(fmt.Sprintf(format+"\n", args...))
+}
+
+// write writes text to the output in one write. Its error is ignored on purpose: the view
+// only shows progress, and an output gone bad (a closed terminal or pipe) must not stop the
+// demo, whose results are in the report and the logs.
+func (v *view) write(text string) {
+	if text != "" {
+		_, _ = io.WriteString(v.out, text)
+	}
 }
 
 // end leaves the block on screen and lets what follows print below it.

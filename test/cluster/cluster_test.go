@@ -96,7 +96,7 @@ spec:
 
 func TestCluster(t *testing.T) {
 	start := time.Now()
-	c := StartCluster(t, ClusterOptions{})
+	c := StartCluster(t, Options{})
 	t.Logf("StartCluster: %v", time.Since(start).Round(time.Millisecond))
 	require.Len(t, c.Nodes, localcluster.DefaultNodes)
 	cs, err := kubernetes.NewForConfig(c.Config)

@@ -28,6 +28,6 @@ type (
 	// Cluster is an APIServer with kube-controller-manager, kube-scheduler
 	// and kwok's fake Nodes.
 	Cluster = localcluster.Cluster
-	// ClusterOptions configures StartCluster.
-	ClusterOptions = localcluster.ClusterOptions
+	// Options configures StartCluster.
+	Options = localcluster.Options
 )

@@ -4,6 +4,7 @@ package cluster
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -28,12 +29,11 @@ func MarkerRules(t testing.TB, dir string) []rbacv1.PolicyRule {
 		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
 			return err
 		}
-		f, err := os.Open(path)
+		src, err := os.ReadFile(path)
 		if err != nil {
 			return err
 		}
-		defer f.Close()
-		s := bufio.NewScanner(f)
+		s := bufio.NewScanner(bytes.NewReader(src))
 		for s.Scan() {
 			spec, ok := strings.CutPrefix(strings.TrimSpace(s.Text()), "// +kubebuilder:rbac:")
 			if !ok {

@@ -34,10 +34,10 @@ func StartAPIServer(t testing.TB, crdDirs ...string) *APIServer {
 	}
 	logDir := t.TempDir()
 	s, err := localcluster.LaunchAPIServer(context.Background(), localcluster.LaunchOptions{
-		ClusterOptions: ClusterOptions{CRDDirs: crdDirs},
-		AssetsDir:      assets,
-		LogDir:         logDir,
-		Logger:         testr.NewWithInterface(t, testr.Options{}),
+		Options:   Options{CRDDirs: crdDirs},
+		AssetsDir: assets,
+		LogDir:    logDir,
+		Logger:    testr.NewWithInterface(t, testr.Options{}),
 	})
 	if err != nil {
 		dumpLogs(t, logDir, apiServerLogs...)
@@ -60,7 +60,7 @@ func StartAPIServer(t testing.TB, crdDirs ...string) *APIServer {
 // kube-controller-manager runs with --horizontal-pod-autoscaler-sync-period=2s
 // (upstream default 15s) so that tests see the HPA controller react within
 // seconds; override it with ControllerManagerArgs.
-func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
+func StartCluster(t testing.TB, opts Options) *Cluster {
 	t.Helper()
 	assets, err := localcluster.Assets()
 	if err != nil {
@@ -68,10 +68,10 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 	}
 	logDir := t.TempDir()
 	c, err := localcluster.Launch(context.Background(), localcluster.LaunchOptions{
-		ClusterOptions: opts,
-		AssetsDir:      assets,
-		LogDir:         logDir,
-		Logger:         testr.NewWithInterface(t, testr.Options{}),
+		Options:   opts,
+		AssetsDir: assets,
+		LogDir:    logDir,
+		Logger:    testr.NewWithInterface(t, testr.Options{}),
 	})
 	if err != nil {
 		dumpLogs(t, logDir, slices.Concat(apiServerLogs, nodeLogs)...)

@@ -44,7 +44,7 @@ func init() {
 }
 
 func TestEndToEnd(t *testing.T) {
-	k := cluster.StartCluster(t, cluster.ClusterOptions{CRDDirs: []string{filepath.Join(repo, "config/crd/bases")}})
+	k := cluster.StartCluster(t, cluster.Options{CRDDirs: []string{filepath.Join(repo, "config/crd/bases")}})
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	require.NoError(t, k.WaitForNodesReady(ctx))
