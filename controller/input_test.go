@@ -32,19 +32,26 @@ func TestEffectiveParamsOverridesWinDeeply(t *testing.T) {
 	assert.ErrorContains(t, err, "status.overrides must be an object")
 }
 
-func TestMetricDocStaleness(t *testing.T) {
+func TestMetricDocStalenessAndNew(t *testing.T) {
 	now := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	previous := now.Add(-500 * time.Millisecond)
 	v := 2.5
-	doc, stale := metricDoc(collectors.Metric{Value: &v, ObservedAt: now.Add(-2 * time.Second), Fields: map[string]any{"p95": 3.1}}, now, 15*time.Second)
+	doc, stale := metricDoc(collectors.Metric{Value: &v, ObservedAt: now.Add(-2 * time.Second), Fields: map[string]any{"p95": 3.1}}, now, 15*time.Second, previous)
 	assert.False(t, stale)
-	assert.Equal(t, map[string]any{"value": 2.5, "age_seconds": 2.0, "stale": false, "p95": 3.1}, doc)
+	assert.Equal(t, map[string]any{"value": 2.5, "age_seconds": 2.0, "stale": false, "new": false, "p95": 3.1}, doc,
+		"observed before the previous tick: seen already")
 
-	_, stale = metricDoc(collectors.Metric{Value: &v, ObservedAt: now.Add(-16 * time.Second)}, now, 15*time.Second)
+	doc, _ = metricDoc(collectors.Metric{Value: &v, ObservedAt: now.Add(-100 * time.Millisecond)}, now, 15*time.Second, previous)
+	assert.Equal(t, true, doc["new"], "observed since the previous tick")
+	doc, _ = metricDoc(collectors.Metric{Value: &v, ObservedAt: now.Add(-time.Hour)}, now, 0, time.Time{})
+	assert.Equal(t, true, doc["new"], "the first tick sees everything for the first time")
+
+	_, stale = metricDoc(collectors.Metric{Value: &v, ObservedAt: now.Add(-16 * time.Second)}, now, 15*time.Second, previous)
 	assert.True(t, stale, "older than staleAfter")
 
-	doc, stale = metricDoc(collectors.Metric{Err: "no observation reported"}, now, 15*time.Second)
+	doc, stale = metricDoc(collectors.Metric{Err: "no observation reported"}, now, 15*time.Second, time.Time{})
 	assert.True(t, stale, "no value")
-	assert.Equal(t, map[string]any{"value": nil, "stale": true, "error": "no observation reported"}, doc)
+	assert.Equal(t, map[string]any{"value": nil, "stale": true, "new": false, "error": "no observation reported"}, doc)
 }
 
 func TestRecordBoundsHistoryAndKeepsCooldowns(t *testing.T) {

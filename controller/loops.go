@@ -5,6 +5,7 @@
 package controller
 
 import (
+	"cmp"
 	"context"
 	"sync"
 	"time"
@@ -31,10 +32,10 @@ import (
 // retryAfter is how long a runner waits after failing to read or write its loop.
 const retryAfter = time.Second
 
-// statusEvery is how often a runner writes the status of ticks that changed
-// nothing and met no refusal: every tick that acts, fails or draws the
-// guard's notes is written at once.
-const statusEvery = time.Second
+// defaultStatusFlush is how often a runner writes the status of ticks that
+// changed nothing and met no refusal, unless Loops.StatusFlush says: every
+// tick that acts, fails or draws the guard's notes is written at once.
+const defaultStatusFlush = time.Second
 
 // Loops runs one runner per ControlLoop. It is a manager Runnable that
 // needs leader election: only the leader ticks.
@@ -49,8 +50,12 @@ type Loops struct {
 	Metrics MetricSource
 	// Actuators read and change targets; Governor's own (builtin) when nil.
 	Actuators *actuators.Registry
-	Recorder  recorder.EventRecorder
-	Log       logr.Logger
+	// StatusFlush is how often quiet ticks (no change, no refusal, no
+	// failure) are written to the status; 1s when zero. Longer trades the
+	// freshness of lastTick, history and policy state for API load.
+	StatusFlush time.Duration
+	Recorder    recorder.EventRecorder
+	Log         logr.Logger
 
 	mu      sync.Mutex
 	ctx     context.Context // set once started
@@ -71,6 +76,8 @@ type runner struct {
 	written   *v1alpha1.ControlLoopStatus
 	writtenAt time.Time
 	loop      *v1alpha1.ControlLoop // the loop as last read, for a final write
+	// minInterval is the loop's: woken runners wait for it since the last tick.
+	minInterval time.Duration
 }
 
 // Start runs the loops until ctx ends.
@@ -143,25 +150,37 @@ func (l *Loops) run(ctx context.Context, r *runner) {
 	defer l.flush(r)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	var last time.Time // when the last tick started
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-timer.C:
 		case <-r.wake:
-			if !timer.Stop() {
-				select {
-				case <-timer.C:
-				default:
-				}
+			// A new observation or spec: tick now, but no sooner than
+			// minInterval after the last tick. Wakes meanwhile coalesce.
+			stopTimer(timer)
+			if wait := time.Until(last.Add(r.minInterval)); wait > 0 {
+				timer.Reset(wait)
+				continue
 			}
 		}
-		start := time.Now()
+		last = time.Now()
 		next, ok := l.once(ctx, r)
 		if !ok {
 			return
 		}
-		timer.Reset(max(next-time.Since(start), 0))
+		timer.Reset(max(next-time.Since(last), 0))
+	}
+}
+
+// stopTimer stops a timer and drains a tick it may have sent.
+func stopTimer(t *time.Timer) {
+	if !t.Stop() {
+		select {
+		case <-t.C:
+		default:
+		}
 	}
 }
 
@@ -183,6 +202,10 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 	interval := loop.Spec.Interval.Duration
 	if interval <= 0 {
 		interval = defaultInterval
+	}
+	r.minInterval = defaultMinInterval
+	if loop.Spec.MinInterval != nil {
+		r.minInterval = loop.Spec.MinInterval.Duration
 	}
 	if r.status == nil {
 		// First tick of this runner: go on from what the API server holds.
@@ -221,10 +244,13 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 	if ctx.Err() != nil {
 		return 0, false // what the tick changed is written by flush
 	}
-	if urgent(res, r.written, next) || time.Since(r.writtenAt) >= statusEvery {
+	// A quiet tick waits for the flush interval, unless the next tick is
+	// further away than that: nothing would write it in time.
+	flush := cmp.Or(l.StatusFlush, defaultStatusFlush)
+	if urgent(res, r.written, next) || time.Since(r.writtenAt) >= flush || interval >= flush {
 		if err := l.writeStatus(ctx, &loop, r.written, next); err != nil {
-			if apierrors.IsNotFound(err) {
-				return 0, false
+			if apierrors.IsNotFound(err) || ctx.Err() != nil {
+				return 0, false // gone, or stopping: flush writes what is left
 			}
 			log.Error(err, "writing status")
 			return retryAfter, true

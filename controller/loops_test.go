@@ -68,3 +68,41 @@ func TestTickCutByShutdownIsDropped(t *testing.T) {
 	assert.Empty(t, got.Status.Conditions)
 	assert.Empty(t, rec.Events, "no event for a tick that did not happen")
 }
+
+// Wakes (a push, a spec change) make a loop tick before its interval, but
+// never sooner than minInterval after its last tick: a flood of them
+// coalesces.
+func TestWakesTickNoMoreOftenThanMinInterval(t *testing.T) {
+	scheme := runtime.NewScheme()
+	require.NoError(t, v1alpha1.AddToScheme(scheme))
+	loop := echoLoop(t, `{}`)
+	loop.Spec.Interval = metav1.Duration{Duration: time.Hour}
+	loop.Spec.MinInterval = &metav1.Duration{Duration: 100 * time.Millisecond}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(loop).WithStatusSubresource(loop).Build()
+	l := &Loops{Client: c, APIReader: c, Bundles: echoRegistry(t), Log: logr.Discard()}
+	key := client.ObjectKeyFromObject(loop)
+	ticks := func() int64 {
+		var got v1alpha1.ControlLoop
+		require.NoError(t, c.Get(context.Background(), key, &got))
+		return got.Status.Tick
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { _ = l.Start(ctx); close(stopped) }()
+	l.Ensure(key)
+	require.Eventually(t, func() bool { return ticks() == 1 }, 10*time.Second, 10*time.Millisecond, "the first tick")
+
+	start := time.Now()
+	for ticks() < 3 { // wake it every 5 ms until it has ticked twice more
+		l.Ensure(key)
+		time.Sleep(5 * time.Millisecond)
+		require.Less(t, time.Since(start), 20*time.Second, "woken loops must tick")
+	}
+	window := time.Since(start)
+	cancel()
+	<-stopped
+	woken := ticks() - 1
+	// The wakes came every 5 ms; ticks, at most one per minInterval.
+	assert.LessOrEqual(t, woken, int64(window/(100*time.Millisecond))+1, "%d woken ticks in %s", woken, window)
+}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -62,6 +63,10 @@ type Options struct {
 	// ServerName are not used).
 	PushAddr string
 	PushTLS  TLSFiles
+
+	// StatusFlush is how often quiet ticks are written to the status (see
+	// Loops.StatusFlush); 1s when zero.
+	StatusFlush time.Duration
 }
 
 // TLSFiles configure TLS to a server from PEM files; all empty is plaintext.
@@ -188,6 +193,8 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		Metrics:   metrics,
 		Recorder:  mgr.GetEventRecorder("governor"),
 		Log:       mgr.GetLogger().WithName("loops"),
+
+		StatusFlush: opts.StatusFlush,
 	}
 	if err := mgr.Add(loops); err != nil {
 		return nil, err

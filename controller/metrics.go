@@ -15,8 +15,9 @@ type MetricSource interface {
 }
 
 // metricDoc is a metric as input.metrics shows it, and whether it is stale:
-// no value, or older than staleAfter.
-func metricDoc(m collectors.Metric, now time.Time, staleAfter time.Duration) (map[string]any, bool) {
+// no value, or older than staleAfter. It is new when it was observed after
+// since, the previous tick: a policy may act once per observation.
+func metricDoc(m collectors.Metric, now time.Time, staleAfter time.Duration, since time.Time) (map[string]any, bool) {
 	doc := map[string]any{}
 	for k, v := range m.Fields {
 		doc[k] = v
@@ -34,5 +35,14 @@ func metricDoc(m collectors.Metric, now time.Time, staleAfter time.Duration) (ma
 		doc["error"] = m.Err
 	}
 	doc["stale"] = stale
+	doc["new"] = m.Value != nil && m.ObservedAt.After(since)
 	return doc, stale
+}
+
+// previousTick is when the loop last ticked; zero before its first tick.
+func previousTick(status *v1alpha1.ControlLoopStatus) time.Time {
+	if status.LastTick == nil {
+		return time.Time{}
+	}
+	return status.LastTick.Time
 }

@@ -3,9 +3,12 @@ package controller
 import (
 	"context"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	"governor.dev/governor/api/v1alpha1"
@@ -35,11 +38,24 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	return ctrl.Result{}, nil
 }
 
-// SetupWithManager watches ControlLoops' specs (status writes, the runners'
-// own, do not wake them).
+// SetupWithManager watches ControlLoops' specs and observations: either
+// wakes the loop's runner (the runners' own status writes do not).
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&v1alpha1.ControlLoop{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		For(&v1alpha1.ControlLoop{}, builder.WithPredicates(predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, newObservations))).
 		Named("controlloop").
 		Complete(r)
+}
+
+// newObservations passes the updates of a loop that bring it observations
+// (a push): its runner ticks on them without waiting for its interval.
+var newObservations = predicate.Funcs{
+	CreateFunc:  func(event.CreateEvent) bool { return false },
+	DeleteFunc:  func(event.DeleteEvent) bool { return false },
+	GenericFunc: func(event.GenericEvent) bool { return false },
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		old, ok1 := e.ObjectOld.(*v1alpha1.ControlLoop)
+		cur, ok2 := e.ObjectNew.(*v1alpha1.ControlLoop)
+		return ok1 && ok2 && !equality.Semantic.DeepEqual(old.Status.Observations, cur.Status.Observations)
+	},
 }

@@ -25,6 +25,9 @@ import (
 // defaulting (it always sets one).
 const defaultInterval = time.Second
 
+// defaultMinInterval is the CRD's default of spec.minInterval.
+const defaultMinInterval = 50 * time.Millisecond
+
 // tickResult is what one tick did, for the status and the events.
 type tickResult struct {
 	entry    v1alpha1.HistoryEntry
@@ -233,7 +236,7 @@ func buildInput(ctx context.Context, w World, loop *v1alpha1.ControlLoop, status
 	}
 	metrics := map[string]any{}
 	for name, m := range w.Metrics(ctx, loop, now) {
-		doc, stale := metricDoc(m, now, loop.Spec.Safety.StaleAfter.Duration)
+		doc, stale := metricDoc(m, now, loop.Spec.Safety.StaleAfter.Duration, previousTick(status))
 		metrics[name] = doc
 		st.metrics[name] = !stale
 	}

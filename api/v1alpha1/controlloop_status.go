@@ -180,7 +180,11 @@ type Action struct {
 // Observation is one reported value of a metric and when it was observed.
 type Observation struct {
 	Value resource.Quantity `json:"value"`
-	Time  metav1.Time       `json:"time"`
+	// Time is when it was observed. A tick tells a new observation from one
+	// it has seen by it, so the push endpoint writes it to the microsecond
+	// (RFC 3339 with a fraction; a metav1.Time reads either form, where a
+	// MicroTime would refuse whole seconds written by hand).
+	Time metav1.Time `json:"time"`
 }
 
 // TargetStatus is what the loop remembers of one target.

@@ -35,6 +35,7 @@ const (
 // and the only objects it may change, within hard bounds.
 // +kubebuilder:validation:XValidation:rule="self.kind == 'Deliberative' || !has(self.supervises)",message="supervises is only for Deliberative loops"
 // +kubebuilder:validation:XValidation:rule="self.kind != 'Deliberative' || has(self.supervises)",message="a Deliberative loop must name the loop it supervises"
+// +kubebuilder:validation:XValidation:rule="!has(self.minInterval) || !has(self.interval) || duration(self.minInterval) <= duration(self.interval)",message="minInterval must not exceed interval"
 type ControlLoopSpec struct {
 	// +kubebuilder:default=Reactive
 	// +optional
@@ -50,6 +51,16 @@ type ControlLoopSpec struct {
 	// +kubebuilder:default="1s"
 	// +optional
 	Interval metav1.Duration `json:"interval,omitempty"`
+
+	// MinInterval is the shortest time between two ticks: a loop also ticks
+	// as soon as a new observation arrives for it (a push), at most this
+	// often, so that a flood of observations cannot spin it. At least 10ms,
+	// at most the interval.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('10ms')",message="minInterval must be at least 10ms"
+	// +kubebuilder:default="50ms"
+	// +optional
+	MinInterval *metav1.Duration `json:"minInterval,omitempty"`
 
 	Policy PolicySpec `json:"policy"`
 

@@ -173,6 +173,11 @@ func (in *ControlLoopList) DeepCopyObject() runtime.Object {
 func (in *ControlLoopSpec) DeepCopyInto(out *ControlLoopSpec) {
 	*out = *in
 	out.Interval = in.Interval
+	if in.MinInterval != nil {
+		in, out := &in.MinInterval, &out.MinInterval
+		*out = new(metav1.Duration)
+		**out = **in
+	}
 	in.Policy.DeepCopyInto(&out.Policy)
 	if in.Collectors != nil {
 		in, out := &in.Collectors, &out.Collectors

@@ -5,6 +5,7 @@ import (
 	goflag "flag"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
@@ -43,7 +44,20 @@ type runFlags struct {
 	bundleDir, opaConfig, opaConfigMap, kubeconfig string
 	opts                                           controller.Options
 	zapOpts                                        zap.Options
+	qps                                            float32
+	burst                                          int
 }
+
+// The API client's limits. client-go's defaults (5 and 10) make every
+// acting tick wait: it writes Pods, the workload, the status and Events.
+// A loop writes its status once a second when quiet (--status-flush-interval)
+// and at once when it acts, so 1,000 loops at 1 s need about 1,000 writes a
+// second; reads come from the cache. The API server's priority and fairness
+// keeps one client from starving the others.
+const (
+	defaultQPS   = 1000
+	defaultBurst = 2000
+)
 
 func newRunCommand() *cobra.Command {
 	var f runFlags
@@ -74,6 +88,9 @@ func newRunCommand() *cobra.Command {
 	fs.StringVar(&f.opts.PushAddr, "push-bind-address", ":8082", "push endpoint address (0 turns it off)")
 	fs.StringVar(&f.opts.PushTLS.Cert, "push-tls-cert", "", "serve the push endpoint over HTTPS with this certificate (PEM; reloaded when it changes)")
 	fs.StringVar(&f.opts.PushTLS.Key, "push-tls-key", "", "the push endpoint certificate's private key (PEM)")
+	fs.Float32Var(&f.qps, "kube-api-qps", defaultQPS, "requests per second the controller's API client may send (client-side limit; the API server's priority and fairness protects the server)")
+	fs.IntVar(&f.burst, "kube-api-burst", defaultBurst, "requests the controller's API client may send at once, above --kube-api-qps")
+	fs.DurationVar(&f.opts.StatusFlush, "status-flush-interval", time.Second, "how often a loop's quiet ticks (no change, refusal or failure) are written to its status; every other tick is written at once")
 	logFlags := goflag.NewFlagSet("log", goflag.ContinueOnError)
 	f.zapOpts.BindFlags(logFlags)
 	fs.AddGoFlagSet(logFlags)
@@ -94,6 +111,12 @@ func (f *runFlags) run(ctx context.Context) error {
 	}
 	if f.opaConfig != "" && f.opaConfigMap != "" {
 		return fmt.Errorf("give --opa-config or --opa-config-map, not both")
+	}
+	if f.qps <= 0 || f.burst < 1 {
+		return fmt.Errorf("--kube-api-qps must be above 0 and --kube-api-burst at least 1 (got %g and %d)", f.qps, f.burst)
+	}
+	if f.opts.StatusFlush <= 0 {
+		return fmt.Errorf("--status-flush-interval must be above 0 (got %s)", f.opts.StatusFlush)
 	}
 	if (f.opts.PushTLS.Cert == "") != (f.opts.PushTLS.Key == "") {
 		return fmt.Errorf("--push-tls-cert and --push-tls-key go together")
@@ -130,6 +153,7 @@ func (f *runFlags) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("kubernetes client config: %w", err)
 	}
+	cfg.QPS, cfg.Burst = f.qps, f.burst
 	if f.opaConfigMap != "" {
 		if err := addSources(readConfigMap(ctx, cfg, f.opaConfigMap)); err != nil {
 			return err

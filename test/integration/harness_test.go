@@ -24,6 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -49,6 +50,15 @@ var testBundles = map[string]map[string]string{
 	"echo": {
 		".manifest": `{"revision": "echo-1", "roots": ["test/echo"]}`,
 		"echo.rego": "package test.echo\n\ndecision := input.params.decision\n",
+	},
+	// newness tells what it sees of the metric load: whether it is new since
+	// the previous tick, and its value.
+	"newness": {
+		".manifest": `{"revision": "newness-1", "roots": ["test/newness"]}`,
+		"newness.rego": `package test.newness
+
+decision := {"events": [sprintf("load new=%v value=%v", [input.metrics.load.new, input.metrics.load.value])]}
+`,
 	},
 	// ticker sets a new egress bandwidth every tick, (1000 + tick) M, so a
 	// watcher can tell which tick wrote what it sees.
@@ -188,12 +198,26 @@ func (e *env) get(t testing.TB, ns, name string) *v1alpha1.ControlLoop {
 	return &l
 }
 
+// update changes an object by read-modify-write, reading again on a
+// conflict: the controller writes the loops' status, and the actuators their
+// targets, meanwhile.
+func (e *env) update(t testing.TB, obj client.Object, change func()) {
+	t.Helper()
+	require.NoError(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := e.c.Get(context.Background(), client.ObjectKeyFromObject(obj), obj); err != nil {
+			return err
+		}
+		change()
+		return e.c.Update(context.Background(), obj)
+	}))
+}
+
 // observe reports a metric to a loop through its status, as a managed
 // system would.
 func (e *env) observe(t testing.TB, ns, name, metric, value string, at time.Time) {
 	t.Helper()
 	patch := map[string]any{"status": map[string]any{"observations": map[string]any{
-		metric: map[string]any{"value": value, "time": at.UTC().Format(time.RFC3339)},
+		metric: map[string]any{"value": value, "time": at.UTC().Format("2006-01-02T15:04:05.000000Z07:00")},
 	}}}
 	raw, err := json.Marshal(patch)
 	require.NoError(t, err)

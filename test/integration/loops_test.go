@@ -18,7 +18,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"governor.dev/governor/api/v1alpha1"
 )
@@ -283,16 +282,15 @@ func TestControlLoops(t *testing.T) {
 		assert.Zero(t, l.Status.Tick)
 		assert.Equal(t, int32(3), deploymentReplicas(ns, "web"))
 
-		l.Spec.State = v1alpha1.Running
-		require.NoError(t, e.c.Update(ctx, l))
+		e.update(t, l, func() { l.Spec.State = v1alpha1.Running })
 		eventually(t, 15*time.Second, func() (bool, string) {
 			return deploymentReplicas(ns, "web") == 4, fmt.Sprintf("replicas %d", deploymentReplicas(ns, "web"))
 		})
 
-		l = e.get(t, ns, "editable")
-		l.Spec.Policy.Params = &apiextensionsv1.JSON{Raw: []byte(`{"decision": {"actions": [{"target": "web", "set": {"replicas": 7}}]}}`)}
-		l.Spec.Interval = metav1.Duration{Duration: 100 * time.Millisecond}
-		require.NoError(t, e.c.Update(ctx, l))
+		e.update(t, l, func() {
+			l.Spec.Policy.Params = &apiextensionsv1.JSON{Raw: []byte(`{"decision": {"actions": [{"target": "web", "set": {"replicas": 7}}]}}`)}
+			l.Spec.Interval = metav1.Duration{Duration: 100 * time.Millisecond}
+		})
 		eventually(t, 15*time.Second, func() (bool, string) {
 			return deploymentReplicas(ns, "web") == 7, fmt.Sprintf("replicas %d", deploymentReplicas(ns, "web"))
 		})
@@ -331,10 +329,8 @@ func TestControlLoops(t *testing.T) {
 			return deploymentReplicas(ns, "web") == 4, "not acted yet"
 		})
 		require.NoError(t, e.c.Delete(ctx, &v1alpha1.ControlLoop{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "doomed"}}))
-		var d appsv1.Deployment
-		require.NoError(t, e.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "web"}, &d))
-		d.Spec.Replicas = ptr(int32(2))
-		require.NoError(t, e.c.Update(ctx, &d))
+		d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"}}
+		e.update(t, d, func() { d.Spec.Replicas = ptr(int32(2)) })
 		time.Sleep(time.Second)
 		assert.Equal(t, int32(2), deploymentReplicas(ns, "web"), "no loop acts on the target any more")
 	})
