@@ -199,10 +199,7 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 	if loop.DeletionTimestamp != nil {
 		return 0, false
 	}
-	interval := loop.Spec.Interval.Duration
-	if interval <= 0 {
-		interval = defaultInterval
-	}
+	interval := cmp.Or(loop.Spec.Interval.Duration, defaultInterval)
 	r.minInterval = defaultMinInterval
 	if loop.Spec.MinInterval != nil {
 		r.minInterval = loop.Spec.MinInterval.Duration
@@ -244,20 +241,29 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 	if ctx.Err() != nil {
 		return 0, false // what the tick changed is written by flush
 	}
-	// A quiet tick waits for the flush interval, unless the next tick is
-	// further away than that: nothing would write it in time.
-	flush := cmp.Or(l.StatusFlush, defaultStatusFlush)
-	if urgent(res, r.written, next) || time.Since(r.writtenAt) >= flush || interval >= flush {
-		if err := l.writeStatus(ctx, &loop, r.written, next); err != nil {
-			if apierrors.IsNotFound(err) || ctx.Err() != nil {
-				return 0, false // gone, or stopping: flush writes what is left
-			}
-			log.Error(err, "writing status")
-			return retryAfter, true
+	if err := l.save(ctx, r, &loop, res, interval); err != nil {
+		if apierrors.IsNotFound(err) || ctx.Err() != nil {
+			return 0, false // gone, or stopping: flush writes what is left
 		}
-		r.written, r.writtenAt = next, time.Now()
+		log.Error(err, "writing status")
+		return retryAfter, true
 	}
 	return interval, true
+}
+
+// save writes the runner's status when the tick needs it written now. A
+// quiet tick waits for the flush interval, unless the next tick is further
+// away than that: nothing would write it in time.
+func (l *Loops) save(ctx context.Context, r *runner, loop *v1alpha1.ControlLoop, res tickResult, interval time.Duration) error {
+	flush := cmp.Or(l.StatusFlush, defaultStatusFlush)
+	if !urgent(res, r.written, r.status) && time.Since(r.writtenAt) < flush && interval < flush {
+		return nil
+	}
+	if err := l.writeStatus(ctx, loop, r.written, r.status); err != nil {
+		return err
+	}
+	r.written, r.writtenAt = r.status, time.Now()
+	return nil
 }
 
 // urgent says whether a tick's status must be written now: it acted on a

@@ -97,15 +97,8 @@ func newRunCommand() *cobra.Command {
 	return cmd
 }
 
-// run checks the flags, loads the bundles and the OPA configuration, and
-// runs the manager until a signal stops it.
-func (f *runFlags) run(ctx context.Context) error {
-	var cleanup []func()
-	defer func() {
-		for _, c := range cleanup {
-			c()
-		}
-	}()
+// check refuses flags that do not go together or are out of range.
+func (f *runFlags) check() error {
 	if f.bundleDir == "" && f.opaConfig == "" && f.opaConfigMap == "" {
 		return fmt.Errorf("no bundles: give --bundles, --opa-config or --opa-config-map")
 	}
@@ -125,6 +118,21 @@ func (f *runFlags) run(ctx context.Context) error {
 		if _, _, err := configMapRef(f.opaConfigMap); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// run checks the flags, loads the bundles and the OPA configuration, and
+// runs the manager until a signal stops it.
+func (f *runFlags) run(ctx context.Context) error {
+	var cleanup []func()
+	defer func() {
+		for _, c := range cleanup {
+			c()
+		}
+	}()
+	if err := f.check(); err != nil {
+		return err
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&f.zapOpts)))
 	// Bundles and a configuration file are checked before anything
