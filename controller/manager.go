@@ -47,9 +47,17 @@ type Options struct {
 	// and health endpoints; "0" turns one off.
 	MetricsAddr string
 	ProbeAddr   string
-	// LeaderElection makes only one replica run loops at a time.
+	// LeaderElection makes only one replica run loops at a time. A replica
+	// that stops gracefully hands the Lease back once its runners have
+	// stopped and written their status (the manager stops its runnables
+	// before it releases the Lease): a standby takes over at its next
+	// retry, not a lease duration later.
 	LeaderElection          bool
 	LeaderElectionNamespace string
+	// Lease timings of leader election (client-go's LeaseDuration,
+	// RenewDeadline and RetryPeriod); controller-runtime's defaults (15s,
+	// 10s, 2s) where zero.
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 
 	// HubbleRelay is Hubble Relay's host:port; "" leaves hubble collectors
 	// without a source.
@@ -165,6 +173,9 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		LeaderElectionID:              LeaderElectionID,
 		LeaderElectionNamespace:       opts.LeaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 nonZero(opts.LeaseDuration),
+		RenewDeadline:                 nonZero(opts.RenewDeadline),
+		RetryPeriod:                   nonZero(opts.RetryPeriod),
 		// A process may build a new manager after stopping one (a restart
 		// in place, as the restart tests do); names stay unique per manager.
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
@@ -226,6 +237,14 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		}
 	})
 	return mgr, nil
+}
+
+// nonZero is d, or nil (controller-runtime's default) when zero.
+func nonZero(d time.Duration) *time.Duration {
+	if d == 0 {
+		return nil
+	}
+	return &d
 }
 
 // decisionPaths lists the decision paths of the loops that follow a

@@ -151,6 +151,8 @@ func TestGovernorRunRefusesBadBundles(t *testing.T) {
 		{[]string{"--opa-config", config("discovery: {resource: x}\nbundles: {b: {}}\n")}, `"discovery" is not supported by governor`},
 		{[]string{"--opa-config", config("bundles: {b: {service: nope}}\n")}, `service name "nope" not found`},
 		{[]string{"--opa-config-map", "no-slash"}, "want NAMESPACE/NAME"},
+		{[]string{"--bundles", filepath.Join(repo, "policies"), "--leader-elect-renew-deadline", "9s"},
+			"--leader-elect-renew-deadline (9s) must be below --leader-elect-lease-duration (8s)"},
 		{[]string{"--bundles", filepath.Join(repo, "policies"), "--opa-config", config("bundles: {reactive: {resource: \"file:///nowhere\"}}\n")},
 			"bundle reactive is configured twice"},
 	} {
@@ -162,7 +164,7 @@ func TestGovernorRunRefusesBadBundles(t *testing.T) {
 }
 
 // freeAddr is a loopback address with a port free right now.
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)

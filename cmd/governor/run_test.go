@@ -1,0 +1,40 @@
+package main
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// Lease timings that client-go's leader election would refuse at start, or
+// misread (it records the lease duration in whole seconds), are refused
+// with the flag's name.
+func TestCheckLease(t *testing.T) {
+	require.NoError(t, checkLease(defaultLeaseDuration, defaultRenewDeadline, defaultRetryPeriod))
+	require.NoError(t, checkLease(15*time.Second, 10*time.Second, 2*time.Second))
+	for _, c := range []struct {
+		lease, renew, retry time.Duration
+		want                string
+	}{
+		{1500 * time.Millisecond, time.Second, 100 * time.Millisecond, "--leader-elect-lease-duration must be a whole number of seconds, at least 1s (got 1.5s)"},
+		{500 * time.Millisecond, 200 * time.Millisecond, 100 * time.Millisecond, "--leader-elect-lease-duration must be a whole number of seconds"},
+		{8 * time.Second, 6 * time.Second, 0, "--leader-elect-retry-period must be above 0 (got 0s)"},
+		{8 * time.Second, 8 * time.Second, time.Second, "--leader-elect-renew-deadline (8s) must be below --leader-elect-lease-duration (8s)"},
+		{8 * time.Second, 1200 * time.Millisecond, time.Second, "--leader-elect-renew-deadline (1.2s) must be above 1.2 times --leader-elect-retry-period (1s)"},
+	} {
+		err := checkLease(c.lease, c.renew, c.retry)
+		if assert.Error(t, err, "%s %s %s", c.lease, c.renew, c.retry) {
+			assert.Contains(t, err.Error(), c.want)
+		}
+	}
+}
+
+// Every flag check speaks of the lease timings in governor run's terms.
+func TestRunFlagsCheckLease(t *testing.T) {
+	f := runFlags{bundleDir: "policies", qps: 1, burst: 1}
+	f.opts.StatusFlush = time.Second
+	f.opts.LeaseDuration, f.opts.RenewDeadline, f.opts.RetryPeriod = 4*time.Second, 5*time.Second, time.Second
+	assert.EqualError(t, f.check(), "--leader-elect-renew-deadline (5s) must be below --leader-elect-lease-duration (4s)")
+}
