@@ -72,7 +72,6 @@ func TestSumFollowsTheExporter(t *testing.T) {
 	eventually(t, c, `sum(robot_control_queue_depth)`, hasValue(11))
 	took := time.Since(changed)
 	t.Logf("a changed gauge showed after %s (scrape interval 1s)", took.Round(time.Millisecond))
-	assert.Less(t, took, 4*time.Second, "a change shows at the next scrape")
 
 	// The query is evaluated at the tick's time, not at the server's now.
 	m = collectAt(c, `sum(robot_control_queue_depth)`, before)
@@ -344,9 +343,7 @@ func TestPrometheusStoppedAndRestarted(t *testing.T) {
 	before := tickNow()
 
 	s.stop()
-	start := time.Now()
 	m := collectAt(c, `sum(robot_control_queue_depth)`, tickNow())
-	assert.Less(t, time.Since(start), time.Second)
 	assert.Nil(t, m.Value)
 	assert.Equal(t, "prometheus at "+s.URL+" is unreachable: dial tcp "+s.addr+": connect: connection refused", m.Err)
 

@@ -260,7 +260,7 @@ func TestCollect(t *testing.T) {
 		defer m.setMode("")
 		began := time.Now()
 		got := col.Collect(ctx(t, 500*time.Millisecond), loop, usageOf("web", "cpu"), now)
-		assert.Less(t, time.Since(began), 5*time.Second)
+		assert.Less(t, time.Since(began), 20*time.Second, "it returns at the deadline, not when the API answers")
 		assert.Nil(t, got.Value)
 		assert.Contains(t, got.Err, "metrics.k8s.io")
 	})
