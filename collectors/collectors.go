@@ -38,17 +38,12 @@ type Source interface {
 type Set map[string]Source
 
 // Metrics reads every collector of a loop, concurrently, and adds the
-// loop's status.observations of the collectors it declares (a push
-// collector's value is its observation). An observation no collector names
-// is left out: its collector was removed (the controller prunes it), and a
-// stale leftover must not hold the loop's actions.
+// loop's status.observations (a push collector's value is its observation).
 func (s Set) Metrics(ctx context.Context, loop *v1alpha1.ControlLoop, now time.Time) map[string]Metric {
 	out := map[string]Metric{}
-	for _, c := range loop.Spec.Collectors {
-		if o, ok := loop.Status.Observations[c.Name]; ok {
-			v := o.Value.AsApproximateFloat64()
-			out[c.Name] = Metric{Value: &v, ObservedAt: o.Time.Time}
-		}
+	for name, o := range loop.Status.Observations {
+		v := o.Value.AsApproximateFloat64()
+		out[name] = Metric{Value: &v, ObservedAt: o.Time.Time}
 	}
 	var mu sync.Mutex
 	var wg sync.WaitGroup

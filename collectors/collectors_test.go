@@ -31,8 +31,6 @@ func TestSetReadsEachCollectorAndTheObservations(t *testing.T) {
 		}},
 		Status: v1alpha1.ControlLoopStatus{Observations: map[string]v1alpha1.Observation{
 			"load": {Value: resource.MustParse("2.4"), Time: metav1.NewTime(now.Add(-time.Second))},
-			// Of a collector since removed: not a metric of the loop.
-			"removed": {Value: resource.MustParse("1"), Time: metav1.NewTime(now.Add(-time.Hour))},
 		}},
 	}
 	m := Set{v1alpha1.CollectorPrometheus: fixed{7}}.Metrics(context.Background(), loop, now)

@@ -7,6 +7,7 @@ package controller
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 	"runtime/debug"
 	"sync"
@@ -270,6 +271,12 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 		r.status = fresh.Status.DeepCopy()
 		r.written = r.status
 	}
+	if gone := removedCollectors(r.loop, &loop); len(gone) > 0 {
+		if err := pruneObservations(ctx, l.Client, &loop, gone); err != nil {
+			log.Error(err, "pruning observations")
+			return retryAfter, true
+		}
+	}
 	r.loop = &loop
 	var next *v1alpha1.ControlLoopStatus
 	var res tickResult
@@ -396,4 +403,45 @@ func (l *Loops) emit(loop *v1alpha1.ControlLoop, res tickResult) {
 	for _, a := range res.entry.Applied {
 		l.Recorder.Eventf(loop, nil, corev1.EventTypeNormal, "Applied", "Actuate", "%s %s (%s)", a.Target, string(a.Set.Raw), a.Reason)
 	}
+}
+
+// removedCollectors are the collectors the loop had as its runner last
+// read it and no longer has, whose observations are still in its status.
+func removedCollectors(before, now *v1alpha1.ControlLoop) []string {
+	if before == nil || before.UID != now.UID {
+		return nil
+	}
+	kept := map[string]bool{}
+	for _, c := range now.Spec.Collectors {
+		kept[c.Name] = true
+	}
+	var gone []string
+	for _, c := range before.Spec.Collectors {
+		if _, observed := now.Status.Observations[c.Name]; observed && !kept[c.Name] {
+			gone = append(gone, c.Name)
+		}
+	}
+	return gone
+}
+
+// pruneObservations removes the observations of collectors removed from
+// the loop: a stale one left behind would hold its actions. Only those keys
+// are removed (a merge patch setting them to null): a push arriving
+// meanwhile is kept.
+func pruneObservations(ctx context.Context, c client.Client, loop *v1alpha1.ControlLoop, names []string) error {
+	gone := map[string]any{}
+	for _, name := range names {
+		gone[name] = nil
+	}
+	patch, err := json.Marshal(map[string]any{"status": map[string]any{"observations": gone}})
+	if err != nil {
+		return err
+	}
+	if err := c.Status().Patch(ctx, loop.DeepCopy(), client.RawPatch(types.MergePatchType, patch)); err != nil {
+		return fmt.Errorf("pruning the observations of removed collectors %v: %w", names, err)
+	}
+	for _, name := range names {
+		delete(loop.Status.Observations, name)
+	}
+	return nil
 }

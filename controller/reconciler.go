@@ -2,12 +2,9 @@ package controller
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -37,42 +34,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		r.Loops.Remove(req.NamespacedName)
 		return ctrl.Result{}, nil
 	}
-	if err := pruneObservations(ctx, r.Loops.Client, &loop); err != nil {
-		return ctrl.Result{}, err
-	}
 	r.Loops.Ensure(req.NamespacedName)
 	return ctrl.Result{}, nil
-}
-
-// pruneObservations removes the observations no collector of the loop
-// names any longer. Only those keys are removed (a merge patch setting
-// them to null): a push arriving meanwhile is kept.
-func pruneObservations(ctx context.Context, c client.Client, loop *v1alpha1.ControlLoop) error {
-	declared := map[string]bool{}
-	for _, col := range loop.Spec.Collectors {
-		declared[col.Name] = true
-	}
-	gone := map[string]any{}
-	for name := range loop.Status.Observations {
-		if !declared[name] {
-			gone[name] = nil
-		}
-	}
-	if len(gone) == 0 {
-		return nil
-	}
-	patch, err := json.Marshal(map[string]any{"status": map[string]any{"observations": gone}})
-	if err != nil {
-		return err
-	}
-	err = c.Status().Patch(ctx, loop, client.RawPatch(types.MergePatchType, patch))
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("pruning the observations of removed collectors: %w", err)
-	}
-	return nil
 }
 
 // SetupWithManager watches ControlLoops' specs and observations: either

@@ -14,7 +14,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
@@ -150,26 +149,35 @@ func TestDeletedAndRecreatedLoopTicksAgain(t *testing.T) {
 }
 
 // The observations of a collector removed from the spec are pruned: a
-// stale one left behind would hold the loop's actions.
+// stale one left behind would hold the loop's actions. Others stay, those
+// of collectors the loop still has and those written with no collector.
 func TestObservationsOfRemovedCollectorsArePruned(t *testing.T) {
-	loop := echoLoop(t, `{}`)
+	ctx := context.Background()
+	loop := quietLoop(t, "web-loop", "uid", time.Hour)
+	loop.Spec.Collectors = []v1alpha1.CollectorSpec{
+		{Name: "cpu", Push: &v1alpha1.PushCollector{TokenSecret: "s"}},
+		{Name: "queue", Push: &v1alpha1.PushCollector{TokenSecret: "s"}},
+	}
 	now := metav1.Now()
 	loop.Status.Observations = map[string]v1alpha1.Observation{
-		"cpu":     {Value: resource.MustParse("91"), Time: now},
-		"removed": {Value: resource.MustParse("3"), Time: now},
+		"cpu":   {Value: resource.MustParse("91"), Time: now},
+		"queue": {Value: resource.MustParse("3"), Time: now},
+		"load":  {Value: resource.MustParse("7"), Time: now},
 	}
-	scheme := runtime.NewScheme()
-	require.NoError(t, v1alpha1.AddToScheme(scheme))
-	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(loop).WithStatusSubresource(loop).Build()
-	r := &Reconciler{Loops: &Loops{Client: c, APIReader: c, Log: logr.Discard()}}
 	key := client.ObjectKeyFromObject(loop)
-	_, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: key})
-	require.NoError(t, err)
+	e := startLoops(t, nil, loop)
+	require.Eventually(t, func() bool { return e.status(t, key).Tick == 1 }, 10*time.Second, 10*time.Millisecond)
 
-	var got v1alpha1.ControlLoop
-	require.NoError(t, c.Get(context.Background(), key, &got))
-	assert.Contains(t, got.Status.Observations, "cpu", "the push collector cpu is still declared")
-	assert.NotContains(t, got.Status.Observations, "removed")
+	var cur v1alpha1.ControlLoop
+	require.NoError(t, e.c.Get(ctx, key, &cur))
+	cur.Spec.Collectors = cur.Spec.Collectors[:1]
+	require.NoError(t, e.c.Update(ctx, &cur))
+	e.l.Ensure(key)
+	require.Eventually(t, func() bool { return e.status(t, key).Tick == 2 }, 10*time.Second, 10*time.Millisecond)
+	obs := e.status(t, key).Observations
+	assert.NotContains(t, obs, "queue", "its collector was removed")
+	assert.Contains(t, obs, "cpu")
+	assert.Contains(t, obs, "load", "written with no collector: a metric all the same")
 }
 
 func panics(t *testing.T, loop string) float64 {
