@@ -7,7 +7,11 @@ package controller
 import (
 	"cmp"
 	"context"
+	"encoding/json"
+	"fmt"
+	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -78,6 +82,9 @@ type runner struct {
 	loop      *v1alpha1.ControlLoop // the loop as last read, for a final write
 	// minInterval is the loop's: woken runners wait for it since the last tick.
 	minInterval time.Duration
+	// gone is set when the loop was deleted: nothing is flushed to a loop
+	// that may since have been created again under the same name.
+	gone atomic.Bool
 }
 
 // Start runs the loops until ctx ends.
@@ -133,6 +140,10 @@ func (l *Loops) Remove(key types.NamespacedName) {
 	r, ok := l.runners[key]
 	delete(l.runners, key)
 	l.mu.Unlock()
+	if ok {
+		r.gone.Store(true)
+		forgetLoop(key.Namespace, key.Name)
+	}
 	if ok && r.cancel != nil {
 		r.cancel()
 		<-r.done
@@ -166,12 +177,53 @@ func (l *Loops) run(ctx context.Context, r *runner) {
 			}
 		}
 		last = time.Now()
-		next, ok := l.once(ctx, r)
-		if !ok {
+		next, ok := l.guardedOnce(ctx, r)
+		if !ok && l.exit(ctx, r) {
 			return
 		}
 		timer.Reset(max(next-time.Since(last), 0))
 	}
+}
+
+// exit unregisters a runner whose loop is gone, so that a loop created
+// again under the same name gets a runner of its own. It says false when
+// the runner must go on instead: it was woken (Ensure) meanwhile.
+func (l *Loops) exit(ctx context.Context, r *runner) bool {
+	if ctx.Err() != nil {
+		return true // stopped by Remove or Start: they unregister it
+	}
+	r.gone.Store(true)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	select {
+	case <-r.wake:
+		// Ensure saw the loop after this tick missed it: a loop created
+		// again, or the cache catching up. Wakes are sent under l.mu, so
+		// none is lost between this check and the delete below.
+		r.wake <- struct{}{}
+		r.gone.Store(false)
+		return false
+	default:
+	}
+	if l.runners[r.key] == r {
+		delete(l.runners, r.key)
+		forgetLoop(r.key.Namespace, r.key.Name)
+	}
+	return true
+}
+
+// guardedOnce is once, with a panic outside the tick (recording, writing)
+// logged, counted and retried: one loop's bug must not stop the others or
+// crash the controller.
+func (l *Loops) guardedOnce(ctx context.Context, r *runner) (next time.Duration, ok bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			loopPanics.WithLabelValues(r.key.Namespace, r.key.Name).Inc()
+			l.Log.Error(fmt.Errorf("panic: %v", p), "runner panicked", "loop", r.key, "stack", string(debug.Stack()))
+			next, ok = retryAfter, true
+		}
+	}()
+	return l.once(ctx, r)
 }
 
 // stopTimer stops a timer and drains a tick it may have sent.
@@ -204,6 +256,11 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 	if loop.Spec.MinInterval != nil {
 		r.minInterval = loop.Spec.MinInterval.Duration
 	}
+	if r.loop != nil && r.loop.UID != loop.UID {
+		// The loop was deleted and created again: nothing of the old one's
+		// status (cooldowns, history, state) belongs to the new one.
+		r.status, r.written, r.writtenAt = nil, nil, time.Time{}
+	}
 	if r.status == nil {
 		// First tick of this runner: go on from what the API server holds.
 		var fresh v1alpha1.ControlLoop
@@ -214,6 +271,12 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 		r.status = fresh.Status.DeepCopy()
 		r.written = r.status
 	}
+	if gone := removedCollectors(r.loop, &loop); len(gone) > 0 {
+		if err := pruneObservations(ctx, l.Client, &loop, gone); err != nil {
+			log.Error(err, "pruning observations")
+			return retryAfter, true
+		}
+	}
 	r.loop = &loop
 	var next *v1alpha1.ControlLoopStatus
 	var res tickResult
@@ -223,7 +286,11 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 		}
 		next = paused(&loop, r.status)
 	} else {
-		res = tick(ctx, clusterWorld{l}, l.Bundles, &loop, r.status, time.Now())
+		res = tick(ctx, clusterWorld{l, r}, l.Bundles, &loop, r.status, time.Now())
+		if res.panicked != "" {
+			loopPanics.WithLabelValues(loop.Namespace, loop.Name).Inc()
+			log.Error(fmt.Errorf("panic: %s", res.panicked), "tick panicked", "stack", string(res.stack))
+		}
 		if (res.interrupted || ctx.Err() != nil) && !res.wrote() {
 			// Cut by shutdown, lost leadership or the loop's removal before
 			// it changed anything: dropped, not recorded (no history, phase,
@@ -287,7 +354,7 @@ func urgent(res tickResult, written, next *v1alpha1.ControlLoopStatus) bool {
 
 // flush writes what a stopping runner has not written yet.
 func (l *Loops) flush(r *runner) {
-	if r.loop == nil || r.status == r.written {
+	if r.loop == nil || r.status == r.written || r.gone.Load() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -336,4 +403,45 @@ func (l *Loops) emit(loop *v1alpha1.ControlLoop, res tickResult) {
 	for _, a := range res.entry.Applied {
 		l.Recorder.Eventf(loop, nil, corev1.EventTypeNormal, "Applied", "Actuate", "%s %s (%s)", a.Target, string(a.Set.Raw), a.Reason)
 	}
+}
+
+// removedCollectors are the collectors the loop had as its runner last
+// read it and no longer has, whose observations are still in its status.
+func removedCollectors(before, now *v1alpha1.ControlLoop) []string {
+	if before == nil || before.UID != now.UID {
+		return nil
+	}
+	kept := map[string]bool{}
+	for _, c := range now.Spec.Collectors {
+		kept[c.Name] = true
+	}
+	var gone []string
+	for _, c := range before.Spec.Collectors {
+		if _, observed := now.Status.Observations[c.Name]; observed && !kept[c.Name] {
+			gone = append(gone, c.Name)
+		}
+	}
+	return gone
+}
+
+// pruneObservations removes the observations of collectors removed from
+// the loop: a stale one left behind would hold its actions. Only those keys
+// are removed (a merge patch setting them to null): a push arriving
+// meanwhile is kept.
+func pruneObservations(ctx context.Context, c client.Client, loop *v1alpha1.ControlLoop, names []string) error {
+	gone := map[string]any{}
+	for _, name := range names {
+		gone[name] = nil
+	}
+	patch, err := json.Marshal(map[string]any{"status": map[string]any{"observations": gone}})
+	if err != nil {
+		return err
+	}
+	if err := c.Status().Patch(ctx, loop.DeepCopy(), client.RawPatch(types.MergePatchType, patch)); err != nil {
+		return fmt.Errorf("pruning the observations of removed collectors %v: %w", names, err)
+	}
+	for _, name := range names {
+		delete(loop.Status.Observations, name)
+	}
+	return nil
 }

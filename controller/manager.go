@@ -231,8 +231,8 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 	if err := mgr.AddReadyzCheck("bundles", func(*http.Request) error { return opts.Bundles.Ready() }); err != nil {
 		return nil, err
 	}
-	registerBundleMetrics.Do(func() {
-		for _, c := range bundles.Metrics() {
+	registerMetrics.Do(func() {
+		for _, c := range append(bundles.Metrics(), loopMetrics()...) {
 			ctrlmetrics.Registry.MustRegister(c)
 		}
 	})
@@ -267,9 +267,9 @@ func decisionPaths(api client.Reader) func(ctx context.Context, bundle string) (
 	}
 }
 
-// registerBundleMetrics registers the bundle metrics once per process, as
+// registerMetrics registers the bundle and loop metrics once per process, as
 // they are (a process may build more than one manager).
-var registerBundleMetrics sync.Once
+var registerMetrics sync.Once
 
 // bundleStatusHandler serves every bundle's status as JSON, on the metrics
 // endpoint: GET /bundles.

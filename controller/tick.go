@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -47,6 +48,9 @@ type tickResult struct {
 	// leadership, the loop removed) before it finished: what it failed to do
 	// is no failure of the loop's.
 	interrupted bool
+	// panicked is the value of a panic that ended the tick, and stack where.
+	panicked string
+	stack    []byte
 }
 
 // wrote says whether a tick changed anything outside the controller: a
@@ -57,9 +61,13 @@ func (r tickResult) wrote() bool { return len(r.entry.Applied) > 0 || r.entry.Pa
 // the input document, decides, guards and (when Running) acts. It never
 // returns an error: what went wrong is part of the result, recorded in the
 // loop's history and conditions.
-func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.ControlLoop, status *v1alpha1.ControlLoopStatus, now time.Time) tickResult {
+//
+// A panic anywhere in the tick (a collector, an actuator, the engine) ends
+// the tick as a failure of this loop alone: what it applied before is kept,
+// and the loop goes Degraded with the panic's message.
+func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.ControlLoop, status *v1alpha1.ControlLoopStatus, now time.Time) (res tickResult) {
 	spec := &loop.Spec
-	res := tickResult{
+	res = tickResult{
 		entry:   v1alpha1.HistoryEntry{Time: metav1.NewMicroTime(now), Tick: status.Tick + 1},
 		changed: map[string]time.Time{},
 		phase:   v1alpha1.PhaseRunning,
@@ -74,6 +82,14 @@ func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.Co
 		res.policy = metav1.Condition{Type: v1alpha1.ConditionPolicyReady, Status: metav1.ConditionFalse, Reason: reason, Message: err.Error()}
 		return res
 	}
+	defer func() {
+		if p := recover(); p != nil {
+			res.panicked = fmt.Sprint(p)
+			res.stack = debug.Stack()
+			res.entry.Error = "panic: " + res.panicked
+			res.phase = v1alpha1.PhaseDegraded
+		}
+	}()
 
 	res.overridden = overriddenCondition(ctx, w, loop)
 	engine, ok := reg.Engine(spec.Policy.Bundle)
@@ -163,7 +179,36 @@ func carryOut(ctx context.Context, w World, loop *v1alpha1.ControlLoop, status *
 		}
 		return
 	}
-	act(ctx, w, guarded.Actions, state.targets, now, res)
+	if intend(ctx, w, loop, guarded.Actions, now, res) {
+		act(ctx, w, guarded.Actions, state.targets, now, res)
+	}
+}
+
+// intend records that the actions' targets change now, before they do, so
+// that no crash lets a target change twice within its cooldown. It says
+// false when that failed: then nothing is acted on.
+func intend(ctx context.Context, w World, loop *v1alpha1.ControlLoop, actions []decision.Action, now time.Time, res *tickResult) bool {
+	if len(actions) == 0 {
+		return false
+	}
+	targets := make([]string, len(actions))
+	for i, a := range actions {
+		targets[i] = a.Target
+	}
+	err := w.Intend(ctx, loop, targets, now)
+	switch {
+	case err == nil:
+		return true
+	case ctx.Err() != nil:
+		res.interrupted = true
+		return false
+	}
+	for _, a := range actions {
+		note := guard.Note{Target: a.Target, Verdict: guard.Failed, Message: "not acted on: recording the change before making it failed: " + err.Error()}
+		res.notes = append(res.notes, note)
+		res.entry.Guard = append(res.entry.Guard, note.String())
+	}
+	return false
 }
 
 // act carries out the guarded actions. What an action applied is recorded

@@ -43,6 +43,8 @@ type world struct {
 	targets   map[string]*actuators.Target
 	loops     map[string]*v1alpha1.ControlLoop
 	fail      map[string]error // by field
+	intendErr error
+	intended  [][]string
 	acted     []decision.Set
 	overrides []map[string]any
 }
@@ -81,6 +83,14 @@ func (w *world) Act(_ context.Context, t *actuators.Target, set decision.Set) (d
 
 func (w *world) Loop(_ context.Context, namespace, name string) (*v1alpha1.ControlLoop, error) {
 	return w.loops[namespace+"/"+name], nil
+}
+
+func (w *world) Intend(_ context.Context, _ *v1alpha1.ControlLoop, targets []string, _ time.Time) error {
+	if w.intendErr != nil {
+		return w.intendErr
+	}
+	w.intended = append(w.intended, targets)
+	return nil
 }
 
 func (w *world) Override(_ context.Context, _, _ *v1alpha1.ControlLoop, params map[string]any, _ v1alpha1.OverridesSource) error {
@@ -149,6 +159,21 @@ func TestTick(t *testing.T) {
 				assert.Equal(t, tickNow, res.changed["web"])
 				assert.Equal(t, v1alpha1.PhaseRunning, res.phase)
 				assert.Equal(t, int64(4), *w.targets["web"].Current["replicas"].(*int64))
+				assert.Equal(t, [][]string{{"web"}}, w.intended, "the change was recorded before it was made")
+			},
+		},
+		{
+			name:   "when the change cannot be recorded first, nothing is acted on",
+			decide: `{"actions": [{"target": "web", "metric": "cpu", "set": {"replicas": 4}}]}`,
+			setup: func(_ *v1alpha1.ControlLoop, _ *v1alpha1.ControlLoopStatus, w *world) {
+				w.intendErr = errors.New("etcdserver: request timed out")
+			},
+			check: func(t *testing.T, res tickResult, w *world) {
+				assert.Empty(t, w.acted)
+				assert.Empty(t, res.entry.Applied)
+				assert.Empty(t, res.changed)
+				assert.Contains(t, res.entry.Guard, "Failed web: not acted on: recording the change before making it failed: etcdserver: request timed out")
+				assert.Equal(t, int64(3), *w.targets["web"].Current["replicas"].(*int64))
 			},
 		},
 		{
@@ -184,6 +209,7 @@ func TestTick(t *testing.T) {
 				assert.Len(t, res.entry.Actions, 1, "the decision is recorded")
 				assert.Empty(t, res.entry.Applied)
 				assert.Empty(t, w.acted)
+				assert.Empty(t, w.intended)
 				assert.Contains(t, res.entry.Guard, "Passive: 1 action(s) not applied")
 			},
 		},

@@ -36,10 +36,33 @@ type World interface {
 	// Override merges params into a supervised loop's overrides (a JSON
 	// merge patch) and records who wrote them.
 	Override(ctx context.Context, by, supervised *v1alpha1.ControlLoop, params map[string]any, source v1alpha1.OverridesSource) error
+	// Intend records durably, before any of them changes, that targets
+	// change at a time: their cooldowns then hold even when the controller
+	// dies before it records the tick. Nothing is acted on when it fails.
+	Intend(ctx context.Context, loop *v1alpha1.ControlLoop, targets []string, at time.Time) error
 }
 
-// clusterWorld is the controller's World: the API server.
-type clusterWorld struct{ l *Loops }
+// clusterWorld is the controller's World: the API server, for one runner.
+type clusterWorld struct {
+	l *Loops
+	r *runner
+}
+
+// Intend writes the targets' lastChange to the loop's status (with what
+// the runner has not written yet) before they change.
+func (w clusterWorld) Intend(ctx context.Context, loop *v1alpha1.ControlLoop, targets []string, at time.Time) error {
+	next := w.r.status.DeepCopy()
+	for _, t := range targets {
+		setLastChange(next, t, at)
+	}
+	if err := w.l.writeStatus(ctx, loop, w.r.written, next); err != nil {
+		return err
+	}
+	// The tick's record starts from r.status, without these: a target the
+	// tick then leaves unchanged gets its lastChange back when it is written.
+	w.r.written, w.r.writtenAt = next, time.Now()
+	return nil
+}
 
 func (w clusterWorld) Metrics(ctx context.Context, loop *v1alpha1.ControlLoop, now time.Time) map[string]collectors.Metric {
 	var source MetricSource = collectors.Set{}

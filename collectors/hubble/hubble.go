@@ -68,6 +68,7 @@ type Options struct {
 // Collector is a collectors.Source of Hubble flow latency statistics.
 type Collector struct {
 	opts    Options
+	clock   func() time.Time // when a flow is received: time.Now
 	conn    *grpc.ClientConn
 	connErr error
 	client  observer.ObserverClient
@@ -117,7 +118,7 @@ func New(opts Options) *Collector {
 			BaseDelay: b.Initial, Multiplier: b.Multiplier, Jitter: b.Jitter, MaxDelay: b.Max,
 		}, MinConnectTimeout: 5 * time.Second}),
 	}, opts.DialOptions...)
-	c := &Collector{opts: opts, streams: map[string]*stream{}}
+	c := &Collector{opts: opts, clock: time.Now, streams: map[string]*stream{}}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.conn, c.connErr = grpc.NewClient(opts.Address, dial...)
 	if c.connErr == nil {

@@ -66,6 +66,9 @@ func newCollector(t testing.TB, opts Options) *Collector {
 		opts.Backoff = fast
 	}
 	c := New(opts)
+	// The tests' flows are dated ahead of the wall clock as they need; only
+	// TestFutureFlowsCountAsReceivedNow checks what a flow from the future is.
+	c.clock = func() time.Time { return time.Now().Add(time.Hour) }
 	t.Cleanup(func() { require.NoError(t, c.Close()) })
 	return c
 }
@@ -633,6 +636,7 @@ func TestMemoryBoundDirect(t *testing.T) {
 	require.NoError(t, err)
 	s := newStream(c, req, 10*time.Second)
 	base := time.Now()
+	c.clock = func() time.Time { return base.Add(time.Hour) } // the flows below are not from the future
 	f := response(base, time.Millisecond, 200)
 	for i := range 250_000 {
 		f.Time = timestamppb.New(base.Add(time.Duration(i) * time.Microsecond))
@@ -653,6 +657,28 @@ func TestMemoryBoundDirect(t *testing.T) {
 	m := s.collect(10*time.Second, later.Add(15*time.Second))
 	assert.Equal(t, 9_999, m.Fields["count"], "the flows after 5s: 5.001s ... 14.999s")
 	assert.Equal(t, false, m.Fields["truncated"])
+}
+
+// A flow dated in the future counts as received now: it neither dates the
+// window's value after now nor moves the point the next stream resumes from.
+func TestFutureFlowsCountAsReceivedNow(t *testing.T) {
+	c := New(Options{Address: "127.0.0.1:1"})
+	t.Cleanup(func() { c.Close() })
+	req, err := FlowsRequest(toRobot)
+	require.NoError(t, err)
+	s := newStream(c, req, 10*time.Second)
+	now := time.Now()
+	c.clock = func() time.Time { return now }
+	s.ingest(response(now.Add(-time.Second), 2*time.Millisecond, 200))
+	s.ingest(response(now.Add(24*time.Hour), 4*time.Millisecond, 200))
+
+	assert.Equal(t, now.UnixNano(), s.newest)
+	m := s.collect(10*time.Second, now)
+	require.NotNil(t, m.Value)
+	assert.True(t, now.Equal(m.ObservedAt), "observed at %s, not later than now", m.ObservedAt)
+	assert.Equal(t, 2, m.Fields["count"], "both flows are in the window")
+	m = s.collect(10*time.Second, now.Add(20*time.Second))
+	assert.Nil(t, m.Value, "the future flow does not keep the window alive: it was received 20s ago")
 }
 
 func abs(x float64) float64 {

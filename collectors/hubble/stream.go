@@ -165,11 +165,12 @@ func (s *stream) failed(err error) {
 // ingest adds one flow: a drop or an HTTP response becomes a sample; any flow counts for
 // the time of the newest flow.
 func (s *stream) ingest(f *flowpb.Flow) {
-	var at int64
+	// A flow dated in the future (a node's clock ahead) counts as received
+	// now: it must not pin the newest flow's time, which dates the window's
+	// value and the resume point of the next stream.
+	at := s.c.clock().UnixNano()
 	if ts := f.GetTime(); ts != nil {
-		at = ts.GetSeconds()*1e9 + int64(ts.GetNanos())
-	} else {
-		at = time.Now().UnixNano()
+		at = min(at, ts.GetSeconds()*1e9+int64(ts.GetNanos()))
 	}
 	var smp sample
 	keep := true

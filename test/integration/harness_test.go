@@ -9,8 +9,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -69,6 +71,41 @@ decision := {"events": [sprintf("load new=%v value=%v", [input.metrics.load.new,
 decision := {"actions": [{"target": "t", "set": {"bandwidth": {"egress": sprintf("%dM", [1000 + input.tick])}}}]}
 `,
 	},
+}
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	binErr    error
+)
+
+// TestMain removes the binary governorBinary built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binPath != "" {
+		_ = os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
+}
+
+// governorBinary builds cmd/governor once per test binary and returns its path.
+func governorBinary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "governor-integration-")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "governor")
+		build := exec.Command("go", "build", "-o", binPath, "./cmd/governor")
+		build.Dir = repo
+		if out, err := build.CombinedOutput(); err != nil {
+			binErr = fmt.Errorf("building governor: %w: %s", err, out)
+		}
+	})
+	require.NoError(t, binErr)
+	return binPath
 }
 
 // registry loads the shipped policies and the test bundles.

@@ -33,11 +33,7 @@ import (
 // and a clean stop that hands the Lease back.
 func TestGovernorRun(t *testing.T) {
 	e := newEnv(t)
-	bin := filepath.Join(t.TempDir(), "governor")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/governor")
-	build.Dir = repo
-	out, err := build.CombinedOutput()
-	require.NoError(t, err, string(out))
+	bin := governorBinary(t)
 
 	probe, metrics, pushAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	var logs bytes.Buffer
@@ -129,11 +125,7 @@ func TestGovernorRun(t *testing.T) {
 }
 
 func TestGovernorRunRefusesBadBundles(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "governor")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/governor")
-	build.Dir = repo
-	out, err := build.CombinedOutput()
-	require.NoError(t, err, string(out))
+	bin := governorBinary(t)
 	dir := t.TempDir()
 	config := func(body string) string {
 		p := filepath.Join(dir, fmt.Sprintf("opa-%d.yaml", len(body)))

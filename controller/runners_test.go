@@ -1,0 +1,188 @@
+package controller
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	"governor.dev/governor/api/v1alpha1"
+	"governor.dev/governor/collectors"
+)
+
+// panicky is a metric source with a bug that shows for one loop only.
+type panicky struct{ loop string }
+
+func (p panicky) Metrics(_ context.Context, loop *v1alpha1.ControlLoop, _ time.Time) map[string]collectors.Metric {
+	if loop.Name == p.loop {
+		panic("collector bug")
+	}
+	return nil
+}
+
+// quietLoop is a Running echo loop with no targets that decides nothing.
+func quietLoop(t *testing.T, name string, uid types.UID, interval time.Duration) *v1alpha1.ControlLoop {
+	t.Helper()
+	l := echoLoop(t, `{}`)
+	l.Name, l.UID = name, uid
+	l.Spec.Targets, l.Spec.Collectors = nil, nil
+	l.Spec.Interval = metav1.Duration{Duration: interval}
+	return l
+}
+
+type loopsEnv struct {
+	c    client.Client
+	l    *Loops
+	stop func()
+}
+
+func startLoops(t *testing.T, metrics MetricSource, loops ...*v1alpha1.ControlLoop) *loopsEnv {
+	t.Helper()
+	scheme := runtime.NewScheme()
+	require.NoError(t, v1alpha1.AddToScheme(scheme))
+	objs := make([]client.Object, len(loops))
+	for i, l := range loops {
+		objs[i] = l
+	}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).WithStatusSubresource(&v1alpha1.ControlLoop{}).Build()
+	l := &Loops{Client: c, APIReader: c, Bundles: echoRegistry(t), Metrics: metrics, Log: logr.Discard()}
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { _ = l.Start(ctx); close(stopped) }()
+	e := &loopsEnv{c: c, l: l, stop: func() { cancel(); <-stopped }}
+	t.Cleanup(e.stop)
+	for _, loop := range loops {
+		l.Ensure(client.ObjectKeyFromObject(loop))
+	}
+	return e
+}
+
+func (e *loopsEnv) status(t *testing.T, key types.NamespacedName) v1alpha1.ControlLoopStatus {
+	t.Helper()
+	var got v1alpha1.ControlLoop
+	require.NoError(t, e.c.Get(context.Background(), key, &got))
+	return got.Status
+}
+
+func (e *loopsEnv) registered(key types.NamespacedName) bool {
+	e.l.mu.Lock()
+	defer e.l.mu.Unlock()
+	_, ok := e.l.runners[key]
+	return ok
+}
+
+// A panic in one loop's tick fails that tick alone: the loop goes Degraded
+// with the panic's message, the panic is counted, and the other loops tick
+// on.
+func TestPanicFailsOnlyItsLoop(t *testing.T) {
+	bad := quietLoop(t, "bad", "bad-uid", 50*time.Millisecond)
+	good := quietLoop(t, "good", "good-uid", 50*time.Millisecond)
+	before := panics(t, "bad")
+	e := startLoops(t, panicky{loop: "bad"}, bad, good)
+
+	require.Eventually(t, func() bool { return e.status(t, client.ObjectKeyFromObject(good)).Tick >= 3 }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return e.status(t, client.ObjectKeyFromObject(bad)).Tick >= 2 }, 10*time.Second, 10*time.Millisecond,
+		"a loop that panicked ticks again")
+	st := e.status(t, client.ObjectKeyFromObject(bad))
+	assert.Equal(t, v1alpha1.PhaseDegraded, st.Phase)
+	assert.Equal(t, "panic: collector bug", st.History[len(st.History)-1].Error)
+	ready := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionReady)
+	require.NotNil(t, ready)
+	assert.Equal(t, metav1.ConditionFalse, ready.Status)
+	assert.Equal(t, "panic: collector bug", ready.Message)
+	assert.GreaterOrEqual(t, panics(t, "bad")-before, 2.0)
+
+	gst := e.status(t, client.ObjectKeyFromObject(good))
+	assert.Equal(t, v1alpha1.PhaseRunning, gst.Phase)
+	for _, h := range gst.History {
+		assert.Empty(t, h.Error)
+	}
+}
+
+// A loop deleted and created again before the controller saw the delete
+// ticks again, from a status of its own: the runner that found its loop
+// gone leaves, and one that finds a new loop under its name starts over.
+func TestDeletedAndRecreatedLoopTicksAgain(t *testing.T) {
+	ctx := context.Background()
+	loop := quietLoop(t, "web-loop", "first", time.Hour) // only wakes make it tick
+	key := client.ObjectKeyFromObject(loop)
+	e := startLoops(t, nil, loop)
+	require.Eventually(t, func() bool { return e.status(t, key).Tick == 1 }, 10*time.Second, 10*time.Millisecond)
+
+	t.Run("runner left", func(t *testing.T) {
+		require.NoError(t, e.c.Delete(ctx, loop.DeepCopy()))
+		e.l.Ensure(key) // a wake (a push) before the delete is reconciled
+		require.Eventually(t, func() bool { return !e.registered(key) }, 10*time.Second, 10*time.Millisecond,
+			"the runner of a loop that is gone leaves")
+		again := quietLoop(t, "web-loop", "second", time.Hour)
+		require.NoError(t, e.c.Create(ctx, again))
+		e.l.Ensure(key)
+		require.Eventually(t, func() bool { return e.status(t, key).Tick == 1 }, 10*time.Second, 10*time.Millisecond,
+			"the loop created again ticks")
+	})
+
+	t.Run("runner went on", func(t *testing.T) {
+		e.l.Ensure(key)
+		require.Eventually(t, func() bool { return e.status(t, key).Tick == 2 }, 10*time.Second, 10*time.Millisecond)
+		var cur v1alpha1.ControlLoop
+		require.NoError(t, e.c.Get(ctx, key, &cur))
+		require.NoError(t, e.c.Delete(ctx, &cur))
+		third := quietLoop(t, "web-loop", "third", time.Hour)
+		require.NoError(t, e.c.Create(ctx, third))
+		e.l.Ensure(key) // the same runner, never having seen the delete
+		require.Eventually(t, func() bool { return e.status(t, key).Tick > 0 }, 10*time.Second, 10*time.Millisecond)
+		st := e.status(t, key)
+		assert.Equal(t, int64(1), st.Tick, "the new loop's first tick, not the old one's third")
+		assert.Len(t, st.History, 1)
+	})
+}
+
+// The observations of a collector removed from the spec are pruned: a
+// stale one left behind would hold the loop's actions. Others stay, those
+// of collectors the loop still has and those written with no collector.
+func TestObservationsOfRemovedCollectorsArePruned(t *testing.T) {
+	ctx := context.Background()
+	loop := quietLoop(t, "web-loop", "uid", time.Hour)
+	loop.Spec.Collectors = []v1alpha1.CollectorSpec{
+		{Name: "cpu", Push: &v1alpha1.PushCollector{TokenSecret: "s"}},
+		{Name: "queue", Push: &v1alpha1.PushCollector{TokenSecret: "s"}},
+	}
+	now := metav1.Now()
+	loop.Status.Observations = map[string]v1alpha1.Observation{
+		"cpu":   {Value: resource.MustParse("91"), Time: now},
+		"queue": {Value: resource.MustParse("3"), Time: now},
+		"load":  {Value: resource.MustParse("7"), Time: now},
+	}
+	key := client.ObjectKeyFromObject(loop)
+	e := startLoops(t, nil, loop)
+	require.Eventually(t, func() bool { return e.status(t, key).Tick == 1 }, 10*time.Second, 10*time.Millisecond)
+
+	var cur v1alpha1.ControlLoop
+	require.NoError(t, e.c.Get(ctx, key, &cur))
+	cur.Spec.Collectors = cur.Spec.Collectors[:1]
+	require.NoError(t, e.c.Update(ctx, &cur))
+	e.l.Ensure(key)
+	require.Eventually(t, func() bool { return e.status(t, key).Tick == 2 }, 10*time.Second, 10*time.Millisecond)
+	obs := e.status(t, key).Observations
+	assert.NotContains(t, obs, "queue", "its collector was removed")
+	assert.Contains(t, obs, "cpu")
+	assert.Contains(t, obs, "load", "written with no collector: a metric all the same")
+}
+
+func panics(t *testing.T, loop string) float64 {
+	t.Helper()
+	var m dto.Metric
+	require.NoError(t, loopPanics.WithLabelValues("factory", loop).Write(&m))
+	return m.GetCounter().GetValue()
+}
