@@ -34,6 +34,8 @@ func TestDeployWithKubectl(t *testing.T) {
 		"role.rbac.authorization.k8s.io/governor-leader-election-role serverside-applied",
 		"deployment.apps/governor-controller-manager serverside-applied",
 		"poddisruptionbudget.policy/governor-controller-manager serverside-applied",
+		"validatingadmissionpolicy.admissionregistration.k8s.io/governor-controlloop-authors serverside-applied",
+		"validatingadmissionpolicybinding.admissionregistration.k8s.io/governor-controlloop-authors serverside-applied",
 	} {
 		assert.Contains(t, out, want)
 	}
