@@ -4,6 +4,7 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -65,7 +66,7 @@ func TestAuthorisedAuthors(t *testing.T) {
 			Spec: v1alpha1.ControlLoopSpec{Interval: metav1.Duration{Duration: time.Second}, Policy: v1alpha1.PolicySpec{Bundle: "reactive", Decision: "governor/reactive/decision"},
 				Targets: targets}}
 		for i, s := range tokenSecrets {
-			l.Spec.Collectors = append(l.Spec.Collectors, v1alpha1.CollectorSpec{Name: "pushed" + string(rune('a'+i)),
+			l.Spec.Collectors = append(l.Spec.Collectors, v1alpha1.CollectorSpec{Name: fmt.Sprintf("pushed%d", i),
 				Push: &v1alpha1.PushCollector{TokenSecret: s}})
 		}
 		return l
@@ -96,6 +97,29 @@ func TestAuthorisedAuthors(t *testing.T) {
 		require.NoError(t, alice.Update(ctx, l))
 	})
 
+	t.Run("as many targets and push collectors as the CRD allows", func(t *testing.T) {
+		var targets []v1alpha1.TargetSpec
+		for i := range 100 {
+			name := fmt.Sprintf("w%d", i)
+			target := v1alpha1.TargetSpec{Name: name, Ref: v1alpha1.TargetRef{Kind: "Deployment", Name: name},
+				Replicas: &v1alpha1.ReplicaBounds{Min: 1, Max: 3}}
+			if i%2 == 1 {
+				target = v1alpha1.TargetSpec{Name: name, Ref: v1alpha1.TargetRef{Kind: "StatefulSet", Name: name},
+					HPA:       &v1alpha1.HPABounds{Min: 1, Max: 3},
+					Bandwidth: &v1alpha1.BandwidthBounds{Min: resource.MustParse("10M"), Max: resource.MustParse("1G")}}
+			}
+			targets = append(targets, target)
+		}
+		var secrets []string
+		for i := range 32 {
+			secrets = append(secrets, fmt.Sprintf("token-%d", i))
+		}
+		l := loop("largest", targets, secrets...)
+		require.NoError(t, alice.Create(ctx, l.DeepCopy()), "within the API server's CEL cost limits")
+		l.Name = "largest-bob"
+		assertDenied(t, bob.Create(ctx, l), "user bob may not patch all of deployments/w0, deployments/w2,")
+	})
+
 	t.Run("by name", func(t *testing.T) {
 		l := loop("named", []v1alpha1.TargetSpec{web,
 			{Name: "api", Ref: v1alpha1.TargetRef{Name: "api"}, HPA: &v1alpha1.HPABounds{Name: "web-hpa", Min: 1, Max: 4}},
@@ -108,7 +132,7 @@ func TestAuthorisedAuthors(t *testing.T) {
 		require.NoError(t, dave.Create(ctx, l))
 		// An update is checked for what the new object declares: a kind dave may not patch.
 		l.Spec.Targets = append(l.Spec.Targets, v1alpha1.TargetSpec{Name: "db", Ref: v1alpha1.TargetRef{Kind: "StatefulSet", Name: "db"}})
-		assertDenied(t, dave.Update(ctx, l), "user dave may not patch all of deployments/web, statefulsets/db in namespace tenant")
+		assertDenied(t, dave.Update(ctx, l), "user dave may not patch statefulsets/db in namespace tenant")
 		got := &v1alpha1.ControlLoop{}
 		require.NoError(t, admin.Get(ctx, client.ObjectKeyFromObject(l), got))
 		assert.Len(t, got.Spec.Targets, 1, "the denied update must change nothing")
@@ -133,10 +157,10 @@ func TestAuthorisedAuthors(t *testing.T) {
 			"user carol may not patch horizontalpodautoscalers/api-hpa in namespace tenant"},
 		{"hpa found by its target", carol, loop("found-hpa", []v1alpha1.TargetSpec{
 			{Name: "api", Ref: v1alpha1.TargetRef{Name: "api"}, HPA: &v1alpha1.HPABounds{Min: 1, Max: 4}}}),
-			"user carol may not patch horizontalpodautoscalers (the one scaling deployments/api) in namespace tenant"},
+			"user carol may not patch horizontalpodautoscalers (the one scaling target api) in namespace tenant"},
 		{"bandwidth", carol, loop("bandwidth", []v1alpha1.TargetSpec{
 			{Name: "api", Ref: v1alpha1.TargetRef{Name: "api"}, Bandwidth: &v1alpha1.BandwidthBounds{Min: resource.MustParse("10M"), Max: resource.MustParse("1G")}}}),
-			"user carol may not patch pods (bandwidth is set on the Pods of deployments/api) in namespace tenant"},
+			"user carol may not patch pods (bandwidth bounds on target api) in namespace tenant"},
 		{"token secret", carol, loop("token", []v1alpha1.TargetSpec{web}, "admin-token"),
 			"user carol may not get secrets/admin-token (push tokens) in namespace tenant"},
 		{"more objects by name than are checked", carol, loop("many", []v1alpha1.TargetSpec{
