@@ -34,10 +34,15 @@ func TestDeployWithKubectl(t *testing.T) {
 		"role.rbac.authorization.k8s.io/governor-leader-election-role serverside-applied",
 		"deployment.apps/governor-controller-manager serverside-applied",
 		"poddisruptionbudget.policy/governor-controller-manager serverside-applied",
+		"validatingadmissionpolicy.admissionregistration.k8s.io/governor-controlloop-authors serverside-applied",
+		"validatingadmissionpolicybinding.admissionregistration.k8s.io/governor-controlloop-authors serverside-applied",
 	} {
 		assert.Contains(t, out, want)
 	}
 	kubectl("wait", "--for=condition=Established", "--timeout=30s", "crd/controlloops.governor.dev")
+	// The binding names the policy by its prefixed name (kustomize's name reference).
+	assert.Equal(t, "governor-controlloop-authors",
+		kubectl("get", "validatingadmissionpolicybinding", "governor-controlloop-authors", "-o", "jsonpath={.spec.policyName}"))
 
 	out = kubectl("apply", "--server-side", "--validate=strict", "-k", filepath.Join(repo, "config/samples"))
 	assert.Contains(t, out, "controlloop.governor.dev/factory-qos serverside-applied")
