@@ -73,18 +73,19 @@ _decrease_factor := v if {
 	v <= 1
 } else := 0.8
 
-# Quantities in whole bits per second.
-_min := floor(_parse(_params.min)) if {
-	_parse(_params.min)
-} else := 10000000
+# Quantities in whole bits per second. Absent, the usual case, is the
+# default at once, with no parsing.
+_min := _bits(object.get(_params, "min", null), 10000000)
 
-_max := floor(_parse(_params.max)) if {
-	_parse(_params.max)
-} else := 1000000000
+_max := _bits(object.get(_params, "max", null), 1000000000)
 
-_increase_step := floor(_parse(_params.increase_step)) if {
-	_parse(_params.increase_step)
-} else := 10000000
+_increase_step := _bits(object.get(_params, "increase_step", null), 10000000)
+
+_bits(q, default_value) := default_value if {
+	q == null
+} else := floor(_parse(q)) if {
+	_parse(q)
+} else := default_value
 
 # Best-effort target names, duplicates removed (the first occurrence counts).
 _names := _params.targets if {
