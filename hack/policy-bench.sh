@@ -6,6 +6,7 @@
 #   hack/policy-bench.sh                 # all three bundles, 5 runs each
 #   COUNT=9 hack/policy-bench.sh bandwidth
 #   POLICIES=/path/to/other/policies hack/policy-bench.sh   # e.g. an older revision
+#   BASELINE=/path/to/old/policies hack/policy-bench.sh     # and those, alternately
 #
 # For each example input of test/testdata/decisions/<policy>/ (one target),
 # and for bandwidth also inputs with 1 and 1,000 targets in violation, it
@@ -19,6 +20,7 @@ cd "$(dirname "$0")/.."
 OPA=${OPA:-bin/opa}
 COUNT=${COUNT:-5}
 POLICIES=${POLICIES:-policies}
+BASELINE=${BASELINE:-}
 [ -x "$OPA" ] || { echo "policy-bench: $OPA is missing: run make bin/opa" >&2; exit 1; }
 
 work=$(mktemp -d)
@@ -52,19 +54,25 @@ bench() { # bundle input query
 
 median() { sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 
-# Runs the policy and the trivial one alternately; prints a table row and
-# leaves the policy's median in $policy_ns.
+# Runs the policy, the trivial one (and the baseline's policy) alternately;
+# prints a table row and leaves the medians in $policy_ns and $baseline_ns.
 measure() { # policy case input
-	local p=() t=()
+	local p=() t=() b=()
 	for _ in $(seq "$COUNT"); do
 		t+=("$(bench "$POLICIES/$1" "$3" data.governor.trivial.decision)")
 		p+=("$(bench "$POLICIES/$1" "$3" "data.governor.$1.decision")")
+		[ -z "$BASELINE" ] || b+=("$(bench "$BASELINE/$1" "$3" "data.governor.$1.decision")")
 	done
 	local tm pm
 	tm=$(printf '%s\n' "${t[@]}" | median)
 	pm=$(printf '%s\n' "${p[@]}" | median)
 	policy_ns=$pm
-	awk -v p="$1" -v c="$2" -v t="$tm" -v m="$pm" 'BEGIN {printf "| %s | %s | %.1f | %.1f | %.1f× |\n", p, c, m / 1000, t / 1000, m / t}'
+	if [ -z "$BASELINE" ]; then
+		awk -v p="$1" -v c="$2" -v t="$tm" -v m="$pm" 'BEGIN {printf "| %s | %s | %.1f | %.1f | %.1f× |\n", p, c, m / 1000, t / 1000, m / t}'
+	else
+		baseline_ns=$(printf '%s\n' "${b[@]}" | median)
+		awk -v p="$1" -v c="$2" -v t="$tm" -v m="$pm" -v b="$baseline_ns" 'BEGIN {printf "| %s | %s | %.1f | %.1f | %.1f× | %.1f | %.1f× | %.1f× |\n", p, c, m / 1000, t / 1000, m / t, b / 1000, b / t, b / m}'
+	fi
 }
 
 policies=("$@")
@@ -72,8 +80,13 @@ policies=("$@")
 
 echo "opa bench, medians of $COUNT runs; $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-echo "| policy | input | policy µs/op | trivial µs/op | ratio |"
-echo "|---|---|---:|---:|---:|"
+if [ -z "$BASELINE" ]; then
+	echo "| policy | input | policy µs/op | trivial µs/op | ratio |"
+	echo "|---|---|---:|---:|---:|"
+else
+	echo "| policy | input | policy µs/op | trivial µs/op | ratio | baseline µs/op | baseline ratio | speed-up |"
+	echo "|---|---|---:|---:|---:|---:|---:|---:|"
+fi
 for policy in "${policies[@]}"; do
 	for input in test/testdata/decisions/"$policy"/*.input.json; do
 		measure "$policy" "$(basename "$input" .input.json)" "$input"
@@ -83,7 +96,11 @@ for policy in "${policies[@]}"; do
 		bandwidth_input 1000
 		measure bandwidth "1 target" "$work/bandwidth-targets-1.input.json"
 		one=$policy_ns
+		one_baseline=${baseline_ns:-0}
 		measure bandwidth "1,000 targets" "$work/bandwidth-targets-1000.input.json"
-		awk -v a="$one" -v b="$policy_ns" 'BEGIN {printf "\nbandwidth, cost per target acted on: %.1f µs ((1,000 targets - 1 target) / 999)\n\n", (b - a) / 999 / 1000}'
+		awk -v a="$one" -v b="$policy_ns" 'BEGIN {printf "\nbandwidth, cost per target acted on: %.1f µs ((1,000 targets - 1 target) / 999)\n", (b - a) / 999 / 1000}'
+		[ -z "$BASELINE" ] || awk -v a="$one_baseline" -v b="$baseline_ns" -v c="$one" -v d="$policy_ns" \
+			'BEGIN {printf "baseline: %.1f µs per target; %.1f× as much\n", (b - a) / 999 / 1000, (b - a) / (d - c)}'
+		echo
 	fi
 done
