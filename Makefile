@@ -13,7 +13,7 @@ CONTROLLER_GEN ?= $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.2
 # golangci-lint, pinned, run from the module proxy (configuration: .golangci.yml).
 GOLANGCI_LINT ?= $(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 
-.PHONY: help build test test-fast lint bench clean manifests generate test-servers
+.PHONY: help build test test-fast lint bench bench-policies clean manifests generate test-servers
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-21s %s\n", $$1, $$2}'
@@ -74,12 +74,16 @@ test-servers: ## install Debian's prometheus and nginx when missing (apt-get), f
 		export DEBIAN_FRONTEND=noninteractive; \
 		$$sudo apt-get update -qq && $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null; }
 
-bench: envtest-assets test-servers ## benchmarks: decisions; Hubble ingest and memory; tick-to-patch latency, 100-loop throughput and publish-to-decide on a real API server
+bench: bin/opa envtest-assets test-servers ## benchmarks: the shipped policies in opa bench; decisions; Hubble ingest and memory; tick-to-patch latency, 100-loop throughput and publish-to-decide on a real API server
+	COUNT=$(BENCH_COUNT) hack/policy-bench.sh
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -count $(BENCH_COUNT) ./bundles/
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -cpu 1 -count $(BENCH_COUNT) ./collectors/hubble/
 	$(GO) test -tags integration -run '^$$' -bench 'TickToPatch' -benchtime 100x -count $(BENCH_COUNT) ./test/integration/
 	$(GO) test -tags integration -run '^$$' -bench 'TicksPerSecond' -benchtime 1x -count $(BENCH_COUNT) ./test/integration/
 	$(GO) test -tags integration -run '^$$' -bench 'PublishToDecide' -benchtime 5x -count $(BENCH_COUNT) ./test/integration/
+
+bench-policies: bin/opa ## the shipped policies in upstream opa bench against a trivial policy (hack/policy-bench.sh): medians and ratios
+	COUNT=$(BENCH_COUNT) hack/policy-bench.sh
 
 generate: ## deepcopy code of the API types
 	$(CONTROLLER_GEN) object paths=./api/...

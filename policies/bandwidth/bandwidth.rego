@@ -11,28 +11,28 @@ package governor.bandwidth
 # METADATA
 # title: decision
 # description: The decision document. Defined for every input.
-decision := {"actions": _actions, "events": _events, "state": _out_state}
+decision := {"actions": [], "events": [concat(" ", [_status, _jitter])], "state": _state} if {
+	_status != "OK"
+} else := {"actions": _actions, "events": _events, "state": _out_state}
 
 # ---------------------------------------------------------------------------
-# Input and params, with defaults.
+# Input and params, with defaults. Each is a complete rule, evaluated at most
+# once per decision, and only when the decision needs it (min, max and the
+# increase step only when a target moves).
 
-_params := _object(_input, "params")
-
-_state := _object(_input, "state")
-
-_targets := _object(_input, "targets")
-
-_metrics := _object(_input, "metrics")
-
-# The input document; an empty object when there is none.
-_input := i if {
-	i := input
-	is_object(i)
+_params := p if {
+	p := input.params
+	is_object(p)
 } else := {}
 
-_object(x, key) := v if {
-	v := x[key]
-	is_object(v)
+_state := s if {
+	s := input.state
+	is_object(s)
+} else := {}
+
+_targets := t if {
+	t := input.targets
+	is_object(t)
 } else := {}
 
 _jitter := j if {
@@ -40,41 +40,52 @@ _jitter := j if {
 	is_string(j)
 } else := "jitter"
 
-_target_ms := _number("target_jitter_ms", 0, 2.0)
-
-_cooldown_seconds := _number("cooldown_seconds", 0, 30)
-
-_low_ratio := _number("low_ratio", 0, 0.5)
-
-_alpha := _fraction("ewma_alpha", 0.7)
-
-_decrease_factor := _fraction("decrease_factor", 0.8)
-
-_min := _bits("min", "10M")
-
-_max := _bits("max", "1000M")
-
-_increase_step := _bits("increase_step", "10M")
-
-# A number param no smaller than low.
-_number(key, low, default_value) := v if {
-	v := _params[key]
+_target_ms := v if {
+	v := _params.target_jitter_ms
 	is_number(v)
-	v >= low
-} else := default_value
+	v >= 0
+} else := 2.0
 
-# A number param in (0, 1].
-_fraction(key, default_value) := v if {
-	v := _params[key]
+_cooldown_seconds := v if {
+	v := _params.cooldown_seconds
+	is_number(v)
+	v >= 0
+} else := 30
+
+_low_ratio := v if {
+	v := _params.low_ratio
+	is_number(v)
+	v >= 0
+} else := 0.5
+
+# A fraction in (0, 1].
+_alpha := v if {
+	v := _params.ewma_alpha
 	is_number(v)
 	v > 0
 	v <= 1
-} else := default_value
+} else := 0.7
 
-# A quantity param in whole bits per second.
-_bits(key, default_value) := floor(_parse(_params[key])) if {
-	_parse(_params[key])
-} else := floor(units.parse(default_value))
+_decrease_factor := v if {
+	v := _params.decrease_factor
+	is_number(v)
+	v > 0
+	v <= 1
+} else := 0.8
+
+# Quantities in whole bits per second. Absent, the usual case, is the
+# default at once, with no parsing.
+_min := _bits(object.get(_params, "min", null), 10000000)
+
+_max := _bits(object.get(_params, "max", null), 1000000000)
+
+_increase_step := _bits(object.get(_params, "increase_step", null), 10000000)
+
+_bits(q, default_value) := default_value if {
+	q == null
+} else := floor(_parse(q)) if {
+	_parse(q)
+} else := default_value
 
 # Best-effort target names, duplicates removed (the first occurrence counts).
 _names := _params.targets if {
@@ -91,15 +102,15 @@ _names := _params.targets if {
 # ---------------------------------------------------------------------------
 # The jitter metric and its EWMA.
 
-_metric := _metrics[_jitter]
+_metric := input.metrics[_jitter]
 
 _status := "Stale" if {
 	_metric.stale == true
 } else := "Missing" if {
-	not _has_value
+	not _valued
 } else := "OK"
 
-_has_value if is_number(_metric.value)
+_valued if is_number(_metric.value)
 
 # Rounded to 1e-6 to keep the stored state free of arithmetic noise.
 _ewma := round(((_alpha * _metric.value) + ((1 - _alpha) * _state.ewma)) * 1000000) / 1000000 if {
@@ -118,8 +129,6 @@ _class := "High" if {
 
 _now := _time(input.time)
 
-_last_change := _time(_state.last_change)
-
 _time(t) := time.parse_rfc3339_ns(t) if {
 	is_string(t)
 	regex.match(`^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$`, t)
@@ -127,35 +136,44 @@ _time(t) := time.parse_rfc3339_ns(t) if {
 
 _cooling if not _now
 
-_cooling if _now - _last_change < _cooldown_seconds * 1000000000
+_cooling if _now - _time(_state.last_change) < _cooldown_seconds * 1000000000
 
 # ---------------------------------------------------------------------------
-# Actions.
+# Actions. The new egress depends only on the current one, and functions are
+# memoized per argument within a decision: targets at the same egress share
+# one computation, each of the others only looks it up.
 
-_actions := [a |
+# The listed targets that are in input.targets, in order.
+_known := [t |
+	targets := _targets
 	some t in _names
-	is_object(_targets[t])
-	a := _action(t)
-] if {
-	_status == "OK"
-	_class in {"High", "Low"}
-	not _cooling
-} else := []
+	is_object(targets[t])
+]
 
-_action(t) := {
-	"target": t,
-	"metric": _jitter,
-	"set": {"bandwidth": {"egress": _format(new)}},
-	"reason": _reason,
-} if {
-	current := _current(t)
+_actions := [] if {
+	_class == "Hold"
+} else := [] if {
+	_cooling
+} else := [{"target": t, "metric": jitter, "set": set, "reason": reason} |
+	targets := _targets
+	jitter := _jitter
+	reason := _reason
+	some t in _known
+	set := _set(object.get(targets[t], ["bandwidth", "egress"], null))
+	set != false
+]
+
+# What an action sets on a target whose egress is q (as written, null when
+# absent); false when there is nothing to change (already at the bound).
+_set(q) := {"bandwidth": {"egress": _format(new)}} if {
+	current := _current(q)
 	new := _new(current)
 	new != current
-}
+} else := false
 
 # Current egress in bits/s; max when absent (or unparsable).
-_current(t) := _parse(_targets[t].bandwidth.egress) if {
-	_parse(_targets[t].bandwidth.egress)
+_current(q) := _parse(q) if {
+	_parse(q)
 } else := _max
 
 _new(current) := _clamp(_round_down(current * _decrease_factor)) if _class == "High"
@@ -179,7 +197,12 @@ _reason := sprintf("%s ewma %s ms %s target %s ms", [_jitter, _decimal(_ewma), w
 }
 
 # A number with one to three decimals: 2 -> "2.0", 2.4 -> "2.4", 2.3456 -> "2.346".
-_decimal(x) := concat("", [_sign(c), sprintf("%d.%s", [floor(abs(c) / 1000), _digits(abs(c) % 1000)])]) if {
+# Float arithmetic is the dearest step in Rego (an integer operation is several
+# times cheaper): a whole number takes no arithmetic at all, and c, a whole
+# number of thousandths, is split with integer operations only.
+_decimal(x) := concat("", [format_int(x, 10), ".0"]) if {
+	x == floor(x)
+} else := concat("", [_sign(c), format_int((abs(c) - (abs(c) % 1000)) / 1000, 10), ".", _digits(abs(c) % 1000)]) if {
 	c := round(x * 1000)
 }
 
@@ -203,13 +226,11 @@ _parse(q) := q if {
 }
 
 # ---------------------------------------------------------------------------
-# Events and state.
+# Events and state (once the jitter metric is OK).
 
-_events := [sprintf("%s %s", [_status, _jitter])] if {
-	_status != "OK"
-} else := array.concat(array.concat([_class_event], _cooldown_event), _unknown_events)
+_events := array.concat(array.concat([_class_event], _cooldown_event), _unknown_events)
 
-_class_event := sprintf("%s %s", [_class, _jitter]) if {
+_class_event := concat(" ", [_class, _jitter]) if {
 	_class != "Hold"
 } else := "No Event"
 
@@ -217,12 +238,14 @@ _cooldown_event := ["Cooldown"] if {
 	_cooling
 } else := []
 
-_unknown_events := [sprintf("Unknown target %v", [t]) | some t in _names; not _known(t)]
+_unknown_events := [] if {
+	count(_known) == count(_names)
+} else := [sprintf("Unknown target %v", [t]) |
+	known := {t | some t in _known}
+	some t in _names
+	not t in known
+]
 
-_known(t) if is_object(_targets[t])
-
-_out_state := _state if {
-	_status != "OK"
-} else := object.union(_state, {"ewma": _ewma, "last_change": input.time}) if {
+_out_state := object.union(_state, {"ewma": _ewma, "last_change": input.time}) if {
 	count(_actions) > 0
 } else := object.union(_state, {"ewma": _ewma})

@@ -317,3 +317,13 @@ test_negative_ewma_reason if {
 	d := bandwidth.decision with input as inp
 	[a.reason | some a in d.actions] == ["jitter ewma -0.25 ms below target 2.0 ms"]
 }
+
+test_targets_not_an_object_are_unknown if {
+	d := bandwidth.decision with input as object.union(at(3, {}), {"targets": "none"})
+	d == {"actions": [], "events": ["High jitter", "Unknown target telemetry", "Unknown target backup"], "state": {"ewma": 3}}
+}
+
+test_reason_rounds_to_a_whole_number if {
+	d := bandwidth.decision with input as object.union(at(2.9999, {}), {"params": {"targets": ["backup"]}})
+	[a.reason | some a in d.actions] == ["jitter ewma 3.0 ms above target 2.0 ms"]
+}

@@ -59,7 +59,11 @@ _min_interval_seconds := s if {
 
 # The supervised loop's priorities: strings, duplicates removed (the first
 # occurrence counts).
-_priorities := [m |
+_priorities := [m | some m in _supervised_priorities; is_string(m)] if {
+	# The usual list has no duplicates: only filter it (linear; the
+	# deduplication below is quadratic).
+	count({m | some m in _supervised_priorities}) == count(_supervised_priorities)
+} else := [m |
 	some i, m in _supervised_priorities
 	is_string(m)
 	i == min({j | _supervised_priorities[j] == m})
@@ -126,30 +130,30 @@ _hog := m if {
 
 _window_entries := {p[0] | some p in _window_actions}
 
-_rank(m) := i if {
-	some i, x in _priorities
-	x == m
-}
+# The rank of each priority (they are unique).
+_ranks := {m: i | some i, m in _priorities}
 
-# Metrics ranked below the hog that were in violation in every entry.
+# Metrics ranked below the hog that were in violation in every entry, in
+# rank order. The events that count are spelled once per metric, not once
+# per entry and metric.
 _starved := [l |
+	entries := _entries
+	window_entries := _window_entries
 	some j, l in _priorities
-	j > _rank(_hog)
-	every i in _window_entries {
-		_violating(_entries[i], l)
-	}
+	j > _ranks[_hog]
+	violations := {concat(" ", ["High", l]), concat(" ", ["Low", l])}
+	count({i |
+		some i in window_entries
+		some ev in entries[i].events
+		ev in violations
+	}) == count(window_entries)
 ]
-
-_violating(entry, m) if {
-	some ev in entry.events
-	ev in {sprintf("High %s", [m]), sprintf("Low %s", [m])}
-}
 
 _raised := _starved[0]
 
-_passed := _priorities[_rank(_raised) - 1]
+_passed := _priorities[_ranks[_raised] - 1]
 
 _new_priorities := array.concat(
-	array.concat(array.slice(_priorities, 0, _rank(_raised) - 1), [_raised, _passed]),
-	array.slice(_priorities, _rank(_raised) + 1, count(_priorities)),
+	array.concat(array.slice(_priorities, 0, _ranks[_raised] - 1), [_raised, _passed]),
+	array.slice(_priorities, _ranks[_raised] + 1, count(_priorities)),
 )

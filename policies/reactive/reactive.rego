@@ -10,165 +10,147 @@ package governor.reactive
 # METADATA
 # title: decision
 # description: The decision document. Defined for every input.
-decision := {"actions": _actions, "events": _events}
+decision := {"actions": [], "events": ["No Event"]} if {
+	count(_statuses) == 0
+} else := _acting
 
 # ---------------------------------------------------------------------------
-# Input, with defaults. Every value is of the expected type or the default.
+# Input, with defaults. Only what is iterated needs its type checked: a
+# reference into a value of another type (input.params.remedies.cpu when
+# remedies is a string) is undefined, as an absent key is.
 
-_params := _object(_input, "params")
+_params := p if {
+	p := input.params
+	is_object(p)
+} else := {}
 
-_monitor := _object(_params, "monitor")
+_monitor := m if {
+	m := _params.monitor
+	is_object(m)
+} else := {}
 
-_remedies := _object(_params, "remedies")
-
-_metrics := _object(_input, "metrics")
-
-_targets := _object(_input, "targets")
+_metrics := m if {
+	m := input.metrics
+	is_object(m)
+} else := {}
 
 _priorities := p if {
 	p := _params.priorities
 	is_array(p)
 } else := []
 
-# The input document; an empty object when there is none.
-_input := i if {
-	i := input
-	is_object(i)
-} else := {}
+# ---------------------------------------------------------------------------
+# Classification, in one pass over params.monitor: the status of each
+# monitored metric that is not OK. What follows works on this object,
+# usually empty.
 
-_object(x, key) := v if {
-	v := x[key]
-	is_object(v)
-} else := {}
+_statuses := {m: s |
+	metrics := _metrics
+	some m, spec in _monitor
+	is_object(spec)
+	s := _status(spec, object.get(metrics, m, {}), object.get(metrics, [m, "value"], null))
+}
+
+# Stale, Missing, High or Low; undefined when OK.
+_status(spec, metric, value) := "Stale" if {
+	metric.stale == true
+} else := "Missing" if {
+	not is_number(value)
+} else := "High" if {
+	spec.kind == "superior"
+	is_number(spec.threshold)
+	value > spec.threshold
+} else := "Low" if {
+	spec.kind == "inferior"
+	is_number(spec.threshold)
+	value < spec.threshold
+}
 
 # ---------------------------------------------------------------------------
-# Classification.
+# Rank: the listed metrics in the order of params.priorities (duplicates
+# removed, the first occurrence counts), then the others by name.
 
-# Monitored metrics: the keys of params.monitor whose spec is an object.
-_monitored := {m | some m, spec in _monitor; is_object(spec)}
+_listed_set := {m | some m in _priorities}
 
-# Priorities with duplicates removed (the first occurrence counts).
-_listed := [m |
+_listed := _priorities if {
+	# The usual list has no duplicates: take it as it is (linear; the
+	# deduplication below is quadratic).
+	count(_listed_set) == count(_priorities)
+} else := [m |
 	some i, m in _priorities
-	is_string(m)
 	i == min({j | _priorities[j] == m})
 ]
 
-# All monitored metrics in rank order: the listed ones in the order of
-# params.priorities, then the others by name.
-_ranked := array.concat(
-	[m | some m in _listed; m in _monitored],
-	sort({m | some m in _monitored; not m in _listed}),
-)
+# ---------------------------------------------------------------------------
+# Events and the one action, once some metric is not OK.
 
-# Status of each monitored metric, worked out once per decision.
-_statuses := {m: _status_of(m) | some m in _monitored}
-
-_status(m) := _statuses[m]
-
-# Status of a monitored metric: Stale, Missing, High, Low or OK.
-_status_of(m) := "Stale" if {
-	_metrics[m].stale == true
-} else := "Missing" if {
-	not _has_value(m)
-} else := "High" if {
-	_monitor[m].kind == "superior"
-	_metrics[m].value > _threshold(m)
-} else := "Low" if {
-	_monitor[m].kind == "inferior"
-	_metrics[m].value < _threshold(m)
-} else := "OK"
-
-# (A helper: "not is_number(<undefined ref>)" is not true in Rego.)
-_has_value(m) if is_number(_metrics[m].value)
-
-_threshold(m) := t if {
-	t := _monitor[m].threshold
-	is_number(t)
+_acting := {"actions": actions, "events": array.concat(classification, remedy)} if {
+	statuses := _statuses
+	ranked := array.concat(
+		[m | some m in _listed; statuses[m]],
+		sort(object.keys(statuses) - _listed_set),
+	)
+	violations := [m | some m in ranked; statuses[m] in {"High", "Low"}]
+	unavailable := [m | some m in ranked; statuses[m] in {"Missing", "Stale"}]
+	classification := [concat(" ", [statuses[m], m]) | some m in array.concat(violations, unavailable)]
+	actions := [a | a := _action(violations[0], statuses[violations[0]])]
+	remedy := [concat(" ", ["No remedy for", m]) | count(actions) == 0; m := violations[0]]
 }
 
-_violations := [m | some m in _ranked; _status(m) in {"High", "Low"}]
-
-_unavailable := [m | some m in _ranked; _status(m) in {"Missing", "Stale"}]
-
-_classification := [sprintf("%s %s", [_status(m), m]) |
-	some m in array.concat(_violations, _unavailable)
-]
-
-# ---------------------------------------------------------------------------
-# Events and the one action.
-
-_events := array.concat(_classification, _remedy_events) if {
-	count(_classification) > 0
-} else := ["No Event"]
-
-_remedy_events := [sprintf("No remedy for %s", [m])] if {
-	m := _violations[0]
-	not _action(m)
-} else := []
-
-_actions := [a] if {
-	a := _action(_violations[0])
-} else := []
-
-_action(m) := {
-	"target": rem.target,
+# The remedy of the first violation (m, status s), if it is usable.
+_action(m, s) := {
+	"target": name,
 	"metric": m,
 	"set": set,
-	"reason": _reason(m),
+	"reason": sprintf("%s %v %s threshold %v", [m, _metrics[m].value, {"High": "above", "Low": "below"}[s], _monitor[m].threshold]),
 } if {
-	rem := _remedies[m]
-	is_string(rem.target)
-	target := _targets[rem.target]
+	rem := _params.remedies[m]
+	name := rem.target
+	is_string(name)
+	target := input.targets[name]
 	is_object(target)
-	set := _set(rem, target, _direction[_status(m)])
-}
-
-_direction := {"High": 1, "Low": -1}
-
-_reason(m) := sprintf("%s %v %s threshold %v", [m, _metrics[m].value, word, _threshold(m)]) if {
-	word := {"High": "above", "Low": "below"}[_status(m)]
+	set := _set(rem, target, s)
 }
 
 # scale: replicas. step is a whole number >= 1 (default 1).
-_set(rem, target, dir) := {"replicas": max([0, round(target.replicas + (dir * step))])} if {
+_set(rem, target, status) := {"replicas": _replicas(target.replicas, step, status)} if {
 	rem.scale == "replicas"
 	step := object.get(rem, "step", 1)
-	_whole(step)
+	is_number(step)
+	step == floor(step)
 	step >= 1
-	_whole(target.replicas)
+	is_number(target.replicas)
+	target.replicas == floor(target.replicas)
 	target.replicas >= 0
 }
 
 # scale: cpu or memory, on one container. step is a quantity.
-_set(rem, target, dir) := {"resources": {rem.container: changes}} if {
+_set(rem, target, status) := {"resources": {rem.container: _changes(res, rem.scale, step, status)}} if {
 	rem.scale in {"cpu", "memory"}
 	is_string(rem.container)
 	step := _amount(rem.scale, rem.step)
 	step > 0
-	res := _object(_object(target, "resources"), rem.container)
-	changes := _changes(res, rem.scale, step, dir)
+	res := object.get(target, ["resources", rem.container], {})
 }
 
-_whole(n) if {
-	is_number(n)
-	n == floor(n)
-}
+_replicas(n, step, "High") := round(n + step)
+
+_replicas(n, step, "Low") := max([0, round(n - step)])
 
 # Each of requests and limits that has the resource moves by one step;
 # when neither has it, requests is set to the step.
-_changes(res, r, step, dir) := c if {
-	c := {kind: {r: _format(r, _moved(cur, step, dir))} |
+_changes(res, r, step, status) := c if {
+	c := {kind: {r: _format(r, _moved(cur, step, status))} |
 		some kind in ["requests", "limits"]
 		cur := _amount(r, res[kind][r])
 	}
 	count(c) > 0
 } else := {"requests": {r: _format(r, step)}}
 
-_moved(cur, step, 1) := cur + step
+_moved(cur, step, "High") := cur + step
 
 # Down, but never below one step (a value already below it stays).
-_moved(cur, step, -1) := max([cur - step, min([cur, step])])
+_moved(cur, step, "Low") := max([cur - step, min([cur, step])])
 
 # Amounts: cpu in millicores, memory in bytes, both whole numbers.
 _amount("cpu", q) := round(_parse(q) * 1000)

@@ -424,3 +424,9 @@ test_cpu_low_moves_down if {
 	d.events == ["Low cpu"]
 	sets(d) == [{"resources": {"app": {"requests": {"cpu": "150m"}, "limits": {"cpu": "100m"}}}}]
 }
+
+test_priorities_not_an_array_rank_by_name if {
+	d := reactive.decision with input as with_values(91, 90, {"priorities": "memory"})
+	d.events == ["High cpu", "High memory"]
+	[a.metric | some a in d.actions] == ["cpu"]
+}
