@@ -256,26 +256,9 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 	if loop.Spec.MinInterval != nil {
 		r.minInterval = loop.Spec.MinInterval.Duration
 	}
-	if r.loop != nil && r.loop.UID != loop.UID {
-		// The loop was deleted and created again: nothing of the old one's
-		// status (cooldowns, history, state) belongs to the new one.
-		r.status, r.written, r.writtenAt = nil, nil, time.Time{}
-	}
-	if r.status == nil {
-		// First tick of this runner: go on from what the API server holds.
-		var fresh v1alpha1.ControlLoop
-		if err := l.APIReader.Get(ctx, r.key, &fresh); err != nil {
-			log.Error(err, "reading loop status")
-			return retryAfter, true
-		}
-		r.status = fresh.Status.DeepCopy()
-		r.written = r.status
-	}
-	if gone := removedCollectors(r.loop, &loop); len(gone) > 0 {
-		if err := pruneObservations(ctx, l.Client, &loop, gone); err != nil {
-			log.Error(err, "pruning observations")
-			return retryAfter, true
-		}
+	if err := l.catchUp(ctx, r, &loop); err != nil {
+		log.Error(err, "catching up with the loop's status")
+		return retryAfter, true
 	}
 	r.loop = &loop
 	var next *v1alpha1.ControlLoopStatus
@@ -316,6 +299,29 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 		return retryAfter, true
 	}
 	return interval, true
+}
+
+// catchUp brings a runner up to its loop as read for a tick: the status
+// the API server holds on the runner's first tick (or when the loop was
+// deleted and created again: nothing of the old one's cooldowns, history or
+// state belongs to the new one), and the observations of collectors removed
+// since it last read the loop pruned.
+func (l *Loops) catchUp(ctx context.Context, r *runner, loop *v1alpha1.ControlLoop) error {
+	if r.loop != nil && r.loop.UID != loop.UID {
+		r.status, r.written, r.writtenAt = nil, nil, time.Time{}
+	}
+	if r.status == nil {
+		var fresh v1alpha1.ControlLoop
+		if err := l.APIReader.Get(ctx, r.key, &fresh); err != nil {
+			return err
+		}
+		r.status = fresh.Status.DeepCopy()
+		r.written = r.status
+	}
+	if gone := removedCollectors(r.loop, loop); len(gone) > 0 {
+		return pruneObservations(ctx, l.Client, loop, gone)
+	}
+	return nil
 }
 
 // save writes the runner's status when the tick needs it written now. A
