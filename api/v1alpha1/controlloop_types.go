@@ -317,10 +317,10 @@ const (
 )
 
 // BandwidthBounds bound the egress and ingress bandwidth, in bits per second.
-// +kubebuilder:validation:XValidation:rule="isQuantity(string(self.min)) && quantity(string(self.min)).sign() >= 0",message="min must be a quantity of at least 0"
-// +kubebuilder:validation:XValidation:rule="isQuantity(string(self.max)) && quantity(string(self.max)).sign() >= 0",message="max must be a quantity of at least 0"
-// +kubebuilder:validation:XValidation:rule="!has(self.maxStep) || (isQuantity(string(self.maxStep)) && quantity(string(self.maxStep)).sign() > 0)",message="maxStep must be a quantity above 0 (leave it out for no limit)"
-// +kubebuilder:validation:XValidation:rule="!isQuantity(string(self.min)) || !isQuantity(string(self.max)) || quantity(string(self.min)).compareTo(quantity(string(self.max))) <= 0",message="min must not be above max"
+// +kubebuilder:validation:XValidation:rule="string(self.min).matches('^[^eE]*([eE]([+-]?[0-9]{1,2})?)?$') && isQuantity(string(self.min)) && quantity(string(self.min)).compareTo(quantity('0')) >= 0",message="min must be a quantity of at least 0, such as 100M or 64Mi (a decimal exponent has at most 2 digits)"
+// +kubebuilder:validation:XValidation:rule="string(self.max).matches('^[^eE]*([eE]([+-]?[0-9]{1,2})?)?$') && isQuantity(string(self.max)) && quantity(string(self.max)).compareTo(quantity('0')) >= 0",message="max must be a quantity of at least 0, such as 100M or 64Mi (a decimal exponent has at most 2 digits)"
+// +kubebuilder:validation:XValidation:rule="!has(self.maxStep) || (string(self.maxStep).matches('^[^eE]*([eE]([+-]?[0-9]{1,2})?)?$') && isQuantity(string(self.maxStep)) && quantity(string(self.maxStep)).compareTo(quantity('0')) > 0)",message="maxStep must be a quantity above 0 (leave it out for no limit)"
+// +kubebuilder:validation:XValidation:rule="!(string(self.min).matches('^[^eE]*([eE]([+-]?[0-9]{1,2})?)?$') && isQuantity(string(self.min)) && string(self.max).matches('^[^eE]*([eE]([+-]?[0-9]{1,2})?)?$') && isQuantity(string(self.max))) || quantity(string(self.min)).compareTo(quantity(string(self.max))) <= 0",message="min must not be above max"
 type BandwidthBounds struct {
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
@@ -351,10 +351,10 @@ type ResourceBounds struct {
 }
 
 // QuantityRange is an inclusive range of quantities.
-// +kubebuilder:validation:XValidation:rule="isQuantity(string(self.min)) && quantity(string(self.min)).sign() >= 0",message="min must be a quantity of at least 0"
-// +kubebuilder:validation:XValidation:rule="isQuantity(string(self.max)) && quantity(string(self.max)).sign() >= 0",message="max must be a quantity of at least 0"
-// +kubebuilder:validation:XValidation:rule="!has(self.maxStep) || (isQuantity(string(self.maxStep)) && quantity(string(self.maxStep)).sign() > 0)",message="maxStep must be a quantity above 0 (leave it out for no limit)"
-// +kubebuilder:validation:XValidation:rule="!isQuantity(string(self.min)) || !isQuantity(string(self.max)) || quantity(string(self.min)).compareTo(quantity(string(self.max))) <= 0",message="min must not be above max"
+// +kubebuilder:validation:XValidation:rule="string(self.min).matches('^[^eE]*([eE]([+-]?[0-9]{1,2})?)?$') && isQuantity(string(self.min)) && quantity(string(self.min)).compareTo(quantity('0')) >= 0",message="min must be a quantity of at least 0, such as 100M or 64Mi (a decimal exponent has at most 2 digits)"
+// +kubebuilder:validation:XValidation:rule="string(self.max).matches('^[^eE]*([eE]([+-]?[0-9]{1,2})?)?$') && isQuantity(string(self.max)) && quantity(string(self.max)).compareTo(quantity('0')) >= 0",message="max must be a quantity of at least 0, such as 100M or 64Mi (a decimal exponent has at most 2 digits)"
+// +kubebuilder:validation:XValidation:rule="!has(self.maxStep) || (string(self.maxStep).matches('^[^eE]*([eE]([+-]?[0-9]{1,2})?)?$') && isQuantity(string(self.maxStep)) && quantity(string(self.maxStep)).compareTo(quantity('0')) > 0)",message="maxStep must be a quantity above 0 (leave it out for no limit)"
+// +kubebuilder:validation:XValidation:rule="!(string(self.min).matches('^[^eE]*([eE]([+-]?[0-9]{1,2})?)?$') && isQuantity(string(self.min)) && string(self.max).matches('^[^eE]*([eE]([+-]?[0-9]{1,2})?)?$') && isQuantity(string(self.max))) || quantity(string(self.min)).compareTo(quantity(string(self.max))) <= 0",message="min must not be above max"
 type QuantityRange struct {
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
