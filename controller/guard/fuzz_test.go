@@ -24,22 +24,22 @@ import (
 // The world of FuzzGuard: flags say which bounds the two targets declare and what is true of
 // them at the tick.
 const (
-	webSnap        = 1 << iota // web's outOfBounds is Snap
-	dbSnap                     // db's outOfBounds is Snap
-	webReplicas                // web declares replicas bounds (else hpa bounds)
-	webResources               // web declares resources bounds (memory)
-	dbBandwidth                // db declares bandwidth bounds
-	dbReplicas                 // db declares replicas bounds too
-	webExists                  // web's workload exists
-	dbExists                   // db's workload exists
-	webHasHPA                  // an HPA scales web
-	cpuFresh                   // metric cpu is fresh
-	jitterFresh                // metric jitter is fresh
-	replicasKnown              // web's and db's replicas are known
-	webChanged                 // web has a lastChange
-	dbChanged                  // db has a lastChange
-	onlyApp                    // web's resources bounds name container app only
-	appHasLimit                // app has a memory limit
+	webSnap       = 1 << iota // web's outOfBounds is Snap
+	dbSnap                    // db's outOfBounds is Snap
+	webReplicas               // web declares replicas bounds (else hpa bounds)
+	webResources              // web declares resources bounds (memory)
+	dbBandwidth               // db declares bandwidth bounds
+	dbReplicas                // db declares replicas bounds too
+	webExists                 // web's workload exists
+	dbExists                  // db's workload exists
+	webHasHPA                 // an HPA scales web
+	cpuFresh                  // metric cpu is fresh
+	jitterFresh               // metric jitter is fresh
+	replicasKnown             // web's and db's replicas are known
+	webChanged                // web has a lastChange
+	dbChanged                 // db has a lastChange
+	onlyApp                   // web's resources bounds name container app only
+	appHasLimit               // app has a memory limit
 )
 
 // FuzzGuard feeds the guard arbitrary decisions (JSON, through the contract as the engine
