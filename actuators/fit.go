@@ -43,7 +43,9 @@ func (f *Fit) Quantity(want resource.Quantity, r v1alpha1.QuantityRange, cur *re
 	if f.Refusal != "" {
 		return nil
 	}
-	got := fitInto(f, quantities{}, want, r.Min, r.Max, r.MaxStep, cur, what)
+	// A copy: got may be one of the bounds or want, which share their digits with the spec
+	// and the decision.
+	got := fitInto(f, quantities{}, want, r.Min, r.Max, r.MaxStep, cur, what).DeepCopy()
 	if cur == nil || got.Cmp(*cur) != 0 {
 		f.Changes = true
 	}

@@ -169,3 +169,10 @@ func TestParseQuantityRefusesWhatWouldTakeForever(t *testing.T) {
 	_, problems := Validate(decode(t, `{"actions": [{"target": "web", "set": {"bandwidth": {"egress": "1e-2000000000"}}}]}`), webAndDB)
 	assert.Equal(t, []Problem{{Field: "actions[0].set.bandwidth.egress", Message: `"1e-2000000000" is out of range: a decimal exponent has at most 2 digits`}}, problems)
 }
+
+// An empty requests or limits object changes nothing: refused, like an empty set (admitted,
+// it would break FuzzValidate's round trip: encoded again, a container with neither).
+func TestValidateRefusesAnEmptyResourceList(t *testing.T) {
+	_, problems := Validate(decode(t, `{"actions": [{"target": "web", "set": {"resources": {"app": {"requests": {}}}}}]}`), webAndDB)
+	assert.Equal(t, []Problem{{Field: "actions[0].set.resources.app.requests", Message: "must name at least one resource, such as cpu or memory"}}, problems)
+}
