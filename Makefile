@@ -13,7 +13,7 @@ CONTROLLER_GEN ?= $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.2
 # golangci-lint, pinned, run from the module proxy (configuration: .golangci.yml).
 GOLANGCI_LINT ?= $(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 
-.PHONY: help build test test-fast lint bench bench-policies clean manifests generate test-servers
+.PHONY: help build test test-fast lint bench bench-policies fuzz clean manifests generate test-servers
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-21s %s\n", $$1, $$2}'
@@ -84,6 +84,17 @@ bench: bin/opa envtest-assets test-servers ## benchmarks: the shipped policies i
 
 bench-policies: bin/opa ## the shipped policies in upstream opa bench against a trivial policy (hack/policy-bench.sh): medians and ratios
 	COUNT=$(BENCH_COUNT) hack/policy-bench.sh
+
+# Fuzzing: how long each fuzzer runs (go test -fuzztime: a duration, or Nx for N execs).
+FUZZTIME ?= 60s
+
+# Each fuzzer in turn (go test fuzzes one target at a time). A failing input is written to
+# the package's testdata/fuzz/<Fuzzer>/, which `go test` then runs in the fast tier: commit it
+# with the fix. The seed corpus there runs in `go test` too.
+fuzz: ## run each fuzzer for FUZZTIME (60s): FuzzGuard (the guard), FuzzValidate (the decision contract), FuzzParseReport (the push body)
+	$(GO) test -run '^$$' -fuzz '^FuzzGuard$$' -fuzztime $(FUZZTIME) ./controller/guard/
+	$(GO) test -run '^$$' -fuzz '^FuzzValidate$$' -fuzztime $(FUZZTIME) ./decision/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseReport$$' -fuzztime $(FUZZTIME) ./collectors/push/
 
 generate: ## deepcopy code of the API types
 	$(CONTROLLER_GEN) object paths=./api/...

@@ -8,6 +8,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"governor.dev/governor/decision"
 )
 
 // FieldManager is the server-side apply field manager of every write Governor makes.
@@ -41,6 +43,6 @@ func EqualQuantity(s string, q resource.Quantity) bool {
 	if s == "" {
 		return false
 	}
-	p, err := resource.ParseQuantity(s)
+	p, err := decision.ParseQuantity(s)
 	return err == nil && p.Cmp(q) == 0
 }

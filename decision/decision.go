@@ -6,9 +6,11 @@ package decision
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"math"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -248,9 +250,9 @@ func (p *Parser) Quantity(field string, raw any) *resource.Quantity {
 		p.Fail(field, "must be a Kubernetes quantity string such as \"400M\" or \"128Mi\", got %s", Describe(raw))
 		return nil
 	}
-	q, err := resource.ParseQuantity(s)
+	q, err := ParseQuantity(s)
 	if err != nil {
-		p.Fail(field, "%q is not a Kubernetes quantity", s)
+		p.Fail(field, "%q is %v", s, err)
 		return nil
 	}
 	if q.Sign() < 0 {
@@ -258,6 +260,35 @@ func (p *Parser) Quantity(field string, raw any) *resource.Quantity {
 		return nil
 	}
 	return &q
+}
+
+// MaxQuantityLength is the longest quantity string ParseQuantity reads.
+const MaxQuantityLength = 64
+
+// quantityExponent is a decimal exponent of 3 digits or more ("1e-999999999"): Kubernetes'
+// ParseQuantity and arithmetic on such a quantity take time and memory in proportion to the
+// exponent (seconds, then hours), so a policy could stall the controller with one string.
+var quantityExponent = regexp.MustCompile(`[eE][+-]?[0-9]{3,}`)
+
+// ParseQuantity reads a Kubernetes quantity from a string a policy or a workload's annotation
+// gave, refusing what would make arithmetic on it unbounded: more than MaxQuantityLength
+// characters, a decimal exponent of more than 2 digits, a value beyond ±(2^63-1). Its error
+// completes "<the string> is ...".
+func ParseQuantity(s string) (resource.Quantity, error) {
+	switch {
+	case len(s) > MaxQuantityLength:
+		return resource.Quantity{}, fmt.Errorf("longer than %d characters", MaxQuantityLength)
+	case quantityExponent.MatchString(s):
+		return resource.Quantity{}, errors.New("out of range: a decimal exponent has at most 2 digits")
+	}
+	q, err := resource.ParseQuantity(s)
+	switch {
+	case err != nil:
+		return resource.Quantity{}, errors.New("not a Kubernetes quantity")
+	case q.CmpInt64(math.MaxInt64) > 0 || q.CmpInt64(math.MinInt64) < 0:
+		return resource.Quantity{}, errors.New("out of range: beyond ±(2^63-1)")
+	}
+	return q, nil
 }
 
 // Integer reads a whole JSON number, at least minimum and within ±MaxInt32.

@@ -147,3 +147,32 @@ func TestContractFromInput(t *testing.T) {
 	c = ContractFromInput(map[string]any{}, builtin.Actuators)
 	assert.True(t, c.AllowParams, "with no loop kind (governor eval on a bare input) params are allowed")
 }
+
+// Kubernetes' ParseQuantity takes seconds on "1e-10000000" and hours on "1e-2000000000", and
+// arithmetic on "1e2000000000" as long: a policy must not stall the controller with a string.
+func TestParseQuantityRefusesWhatWouldTakeForever(t *testing.T) {
+	for s, why := range map[string]string{
+		"1e-2000000000":         "out of range: a decimal exponent has at most 2 digits",
+		"1E+100":                "out of range: a decimal exponent has at most 2 digits",
+		"9223372036854775808":   "out of range: beyond ±(2^63-1)",
+		"1e19":                  "out of range: beyond ±(2^63-1)",
+		strings.Repeat("1", 65): "longer than 64 characters",
+		"fast":                  "not a Kubernetes quantity",
+	} {
+		_, err := ParseQuantity(s)
+		assert.EqualError(t, err, why, s)
+	}
+	for _, s := range []string{"400M", "1E", "8Ei", "1e18", "1e-99", "9223372036854775807", "128Mi", "0.5"} {
+		_, err := ParseQuantity(s)
+		assert.NoError(t, err, s)
+	}
+	_, problems := Validate(decode(t, `{"actions": [{"target": "web", "set": {"bandwidth": {"egress": "1e-2000000000"}}}]}`), webAndDB)
+	assert.Equal(t, []Problem{{Field: "actions[0].set.bandwidth.egress", Message: `"1e-2000000000" is out of range: a decimal exponent has at most 2 digits`}}, problems)
+}
+
+// An empty requests or limits object changes nothing: refused, like an empty set (admitted,
+// it would break FuzzValidate's round trip: encoded again, a container with neither).
+func TestValidateRefusesAnEmptyResourceList(t *testing.T) {
+	_, problems := Validate(decode(t, `{"actions": [{"target": "web", "set": {"resources": {"app": {"requests": {}}}}}]}`), webAndDB)
+	assert.Equal(t, []Problem{{Field: "actions[0].set.resources.app.requests", Message: "must name at least one resource, such as cpu or memory"}}, problems)
+}

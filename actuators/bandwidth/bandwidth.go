@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 
+	"governor.dev/governor/decision"
 	"governor.dev/governor/workload"
 
 	corev1 "k8s.io/api/core/v1"
@@ -186,9 +187,9 @@ func parse(annotations map[string]string, key func(direction) string) (values, e
 		if !ok || s == "" {
 			continue
 		}
-		q, err := resource.ParseQuantity(s)
+		q, err := decision.ParseQuantity(s)
 		if err != nil {
-			return values{}, fmt.Errorf("%s: invalid quantity %q: %w", key(d), s, err)
+			return values{}, fmt.Errorf("%s: %q is %w", key(d), s, err)
 		}
 		v[i] = &q
 	}

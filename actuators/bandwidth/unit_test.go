@@ -35,7 +35,7 @@ func TestChangesAndParse(t *testing.T) {
 	assert.Nil(t, v[0])
 	assert.Equal(t, "25M", v[1].String())
 	_, err = parse(map[string]string{DesiredEgressAnnotation: "fast"}, desiredKey)
-	assert.ErrorContains(t, err, `governor.dev/egress-bandwidth: invalid quantity "fast"`)
+	assert.ErrorContains(t, err, `governor.dev/egress-bandwidth: "fast" is not a Kubernetes quantity`)
 }
 
 func TestPredicates(t *testing.T) {

@@ -93,17 +93,25 @@ func (Actuator) Fit(f *actuators.Fit, t *actuators.Target, want any) any {
 	case cur == nil:
 		f.Refuse("hpa: the target has no HorizontalPodAutoscaler")
 		return nil
+	case b.Min < 1:
+		f.Refuse("hpa: bounds min %d is below 1", b.Min)
+		return nil
 	}
 	w := want.(Bounds)
 	out := Bounds{}
 	minR, maxR := cur.MinReplicas, cur.MaxReplicas
+	// No maxStep: a bound outside [min, max] goes where asked within them, or (Snap) to the
+	// nearest.
 	if w.MinReplicas != nil {
-		v := f.Int(*w.MinReplicas, int64(b.Min), int64(b.Max), 0, nil, "hpa minReplicas")
+		v := f.Int(*w.MinReplicas, int64(b.Min), int64(b.Max), 0, &cur.MinReplicas, "hpa minReplicas")
 		out.MinReplicas, minR = &v, v
 	}
 	if w.MaxReplicas != nil {
-		v := f.Int(*w.MaxReplicas, int64(b.Min), int64(b.Max), 0, nil, "hpa maxReplicas")
+		v := f.Int(*w.MaxReplicas, int64(b.Min), int64(b.Max), 0, &cur.MaxReplicas, "hpa maxReplicas")
 		out.MaxReplicas, maxR = &v, v
+	}
+	if f.Refusal != "" {
+		return nil
 	}
 	if minR > maxR {
 		f.Refuse("hpa: minReplicas %d would be above maxReplicas %d", minR, maxR)

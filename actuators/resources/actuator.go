@@ -72,6 +72,9 @@ func parseList(p *decision.Parser, path string, raw any) corev1.ResourceList {
 		p.Fail(path, "must be an object of resource quantities, got %s", decision.Describe(raw))
 		return nil
 	}
+	if len(obj) == 0 {
+		p.Fail(path, "must name at least one resource, such as cpu or memory")
+	}
 	out := make(corev1.ResourceList, len(obj))
 	for _, name := range slices.Sorted(maps.Keys(obj)) {
 		if q := p.Quantity(path+"."+name, obj[name]); q != nil {

@@ -260,7 +260,25 @@ type TargetSpec struct {
 	Resources *ResourceBounds `json:"resources,omitempty"`
 	// +optional
 	HPA *HPABounds `json:"hpa,omitempty"`
+
+	// OutOfBounds is what an action does to a value found outside its bounds
+	// (someone set it by hand): Step moves it toward the bounds by at most
+	// maxStep per action, never away; Snap moves it to the nearest bound at once.
+	// +kubebuilder:default=Step
+	// +optional
+	OutOfBounds OutOfBounds `json:"outOfBounds,omitempty"`
 }
+
+// OutOfBounds is how a value outside its bounds is brought back.
+// +kubebuilder:validation:Enum=Step;Snap
+type OutOfBounds string
+
+const (
+	// Step moves a value outside the bounds toward them by at most maxStep per action.
+	Step OutOfBounds = "Step"
+	// Snap moves a value outside the bounds to the nearest bound in one action.
+	Snap OutOfBounds = "Snap"
+)
 
 // TargetRef is a workload in the loop's namespace.
 type TargetRef struct {
@@ -299,7 +317,10 @@ const (
 )
 
 // BandwidthBounds bound the egress and ingress bandwidth, in bits per second.
-// +kubebuilder:validation:XValidation:rule="quantity(string(self.min)).compareTo(quantity(string(self.max))) <= 0",message="min must not be above max"
+// +kubebuilder:validation:XValidation:rule="string(self.min).matches('^[^eE]*([eE]([+-]?[0-9]{1,2})?)?$') && isQuantity(string(self.min)) && quantity(string(self.min)).compareTo(quantity('0')) >= 0",message="min must be a quantity of at least 0, such as 100M or 64Mi (a decimal exponent has at most 2 digits)"
+// +kubebuilder:validation:XValidation:rule="string(self.max).matches('^[^eE]*([eE]([+-]?[0-9]{1,2})?)?$') && isQuantity(string(self.max)) && quantity(string(self.max)).compareTo(quantity('0')) >= 0",message="max must be a quantity of at least 0, such as 100M or 64Mi (a decimal exponent has at most 2 digits)"
+// +kubebuilder:validation:XValidation:rule="!has(self.maxStep) || (string(self.maxStep).matches('^[^eE]*([eE]([+-]?[0-9]{1,2})?)?$') && isQuantity(string(self.maxStep)) && quantity(string(self.maxStep)).compareTo(quantity('0')) > 0)",message="maxStep must be a quantity above 0 (leave it out for no limit)"
+// +kubebuilder:validation:XValidation:rule="!(string(self.min).matches('^[^eE]*([eE]([+-]?[0-9]{1,2})?)?$') && isQuantity(string(self.min)) && string(self.max).matches('^[^eE]*([eE]([+-]?[0-9]{1,2})?)?$') && isQuantity(string(self.max))) || quantity(string(self.min)).compareTo(quantity(string(self.max))) <= 0",message="min must not be above max"
 type BandwidthBounds struct {
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
@@ -307,7 +328,9 @@ type BandwidthBounds struct {
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
 	Max resource.Quantity `json:"max"`
-	// MaxStep is the largest change in one action; unset means no limit.
+	// MaxStep is the largest change in one action, above 0; unset means no limit.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
 	// +optional
 	MaxStep *resource.Quantity `json:"maxStep,omitempty"`
 	// +kubebuilder:default=Live
@@ -328,7 +351,10 @@ type ResourceBounds struct {
 }
 
 // QuantityRange is an inclusive range of quantities.
-// +kubebuilder:validation:XValidation:rule="quantity(string(self.min)).compareTo(quantity(string(self.max))) <= 0",message="min must not be above max"
+// +kubebuilder:validation:XValidation:rule="string(self.min).matches('^[^eE]*([eE]([+-]?[0-9]{1,2})?)?$') && isQuantity(string(self.min)) && quantity(string(self.min)).compareTo(quantity('0')) >= 0",message="min must be a quantity of at least 0, such as 100M or 64Mi (a decimal exponent has at most 2 digits)"
+// +kubebuilder:validation:XValidation:rule="string(self.max).matches('^[^eE]*([eE]([+-]?[0-9]{1,2})?)?$') && isQuantity(string(self.max)) && quantity(string(self.max)).compareTo(quantity('0')) >= 0",message="max must be a quantity of at least 0, such as 100M or 64Mi (a decimal exponent has at most 2 digits)"
+// +kubebuilder:validation:XValidation:rule="!has(self.maxStep) || (string(self.maxStep).matches('^[^eE]*([eE]([+-]?[0-9]{1,2})?)?$') && isQuantity(string(self.maxStep)) && quantity(string(self.maxStep)).compareTo(quantity('0')) > 0)",message="maxStep must be a quantity above 0 (leave it out for no limit)"
+// +kubebuilder:validation:XValidation:rule="!(string(self.min).matches('^[^eE]*([eE]([+-]?[0-9]{1,2})?)?$') && isQuantity(string(self.min)) && string(self.max).matches('^[^eE]*([eE]([+-]?[0-9]{1,2})?)?$') && isQuantity(string(self.max))) || quantity(string(self.min)).compareTo(quantity(string(self.max))) <= 0",message="min must not be above max"
 type QuantityRange struct {
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
@@ -336,7 +362,9 @@ type QuantityRange struct {
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
 	Max resource.Quantity `json:"max"`
-	// MaxStep is the largest change in one action; unset means no limit.
+	// MaxStep is the largest change in one action, above 0; unset means no limit.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
 	// +optional
 	MaxStep *resource.Quantity `json:"maxStep,omitempty"`
 }
@@ -358,6 +386,7 @@ type HPABounds struct {
 type SafetySpec struct {
 	// Cooldown holds a target after a change.
 	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s')",message="cooldown must not be negative"
 	// +kubebuilder:default="30s"
 	// +optional
 	Cooldown metav1.Duration `json:"cooldown,omitempty"`

@@ -129,7 +129,7 @@ func Check(in Input, d decision.Decision) Result {
 
 // fitSet fits every field of a set into the target's bounds, in the actuators' order.
 func fitSet(reg *actuators.Registry, t *actuators.Target, set decision.Set) (decision.Set, actuators.Fit) {
-	var fit actuators.Fit
+	fit := actuators.Fit{OutOfBounds: t.Spec.OutOfBounds}
 	out := decision.Set{}
 	for _, field := range slices.Sorted(maps.Keys(set)) {
 		if _, ok := reg.Get(field); !ok { // the contract makes this unreachable; stay safe anyway

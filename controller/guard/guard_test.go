@@ -243,3 +243,39 @@ func TestUnknownCurrentValueSkipsTheStepButNotTheBounds(t *testing.T) {
 	require.Len(t, r.Actions, 1)
 	assert.Zero(t, egressOf(r.Actions[0]).Cmp(q("1000M")), egressOf(r.Actions[0]).String())
 }
+
+// Issue 12: bandwidth bounds {min: 100M, max: 1000M, maxStep: -50M} (which the CRD now
+// refuses, but replay and loops stored before the rule do not go through it) took 500M to
+// 450M when 510M was asked, and on down below 0. The guard refuses to fit into them.
+func TestBrokenBoundsAreRefused(t *testing.T) {
+	in := input()
+	step := q("-50M")
+	in.Spec.Targets[1].Bandwidth = &v1alpha1.BandwidthBounds{Min: q("100M"), Max: q("1000M"), MaxStep: &step}
+	r := Check(in, decide(egress("telemetry", "510M")))
+	assert.Empty(t, r.Actions)
+	assert.Equal(t, []string{"Refused telemetry: egress bandwidth: maxStep -50M is not above 0"}, notes(r))
+}
+
+// A target scaled by hand outside its bounds (100 replicas, max 10, maxStep 2) comes back by
+// one step per action by default, and to the nearest bound at once with outOfBounds: Snap.
+func TestOutOfBounds(t *testing.T) {
+	for _, tc := range []struct {
+		mode v1alpha1.OutOfBounds
+		want int64
+		note string
+	}{
+		{"", 98, "Clamped web: replicas 4 limited to one step (2) below 100, toward [1, 10] (outOfBounds: Step)"},
+		{v1alpha1.Step, 98, "Clamped web: replicas 4 limited to one step (2) below 100, toward [1, 10] (outOfBounds: Step)"},
+		{v1alpha1.Snap, 10, "Clamped web: replicas 4: the current 100 is outside [1, 10], set to the nearest bound 10 (outOfBounds: Snap)"},
+	} {
+		t.Run(string(tc.mode), func(t *testing.T) {
+			in := input()
+			in.Spec.Targets[0].OutOfBounds = tc.mode
+			in.Targets["web"].Current["replicas"] = ip(100)
+			r := Check(in, decide(replicas("web", 4)))
+			require.Len(t, r.Actions, 1, notes(r))
+			assert.Equal(t, tc.want, replicasOf(r.Actions[0]))
+			assert.Equal(t, []string{tc.note}, notes(r))
+		})
+	}
+}

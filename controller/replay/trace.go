@@ -197,5 +197,8 @@ func defaults(s *v1alpha1.ControlLoopSpec, cooldownSet, staleAfterSet bool) {
 	}
 	for i := range s.Targets {
 		s.Targets[i].Ref.Kind = v1alpha1.TargetKind(workload.Of("", s.Targets[i].Ref).Kind)
+		if s.Targets[i].OutOfBounds == "" {
+			s.Targets[i].OutOfBounds = v1alpha1.Step
+		}
 	}
 }
