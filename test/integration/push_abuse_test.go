@@ -247,7 +247,9 @@ func latencySummary(ds []time.Duration) string {
 	}
 	s := slices.Clone(ds)
 	slices.Sort(s)
-	at := func(q float64) time.Duration { return s[min(len(s)-1, int(q*float64(len(s))))].Round(10 * time.Microsecond) }
+	at := func(q float64) time.Duration {
+		return s[min(len(s)-1, int(q*float64(len(s))))].Round(10 * time.Microsecond)
+	}
 	return fmt.Sprintf("n=%d median %s p99 %s max %s", len(s), at(0.5), at(0.99), s[len(s)-1].Round(10*time.Microsecond))
 }
 
