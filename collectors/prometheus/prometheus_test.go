@@ -348,7 +348,7 @@ func TestPrometheusStoppedAndRestarted(t *testing.T) {
 	assert.Equal(t, "prometheus at "+s.URL+" is unreachable: dial tcp "+s.addr+": connect: connection refused", m.Err)
 
 	e.queue.WithLabelValues("robot-control-0").Set(7)
-	start = time.Now()
+	start := time.Now()
 	s.start()
 	m = eventually(t, c, `sum(robot_control_queue_depth)`, hasValue(7))
 	assert.Empty(t, m.Err)
