@@ -82,7 +82,8 @@ import (
 // +kubebuilder:rbac:groups=governor.dev,resources=controlloops/status,verbs=get;patch
 // Secrets are read one by one (get): the client must not cache them (the manager's client
 // excludes them from its cache), or the controller would need to list and watch every Secret of
-// the cluster, and hold them all in memory.
+// the cluster, and hold them all in memory. Only the Secrets loops name are read, and only the
+// hashes of their tokens kept, for a TTL (see tokens).
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get
 
 const (
