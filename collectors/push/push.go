@@ -100,12 +100,12 @@ const (
 
 	// DefaultTokenTTL is Limits.TokenTTL when 0.
 	DefaultTokenTTL = 30 * time.Second
-	// DefaultLoopRate and DefaultClientRate are governor run's defaults for Limits.LoopRate and
-	// Limits.ClientRate. A loop ticks at most once per spec.minInterval (50ms by default) and
-	// each authenticated push is a write to the API server: 50 a second per loop leaves room for
-	// several agents pushing to one loop. One client (an agent, a node's agents behind one
-	// address) may push to several loops.
-	DefaultLoopRate   = 50
+	// DefaultLoopRate is governor run's default Limits.LoopRate. A loop ticks at most once per
+	// spec.minInterval (50ms by default) and each authenticated push is a write to the API
+	// server: 50 a second leaves room for several agents pushing to one loop.
+	DefaultLoopRate = 50
+	// DefaultClientRate is governor run's default Limits.ClientRate: one client (an agent, a
+	// node's agents behind one address) may push to several loops.
 	DefaultClientRate = 100
 
 	// apiTimeout bounds the API requests of one push.
