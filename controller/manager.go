@@ -71,6 +71,9 @@ type Options struct {
 	// ServerName are not used).
 	PushAddr string
 	PushTLS  TLSFiles
+	// PushLimits are the push endpoint's rate limits and token TTL
+	// (push.Limits: no rate limit where zero).
+	PushLimits push.Limits
 
 	// StatusFlush is how often quiet ticks are written to the status (see
 	// Loops.StatusFlush); 1s when zero.
@@ -193,7 +196,8 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		}
 	}
 	if opts.PushAddr != "" && opts.PushAddr != "0" {
-		if err := mgr.Add(push.NewServer(mgr.GetClient(), push.Options{Addr: opts.PushAddr, CertFile: opts.PushTLS.Cert, KeyFile: opts.PushTLS.Key})); err != nil {
+		if err := mgr.Add(push.NewServer(mgr.GetClient(), push.Options{Addr: opts.PushAddr, CertFile: opts.PushTLS.Cert, KeyFile: opts.PushTLS.Key,
+			Limits: opts.PushLimits})); err != nil {
 			return nil, err
 		}
 	}

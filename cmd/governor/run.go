@@ -4,6 +4,7 @@ import (
 	"context"
 	goflag "flag"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"governor.dev/governor/bundles"
+	"governor.dev/governor/collectors/push"
 	"governor.dev/governor/controller"
 )
 
@@ -112,6 +114,9 @@ func newRunCommand() *cobra.Command {
 	fs.StringVar(&f.opts.PushAddr, "push-bind-address", ":8082", "push endpoint address (0 turns it off)")
 	fs.StringVar(&f.opts.PushTLS.Cert, "push-tls-cert", "", "serve the push endpoint over HTTPS with this certificate (PEM; reloaded when it changes)")
 	fs.StringVar(&f.opts.PushTLS.Key, "push-tls-key", "", "the push endpoint certificate's private key (PEM)")
+	fs.Float64Var(&f.opts.PushLimits.LoopRate, "push-rate", push.DefaultLoopRate, "authenticated pushes a second one loop accepts, in bursts of up to twice as many; more are answered 429 (0: no limit)")
+	fs.Float64Var(&f.opts.PushLimits.ClientRate, "push-client-rate", push.DefaultClientRate, "requests a second the push endpoint accepts from one client address (IPv6: its /64), in bursts of up to twice as many; more are answered 429 (0: no limit)")
+	fs.DurationVar(&f.opts.PushLimits.TokenTTL, "push-token-ttl", push.DefaultTokenTTL, "how long the push endpoint trusts a token Secret it has read: a rotated or deleted token stops working within this")
 	fs.Float32Var(&f.qps, "kube-api-qps", defaultQPS, "requests per second the controller's API client may send (client-side limit; the API server's priority and fairness protects the server)")
 	fs.IntVar(&f.burst, "kube-api-burst", defaultBurst, "requests the controller's API client may send at once, above --kube-api-qps")
 	fs.DurationVar(&f.opts.StatusFlush, "status-flush-interval", time.Second, "how often a loop's quiet ticks (no change, refusal or failure) are written to its status; every other tick is written at once")
@@ -135,8 +140,8 @@ func (f *runFlags) check() error {
 	if f.opts.StatusFlush <= 0 {
 		return fmt.Errorf("--status-flush-interval must be above 0 (got %s)", f.opts.StatusFlush)
 	}
-	if (f.opts.PushTLS.Cert == "") != (f.opts.PushTLS.Key == "") {
-		return fmt.Errorf("--push-tls-cert and --push-tls-key go together")
+	if err := checkPush(f.opts); err != nil {
+		return err
 	}
 	if err := checkLease(f.opts.LeaseDuration, f.opts.RenewDeadline, f.opts.RetryPeriod); err != nil {
 		return err
@@ -145,6 +150,22 @@ func (f *runFlags) check() error {
 		if _, _, err := configMapRef(f.opaConfigMap); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// checkPush refuses push endpoint flags out of range.
+func checkPush(opts controller.Options) error {
+	l := opts.PushLimits
+	switch {
+	case (opts.PushTLS.Cert == "") != (opts.PushTLS.Key == ""):
+		return fmt.Errorf("--push-tls-cert and --push-tls-key go together")
+	case !(l.LoopRate >= 0) || math.IsInf(l.LoopRate, 0):
+		return fmt.Errorf("--push-rate must be a number of requests a second, 0 or more (got %g)", l.LoopRate)
+	case !(l.ClientRate >= 0) || math.IsInf(l.ClientRate, 0):
+		return fmt.Errorf("--push-client-rate must be a number of requests a second, 0 or more (got %g)", l.ClientRate)
+	case l.TokenTTL < 0:
+		return fmt.Errorf("--push-token-ttl must be 0 (the default, %s) or more (got %s)", push.DefaultTokenTTL, l.TokenTTL)
 	}
 	return nil
 }

@@ -1,11 +1,15 @@
 package main
 
 import (
+	"math"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"governor.dev/governor/collectors/push"
+	"governor.dev/governor/controller"
 )
 
 // Lease timings that client-go's leader election would refuse at start, or
@@ -37,4 +41,25 @@ func TestRunFlagsCheckLease(t *testing.T) {
 	f.opts.StatusFlush = time.Second
 	f.opts.LeaseDuration, f.opts.RenewDeadline, f.opts.RetryPeriod = 4*time.Second, 5*time.Second, time.Second
 	assert.EqualError(t, f.check(), "--leader-elect-renew-deadline (5s) must be below --leader-elect-lease-duration (4s)")
+}
+
+// The push endpoint's limits are refused out of range, with the flag's name.
+func TestCheckPush(t *testing.T) {
+	var ok controller.Options
+	ok.PushLimits = push.Limits{LoopRate: push.DefaultLoopRate, ClientRate: 0, TokenTTL: push.DefaultTokenTTL}
+	require.NoError(t, checkPush(ok))
+	for _, c := range []struct {
+		limits push.Limits
+		want   string
+	}{
+		{push.Limits{LoopRate: -1}, "--push-rate must be a number of requests a second, 0 or more (got -1)"},
+		{push.Limits{LoopRate: math.NaN()}, "--push-rate must be a number of requests a second, 0 or more (got NaN)"},
+		{push.Limits{ClientRate: math.Inf(1)}, "--push-client-rate must be a number of requests a second, 0 or more (got +Inf)"},
+		{push.Limits{TokenTTL: -time.Second}, "--push-token-ttl must be 0 (the default, 30s) or more (got -1s)"},
+	} {
+		opts := controller.Options{PushLimits: c.limits}
+		assert.EqualError(t, checkPush(opts), c.want)
+	}
+	bad := controller.Options{PushTLS: controller.TLSFiles{Cert: "tls.crt"}}
+	assert.EqualError(t, checkPush(bad), "--push-tls-cert and --push-tls-key go together")
 }

@@ -21,15 +21,24 @@
 //
 // Answers: 204 when written; otherwise a status and a one-line JSON reason, {"error": "..."}:
 // 400 (not JSON, not an object, a value that is not a finite number, unknown names, a bad
-// time), 401 (no bearer token; with WWW-Authenticate: Bearer), 403 (wrong token), 404 (no such
-// loop, or a loop without push collectors), 405 (not POST; with Allow: POST), 413 (body over
-// the limit), 415 (not application/json), 503 (the API server is unreachable, overloaded or
-// timed out: try again) and 500 (the API server refused in another way).
+// time), 401 (no bearer token; with WWW-Authenticate: Bearer), 403 (wrong token, no such loop,
+// or a loop without push collectors: one answer for all three), 405 (not POST; with Allow:
+// POST), 413 (body over the limit), 415 (not application/json), 429 (over a rate limit; with
+// Retry-After), 503 (the API server is unreachable, overloaded or timed out: try again) and
+// 500 (the API server refused in another way).
 //
-// Order of checks: method, bearer token present, content type, size and syntax of the body, the
-// loop, then the token against the Secrets. A caller without a valid token for some push
-// collector of the loop learns no collector names: unknown names are listed only to a caller
-// whose token matches one of the loop's push Secrets.
+// Order of checks: the client's rate, method, bearer token present, content type, size and
+// syntax of the body, the loop, the token against the Secrets, the loop's rate. A caller is
+// authenticated when its token is that of one of the loop's push Secrets; any other caller
+// gets the same 403, word for word, whether the loop exists or not, so it cannot tell which
+// loops exist nor learn their collectors' names. An authenticated caller gets precise answers
+// (which names are not push collectors, which collectors its token is not for).
+//
+// Abuse costs no API request: loops are read from the manager's cache, and tokens are checked
+// against the SHA-256 of the Secrets' tokens kept in memory (each Secret read at most about
+// once per half Limits.TokenTTL, whatever the request rate; see tokens). Rates are limited per
+// client address before anything else, and per loop once the caller is authenticated (so a
+// flood of bad tokens cannot use up a loop's rate).
 //
 // Nothing secret is logged: neither tokens nor Secret contents, nor the Authorization header.
 package push
@@ -38,7 +47,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -74,7 +82,8 @@ import (
 // +kubebuilder:rbac:groups=governor.dev,resources=controlloops/status,verbs=get;patch
 // Secrets are read one by one (get): the client must not cache them (the manager's client
 // excludes them from its cache), or the controller would need to list and watch every Secret of
-// the cluster, and hold them all in memory.
+// the cluster, and hold them all in memory. Only the Secrets loops name are read, and only the
+// hashes of their tokens kept, for a TTL (see tokens).
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get
 
 const (
@@ -88,6 +97,16 @@ const (
 	TokenKey = "token"
 	// Path is the route of the endpoint, as http.ServeMux patterns write it.
 	Path = "/v1/loops/{namespace}/{name}/observations"
+
+	// DefaultTokenTTL is Limits.TokenTTL when 0.
+	DefaultTokenTTL = 30 * time.Second
+	// DefaultLoopRate is governor run's default Limits.LoopRate. A loop ticks at most once per
+	// spec.minInterval (50ms by default) and each authenticated push is a write to the API
+	// server: 50 a second leaves room for several agents pushing to one loop.
+	DefaultLoopRate = 50
+	// DefaultClientRate is governor run's default Limits.ClientRate: one client (an agent, a
+	// node's agents behind one address) may push to several loops.
+	DefaultClientRate = 100
 
 	// apiTimeout bounds the API requests of one push.
 	apiTimeout = 10 * time.Second
@@ -109,6 +128,22 @@ type Options struct {
 	// certificate and key, read again when the files change (controller-runtime's
 	// certwatcher: a rotated Secret mounted as files takes effect without a restart).
 	CertFile, KeyFile string
+	// Limits bound the requests accepted, and how long a token Secret read is trusted.
+	Limits Limits
+}
+
+// Limits protect the endpoint and the API server behind it from floods.
+type Limits struct {
+	// LoopRate is how many authenticated pushes a second one loop accepts, in bursts of up to
+	// twice as many; 0 is no limit.
+	LoopRate float64
+	// ClientRate is how many requests a second the endpoint accepts from one client address
+	// (an IPv6 client's /64), whatever they are, in bursts of up to twice as many; 0 is no
+	// limit. Behind a proxy every client has the proxy's address.
+	ClientRate float64
+	// TokenTTL is how long a token Secret read is trusted: a rotated or deleted token stops
+	// working within it. DefaultTokenTTL when 0.
+	TokenTTL time.Duration
 }
 
 // Server is the push endpoint. It is a controller-runtime manager.Runnable that every replica
@@ -121,6 +156,9 @@ type Server struct {
 	now     func() time.Time
 
 	certFile, keyFile string
+
+	tokens         *tokens
+	loops, clients *limiters
 
 	mu    sync.Mutex
 	bound string
@@ -140,6 +178,13 @@ func NewServer(c client.Client, opts Options) *Server {
 	if s.log.GetSink() == nil {
 		s.log = ctrl.Log.WithName("push")
 	}
+	ttl := opts.Limits.TokenTTL
+	if ttl <= 0 {
+		ttl = DefaultTokenTTL
+	}
+	now := func() time.Time { return s.now() }
+	s.tokens = newTokens(s.readToken, ttl, now, s.log)
+	s.loops, s.clients = newLimiters(opts.Limits.LoopRate, now), newLimiters(opts.Limits.ClientRate, now)
 	return s
 }
 
@@ -180,6 +225,8 @@ func (s *Server) Start(ctx context.Context) error {
 		}()
 		ln = tls.NewListener(ln, &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.GetCertificate})
 		scheme = "https"
+	} else {
+		s.log.Info("the push endpoint serves plain HTTP: bearer tokens cross the network in clear (give it a certificate and key for HTTPS)")
 	}
 	s.mu.Lock()
 	s.bound = ln.Addr().String()
@@ -212,14 +259,34 @@ func (s *Server) Start(ctx context.Context) error {
 	return nil
 }
 
-// Handler is the endpoint's http.Handler: Path, and a JSON 404 for every other path.
+// Handler is the endpoint's http.Handler: Path, and a JSON 404 for every other path, all
+// behind the per-client rate limit.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc(Path, s.serve)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &httpError{code: http.StatusNotFound, msg: "no such endpoint: the only one is POST " + Path})
 	})
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if wait, ok := s.clients.allow(clientKey(r.RemoteAddr)); !ok {
+			writeError(w, tooMany(wait, "too many requests from this client address: at most %g a second", float64(s.clients.limit)))
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// tooMany is a 429 that says when to try again.
+func tooMany(wait time.Duration, format string, args ...any) *httpError {
+	after := retryAfterSeconds(wait)
+	return &httpError{code: http.StatusTooManyRequests, msg: fmt.Sprintf(format, args...) + fmt.Sprintf(": retry after %ds", after),
+		header: map[string]string{"Retry-After": strconv.Itoa(after)}}
+}
+
+// denied is the answer to a caller that is not authenticated for the loop it names, whether
+// the loop exists or not: the same, word for word.
+func denied() *httpError {
+	return fail(http.StatusForbidden, "the token does not match: it must equal the token of the Secret of each push collector named (or there is no such loop)")
 }
 
 // httpError is a refusal: its status code, its one-line reason and headers to set.
@@ -296,19 +363,21 @@ func (s *Server) accept(r *http.Request, key types.NamespacedName) ([]string, *h
 	}
 	secrets := pushSecrets(loop)
 	if len(secrets) == 0 {
-		return nil, fail(http.StatusNotFound, "controlloop %s has no push collector", key)
+		return nil, denied()
 	}
-	var unknown []string
-	need := map[string]bool{}
+	var named, unknown []string
 	for name := range report.values {
-		if secret, ok := secrets[name]; ok {
-			need[secret] = true
+		if _, ok := secrets[name]; ok {
+			named = append(named, name)
 		} else {
 			unknown = append(unknown, name)
 		}
 	}
-	if herr := s.authorize(ctx, loop, token, need, secrets, len(unknown) > 0); herr != nil {
+	if herr := s.authorize(ctx, loop.Namespace, token, named, secrets); herr != nil {
 		return nil, herr
+	}
+	if wait, ok := s.loops.allow(key.String()); !ok {
+		return nil, tooMany(wait, "too many pushes to controlloop %s: at most %g a second", key, float64(s.loops.limit))
 	}
 	if len(unknown) > 0 {
 		sort.Strings(unknown)
@@ -485,16 +554,15 @@ func kindOf(body []byte) string {
 	return "a number"
 }
 
-// readLoop reads the loop the request names.
+// readLoop reads the loop the request names; a loop that does not exist is denied.
 func (s *Server) readLoop(ctx context.Context, key types.NamespacedName) (*v1alpha1.ControlLoop, *httpError) {
-	notFound := fail(http.StatusNotFound, "controlloop %s not found", key)
 	if len(validation.IsDNS1123Label(key.Namespace)) > 0 || len(validation.IsDNS1123Subdomain(key.Name)) > 0 {
-		return nil, notFound
+		return nil, denied()
 	}
 	loop := &v1alpha1.ControlLoop{}
 	if err := s.c.Get(ctx, key, loop); err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil, notFound
+			return nil, denied()
 		}
 		return nil, apiFailure("reading the loop", err)
 	}
@@ -512,61 +580,75 @@ func pushSecrets(loop *v1alpha1.ControlLoop) map[string]string {
 	return out
 }
 
-// authorize checks token against the Secret of every push collector the body names (need).
-// When the body names only unknown collectors (unknown), the token must match at least one of
-// the loop's push Secrets before the caller is told the collectors' names.
-func (s *Server) authorize(ctx context.Context, loop *v1alpha1.ControlLoop, token string, need map[string]bool, secrets map[string]string, unknown bool) *httpError {
-	forbidden := fail(http.StatusForbidden, "the token does not match: it must equal the token of the Secret of each push collector named")
-	names := slices.Sorted(maps.Keys(need))
-	for _, name := range names {
-		ok, herr := s.matches(ctx, loop.Namespace, name, token)
+// authorize checks token against the Secrets of the loop's push collectors. The caller is
+// authenticated when the token is that of at least one of them (checked first among the
+// collectors named, then the others); any other caller is denied. An authenticated caller
+// whose token is not that of every collector named is told which.
+func (s *Server) authorize(ctx context.Context, namespace, token string, named []string, secrets map[string]string) *httpError {
+	sum := sha256.Sum256([]byte(token))
+	holds := map[string]bool{} // by Secret
+	check := func(secret string) (bool, *httpError) {
+		if ok, seen := holds[secret]; seen {
+			return ok, nil
+		}
+		ok, err := s.tokens.holds(ctx, types.NamespacedName{Namespace: namespace, Name: secret}, sum)
+		if err != nil {
+			return false, apiFailure("reading a token Secret", err)
+		}
+		holds[secret] = ok
+		return ok, nil
+	}
+	var wrong []string
+	authenticated := false
+	for _, name := range slices.Sorted(slices.Values(named)) {
+		ok, herr := check(secrets[name])
 		if herr != nil {
 			return herr
 		}
 		if !ok {
-			return forbidden
+			wrong = append(wrong, name)
 		}
+		authenticated = authenticated || ok
 	}
-	if len(names) > 0 || !unknown {
-		return nil
-	}
-	all := map[string]bool{}
-	for _, secret := range secrets {
-		all[secret] = true
-	}
-	for _, name := range slices.Sorted(maps.Keys(all)) {
-		ok, herr := s.matches(ctx, loop.Namespace, name, token)
+	for _, secret := range slices.Sorted(maps.Values(secrets)) {
+		if authenticated {
+			break
+		}
+		ok, herr := check(secret)
 		if herr != nil {
 			return herr
 		}
-		if ok {
-			return nil
-		}
+		authenticated = ok
 	}
-	return forbidden
+	switch {
+	case !authenticated:
+		return denied()
+	case len(wrong) > 0:
+		return fail(http.StatusForbidden, "the token is not that of push collector %s: each collector named must hold it in its Secret",
+			strings.Join(wrong, ", "))
+	}
+	return nil
 }
 
-// matches compares token with the "token" key of Secret namespace/name in constant time. A
-// Secret that is missing, or has no token, matches nothing (and is logged, by name).
-func (s *Server) matches(ctx context.Context, namespace, name, token string) (bool, *httpError) {
+// readToken reads the token of Secret key; nil when the Secret does not exist or holds no
+// token (logged, by name: nobody can push to its collectors).
+func (s *Server) readToken(ctx context.Context, key types.NamespacedName) ([]byte, error) {
 	secret := &corev1.Secret{}
-	if err := s.c.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, secret); err != nil {
+	if err := s.c.Get(ctx, key, secret); err != nil {
 		if apierrors.IsNotFound(err) {
-			s.log.Info("a push collector's token Secret does not exist: nobody can push to it", "secret", namespace+"/"+name)
-			return false, nil
+			s.log.Info("a push collector's token Secret does not exist: nobody can push to it", "secret", key.String())
+			return nil, nil
 		}
-		return false, apiFailure("reading a token Secret", err)
+		return nil, err
 	}
 	// A token written with a trailing newline (echo token | kubectl create secret ...) is the
 	// same token.
-	want := bytes.TrimSpace(secret.Data[TokenKey])
-	if len(want) == 0 {
-		s.log.Info("a push collector's token Secret has no "+TokenKey+" key: nobody can push to it", "secret", namespace+"/"+name)
-		return false, nil
+	token := bytes.TrimSpace(secret.Data[TokenKey])
+	if len(token) == 0 {
+		s.log.Info("a push collector's token Secret has no "+TokenKey+" key: nobody can push to it", "secret", key.String())
+		return nil, nil
 	}
-	// Hashes first: ConstantTimeCompare is constant-time only for inputs of equal length.
-	w, g := sha256.Sum256(want), sha256.Sum256([]byte(token))
-	return subtle.ConstantTimeCompare(w[:], g[:]) == 1, nil
+	return token, nil
 }
 
 // observation is one entry of status.observations as written: the value as a quantity, the

@@ -33,6 +33,7 @@ func TestDeployWithKubectl(t *testing.T) {
 		"clusterrole.rbac.authorization.k8s.io/governor-manager-role serverside-applied",
 		"role.rbac.authorization.k8s.io/governor-leader-election-role serverside-applied",
 		"deployment.apps/governor-controller-manager serverside-applied",
+		"service/governor-push serverside-applied",
 		"poddisruptionbudget.policy/governor-controller-manager serverside-applied",
 		"validatingadmissionpolicy.admissionregistration.k8s.io/governor-controlloop-authors serverside-applied",
 		"validatingadmissionpolicybinding.admissionregistration.k8s.io/governor-controlloop-authors serverside-applied",
