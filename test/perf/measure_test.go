@@ -3,7 +3,10 @@
 package perf
 
 import (
+	"bytes"
+	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -117,16 +120,17 @@ func components() map[string]int {
 
 // sample is what a measurement window starts and ends with.
 type sample struct {
-	at       time.Time
-	cpu      map[string]time.Duration // by process: governor and the components
-	busy     time.Duration            // the whole machine
-	requests map[string]float64       // governor's API requests so far, by method
+	at   time.Time
+	cpu  map[string]time.Duration // by process: governor and the components
+	busy time.Duration            // the whole machine
+	// client is governor's /metrics, server the API server's.
+	client, server metrics
 }
 
-// takeSample reads governor's and the components' CPU time, the machine's
-// and the API requests governor has sent (rest_client_requests_total of its
-// /metrics).
-func takeSample(g *governor) (sample, error) {
+// takeSample reads governor's and the components' CPU time, the machine's,
+// governor's metrics (the API requests it sent: client-go's rest_client_*)
+// and the API server's.
+func takeSample(d *deployment, g *governor) (sample, error) {
 	s := sample{at: time.Now(), cpu: map[string]time.Duration{}}
 	pids := components()
 	pids["governor"] = g.cmd.Process.Pid
@@ -141,37 +145,86 @@ func takeSample(g *governor) (sample, error) {
 	if s.busy, err = machineBusy(); err != nil {
 		return s, err
 	}
-	s.requests, err = restRequests("http://" + g.metrics + "/metrics")
-	return s, err
+	resp, err := http.Get("http://" + g.metrics + "/metrics")
+	if err != nil {
+		return s, err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if s.client, err = parseMetrics(resp.Body); err != nil {
+		return s, fmt.Errorf("governor's /metrics: %w", err)
+	}
+	raw, err := d.cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
+	if err != nil {
+		return s, fmt.Errorf("the API server's /metrics: %w", err)
+	}
+	if s.server, err = parseMetrics(bytes.NewReader(raw)); err != nil {
+		return s, fmt.Errorf("the API server's /metrics: %w", err)
+	}
+	return s, nil
 }
 
-// restRequests sums client-go's rest_client_requests_total by method.
-func restRequests(url string) (map[string]float64, error) {
-	resp, err := http.Get(url)
+// metrics sums the series of a Prometheus metric whose labels have the
+// values of match, by the value of label by ("" for one total). field is
+// "value" for a counter, "sum" or "count" for a histogram.
+type metrics func(name, by string, match map[string]string, field string) map[string]float64
+
+func parseMetrics(r io.Reader) (metrics, error) {
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := p.TextToMetricFamilies(r)
 	if err != nil {
 		return nil, err
 	}
-	defer func() { _ = resp.Body.Close() }()
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := p.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", url, err)
-	}
-	f, ok := families["rest_client_requests_total"]
-	if !ok {
-		return nil, fmt.Errorf("%s has no rest_client_requests_total", url)
-	}
-	byMethod := map[string]float64{}
-	for _, m := range f.GetMetric() {
-		method := "?"
-		for _, l := range m.GetLabel() {
-			if l.GetName() == "method" {
-				method = l.GetValue()
+	return func(name, by string, match map[string]string, field string) map[string]float64 {
+		out := map[string]float64{}
+		for _, s := range families[name].GetMetric() {
+			key, matched := "", 0
+			for _, l := range s.GetLabel() {
+				if l.GetName() == by {
+					key = l.GetValue()
+				}
+				if want, ok := match[l.GetName()]; ok && want == l.GetValue() {
+					matched++
+				}
+			}
+			if matched < len(match) {
+				continue
+			}
+			switch field {
+			case "sum":
+				out[key] += s.GetHistogram().GetSampleSum()
+			case "count":
+				out[key] += float64(s.GetHistogram().GetSampleCount())
+			default:
+				out[key] += s.GetCounter().GetValue()
 			}
 		}
-		byMethod[method] += m.GetCounter().GetValue()
+		return out
+	}, nil
+}
+
+// rate is how much a sum grew per second between two samples, by key.
+func rate(from, to sample, get func(sample) map[string]float64) map[string]float64 {
+	before, after := get(from), get(to)
+	secs := to.at.Sub(from.at).Seconds()
+	out := map[string]float64{}
+	for k, v := range after {
+		out[k] = (v - before[k]) / secs
 	}
-	return byMethod, nil
+	return out
+}
+
+// meanMillis is the mean of a histogram's observations (in seconds) between
+// two samples, in milliseconds, by key.
+func meanMillis(from, to sample, get func(s sample, field string) map[string]float64) map[string]float64 {
+	sums := rate(from, to, func(s sample) map[string]float64 { return get(s, "sum") })
+	counts := rate(from, to, func(s sample) map[string]float64 { return get(s, "count") })
+	out := map[string]float64{}
+	for k, c := range counts {
+		if c > 0 {
+			out[k] = 1000 * sums[k] / c
+		}
+	}
+	return out
 }
 
 // cores is the CPU a process used between two samples, in cores.

@@ -16,15 +16,23 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"governor.dev/governor/api/v1alpha1"
 )
+
+// The controller-runtime log of this process (envtest's): errors only.
+func init() {
+	ctrl.SetLogger(zap.New(zap.Level(zapcore.ErrorLevel), zap.WriteTo(os.Stderr)))
+}
 
 // egressAnnotation is where the bandwidth actuator writes a Pod's egress.
 const egressAnnotation = "kubernetes.io/egress-bandwidth"
@@ -332,14 +340,44 @@ func scale(b *testing.B, n int, extra []string) {
 			b.ReportMetric(cores(w.from, w.to, c), c+"-cores")
 		}
 		b.ReportMetric((w.to.busy-w.from.busy).Seconds()/w.to.at.Sub(w.from.at).Seconds(), "machine-busy-cores")
-		secs := w.to.at.Sub(w.from.at).Seconds()
-		var total float64
-		for method, v := range w.to.requests {
-			total += v - w.from.requests[method]
-			b.ReportMetric((v-w.from.requests[method])/secs, "req/s-"+method)
-		}
-		b.ReportMetric(total/secs, "req/s")
+		reportRequests(b, w)
 	}
+}
+
+// reportRequests reports the API requests per second governor sent, by
+// method, and their mean latency as it saw it; on the API server's side,
+// all requests per second, the mean time requests waited in priority and
+// fairness's queues by priority level, and the mean time of a loop's status
+// PATCH.
+func reportRequests(b *testing.B, w measured) {
+	var total float64
+	sent := rate(w.from, w.to, func(s sample) map[string]float64 {
+		return s.client("rest_client_requests_total", "method", nil, "value")
+	})
+	for method, r := range sent {
+		total += r
+		b.ReportMetric(r, "req/s-"+method)
+	}
+	b.ReportMetric(total, "req/s")
+	for verb, ms := range meanMillis(w.from, w.to, func(s sample, field string) map[string]float64 {
+		return s.client("rest_client_request_duration_seconds", "verb", nil, field)
+	}) {
+		b.ReportMetric(ms, "client-ms-"+verb)
+	}
+	all := rate(w.from, w.to, func(s sample) map[string]float64 {
+		return s.server("apiserver_request_total", "", nil, "value")
+	})
+	b.ReportMetric(all[""], "apiserver-req/s")
+	for level, ms := range meanMillis(w.from, w.to, func(s sample, field string) map[string]float64 {
+		return s.server("apiserver_flowcontrol_request_wait_duration_seconds", "priority_level", nil, field)
+	}) {
+		b.ReportMetric(ms, "apf-wait-ms-"+level)
+	}
+	patch := meanMillis(w.from, w.to, func(s sample, field string) map[string]float64 {
+		return s.server("apiserver_request_duration_seconds", "", map[string]string{
+			"verb": "PATCH", "resource": "controlloops", "subresource": "status"}, field)
+	})
+	b.ReportMetric(patch[""], "apiserver-status-patch-ms")
 }
 
 // loopCounts are the Ns of BenchmarkScale: PERF_LOOPS, 100 by default.
@@ -443,12 +481,12 @@ func window(b *testing.B, d *deployment, g *governor, ns string, span, interval 
 	var m measured
 	var err error
 	g.check(b)
-	if m.from, err = takeSample(g); err != nil {
+	if m.from, err = takeSample(d, g); err != nil {
 		b.Fatal(err)
 	}
 	time.Sleep(span)
 	g.check(b)
-	if m.to, err = takeSample(g); err != nil {
+	if m.to, err = takeSample(d, g); err != nil {
 		b.Fatal(err)
 	}
 	time.Sleep(g.flush + 3*time.Second)
