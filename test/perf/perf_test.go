@@ -328,7 +328,9 @@ func scale(b *testing.B, n int, extra []string) {
 	b.ResetTimer()
 	for range b.N {
 		time.Sleep(5 * time.Second) // the pushes' ticks are behind
+		profiled := profileAPIServer(b, d, span)
 		w := window(b, d, g, ns, span, interval)
+		<-profiled
 		rss, err := peakRSS(g.cmd.Process.Pid)
 		if err != nil {
 			b.Fatal(err)
@@ -382,6 +384,32 @@ func reportRequests(b *testing.B, w measured) {
 			"verb": "PATCH", "resource": "controlloops", "subresource": "status"}, field)
 	})
 	b.ReportMetric(patch[""], "apiserver-status-patch-ms")
+}
+
+// profileAPIServer takes a CPU profile of the API server over most of a
+// window, when PERF_APISERVER_PROFILE names a file to write it to (go tool
+// pprof reads it): where its time goes under governor's load. The channel
+// is closed once it is written.
+func profileAPIServer(b *testing.B, d *deployment, span time.Duration) <-chan struct{} {
+	done := make(chan struct{})
+	path := os.Getenv("PERF_APISERVER_PROFILE")
+	if path == "" {
+		close(done)
+		return done
+	}
+	go func() {
+		defer close(done)
+		raw, err := d.cs.CoreV1().RESTClient().Get().AbsPath("/debug/pprof/profile").
+			Param("seconds", strconv.Itoa(int((span-5*time.Second)/time.Second))).
+			Timeout(span+time.Minute).DoRaw(context.Background())
+		if err == nil {
+			err = os.WriteFile(path, raw, 0o644)
+		}
+		if err != nil {
+			b.Errorf("profiling the API server: %v", err)
+		}
+	}()
+	return done
 }
 
 // loopCounts are the Ns of BenchmarkScale: PERF_LOOPS, 100 by default.
