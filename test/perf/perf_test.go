@@ -401,7 +401,7 @@ func profileAPIServer(b *testing.B, d *deployment, span time.Duration) <-chan st
 		defer close(done)
 		raw, err := d.cs.CoreV1().RESTClient().Get().AbsPath("/debug/pprof/profile").
 			Param("seconds", strconv.Itoa(int((span-5*time.Second)/time.Second))).
-			Timeout(span+time.Minute).DoRaw(context.Background())
+			Timeout(span + time.Minute).DoRaw(context.Background())
 		if err == nil {
 			err = os.WriteFile(path, raw, 0o644)
 		}
