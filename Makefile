@@ -89,7 +89,7 @@ bench: envtest-assets test-servers ## benchmarks: in process (decisions; Hubble 
 	$(MAKE) --no-print-directory bench-deployed
 
 bench-deployed: bin/governor envtest-assets ## benchmarks through bin/governor run as config/ deploys it, on the local cluster: push-to-Pod reaction, ticks/s, scale (PERF_LOOPS, PERF_STATUS_FLUSH, PERF_COUNT)
-	$(GO) test -tags integration -run '^$$' -bench 'Reaction' -benchtime 60x -count $(PERF_COUNT) -timeout 30m ./test/perf/
+	$(GO) test -tags integration -run '^$$' -bench 'Reaction' -benchtime 100x -count $(PERF_COUNT) -timeout 30m ./test/perf/
 	$(GO) test -tags integration -run '^$$' -bench 'TickRate' -benchtime 1x -count $(PERF_COUNT) -timeout 30m ./test/perf/
 	PERF_LOOPS=$(PERF_LOOPS) PERF_STATUS_FLUSH=$(PERF_STATUS_FLUSH) \
 		$(GO) test -tags integration -run '^$$' -bench 'Scale' -benchtime 1x -count $(PERF_COUNT) -timeout 120m ./test/perf/
