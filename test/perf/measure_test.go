@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -232,12 +233,13 @@ func cores(from, to sample, name string) float64 {
 	return (to.cpu[name] - from.cpu[name]).Seconds() / to.at.Sub(from.at).Seconds()
 }
 
-// percentile of sorted durations, in milliseconds (nearest rank).
+// percentile of sorted durations, in milliseconds (nearest rank: the 99th
+// of 100 for p 0.99).
 func percentile(sorted []time.Duration, p float64) float64 {
 	if len(sorted) == 0 {
 		return 0
 	}
-	i := min(int(p*float64(len(sorted))), len(sorted)-1)
+	i := max(int(math.Ceil(p*float64(len(sorted))))-1, 0)
 	return float64(sorted[i].Microseconds()) / 1000
 }
 

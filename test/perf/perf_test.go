@@ -100,9 +100,9 @@ func (d *deployment) newNamespace(b *testing.B, prefix string) string {
 
 // BenchmarkReaction measures, from outside, the time from a push of a new
 // jitter value to governor's push endpoint to the new egress annotation
-// being seen (by a watch) on every Pod of the target (3 replicas), b.N
-// pushes (make bench-deployed: -benchtime 100x), a random pause between them so that
-// they land anywhere between two interval ticks:
+// being seen (by a watch) on every Pod of the target (3 replicas), over
+// b.N pushes (make bench-deployed: -benchtime 100x) with a random pause
+// before each, so that they land anywhere between two interval ticks:
 //
 //   - woken-interval-1s: interval 1s, the push wakes the loop (minInterval
 //     at its default, 50ms);
