@@ -337,10 +337,18 @@ func (g *governor) push(ns, loop, token string, values map[string]float64) error
 	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusNoContent {
 		msg, _ := io.ReadAll(resp.Body)
-		return fmt.Errorf("push to %s/%s: %s %s", ns, loop, resp.Status, msg)
+		err := fmt.Errorf("push to %s/%s: %s %s", ns, loop, resp.Status, msg)
+		if resp.StatusCode == http.StatusServiceUnavailable {
+			err = fmt.Errorf("%w: %w", errTryAgain, err)
+		}
+		return err
 	}
 	return nil
 }
+
+// errTryAgain is a push refused for now: the API server did not take the
+// observation in time.
+var errTryAgain = errors.New("try again later")
 
 // namespace makes a namespace with the push token Secret "reporter".
 func (d *deployment) namespace(b *testing.B, name string) {

@@ -5,6 +5,7 @@ package perf
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -469,7 +470,15 @@ func makeLoops(b *testing.B, d *deployment, ns string, from, to int, loop func(n
 func pushAll(b *testing.B, d *deployment, g *governor, ns string, n int) {
 	b.Helper()
 	parallel(b, n, func(i int) error {
-		return g.push(ns, loopName(i), pushToken, map[string]float64{"jitter": jitterHold})
+		// As a managed system would: again, after a while, when the
+		// API server is too busy to take it now.
+		for try := 1; ; try++ {
+			err := g.push(ns, loopName(i), pushToken, map[string]float64{"jitter": jitterHold})
+			if !errors.Is(err, errTryAgain) || try == 10 {
+				return err
+			}
+			time.Sleep(time.Second)
+		}
 	})
 	g.check(b)
 }
