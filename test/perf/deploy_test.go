@@ -1,4 +1,4 @@
-//go:build integration
+//go:build integration && linux
 
 package perf
 
@@ -223,6 +223,9 @@ func (d *deployment) start(b *testing.B, extra ...string) *governor {
 	}
 	g.cmd = exec.Command(filepath.Join(repo, "bin", "governor"), args...)
 	g.cmd.Stdout, g.cmd.Stderr = logFile, logFile
+	// Killed with the benchmark if it dies without stopping it (a panic,
+	// go test's -timeout), as the control plane's components are.
+	g.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := g.cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
