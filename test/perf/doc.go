@@ -6,5 +6,6 @@
 // endpoint, watches on the API server, /proc for its CPU and memory, its
 // /metrics for the requests it sends. The benchmarks carry the build tag
 // integration and run with `make bench`; they report figures and never
-// assert timings, but fail when setup fails or governor exits.
+// assert timings, but fail when setup fails or governor exits. Linux only
+// (it reads /proc).
 package perf

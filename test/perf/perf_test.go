@@ -328,6 +328,7 @@ func scale(b *testing.B, n int, extra []string) {
 			return bandwidthLoop(ns, name, interval, 0, targets, nil, limit)
 		})
 		waitTicked(b, d, g, ns, 1)
+		b.Logf("%s: %d loops ticking", time.Now().Format(time.TimeOnly), min(from+100, n))
 	}
 	pushAll(b, d, g, ns, n)
 	b.ResetTimer()
