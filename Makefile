@@ -5,6 +5,13 @@ LDFLAGS := -X main.version=$(VERSION)
 # Benchmarks: runs per benchmark (medians need several) and a filter.
 BENCH_COUNT ?= 5
 BENCH       ?= .
+# Benchmarks through bin/governor as deployed (test/perf): runs of each, the
+# loop counts of the scale benchmark, and --status-flush-interval values to
+# run it with besides the manifest's (e.g. PERF_LOOPS=100,1000
+# PERF_STATUS_FLUSH=10s). The defaults complete on a 2-core machine.
+PERF_COUNT        ?= 3
+PERF_LOOPS        ?= 100
+PERF_STATUS_FLUSH ?=
 
 # Files controller-gen writes from the API types and the code's markers.
 GENERATED := api/v1alpha1/zz_generated.deepcopy.go config/crd/bases/governor.dev_controlloops.yaml config/rbac/role.yaml
@@ -13,7 +20,7 @@ CONTROLLER_GEN ?= $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.2
 # golangci-lint, pinned, run from the module proxy (configuration: .golangci.yml).
 GOLANGCI_LINT ?= $(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 
-.PHONY: help build test test-fast lint bench bench-policies fuzz clean manifests generate test-servers
+.PHONY: help build test test-fast lint bench bench-policies bench-deployed fuzz clean manifests generate test-servers
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-21s %s\n", $$1, $$2}'
@@ -74,13 +81,21 @@ test-servers: ## install Debian's prometheus and nginx when missing (apt-get), f
 		export DEBIAN_FRONTEND=noninteractive; \
 		$$sudo apt-get update -qq && $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null; }
 
-bench: bin/opa envtest-assets test-servers ## benchmarks: the shipped policies in opa bench; decisions; Hubble ingest and memory; tick-to-patch latency, 100-loop throughput and publish-to-decide on a real API server
+bench: bin/opa envtest-assets test-servers ## benchmarks: the shipped policies in opa bench; in process (decisions; Hubble ingest and memory; tick-to-patch, 100-loop throughput, publish-to-decide and failover on a real API server); then bench-deployed
 	COUNT=$(BENCH_COUNT) hack/policy-bench.sh
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -count $(BENCH_COUNT) ./bundles/
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -cpu 1 -count $(BENCH_COUNT) ./collectors/hubble/
 	$(GO) test -tags integration -run '^$$' -bench 'TickToPatch' -benchtime 100x -count $(BENCH_COUNT) ./test/integration/
 	$(GO) test -tags integration -run '^$$' -bench 'TicksPerSecond' -benchtime 1x -count $(BENCH_COUNT) ./test/integration/
 	$(GO) test -tags integration -run '^$$' -bench 'PublishToDecide' -benchtime 5x -count $(BENCH_COUNT) ./test/integration/
+	$(GO) test -tags integration -run '^$$' -bench 'Failover' -benchtime 1x -count $(BENCH_COUNT) ./test/integration/
+	$(MAKE) --no-print-directory bench-deployed
+
+bench-deployed: bin/governor envtest-assets ## benchmarks through bin/governor run as config/ deploys it, on the local cluster: push-to-Pod reaction, ticks/s, scale (PERF_LOOPS, PERF_STATUS_FLUSH, PERF_COUNT)
+	$(GO) test -tags integration -run '^$$' -bench 'Reaction' -benchtime 100x -count $(PERF_COUNT) -timeout 30m ./test/perf/
+	$(GO) test -tags integration -run '^$$' -bench 'TickRate' -benchtime 1x -count $(PERF_COUNT) -timeout 30m ./test/perf/
+	PERF_LOOPS=$(PERF_LOOPS) PERF_STATUS_FLUSH=$(PERF_STATUS_FLUSH) \
+		$(GO) test -tags integration -run '^$$' -bench 'Scale' -benchtime 1x -count $(PERF_COUNT) -timeout 120m ./test/perf/
 
 bench-policies: bin/opa ## the shipped policies in upstream opa bench against a trivial policy (hack/policy-bench.sh): medians and ratios
 	COUNT=$(BENCH_COUNT) hack/policy-bench.sh

@@ -1,0 +1,565 @@
+//go:build integration && linux
+
+package perf
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"governor.dev/governor/api/v1alpha1"
+)
+
+// The controller-runtime log of this process (envtest's): errors only.
+func init() {
+	ctrl.SetLogger(zap.New(zap.Level(zapcore.ErrorLevel), zap.WriteTo(os.Stderr)))
+}
+
+// egressAnnotation is where the bandwidth actuator writes a Pod's egress.
+const egressAnnotation = "kubernetes.io/egress-bandwidth"
+
+// Jitter values for the shipped bandwidth policy (target 2 ms, low below
+// 1 ms): high lowers the egress, low raises it, hold keeps it.
+const (
+	jitterHigh = 10
+	jitterLow  = 0.1
+	jitterHold = 1.5
+)
+
+// bandwidthLoop is a loop on the shipped bandwidth bundle over the
+// Deployments named by targets, its jitter pushed by the managed system
+// (collector "jitter", token Secret "reporter"). minInterval 0 is the
+// CRD's default.
+func bandwidthLoop(ns, name string, interval, minInterval time.Duration, targets []string,
+	params map[string]any, historyLimit int32) *v1alpha1.ControlLoop {
+	p := map[string]any{"targets": targets}
+	for k, v := range params {
+		p[k] = v
+	}
+	raw, err := json.Marshal(p)
+	if err != nil {
+		panic(err) // a map of JSON values
+	}
+	l := &v1alpha1.ControlLoop{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: v1alpha1.ControlLoopSpec{
+			Kind: v1alpha1.Reactive, State: v1alpha1.Running,
+			Interval:   metav1.Duration{Duration: interval},
+			Policy:     v1alpha1.PolicySpec{Bundle: "bandwidth", Decision: "governor/bandwidth/decision", Params: &apiextensionsv1.JSON{Raw: raw}},
+			Collectors: []v1alpha1.CollectorSpec{{Name: "jitter", Push: &v1alpha1.PushCollector{TokenSecret: "reporter"}}},
+			// Observations pushed once stay fresh; a change holds a target
+			// for 1ms only (0 would be the CRD's default, 30s).
+			Safety:       v1alpha1.SafetySpec{StaleAfter: metav1.Duration{Duration: time.Hour}, Cooldown: metav1.Duration{Duration: time.Millisecond}},
+			HistoryLimit: historyLimit,
+		},
+	}
+	if minInterval > 0 {
+		l.Spec.MinInterval = &metav1.Duration{Duration: minInterval}
+	}
+	for _, t := range targets {
+		l.Spec.Targets = append(l.Spec.Targets, v1alpha1.TargetSpec{
+			Name: t, Ref: v1alpha1.TargetRef{Kind: "Deployment", Name: t},
+			Bandwidth: &v1alpha1.BandwidthBounds{Min: resource.MustParse("1M"), Max: resource.MustParse("1000M")},
+		})
+	}
+	return l
+}
+
+var namespaces atomic.Int64
+
+// newNamespace makes a namespace of its own for one benchmark run and
+// deletes it (its loops stop ticking) when the run ends.
+func (d *deployment) newNamespace(b *testing.B, prefix string) string {
+	b.Helper()
+	ns := fmt.Sprintf("%s-%d", prefix, namespaces.Add(1))
+	d.namespace(b, ns)
+	b.Cleanup(func() {
+		_ = d.admin.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+	})
+	return ns
+}
+
+// BenchmarkReaction measures, from outside, the time from a push of a new
+// jitter value to governor's push endpoint to the new egress annotation
+// being seen (by a watch) on every Pod of the target (3 replicas), over
+// b.N pushes (make bench-deployed: -benchtime 100x) with a random pause
+// before each, so that they land anywhere between two interval ticks:
+//
+//   - woken-interval-1s: interval 1s, the push wakes the loop (minInterval
+//     at its default, 50ms);
+//   - interval-200ms-no-wake: interval 200ms and minInterval 200ms, so that
+//     a push cannot bring a tick forward: it waits for the next interval
+//     tick, as with a collector that does not wake its loop.
+//
+// The policy (ewma_alpha 1, egress between 16M and 20M) sets 16M on a high
+// jitter and 20M on a low one, and nothing on a repeat: pushes alternate.
+func BenchmarkReaction(b *testing.B) {
+	d := deploy(b)
+	g := d.start(b)
+	for _, c := range []struct {
+		name                  string
+		interval, minInterval time.Duration
+	}{
+		{"woken-interval-1s", time.Second, 0},
+		{"interval-200ms-no-wake", 200 * time.Millisecond, 200 * time.Millisecond},
+	} {
+		b.Run(c.name, func(b *testing.B) { reaction(b, d, g, c.interval, c.minInterval) })
+	}
+}
+
+func reaction(b *testing.B, d *deployment, g *governor, interval, minInterval time.Duration) {
+	ctx := context.Background()
+	ns := d.newNamespace(b, "reaction")
+	d.workloads(b, ns, []string{"web"}, 3)
+	params := map[string]any{"ewma_alpha": 1, "min": "16M", "max": "20M", "decrease_factor": 0.8,
+		"increase_step": "10M", "cooldown_seconds": 0}
+	if err := d.admin.Create(ctx, bandwidthLoop(ns, "qos", interval, minInterval, []string{"web"}, params, 20)); err != nil {
+		b.Fatal(err)
+	}
+	waitTicked(b, d, g, ns, 1)
+
+	var pods corev1.PodList
+	if err := d.admin.List(ctx, &pods, client.InNamespace(ns)); err != nil {
+		b.Fatal(err)
+	}
+	egress := map[string]string{}
+	for _, p := range pods.Items {
+		egress[p.Name] = p.Annotations[egressAnnotation]
+	}
+	w, err := d.cs.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{ResourceVersion: pods.ResourceVersion})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer w.Stop()
+
+	var lat, accepted []time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		jitter, want := float64(jitterHigh), resource.MustParse("16M")
+		if i%2 == 1 {
+			jitter, want = jitterLow, resource.MustParse("20M")
+		}
+		time.Sleep(50*time.Millisecond + rand.N(interval))
+		pushed := time.Now()
+		if err := g.push(ns, "qos", pushToken, map[string]float64{"jitter": jitter}); err != nil {
+			b.Fatal(err)
+		}
+		accepted = append(accepted, time.Since(pushed))
+		lat = append(lat, waitEgress(b, g, w, egress, want, pushed))
+	}
+	b.StopTimer()
+	s := sortedCopy(lat)
+	b.ReportMetric(percentile(s, 0.5), "ms-p50")
+	b.ReportMetric(percentile(s, 0.99), "ms-p99")
+	b.ReportMetric(percentile(s, 1), "ms-max")
+	b.ReportMetric(float64(len(s)), "pushes")
+	// The push's own answer: governor answers once the observation is
+	// written to the loop's status.
+	b.ReportMetric(percentile(sortedCopy(accepted), 0.5), "push-answered-ms-p50")
+}
+
+// waitEgress follows the Pods' watch until every Pod's egress annotation is
+// want, and returns how long after since that was.
+func waitEgress(b *testing.B, g *governor, w watch.Interface, egress map[string]string, want resource.Quantity, since time.Time) time.Duration {
+	b.Helper()
+	done := func() bool {
+		for _, v := range egress {
+			q, err := resource.ParseQuantity(v)
+			if err != nil || q.Cmp(want) != 0 {
+				return false
+			}
+		}
+		return true
+	}
+	timeout := time.After(30 * time.Second)
+	for !done() {
+		select {
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				b.Fatal("the Pods' watch ended")
+			}
+			if p, isPod := ev.Object.(*corev1.Pod); isPod && ev.Type == watch.Modified {
+				if _, ours := egress[p.Name]; ours {
+					egress[p.Name] = p.Annotations[egressAnnotation]
+				}
+			}
+		case <-timeout:
+			g.check(b)
+			b.Fatalf("no egress %s on every Pod 30s after the push: %v\n%s", want.String(), egress, g.tail())
+		}
+	}
+	return time.Since(since)
+}
+
+// waitTicked waits until every loop of ns has ticked at least ticks times.
+func waitTicked(b *testing.B, d *deployment, g *governor, ns string, ticks int64) {
+	b.Helper()
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		g.check(b)
+		var list v1alpha1.ControlLoopList
+		if err := d.admin.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
+			b.Fatal(err)
+		}
+		behind := 0
+		for _, l := range list.Items {
+			if l.Status.Tick < ticks {
+				behind++
+			}
+		}
+		if behind == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%d of %d loops below tick %d after 5 minutes", behind, len(list.Items), ticks)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// BenchmarkTickRate measures the ticks per second governor achieves against
+// those demanded, counted from the loops' status.history over a window: one
+// loop at 100ms and at 200ms, and 100 loops at 1s, each with one target and
+// a jitter in the policy's hold band (quiet ticks, as between changes).
+func BenchmarkTickRate(b *testing.B) {
+	d := deploy(b)
+	g := d.start(b)
+	for _, c := range []struct {
+		loops    int
+		interval time.Duration
+		window   time.Duration
+	}{
+		{1, 100 * time.Millisecond, 10 * time.Second},
+		{1, 200 * time.Millisecond, 10 * time.Second},
+		{100, time.Second, 20 * time.Second},
+	} {
+		b.Run(fmt.Sprintf("loops=%d/interval=%s", c.loops, c.interval), func(b *testing.B) {
+			ns := d.newNamespace(b, "rate")
+			d.workloads(b, ns, []string{"web"}, 1)
+			limit := historyLimit(c.window, g.flush, c.interval)
+			makeLoops(b, d, ns, 0, c.loops, func(name string) *v1alpha1.ControlLoop {
+				return bandwidthLoop(ns, name, c.interval, 0, []string{"web"}, nil, limit)
+			})
+			waitTicked(b, d, g, ns, 1)
+			pushAll(b, d, g, ns, c.loops)
+			b.ResetTimer()
+			var rates []float64
+			for range b.N {
+				time.Sleep(3 * time.Second) // the pushes' ticks are behind
+				w := window(b, d, g, ns, c.window, c.interval)
+				rates = append(rates, w.ticksPerSecond())
+			}
+			b.StopTimer()
+			rate := median(rates)
+			b.ReportMetric(rate, "ticks/s")
+			b.ReportMetric(rate/(float64(c.loops)*float64(time.Second)/float64(c.interval)), "of-demand")
+		})
+	}
+}
+
+// BenchmarkScale runs N loops × 10 targets (10 Deployments of one kwok Pod,
+// which all N loops name) at 1s, each with a jitter in the hold band, and
+// reports over a 30s window: ticks per second against demand, the tick lag
+// (a tick's start against when it was due, its predecessor's start plus the
+// interval; from status.history), governor's CPU and the control plane's
+// (cores, /proc/<pid>/stat), the machine's, governor's peak RSS (VmHWM),
+// and the API requests per second governor sends (rest_client_requests_total
+// of its /metrics), by method. Each N runs on a fresh cluster.
+//
+// PERF_LOOPS lists the Ns (default 100; e.g. PERF_LOOPS=100,1000), and
+// PERF_STATUS_FLUSH values of --status-flush-interval to run each N with
+// besides the manifest's own (e.g. PERF_STATUS_FLUSH=10s,30s).
+func BenchmarkScale(b *testing.B) {
+	flushes := []string{""} // the manifest's
+	if env := os.Getenv("PERF_STATUS_FLUSH"); env != "" {
+		flushes = append(flushes, strings.Split(env, ",")...)
+	}
+	for _, n := range loopCounts(b) {
+		for _, flush := range flushes {
+			name := fmt.Sprintf("loops=%d/flush=manifest", n)
+			var extra []string
+			if flush != "" {
+				name = fmt.Sprintf("loops=%d/flush=%s", n, flush)
+				extra = []string{"--status-flush-interval=" + flush}
+			}
+			b.Run(name, func(b *testing.B) { scale(b, n, extra) })
+		}
+	}
+}
+
+func scale(b *testing.B, n int, extra []string) {
+	const interval = time.Second
+	const span = 30 * time.Second
+	d := deploy(b)
+	ns := "scale"
+	d.namespace(b, ns)
+	targets := make([]string, 10)
+	for i := range targets {
+		targets[i] = fmt.Sprintf("t%02d", i)
+	}
+	d.workloads(b, ns, targets, 1)
+	limit := historyLimit(span, statusFlush(b, append(d.args, extra...)), interval)
+	g := d.start(b, extra...)
+	// 100 loops at a time, each lot ticking before the next is made: a
+	// governor that starts with 1,000 loops writes 1,000 first statuses at
+	// once (README, "Through the deployed binary").
+	for from := 0; from < n; from += 100 {
+		makeLoops(b, d, ns, from, min(from+100, n), func(name string) *v1alpha1.ControlLoop {
+			return bandwidthLoop(ns, name, interval, 0, targets, nil, limit)
+		})
+		waitTicked(b, d, g, ns, 1)
+		b.Logf("%s: %d loops ticking", time.Now().Format(time.TimeOnly), min(from+100, n))
+	}
+	pushAll(b, d, g, ns, n)
+	b.ResetTimer()
+	for range b.N {
+		time.Sleep(5 * time.Second) // the pushes' ticks are behind
+		profiled := profileAPIServer(b, d, span)
+		w := window(b, d, g, ns, span, interval)
+		<-profiled
+		rss, err := peakRSS(g.cmd.Process.Pid)
+		if err != nil {
+			b.Fatal(err)
+		}
+		lag := sortedCopy(w.lags)
+		b.ReportMetric(w.ticksPerSecond(), "ticks/s")
+		b.ReportMetric(w.ticksPerSecond()/(float64(n)*float64(time.Second)/float64(interval)), "of-demand")
+		b.ReportMetric(percentile(lag, 0.5), "lag-ms-p50")
+		b.ReportMetric(percentile(lag, 0.99), "lag-ms-p99")
+		b.ReportMetric(cores(w.from, w.to, "governor"), "governor-cores")
+		b.ReportMetric(float64(rss)/(1<<20), "governor-peak-MiB")
+		for _, c := range []string{"kube-apiserver", "etcd", "kwok", "kube-controller-manager"} {
+			b.ReportMetric(cores(w.from, w.to, c), c+"-cores")
+		}
+		b.ReportMetric((w.to.busy-w.from.busy).Seconds()/w.to.at.Sub(w.from.at).Seconds(), "machine-busy-cores")
+		reportRequests(b, w)
+	}
+}
+
+// reportRequests reports the API requests per second governor sent, by
+// method, and their mean latency as it saw it; on the API server's side,
+// all requests per second, the mean time requests waited in priority and
+// fairness's queues by priority level, and the mean time of a loop's status
+// PATCH.
+func reportRequests(b *testing.B, w measured) {
+	var total float64
+	sent := rate(w.from, w.to, func(s sample) map[string]float64 {
+		return s.client("rest_client_requests_total", "method", nil, "value")
+	})
+	for method, r := range sent {
+		total += r
+		b.ReportMetric(r, "req/s-"+method)
+	}
+	b.ReportMetric(total, "req/s")
+	for verb, ms := range meanMillis(w.from, w.to, func(s sample, field string) map[string]float64 {
+		return s.client("rest_client_request_duration_seconds", "verb", nil, field)
+	}) {
+		b.ReportMetric(ms, "client-ms-"+verb)
+	}
+	all := rate(w.from, w.to, func(s sample) map[string]float64 {
+		return s.server("apiserver_request_total", "", nil, "value")
+	})
+	b.ReportMetric(all[""], "apiserver-req/s")
+	for level, ms := range meanMillis(w.from, w.to, func(s sample, field string) map[string]float64 {
+		return s.server("apiserver_flowcontrol_request_wait_duration_seconds", "priority_level", nil, field)
+	}) {
+		b.ReportMetric(ms, "apf-wait-ms-"+level)
+	}
+	patch := meanMillis(w.from, w.to, func(s sample, field string) map[string]float64 {
+		return s.server("apiserver_request_duration_seconds", "", map[string]string{
+			"verb": "PATCH", "resource": "controlloops", "subresource": "status"}, field)
+	})
+	b.ReportMetric(patch[""], "apiserver-status-patch-ms")
+}
+
+// profileAPIServer takes a CPU profile of the API server over most of a
+// window, when PERF_APISERVER_PROFILE names a file to write it to (go tool
+// pprof reads it): where its time goes under governor's load. The channel
+// is closed once it is written.
+func profileAPIServer(b *testing.B, d *deployment, span time.Duration) <-chan struct{} {
+	done := make(chan struct{})
+	path := os.Getenv("PERF_APISERVER_PROFILE")
+	if path == "" {
+		close(done)
+		return done
+	}
+	go func() {
+		defer close(done)
+		raw, err := d.cs.CoreV1().RESTClient().Get().AbsPath("/debug/pprof/profile").
+			Param("seconds", strconv.Itoa(int((span-5*time.Second)/time.Second))).
+			Timeout(span + time.Minute).DoRaw(context.Background())
+		if err == nil {
+			err = os.WriteFile(path, raw, 0o644)
+		}
+		if err != nil {
+			b.Errorf("profiling the API server: %v", err)
+		}
+	}()
+	return done
+}
+
+// loopCounts are the Ns of BenchmarkScale: PERF_LOOPS, 100 by default.
+func loopCounts(b *testing.B) []int {
+	env := os.Getenv("PERF_LOOPS")
+	if env == "" {
+		return []int{100}
+	}
+	var ns []int
+	for _, f := range strings.Split(env, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			b.Fatalf("PERF_LOOPS=%q: want loop counts separated by commas, e.g. 100,1000", env)
+		}
+		ns = append(ns, n)
+	}
+	return ns
+}
+
+// statusFlush is the --status-flush-interval of governor's args (the last
+// one wins; governor's default, 1s, when there is none).
+func statusFlush(b *testing.B, args []string) time.Duration {
+	b.Helper()
+	flush := time.Second
+	for _, a := range args {
+		if v, ok := strings.CutPrefix(a, "--status-flush-interval="); ok {
+			f, err := time.ParseDuration(v)
+			if err != nil {
+				b.Fatalf("%s: %v", a, err)
+			}
+			flush = f
+		}
+	}
+	return flush
+}
+
+// historyLimit keeps every tick of a window in status.history until it has
+// been read, a flush interval and more after the window ends.
+func historyLimit(window, flush, interval time.Duration) int32 {
+	return int32(min((window+flush+10*time.Second)/interval, 200))
+}
+
+// makeLoops creates loops from to to-1 (l0000, l0001, ...), a few at a
+// time.
+func makeLoops(b *testing.B, d *deployment, ns string, from, to int, loop func(name string) *v1alpha1.ControlLoop) {
+	b.Helper()
+	parallel(b, to-from, func(i int) error {
+		return d.admin.Create(context.Background(), loop(loopName(from+i)))
+	})
+}
+
+// pushAll pushes a jitter in the hold band to each of n loops.
+func pushAll(b *testing.B, d *deployment, g *governor, ns string, n int) {
+	b.Helper()
+	parallel(b, n, func(i int) error {
+		// As a managed system would: again, after a while, when the
+		// API server is too busy to take it now.
+		for try := 1; ; try++ {
+			err := g.push(ns, loopName(i), pushToken, map[string]float64{"jitter": jitterHold})
+			if !errors.Is(err, errTryAgain) || try == 10 {
+				return err
+			}
+			time.Sleep(time.Second)
+		}
+	})
+	g.check(b)
+}
+
+func loopName(i int) string { return fmt.Sprintf("l%04d", i) }
+
+// parallel runs f(0) ... f(n-1), 8 at a time, and fails on the first error.
+func parallel(b *testing.B, n int, f func(i int) error) {
+	b.Helper()
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
+				if err := f(i); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		b.Fatal(err)
+	}
+}
+
+// measured is one measurement window.
+type measured struct {
+	from, to sample
+	ticks    int             // started within the window
+	lags     []time.Duration // of those ticks, against when they were due
+}
+
+func (m measured) ticksPerSecond() float64 {
+	return float64(m.ticks) / m.to.at.Sub(m.from.at).Seconds()
+}
+
+// window samples governor and the control plane at the start and end of a
+// window of length span, then waits for the window's quiet ticks to be
+// flushed and counts them in the loops' status.history.
+func window(b *testing.B, d *deployment, g *governor, ns string, span, interval time.Duration) measured {
+	b.Helper()
+	var m measured
+	var err error
+	g.check(b)
+	if m.from, err = takeSample(d, g); err != nil {
+		b.Fatal(err)
+	}
+	time.Sleep(span)
+	g.check(b)
+	if m.to, err = takeSample(d, g); err != nil {
+		b.Fatal(err)
+	}
+	time.Sleep(g.flush + 3*time.Second)
+	g.check(b)
+	var list v1alpha1.ControlLoopList
+	if err := d.admin.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
+		b.Fatal(err)
+	}
+	for _, l := range list.Items {
+		h := l.Status.History
+		for i, e := range h {
+			at := e.Time.Time
+			if at.Before(m.from.at) || !at.Before(m.to.at) {
+				continue
+			}
+			m.ticks++
+			if i > 0 {
+				m.lags = append(m.lags, at.Sub(h[i-1].Time.Add(interval)))
+			}
+		}
+	}
+	return m
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
