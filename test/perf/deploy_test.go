@@ -6,6 +6,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -38,6 +40,7 @@ import (
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/controller"
 	"governor.dev/governor/test/cluster"
+	"governor.dev/governor/test/testkeys"
 )
 
 // repo is the repository root, relative to this package.
@@ -167,6 +170,10 @@ type governor struct {
 	cmd                      *exec.Cmd
 	log                      string
 	probe, metrics, pushAddr string
+	// pushURL and client reach the push endpoint: HTTPS when the manifest
+	// serves it so.
+	pushURL string
+	client  *http.Client
 	// flush is its --status-flush-interval.
 	flush  time.Duration
 	exited chan struct{}
@@ -192,6 +199,18 @@ func (d *deployment) start(b *testing.B, extra ...string) *governor {
 	if err != nil {
 		b.Fatal(err)
 	}
+	// The push endpoint's certificate: the Secret the Deployment mounts
+	// holds one a CA of the cluster's issued; here a CA of the benchmark's.
+	ca := testkeys.NewCA(b, "push-ca")
+	cert := ca.Server(b, "push")
+	dir := b.TempDir()
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	if err := os.WriteFile(certFile, cert.CertPEM, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, cert.KeyPEM, 0o600); err != nil {
+		b.Fatal(err)
+	}
 	var args []string
 	seen := map[string]bool{}
 	for _, a := range d.args {
@@ -204,8 +223,19 @@ func (d *deployment) start(b *testing.B, extra ...string) *governor {
 			a = name + "=" + g.metrics
 		case "--health-probe-bind-address":
 			a = name + "=" + g.probe
+		case "--push-tls-cert":
+			a = name + "=" + certFile
+		case "--push-tls-key":
+			a = name + "=" + keyFile
 		}
 		args = append(args, a)
+	}
+	g.pushURL, g.client = "http://"+g.pushAddr, http.DefaultClient
+	if seen["--push-tls-cert"] {
+		pool := x509.NewCertPool()
+		pool.AddCert(ca.X509)
+		g.pushURL = "https://" + g.pushAddr
+		g.client = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	}
 	for _, name := range []string{"run", "--bundles", "--metrics-bind-address", "--health-probe-bind-address"} {
 		if !seen[name] {
@@ -327,13 +357,13 @@ func (g *governor) push(ns, loop, token string, values map[string]float64) error
 		fmt.Fprintf(&body, "%q:%g", k, v)
 	}
 	body.WriteString("}")
-	req, err := http.NewRequest(http.MethodPost, "http://"+g.pushAddr+"/v1/loops/"+ns+"/"+loop+"/observations", &body)
+	req, err := http.NewRequest(http.MethodPost, g.pushURL+"/v1/loops/"+ns+"/"+loop+"/observations", &body)
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := g.client.Do(req)
 	if err != nil {
 		return err
 	}
@@ -341,7 +371,7 @@ func (g *governor) push(ns, loop, token string, values map[string]float64) error
 	if resp.StatusCode != http.StatusNoContent {
 		msg, _ := io.ReadAll(resp.Body)
 		err := fmt.Errorf("push to %s/%s: %s %s", ns, loop, resp.Status, msg)
-		if resp.StatusCode == http.StatusServiceUnavailable {
+		if resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusTooManyRequests {
 			err = fmt.Errorf("%w: %w", errTryAgain, err)
 		}
 		return err
@@ -350,7 +380,7 @@ func (g *governor) push(ns, loop, token string, values map[string]float64) error
 }
 
 // errTryAgain is a push refused for now: the API server did not take the
-// observation in time.
+// observation in time, or the endpoint's rate limit (429) held it.
 var errTryAgain = errors.New("try again later")
 
 // namespace makes a namespace with the push token Secret "reporter".
