@@ -175,7 +175,7 @@ func BenchmarkGate(b *testing.B) {
 			engine := NewEngine(rev)
 			path := "governor/" + policy + "/decision"
 			for b.Loop() {
-				if _, err := Gate(context.Background(), policy, "bench", rev.Bundle(), engine, []string{path}); err != nil {
+				if _, err := Gate(context.Background(), policy, "bench", rev.Bundle(), engine, Checks{Decisions: []string{path}}); err != nil {
 					b.Fatal(err)
 				}
 			}

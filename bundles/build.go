@@ -72,8 +72,9 @@ func Build(ctx context.Context, opts BuildOptions) (*Revision, error) {
 		return nil, fmt.Errorf("building %s: %w", opts.Dir, buildErr)
 	}
 	// Read back what was written: the tarball is what servers and the
-	// controller will load, so it must load.
-	built, err := loadVerified(ctx, tmp.Name(), bundleName(opts.Output), opts.Output, verify)
+	// controller will load, so it must load. Which builtins it may call is
+	// the controller's to say (governor run --allow-builtin), not the build's.
+	built, err := loadVerified(ctx, tmp.Name(), bundleName(opts.Output), opts.Output, verify, Limits{AllowBuiltins: OutsideBuiltins()})
 	if err != nil {
 		return nil, err
 	}

@@ -74,13 +74,13 @@ func (s *Source) File() string {
 	return u.Path
 }
 
-// ReadConfig reads an OPA configuration file (YAML or JSON).
-func ReadConfig(path string) (*Config, error) {
+// ReadConfig reads an OPA configuration file (YAML or JSON), see ParseConfig.
+func ReadConfig(path string, lim Limits) (*Config, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading OPA configuration: %w", err)
 	}
-	cfg, err := ParseConfig(raw)
+	cfg, err := ParseConfig(raw, lim)
 	if err != nil {
 		return nil, fmt.Errorf("OPA configuration %s: %w", path, err)
 	}
@@ -92,8 +92,9 @@ func ReadConfig(path string) (*Config, error) {
 // decision_logs and labels. Unlike OPA, a bundle is required to be signed
 // as soon as keys are configured (OPA then accepts unsigned bundles unless
 // the bundle has a signing block): an unsigned policy must never replace a
-// signed one just because its signature was stripped.
-func ParseConfig(raw []byte) (*Config, error) {
+// signed one just because its signature was stripped. The decision log's
+// buffer is bounded in bytes, by lim.DecisionLogBufferBytes at most.
+func ParseConfig(raw []byte, lim Limits) (*Config, error) {
 	var top map[string]any
 	if err := util.Unmarshal(raw, &top); err != nil {
 		return nil, err
@@ -131,7 +132,7 @@ func ParseConfig(raw []byte) (*Config, error) {
 		return nil, err
 	}
 	cfg := &Config{manager: m}
-	if cfg.DecisionLog, err = newDecisionLog(m); err != nil {
+	if cfg.DecisionLog, err = newDecisionLog(m, lim.OrDefaults().DecisionLogBufferBytes); err != nil {
 		m.Stop(context.Background())
 		return nil, fmt.Errorf("decision_logs: %w", err)
 	}

@@ -31,7 +31,7 @@ keys:
   release:
     algorithm: RS256
     key: |
-` + indent(key.Public, "      ")))
+`+indent(key.Public, "      ")), Limits{})
 	require.NoError(t, err)
 	defer cfg.Close()
 	require.Len(t, cfg.Sources, 3)
@@ -72,7 +72,7 @@ func TestParseConfigRefusesWhatItCannotDo(t *testing.T) {
 		{"persist", "services: {s: {url: http://x}}\nbundles: {b: {persist: true}}\n", "persist is not supported"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			cfg, err := ParseConfig([]byte(c.config))
+			cfg, err := ParseConfig([]byte(c.config), Limits{})
 			require.Error(t, err, "accepted %q", c.config)
 			assert.Nil(t, cfg)
 			assert.Contains(t, strings.ToLower(err.Error()), strings.ToLower(c.want))

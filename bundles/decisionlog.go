@@ -2,12 +2,16 @@ package bundles
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/open-policy-agent/opa/v1/plugins"
 	"github.com/open-policy-agent/opa/v1/plugins/logs"
 	"github.com/open-policy-agent/opa/v1/server"
+	"github.com/open-policy-agent/opa/v1/util"
 )
 
 // DecisionLog sends decisions to OPA's decision log plugin, as the
@@ -28,14 +32,19 @@ type DecisionLog struct {
 }
 
 // newDecisionLog is the decision log of an OPA configuration, nil when it
-// has no decision_logs section.
-func newDecisionLog(m *plugins.Manager) (*DecisionLog, error) {
+// has no decision_logs section. Its buffer holds at most bufferBytes (see
+// boundBuffer).
+func newDecisionLog(m *plugins.Manager, bufferBytes int64) (*DecisionLog, error) {
 	if m.Config.DecisionLogs == nil {
 		return nil, nil
 	}
+	raw, err := boundBuffer(m.Config.DecisionLogs, bufferBytes)
+	if err != nil {
+		return nil, err
+	}
 	trigger := plugins.TriggerPeriodic
 	cfg, err := logs.NewConfigBuilder().
-		WithBytes(m.Config.DecisionLogs).
+		WithBytes(raw).
 		WithServices(m.Services()).
 		WithTriggerMode(&trigger).
 		Parse()
@@ -43,6 +52,35 @@ func newDecisionLog(m *plugins.Manager) (*DecisionLog, error) {
 		return nil, err
 	}
 	return &DecisionLog{manager: m, plugin: logs.New(cfg, m), started: make(chan struct{})}, nil
+}
+
+// boundBuffer sets the decision log's reporting.buffer_size_limit_bytes
+// to limit, or keeps the configuration's when smaller: OPA's default buffer
+// is unbounded, and grows without end while the service is down. Settings
+// that bound the buffer otherwise (in events, or by a rate) are refused.
+func boundBuffer(raw []byte, limit int64) ([]byte, error) {
+	var cfg map[string]any
+	if err := util.Unmarshal(raw, &cfg); err != nil {
+		return nil, err
+	}
+	reporting, _ := cfg["reporting"].(map[string]any)
+	if reporting == nil {
+		reporting = map[string]any{}
+	}
+	if t, ok := reporting["buffer_type"]; ok && t != "size" {
+		return nil, fmt.Errorf("reporting.buffer_type %v is not supported: governor bounds the buffer in bytes (--decision-log-buffer-bytes)", t)
+	}
+	if _, ok := reporting["max_decisions_per_second"]; ok {
+		return nil, errors.New("reporting.max_decisions_per_second is not supported: governor bounds the buffer in bytes (--decision-log-buffer-bytes)")
+	}
+	if given, ok := reporting["buffer_size_limit_bytes"].(json.Number); ok {
+		if n, err := given.Int64(); err == nil && n > 0 {
+			limit = min(limit, n)
+		}
+	}
+	reporting["buffer_size_limit_bytes"] = limit
+	cfg["reporting"] = reporting
+	return json.Marshal(cfg)
 }
 
 // start starts the decision log.

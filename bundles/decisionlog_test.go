@@ -21,11 +21,11 @@ func TestDecisionLog(t *testing.T) {
 	svc := &bundleserver.DecisionLogs{}
 	web := httptest.NewServer(svc)
 	defer web.Close()
-	cfg, err := ParseConfig([]byte(`services: {logs: {url: "` + web.URL + `"}}
+	cfg, err := ParseConfig([]byte(`services: {logs: {url: "`+web.URL+`"}}
 decision_logs:
   service: logs
   reporting: {min_delay_seconds: 1, max_delay_seconds: 1}
-`))
+`), Limits{})
 	require.NoError(t, err)
 	defer cfg.Close()
 	require.NotNil(t, cfg.DecisionLog)
@@ -67,7 +67,7 @@ func TestDecisionLogConsole(t *testing.T) {
 	require.NoError(t, err)
 	stdout := os.Stdout
 	os.Stdout = w
-	cfg, err := ParseConfig([]byte("decision_logs: {console: true}\n"))
+	cfg, err := ParseConfig([]byte("decision_logs: {console: true}\n"), Limits{})
 	os.Stdout = stdout
 	require.NoError(t, err)
 	defer cfg.Close()

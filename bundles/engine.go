@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
@@ -142,6 +143,9 @@ type Request struct {
 	Contract *decision.Contract
 	// Tracer, when set, receives the evaluation trace (governor eval --explain).
 	Tracer topdown.QueryTracer
+	// Timeout bounds the evaluation: past it, the decision is a
+	// *TimeoutError. Zero is no limit.
+	Timeout time.Duration
 }
 
 // Result is a decision that passed the contract.
@@ -177,8 +181,17 @@ func (r *Revision) Decide(ctx context.Context, req Request) (*Result, error) {
 	if req.Tracer != nil {
 		opts = append(opts, rego.EvalQueryTracer(req.Tracer))
 	}
-	rs, err := pq.Eval(ctx, opts...)
+	evalCtx := ctx
+	if req.Timeout > 0 {
+		var cancel context.CancelFunc
+		evalCtx, cancel = context.WithTimeout(ctx, req.Timeout)
+		defer cancel()
+	}
+	rs, err := pq.Eval(evalCtx, opts...)
 	if err != nil {
+		if ctx.Err() == nil && evalCtx.Err() != nil {
+			return nil, &TimeoutError{Decision: req.Decision, Revision: r.String(), Timeout: req.Timeout}
+		}
 		return nil, &EvalError{Decision: req.Decision, Revision: r.String(), Err: err}
 	}
 	if len(rs) == 0 || len(rs[0].Expressions) == 0 {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 )
@@ -104,6 +105,19 @@ func (e *EvalError) Error() string {
 }
 
 func (e *EvalError) Unwrap() error { return e.Err }
+
+// TimeoutError is a decision that did not finish within its time limit
+// (a loop's spec.policy.timeout): its evaluation was stopped. It is the
+// policy's failure, not the controller's stopping.
+type TimeoutError struct {
+	Decision string
+	Revision string
+	Timeout  time.Duration
+}
+
+func (e *TimeoutError) Error() string {
+	return fmt.Sprintf("evaluating %s in %s: stopped after its time limit of %s", e.Decision, e.Revision, e.Timeout)
+}
 
 // InputError is an input document that is not usable: not JSON, not an object.
 type InputError struct {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -62,9 +63,15 @@ type Hooks struct {
 	// may wait (for the API server) and fails only when ctx is done. Nil
 	// prepares none.
 	Decisions func(ctx context.Context, bundle string) ([]string, error)
+	// Probes, if not nil, are the loops' last decisions on the bundle, for
+	// the gate to make again with a new revision (see Checks.Probes). It
+	// must not block.
+	Probes func(bundle string) []Probe
 	// OnStatus, if not nil, is given every change of state. It must not
 	// block for long.
 	OnStatus func(Status)
+	// Limits bound what a new revision may take (see Limits).
+	Limits Limits
 }
 
 // HeldError is a downloaded revision waiting before the gate: the loops'
@@ -121,7 +128,7 @@ func (f *Follower) Run(ctx context.Context) {
 	d := download.New(f.src.Download, f.src.client, f.src.Resource).
 		WithBundleName(f.src.Name).
 		WithBundleVerificationConfig(f.src.Verification).
-		WithSizeLimitBytes(f.src.SizeLimitBytes).
+		WithSizeLimitBytes(f.sizeLimit()).
 		WithBundleParserOpts(ast.ParserOptions{RegoVersion: ast.RegoV1, ProcessAnnotation: true}).
 		WithCallback(f.update)
 	f.mu.Lock()
@@ -139,9 +146,19 @@ func (f *Follower) Status() Status {
 	return f.status
 }
 
+// sizeLimit bounds each file of a bundle: the source's size_limit_bytes,
+// at most the controller's limit.
+func (f *Follower) sizeLimit() int64 {
+	limit := f.hooks.Limits.OrDefaults().MaxBundleFileBytes
+	if f.src.SizeLimitBytes > 0 {
+		limit = min(limit, f.src.SizeLimitBytes)
+	}
+	return limit
+}
+
 // readFile puts a file:// bundle (a directory or tarball) through the gate.
 func (f *Follower) readFile(ctx context.Context, path string) {
-	b, err := readBundle(path, f.src.Name, f.src.URL, f.src.Verification)
+	b, err := readBundle(path, f.src.Name, f.src.URL, f.src.Verification, f.sizeLimit())
 	if err != nil {
 		step := StepRead
 		var verr *VerificationError
@@ -187,9 +204,10 @@ func (f *Follower) update(ctx context.Context, u download.Update) error {
 // must prepare are the loops' that the active revision serves: a revision
 // may not drop a rule loops decide with, but a loop naming a rule no
 // revision has (a typo, a rule not published yet) does not hold back every
-// revision of its bundle.
+// revision of its bundle. Likewise it must make again the last decision
+// of each loop (this replica's runners') on those paths.
 func (f *Follower) gate(ctx context.Context, at time.Time, etag string, b *bundle.Bundle) {
-	var decisions []string
+	checks := Checks{Limits: f.hooks.Limits}
 	if active := f.engine.Active(); active != nil && f.hooks.Decisions != nil {
 		paths, ok := f.listDecisions(ctx, b)
 		if !ok {
@@ -197,11 +215,18 @@ func (f *Follower) gate(ctx context.Context, at time.Time, etag string, b *bundl
 		}
 		for _, d := range paths {
 			if _, err := active.Prepare(ctx, d); err == nil {
-				decisions = append(decisions, d)
+				checks.Decisions = append(checks.Decisions, d)
+			}
+		}
+		if f.hooks.Probes != nil {
+			for _, p := range f.hooks.Probes(f.src.Name) {
+				if slices.Contains(checks.Decisions, p.Decision) {
+					checks.Probes = append(checks.Probes, p)
+				}
 			}
 		}
 	}
-	_, err := Gate(ctx, f.src.Name, f.src.URL, b, f.engine, decisions)
+	_, err := Gate(ctx, f.src.Name, f.src.URL, b, f.engine, checks)
 	if ctx.Err() != nil {
 		return
 	}

@@ -45,7 +45,7 @@ func touch(t *testing.T, out string) {
 // it may not compile), signed with k unless k is nil, with a fresh mtime.
 func writeSigned(t *testing.T, out, dir string, k *testkeys.Pair) {
 	t.Helper()
-	b, err := readBundle(dir, "b", dir, nil)
+	b, err := readBundle(dir, "b", dir, nil, DefaultMaxBundleFileBytes)
 	if err != nil {
 		t.Fatal(err)
 	}

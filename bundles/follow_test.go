@@ -90,7 +90,7 @@ bundles:
 // parseSource is the one bundle of an OPA configuration.
 func parseSource(t *testing.T, config string) *Source {
 	t.Helper()
-	cfg, err := ParseConfig([]byte(config))
+	cfg, err := ParseConfig([]byte(config), Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +170,7 @@ func TestFollowDownloadErrors(t *testing.T) {
 	}
 	url := "http://" + l.Addr().String()
 	l.Close()
-	cfg, err := ParseConfig([]byte("services: {s: {url: \"" + url + "\"}}\nbundles: {b: {service: s, resource: b.tar.gz}}\n"))
+	cfg, err := ParseConfig([]byte("services: {s: {url: \""+url+"\"}}\nbundles: {b: {service: s, resource: b.tar.gz}}\n"), Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}

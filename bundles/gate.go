@@ -14,6 +14,8 @@ import (
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/tester"
+
+	"governor.dev/governor/decision"
 )
 
 // GateStep names the step of the activation gate a revision failed at.
@@ -24,13 +26,41 @@ const (
 	// StepVerify and StepRead refuse a bundle before it is read whole: its
 	// signature does not verify, or it is not a readable bundle (not a
 	// tarball, a bad manifest, a syntax error).
-	StepVerify   GateStep = "verify"
-	StepRead     GateStep = "read"
-	StepCompile  GateStep = "compile"
-	StepTest     GateStep = "test"
-	StepPrepare  GateStep = "prepare"
+	StepVerify  GateStep = "verify"
+	StepRead    GateStep = "read"
+	StepCompile GateStep = "compile"
+	StepTest    GateStep = "test"
+	StepPrepare GateStep = "prepare"
+	// StepEvaluate makes each loop's last decision again, on the loop's
+	// last input, with the new revision.
+	StepEvaluate GateStep = "evaluate"
 	StepActivate GateStep = "activate"
 )
+
+// Checks are what a new revision must pass besides its own tests.
+type Checks struct {
+	// Decisions are the decision paths it must prepare: those loops decide with.
+	Decisions []string
+	// Probes are decisions it must make again, each on a loop's last input
+	// that decided: a revision that errors there, breaks the contract or
+	// takes longer than the loop's time limit is refused.
+	Probes []Probe
+	// Limits bound the builtins it may call and its decisions' output.
+	Limits Limits
+}
+
+// Probe is the last decision a loop made with a bundle's active revision,
+// for the gate to make again with a new one.
+type Probe struct {
+	// Loop is "namespace/name".
+	Loop     string
+	Decision string
+	// Input is the input document the loop decided on.
+	Input    map[string]any
+	Contract decision.Contract
+	// Timeout is the loop's time limit for a decision.
+	Timeout time.Duration
+}
 
 // GateError is a revision refused by the activation gate. The engine's
 // active revision is untouched.
@@ -57,31 +87,42 @@ func (e *GateError) Error() string {
 
 func (e *GateError) Unwrap() error { return e.Err }
 
-// Gate is the activation gate for a downloaded bundle: it compiles b,
-// runs the bundle's own Rego tests with OPA's tester (as RunTests does in
-// bundle mode), prepares every decision path on the compiled revision, and
-// only then makes it engine's active revision. Any failure is a *GateError
-// naming the step, and leaves the engine's active revision as it was.
-func Gate(ctx context.Context, name, source string, b *bundle.Bundle, engine *Engine, decisions []string) (*Revision, error) {
+// Gate is the activation gate for a downloaded bundle: it compiles b
+// within the checks' limits (a builtin that reaches outside the controller
+// is refused there), runs the bundle's own Rego tests with OPA's tester (as
+// RunTests does in bundle mode), prepares every decision path on the
+// compiled revision, makes every probe's decision on it, and only then makes
+// it engine's active revision. Any failure is a *GateError naming the step,
+// and leaves the engine's active revision as it was.
+func Gate(ctx context.Context, name, source string, b *bundle.Bundle, engine *Engine, checks Checks) (*Revision, error) {
 	if b == nil {
 		return nil, &GateError{Bundle: name, Step: StepCompile, Err: errors.New("no bundle")}
 	}
 	refuse := func(step GateStep, err error, failed []string) error {
 		return &GateError{Bundle: name, Revision: b.Manifest.Revision, Step: step, FailedTests: failed, Err: err}
 	}
-	rev, err := FromBundle(ctx, name, source, b)
+	rev, err := compileBundle(ctx, name, source, b, checks.Limits)
 	if err != nil {
 		return nil, refuse(StepCompile, err, nil)
 	}
-	if failed, err := runBundleTests(ctx, name, b); err != nil {
+	if failed, err := runBundleTests(ctx, name, b, checks.Limits); err != nil {
 		return nil, refuse(StepTest, err, failed)
 	}
-	for _, d := range decisions {
+	for _, d := range checks.Decisions {
 		if _, err := rev.Prepare(ctx, d); err != nil {
 			return nil, refuse(StepPrepare, err, nil)
 		}
 	}
-	if err := engine.Activate(ctx, rev, decisions...); err != nil {
+	for _, p := range checks.Probes {
+		req := Request{Decision: p.Decision, Input: p.Input, Contract: &p.Contract, Timeout: p.Timeout}
+		if _, err := rev.Decide(ctx, req); err != nil {
+			if ctx.Err() != nil {
+				return nil, refuse(StepEvaluate, ctx.Err(), nil)
+			}
+			return nil, refuse(StepEvaluate, fmt.Errorf("on loop %s's last input: %w", p.Loop, err), nil)
+		}
+	}
+	if err := engine.Activate(ctx, rev, checks.Decisions...); err != nil {
 		return nil, refuse(StepActivate, err, nil)
 	}
 	return rev, nil
@@ -91,7 +132,7 @@ func Gate(ctx context.Context, name, source string, b *bundle.Bundle, engine *En
 // RunTests configures it in bundle mode. It returns the names of the tests
 // that failed or errored, and an error when any did or tests could not run.
 // A bundle without tests passes.
-func runBundleTests(ctx context.Context, name string, b *bundle.Bundle) ([]string, error) {
+func runBundleTests(ctx context.Context, name string, b *bundle.Bundle, lim Limits) ([]string, error) {
 	store := inmem.NewWithOpts(inmem.OptRoundTripOnWrite(false))
 	txn, err := store.NewTransaction(ctx, storage.WriteParams)
 	if err != nil {
@@ -101,7 +142,7 @@ func runBundleTests(ctx context.Context, name string, b *bundle.Bundle) ([]strin
 	compiler := ast.NewCompiler().
 		WithPathConflictsCheck(storage.NonEmpty(ctx, store, txn)).
 		WithEnablePrintStatements(true).
-		WithCapabilities(ast.CapabilitiesForThisVersion()).
+		WithCapabilities(lim.capabilities()).
 		WithUseTypeCheckAnnotations(true)
 	runner := tester.NewRunner().
 		SetCompiler(compiler).

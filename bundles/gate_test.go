@@ -26,13 +26,13 @@ func TestGate(t *testing.T) {
 	e := NewEngine(gateBundle(t, "1", "1"))
 
 	// A decision path the new revision does not define: refused at prepare.
-	_, err := Gate(ctx, "b", "test", gateBundle(t, "2", "2").Bundle(), e, []string{"t/nope"})
+	_, err := Gate(ctx, "b", "test", gateBundle(t, "2", "2").Bundle(), e, Checks{Decisions: []string{"t/nope"}})
 	var ge *GateError
 	if !errors.As(err, &ge) || ge.Step != StepPrepare {
 		t.Fatalf("want prepare refusal, got %v", err)
 	}
 	// A failing own test: refused at test, naming it.
-	_, err = Gate(ctx, "b", "test", gateBundle(t, "3", "4").Bundle(), e, []string{"t/rev"})
+	_, err = Gate(ctx, "b", "test", gateBundle(t, "3", "4").Bundle(), e, Checks{Decisions: []string{"t/rev"}})
 	if !errors.As(err, &ge) || ge.Step != StepTest || len(ge.FailedTests) != 1 || ge.FailedTests[0] != "data.t.test_rev" {
 		t.Fatalf("want test refusal, got %v", err)
 	}
@@ -40,7 +40,7 @@ func TestGate(t *testing.T) {
 		t.Fatalf("refusals changed the active revision to %s", got)
 	}
 	// A good revision goes live.
-	rev, err := Gate(ctx, "b", "test", gateBundle(t, "5", "5").Bundle(), e, []string{"t/rev"})
+	rev, err := Gate(ctx, "b", "test", gateBundle(t, "5", "5").Bundle(), e, Checks{Decisions: []string{"t/rev"}})
 	if err != nil || e.Active() != rev || evalRev(t, e) != "5" {
 		t.Fatalf("good revision not activated: %v", err)
 	}
@@ -51,7 +51,7 @@ func TestGate(t *testing.T) {
 func TestEnginePins(t *testing.T) {
 	ctx := context.Background()
 	e := NewEngine(gateBundle(t, "1", "1"))
-	if _, err := Gate(ctx, "b", "test", gateBundle(t, "2", "2").Bundle(), e, []string{"t/rev"}); err != nil {
+	if _, err := Gate(ctx, "b", "test", gateBundle(t, "2", "2").Bundle(), e, Checks{Decisions: []string{"t/rev"}}); err != nil {
 		t.Fatal(err)
 	}
 	for pin, want := range map[string]string{"": "b@2", "2": "b@2", "1": "b@1"} {
@@ -82,18 +82,18 @@ func TestEnginePins(t *testing.T) {
 	if err := os.Remove(filepath.Join(noRev, "t_test.rego")); err != nil {
 		t.Fatal(err)
 	}
-	b, err := readBundle(noRev, "b", noRev, nil)
+	b, err := readBundle(noRev, "b", noRev, nil, DefaultMaxBundleFileBytes)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = Gate(ctx, "b", "test", b, e, []string{"t/rev"})
+	_, err = Gate(ctx, "b", "test", b, e, Checks{Decisions: []string{"t/rev"}})
 	var ge *GateError
 	if !errors.As(err, &ge) || ge.Step != StepPrepare || e.Active().Revision() != "2" {
 		t.Fatalf("want a prepare refusal keeping revision 2, got %v", err)
 	}
 
 	for i := 10; i < 10+Retained; i++ {
-		if _, err := Gate(ctx, "b", "test", gateBundle(t, fmt.Sprint(i), fmt.Sprint(i)).Bundle(), e, nil); err != nil {
+		if _, err := Gate(ctx, "b", "test", gateBundle(t, fmt.Sprint(i), fmt.Sprint(i)).Bundle(), e, Checks{}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -22,8 +22,11 @@ type Registry struct {
 	sources map[string]*Follower
 	status  map[string]Status
 	log     *DecisionLog
-	// decisions lists the decision paths of the loops on a bundle.
+	// decisions lists the decision paths of the loops on a bundle, and
+	// probes their last decisions.
 	decisions func(ctx context.Context, bundle string) ([]string, error)
+	probes    func(bundle string) []Probe
+	limits    Limits
 }
 
 // NewRegistry is an empty registry.
@@ -56,7 +59,8 @@ func (r *Registry) AddDir(ctx context.Context, dir string) error {
 		if strings.HasPrefix(name, ".") || !isBundle {
 			continue
 		}
-		rev, err := Load(ctx, filepath.Join(dir, name))
+		path := filepath.Join(dir, name)
+		rev, err := loadVerified(ctx, path, bundleName(path), path, nil, r.Limits())
 		if err != nil {
 			return err
 		}
@@ -97,7 +101,7 @@ func (r *Registry) AddSources(cfg *Config) error {
 		}
 	}
 	r.log = cfg.DecisionLog
-	hooks := Hooks{Decisions: r.decisionPaths, OnStatus: r.setStatus}
+	hooks := Hooks{Decisions: r.decisionPaths, Probes: r.lastDecisions, OnStatus: r.setStatus, Limits: r.limits}
 	for _, src := range cfg.Sources {
 		engine := NewEmptyEngine(src.Name)
 		f := NewFollower(src, engine, hooks)
@@ -113,6 +117,30 @@ func (r *Registry) SetDecisionPaths(paths func(ctx context.Context, bundle strin
 	r.mu.Lock()
 	r.decisions = paths
 	r.mu.Unlock()
+}
+
+// SetProbes gives the registry the loops' last decisions on each bundle
+// (see Hooks.Probes): every new revision must make them again. Call it
+// before Start.
+func (r *Registry) SetProbes(probes func(bundle string) []Probe) {
+	r.mu.Lock()
+	r.probes = probes
+	r.mu.Unlock()
+}
+
+// SetLimits sets what bundles and decisions may take (see Limits). Call it
+// before AddDir and AddSources.
+func (r *Registry) SetLimits(l Limits) {
+	r.mu.Lock()
+	r.limits = l
+	r.mu.Unlock()
+}
+
+// Limits are what bundles and decisions may take.
+func (r *Registry) Limits() Limits {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.limits
 }
 
 // Start runs the decision log, if one is configured, and follows every
@@ -157,6 +185,17 @@ func (r *Registry) decisionPaths(ctx context.Context, bundle string) ([]string, 
 		return nil, nil
 	}
 	return paths(ctx, bundle)
+}
+
+// lastDecisions is Hooks.Probes, through what SetProbes gave.
+func (r *Registry) lastDecisions(bundle string) []Probe {
+	r.mu.RLock()
+	probes := r.probes
+	r.mu.RUnlock()
+	if probes == nil {
+		return nil
+	}
+	return probes(bundle)
 }
 
 func (r *Registry) setStatus(s Status) {

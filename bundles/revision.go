@@ -11,7 +11,6 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
-	"github.com/open-policy-agent/opa/v1/loader"
 	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage"
@@ -42,43 +41,37 @@ type preparedQuery struct {
 
 // Load reads a bundle from a directory or a .tar.gz file with OPA's bundle
 // reader (Rego v1 unless the manifest says otherwise), then activates it into
-// a store of its own and compiles it, as OPA does.
+// a store of its own and compiles it, as OPA does, within the default Limits.
 func Load(ctx context.Context, src string) (*Revision, error) {
-	return load(ctx, src, bundleName(src), src)
+	return loadVerified(ctx, src, bundleName(src), src, nil, Limits{})
 }
 
-// load reads the bundle at path, naming it name and reporting it as source.
-func load(ctx context.Context, path, name, source string) (*Revision, error) {
-	return loadVerified(ctx, path, name, source, nil)
-}
-
-// loadVerified is load that, when vc is not nil, verifies the bundle's
-// signature with OPA's bundle reader. A bundle that reads without
+// loadVerified reads the bundle at path, naming it name and reporting it as
+// source, and compiles it within lim. When vc is not nil, it verifies the
+// bundle's signature with OPA's bundle reader. A bundle that reads without
 // verification but not with it is refused with a *VerificationError; one
 // that does not read at all is a *LoadError or *CompileError as without vc.
-func loadVerified(ctx context.Context, path, name, source string, vc *bundle.VerificationConfig) (*Revision, error) {
-	b, err := readBundle(path, name, source, vc)
+func loadVerified(ctx context.Context, path, name, source string, vc *bundle.VerificationConfig, lim Limits) (*Revision, error) {
+	b, err := readBundle(path, name, source, vc, lim.OrDefaults().MaxBundleFileBytes)
 	if err != nil {
 		return nil, err
 	}
-	return FromBundle(ctx, name, source, b)
+	return compileBundle(ctx, name, source, b, lim)
 }
 
-// readBundle reads a bundle directory or tarball with OPA's loader,
-// verifying it with vc when vc is not nil. A bundle that reads without
-// verification but not with it is a *VerificationError; one that does not
-// read at all is a *LoadError or *CompileError.
-func readBundle(path, name, source string, vc *bundle.VerificationConfig) (*bundle.Bundle, error) {
+// readBundle reads a bundle directory or tarball with OPA's bundle reader,
+// each file at most sizeLimit bytes (checked while reading, so a gzip bomb
+// stops there), verifying it with vc when vc is not nil. A bundle that
+// reads without verification but not with it is a *VerificationError; one
+// that does not read at all is a *LoadError or *CompileError.
+func readBundle(path, name, source string, vc *bundle.VerificationConfig, sizeLimit int64) (*bundle.Bundle, error) {
 	if _, err := os.Stat(path); err != nil {
 		return nil, &LoadError{Source: source, Err: err}
 	}
 	read := func(vc *bundle.VerificationConfig, skip bool) (*bundle.Bundle, error) {
-		return loader.NewFileLoader().
-			WithRegoVersion(ast.RegoV1).
-			WithProcessAnnotation(true).
-			WithBundleVerificationConfig(vc).
-			WithSkipBundleVerification(skip).
-			AsBundle(path)
+		return readLimited(path, sizeLimit, func(r *bundle.Reader) *bundle.Reader {
+			return r.WithBundleVerificationConfig(vc).WithSkipBundleVerification(skip)
+		})
 	}
 	b, err := read(vc, false)
 	if err != nil && vc != nil {
@@ -98,14 +91,55 @@ func readBundle(path, name, source string, vc *bundle.VerificationConfig) (*bund
 	return b, nil
 }
 
-// FromBundle compiles an already-read bundle. name identifies the bundle
-// (for example "reactive"); source says where it came from, for messages.
+// readLimited is OPA's loader.AsBundle (a directory, or a tarball) with a
+// size limit on every file, which AsBundle does not offer.
+func readLimited(path string, sizeLimit int64, with func(*bundle.Reader) *bundle.Reader) (*bundle.Bundle, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	var dl bundle.DirectoryLoader
+	if fi.IsDir() {
+		dl = bundle.NewDirectoryLoader(path)
+	} else {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		defer func() { _ = f.Close() }() // read only: nothing to lose
+		dl = bundle.NewTarballLoaderWithBaseURL(f, path)
+	}
+	r := bundle.NewCustomReader(dl.WithSizeLimitBytes(sizeLimit)).
+		WithSizeLimitBytes(sizeLimit).
+		WithRegoVersion(ast.RegoV1).
+		WithProcessAnnotations(true).
+		WithBundleName(path)
+	if fi.IsDir() {
+		r = r.WithBaseDir(path) // module names carry the directory, as OPA's loader does
+	}
+	b, err := with(r).Read()
+	if err != nil {
+		return nil, fmt.Errorf("bundle %s: %w", path, err)
+	}
+	return &b, nil
+}
+
+// FromBundle compiles an already-read bundle within the default Limits.
+// name identifies the bundle (for example "reactive"); source says where it
+// came from, for messages.
 func FromBundle(ctx context.Context, name, source string, b *bundle.Bundle) (*Revision, error) {
+	return compileBundle(ctx, name, source, b, Limits{})
+}
+
+// compileBundle compiles an already-read bundle with the capabilities lim
+// allows: a call of a builtin that reaches outside the controller, not
+// allowed, is a *CompileError naming it, its file and its line.
+func compileBundle(ctx context.Context, name, source string, b *bundle.Bundle, lim Limits) (*Revision, error) {
 	if len(b.Modules) == 0 {
 		return nil, &LoadError{Source: source, Err: errors.New("bundle holds no Rego modules")}
 	}
 	store := inmem.NewWithOpts(inmem.OptRoundTripOnWrite(false))
-	compiler := ast.NewCompiler().WithEnablePrintStatements(false)
+	compiler := ast.NewCompiler().WithEnablePrintStatements(false).WithCapabilities(lim.capabilities())
 	err := storage.Txn(ctx, store, storage.WriteParams, func(txn storage.Transaction) error {
 		return bundle.Activate(&bundle.ActivateOpts{
 			Ctx:      ctx,
@@ -119,7 +153,9 @@ func FromBundle(ctx context.Context, name, source string, b *bundle.Bundle) (*Re
 	if err != nil {
 		var astErrs ast.Errors
 		if errors.As(err, &astErrs) {
-			return nil, newCompileError(name, source, astErrs)
+			ce := newCompileError(name, source, astErrs)
+			lim.explainRefusedBuiltins(ce)
+			return nil, ce
 		}
 		return nil, &LoadError{Source: source, Err: err}
 	}

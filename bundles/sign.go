@@ -25,20 +25,23 @@ type LoadOptions struct {
 	// signature by a key it does not hold is a *VerificationError. Nil
 	// verifies nothing, as Load does.
 	Verification *bundle.VerificationConfig
+	// Limits bound the bundle's files and the builtins it may call.
+	Limits Limits
 }
 
 // LoadWithOptions is Load with options.
 func LoadWithOptions(ctx context.Context, src string, opts LoadOptions) (*Revision, error) {
-	return loadVerified(ctx, src, bundleName(src), src, opts.Verification)
+	return loadVerified(ctx, src, bundleName(src), src, opts.Verification, opts.Limits)
 }
 
 // LoadVerified loads a bundle and verifies its signature with vc; vc must
-// not be nil.
+// not be nil. Which builtins it calls is not checked: that is the
+// controller's to say (governor run --allow-builtin).
 func LoadVerified(ctx context.Context, src string, vc *bundle.VerificationConfig) (*Revision, error) {
 	if vc == nil {
 		return nil, &VerificationError{Bundle: bundleName(src), Source: src, Reason: "no verification key configured"}
 	}
-	return LoadWithOptions(ctx, src, LoadOptions{Verification: vc})
+	return LoadWithOptions(ctx, src, LoadOptions{Verification: vc, Limits: Limits{AllowBuiltins: OutsideBuiltins()}})
 }
 
 // NewVerificationConfig is OPA's verification configuration for one public

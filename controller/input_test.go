@@ -67,7 +67,7 @@ func TestRecordBoundsHistoryAndKeepsCooldowns(t *testing.T) {
 			res.changed["web"] = at
 		}
 		var err error
-		st, err = record(loop, st, res)
+		st, err = record(loop, st, res, 0)
 		require.NoError(t, err)
 	}
 	assert.Equal(t, int64(5), st.Tick)

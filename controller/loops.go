@@ -58,8 +58,11 @@ type Loops struct {
 	// failure) are written to the status; 1s when zero. Longer trades the
 	// freshness of lastTick, history and policy state for API load.
 	StatusFlush time.Duration
-	Recorder    recorder.EventRecorder
-	Log         logr.Logger
+	// MaxStatusBytes bounds each loop's status as JSON; the oldest history
+	// entries go first (DefaultMaxStatusBytes when zero).
+	MaxStatusBytes int
+	Recorder       recorder.EventRecorder
+	Log            logr.Logger
 
 	mu      sync.Mutex
 	ctx     context.Context // set once started
@@ -85,6 +88,41 @@ type runner struct {
 	// gone is set when the loop was deleted: nothing is flushed to a loop
 	// that may since have been created again under the same name.
 	gone atomic.Bool
+	// last is the loop's last decision on its bundle's active revision,
+	// which the gate makes again with a new revision; nil when it has none
+	// or pins a revision. Read by the bundles' followers.
+	last atomic.Pointer[lastDecision]
+}
+
+// lastDecision is a loop's last decision on a bundle.
+type lastDecision struct {
+	bundle string
+	probe  bundles.Probe
+}
+
+// keepDecision remembers a tick's decision for the gate; a loop that now
+// pins a revision has none.
+func (r *runner) keepDecision(loop *v1alpha1.ControlLoop, res tickResult) {
+	switch {
+	case res.probe != nil:
+		r.last.Store(&lastDecision{bundle: loop.Spec.Policy.Bundle, probe: *res.probe})
+	case loop.Spec.Policy.Revision != "":
+		r.last.Store(nil)
+	}
+}
+
+// Probes are the last decisions of the loops on a bundle that this
+// controller runs, for the gate (bundles.Hooks.Probes).
+func (l *Loops) Probes(bundle string) []bundles.Probe {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []bundles.Probe
+	for _, r := range l.runners {
+		if last := r.last.Load(); last != nil && last.bundle == bundle {
+			out = append(out, last.probe)
+		}
+	}
+	return out
 }
 
 // Start runs the loops until ctx ends.
@@ -226,6 +264,14 @@ func (l *Loops) guardedOnce(ctx context.Context, r *runner) (next time.Duration,
 	return l.once(ctx, r)
 }
 
+// reportPanic counts and logs, with its stack, a panic that ended a tick.
+func reportPanic(log logr.Logger, loop *v1alpha1.ControlLoop, res tickResult) {
+	if res.panicked != "" {
+		loopPanics.WithLabelValues(loop.Namespace, loop.Name).Inc()
+		log.Error(fmt.Errorf("panic: %s", res.panicked), "tick panicked", "stack", string(res.stack))
+	}
+}
+
 // stopTimer stops a timer and drains a tick it may have sent.
 func stopTimer(t *time.Timer) {
 	if !t.Stop() {
@@ -270,18 +316,16 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 		next = paused(&loop, r.status)
 	} else {
 		res = tick(ctx, clusterWorld{l, r}, l.Bundles, &loop, r.status, time.Now())
-		if res.panicked != "" {
-			loopPanics.WithLabelValues(loop.Namespace, loop.Name).Inc()
-			log.Error(fmt.Errorf("panic: %s", res.panicked), "tick panicked", "stack", string(res.stack))
-		}
+		reportPanic(log, &loop, res)
 		if (res.interrupted || ctx.Err() != nil) && !res.wrote() {
 			// Cut by shutdown, lost leadership or the loop's removal before
 			// it changed anything: dropped, not recorded (no history, phase,
 			// condition or event), as if it had not started.
 			return 0, false
 		}
+		r.keepDecision(&loop, res)
 		var err error
-		if next, err = record(&loop, r.status, res); err != nil {
+		if next, err = record(&loop, r.status, res, l.MaxStatusBytes); err != nil {
 			log.Error(err, "recording tick")
 			return retryAfter, true
 		}

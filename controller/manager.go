@@ -78,6 +78,8 @@ type Options struct {
 	// StatusFlush is how often quiet ticks are written to the status (see
 	// Loops.StatusFlush); 1s when zero.
 	StatusFlush time.Duration
+	// MaxStatusBytes bounds each loop's status (see Loops.MaxStatusBytes).
+	MaxStatusBytes int
 }
 
 // TLSFiles configure TLS to a server from PEM files; all empty is plaintext.
@@ -209,7 +211,8 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		Recorder:  mgr.GetEventRecorder("governor"),
 		Log:       mgr.GetLogger().WithName("loops"),
 
-		StatusFlush: opts.StatusFlush,
+		StatusFlush:    opts.StatusFlush,
+		MaxStatusBytes: opts.MaxStatusBytes,
 	}
 	if err := mgr.Add(loops); err != nil {
 		return nil, err
@@ -229,6 +232,7 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 	// Followers run in every replica; a replica is ready once every bundle
 	// has a revision to decide with.
 	opts.Bundles.SetDecisionPaths(decisionPaths(mgr.GetAPIReader()))
+	opts.Bundles.SetProbes(loops.Probes)
 	if err := mgr.Add(opts.Bundles); err != nil {
 		return nil, err
 	}

@@ -1,12 +1,15 @@
 package controller
 
 import (
+	"cmp"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -18,9 +21,14 @@ import (
 // defaulting.
 const defaultHistoryLimit = 20
 
+// DefaultMaxStatusBytes bounds the status a loop's runner writes, as JSON:
+// far under the API server's limit on an object (about 1.5 MiB).
+const DefaultMaxStatusBytes = 256 << 10
+
 // record folds a tick into the loop's status: the next status the
-// controller owns (observations and overrides belong to others).
-func record(loop *v1alpha1.ControlLoop, old *v1alpha1.ControlLoopStatus, res tickResult) (*v1alpha1.ControlLoopStatus, error) {
+// controller owns (observations and overrides belong to others), at most
+// maxStatusBytes (DefaultMaxStatusBytes when 0) as JSON.
+func record(loop *v1alpha1.ControlLoop, old *v1alpha1.ControlLoopStatus, res tickResult, maxStatusBytes int) (*v1alpha1.ControlLoopStatus, error) {
 	st := old.DeepCopy()
 	st.Tick = res.entry.Tick
 	st.LastTick = &res.entry.Time
@@ -40,7 +48,9 @@ func record(loop *v1alpha1.ControlLoop, old *v1alpha1.ControlLoopStatus, res tic
 	if limit <= 0 {
 		limit = defaultHistoryLimit
 	}
-	st.History = append(st.History, res.entry)
+	entry := res.entry
+	entry.Error = truncate(entry.Error) // an invalid decision lists every problem
+	st.History = append(st.History, entry)
 	if len(st.History) > limit {
 		st.History = append([]v1alpha1.HistoryEntry(nil), st.History[len(st.History)-limit:]...)
 	}
@@ -61,7 +71,100 @@ func record(loop *v1alpha1.ControlLoop, old *v1alpha1.ControlLoopStatus, res tic
 	} else {
 		meta.RemoveStatusCondition(&st.Conditions, v1alpha1.ConditionBundleHealthy)
 	}
+	fitStatus(st, cmp.Or(maxStatusBytes, DefaultMaxStatusBytes))
 	return st, nil
+}
+
+// fitStatus keeps a status the controller writes under maxBytes as JSON
+// (the fields others write aside): it drops the oldest history entries
+// first, then, if the newest alone is still too large, its decided actions
+// and events, then the applied actions' metrics and reasons (which target
+// changed to what, the guard's notes and the error stay). The newest entry
+// says what was left out. A status well under the limit (by
+// sizeBound) is not encoded at all.
+func fitStatus(st *v1alpha1.ControlLoopStatus, maxBytes int) {
+	if len(st.History) == 0 || sizeBound(st) <= maxBytes || ownSize(st) <= maxBytes {
+		return
+	}
+	dropped := 0
+	for len(st.History) > 1 && ownSize(st) > maxBytes {
+		st.History = st.History[1:]
+		dropped++
+	}
+	st.History = slices.Clone(st.History)
+	newest := &st.History[len(st.History)-1]
+	newest.Guard = slices.Clip(newest.Guard) // the tick's own entry shares it: notes go to a copy
+	if dropped > 0 {
+		newest.Guard = append(newest.Guard, fmt.Sprintf("Trimmed: the %d oldest history entries dropped to keep the status under %d bytes", dropped, maxBytes))
+	}
+	if ownSize(st) > maxBytes {
+		newest.Actions, newest.Events = nil, nil
+		newest.Guard = append(newest.Guard, fmt.Sprintf("Trimmed: this tick's decided actions and events left out of the history to keep the status under %d bytes", maxBytes))
+	}
+	if ownSize(st) > maxBytes {
+		// What changed stays: target and value.
+		newest.Applied = slices.Clone(newest.Applied)
+		for i := range newest.Applied {
+			newest.Applied[i].Metric, newest.Applied[i].Reason = "", ""
+		}
+		newest.Guard = append(newest.Guard, fmt.Sprintf("Trimmed: the applied actions' metrics and reasons left out of the history to keep the status under %d bytes", maxBytes))
+	}
+}
+
+// ownSize is the size as JSON of the fields of a status the controller writes.
+func ownSize(st *v1alpha1.ControlLoopStatus) int {
+	own := *st
+	own.Observations, own.Overrides, own.OverridesBy = nil, nil, nil
+	raw, _ := json.Marshal(own) // API types always encode
+	return len(raw)
+}
+
+// sizeBound is at least ownSize, found without encoding: each byte of the
+// status's strings and raw JSON counted six times (JSON escapes a byte
+// into at most six), and for each object more than its keys, times and
+// numbers take.
+func sizeBound(st *v1alpha1.ControlLoopStatus) int {
+	n := 1024
+	str := func(ss ...string) {
+		for _, s := range ss {
+			n += 6*len(s) + 8
+		}
+	}
+	raw := func(j *apiextensionsv1.JSON) {
+		if j != nil {
+			n += 6*len(j.Raw) + 8
+		}
+	}
+	str(string(st.Phase), st.PolicyRevision)
+	raw(st.State)
+	if b := st.Bundle; b != nil {
+		n += 512
+		str(b.Name, b.Source, b.ActiveRevision, b.LastError)
+	}
+	for _, t := range st.Targets {
+		n += 128
+		str(t.Name)
+	}
+	for _, c := range st.Conditions {
+		n += 256
+		str(c.Type, string(c.Status), c.Reason, c.Message)
+	}
+	for i := range st.History {
+		h := &st.History[i]
+		n += 256
+		str(h.Revision, h.Error)
+		str(h.Events...)
+		str(h.Guard...)
+		raw(h.Params)
+		for _, list := range [2][]v1alpha1.Action{h.Actions, h.Applied} {
+			for i := range list {
+				n += 128
+				str(list[i].Target, list[i].Metric, list[i].Reason)
+				raw(&list[i].Set)
+			}
+		}
+	}
+	return n
 }
 
 // bundleStatus is a bundle's status as the API shows it.

@@ -51,6 +51,10 @@ type tickResult struct {
 	// panicked is the value of a panic that ended the tick, and stack where.
 	panicked string
 	stack    []byte
+	// probe is the tick's decision, when the policy decided within the
+	// contract on the bundle's active revision: the gate makes it again
+	// with each new revision.
+	probe *bundles.Probe
 }
 
 // wrote says whether a tick changed anything outside the controller: a
@@ -104,6 +108,9 @@ func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.Co
 	if st, ok := reg.Status(spec.Policy.Bundle); ok {
 		res.bundle = &st
 		res.followed = reg.Followed(spec.Policy.Bundle)
+		if note := refusalNote(&st, status.Bundle); note != "" {
+			res.entry.Guard = append(res.entry.Guard, note)
+		}
 	}
 	if err != nil {
 		// Nothing to decide with: no revision yet, or not the pinned one.
@@ -121,11 +128,7 @@ func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.Co
 		res.phase = v1alpha1.PhaseDegraded
 		return res
 	}
-	contract := decision.Contract{Targets: map[string]bool{}, AllowParams: spec.Kind == v1alpha1.Deliberative, Fields: w.Actuators()}
-	for _, t := range spec.Targets {
-		contract.Targets[t.Name] = true
-	}
-	req := bundles.Request{Decision: spec.Policy.Decision, Input: input, Contract: &contract}
+	req := decisionRequest(spec, w, reg.Limits(), input)
 	out, err := rev.Decide(ctx, req)
 	if ctx.Err() != nil {
 		// Cut short: not a decision, nothing to log or act on.
@@ -149,8 +152,26 @@ func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.Co
 		}
 		return fail(policyFailure(err), err)
 	}
+	if spec.Policy.Revision == "" {
+		res.probe = &bundles.Probe{Loop: logged.Loop, Decision: req.Decision, Input: input, Contract: *req.Contract, Timeout: req.Timeout}
+	}
 	carryOut(ctx, w, loop, status, state, out, now, &res)
 	return res
+}
+
+// decisionRequest is the decision a tick asks for: on its input, within
+// the contract (the loop's targets and kind, the output limits) and the
+// loop's time limit.
+func decisionRequest(spec *v1alpha1.ControlLoopSpec, w World, lim bundles.Limits, input map[string]any) bundles.Request {
+	contract := decision.Contract{Targets: map[string]bool{}, AllowParams: spec.Kind == v1alpha1.Deliberative, Fields: w.Actuators(), Limits: lim.Output}
+	for _, t := range spec.Targets {
+		contract.Targets[t.Name] = true
+	}
+	var timeout time.Duration
+	if spec.Policy.Timeout != nil {
+		timeout = spec.Policy.Timeout.Duration
+	}
+	return bundles.Request{Decision: spec.Policy.Decision, Input: input, Contract: &contract, Timeout: lim.DecisionTimeout(timeout)}
 }
 
 // carryOut records a decision, writes its params (a Deliberative loop's), guards its
@@ -243,13 +264,31 @@ func act(ctx context.Context, w World, actions []decision.Action, targets map[st
 	}
 }
 
+// refusalNote is a history note for a revision of the loop's bundle refused
+// at the gate since the loop last recorded its bundle's status; "" when
+// there is none new.
+func refusalNote(now *bundles.Status, recorded *v1alpha1.BundleStatus) string {
+	var gate *bundles.GateError
+	if !errors.As(now.LastError, &gate) {
+		return ""
+	}
+	msg := truncate(now.LastError.Error())
+	if recorded != nil && recorded.LastError == msg {
+		return ""
+	}
+	return "Bundle: " + msg
+}
+
 // policyFailure is the condition reason for an engine error.
 func policyFailure(err error) string {
 	var undefined *bundles.UndefinedDecisionError
 	var eval *bundles.EvalError
+	var timeout *bundles.TimeoutError
 	switch {
 	case errors.As(err, &undefined):
 		return "UndefinedDecision"
+	case errors.As(err, &timeout):
+		return "DecisionTimedOut"
 	case errors.As(err, &eval):
 		return "EvaluationFailed"
 	}
@@ -361,6 +400,6 @@ func readyCondition(phase v1alpha1.Phase, entry v1alpha1.HistoryEntry) metav1.Co
 // do this (and write the status); governor replay does it over a trace.
 func Step(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.ControlLoop, status *v1alpha1.ControlLoopStatus, now time.Time) (*v1alpha1.ControlLoopStatus, v1alpha1.HistoryEntry, error) {
 	res := tick(ctx, w, reg, loop, status, now)
-	next, err := record(loop, status, res)
+	next, err := record(loop, status, res, 0)
 	return next, res.entry, err
 }

@@ -317,7 +317,7 @@ func TestTick(t *testing.T) {
 			assert.Equal(t, int64(5), res.entry.Tick)
 			assert.False(t, res.interrupted)
 			tc.check(t, res, w)
-			next, err := record(loop, st, res)
+			next, err := record(loop, st, res, 0)
 			require.NoError(t, err)
 			assert.Equal(t, res.phase, next.Phase)
 			require.Len(t, next.History, 1)

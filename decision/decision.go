@@ -89,6 +89,8 @@ type Contract struct {
 	AllowParams bool
 	// Fields are what a set may change; with none, no action is valid.
 	Fields Fields
+	// Limits bound the decision's size; unset limits are the defaults.
+	Limits Limits
 }
 
 // ContractFromInput derives the contract from an input document as the
@@ -115,6 +117,7 @@ func ContractFromInput(input map[string]any, fields Fields) Contract {
 func Validate(raw any, c Contract) (Decision, []Problem) {
 	v := validator{contract: c}
 	d := v.decision(raw)
+	v.limits(d)
 	return d, v.problems
 }
 
@@ -149,10 +152,11 @@ func (v *validator) decision(raw any) Decision {
 		return d
 	}
 	v.UnknownKeys("", obj, decisionKeys)
-	if a, ok := obj["actions"]; ok {
+	lim := v.contract.Limits.OrDefaults()
+	if a, ok := obj["actions"]; ok && v.counted("actions", a, lim.MaxActions) {
 		d.Actions = v.actions(a)
 	}
-	if e, ok := obj["events"]; ok {
+	if e, ok := obj["events"]; ok && v.counted("events", e, lim.MaxEvents) {
 		d.Events = v.strings("events", e)
 	}
 	if s, ok := obj["state"]; ok {

@@ -116,6 +116,15 @@ type PolicySpec struct {
 	// +optional
 	Revision string `json:"revision,omitempty"`
 
+	// Timeout bounds each decision: one still evaluating after it is
+	// stopped, and the tick fails. At most governor run's
+	// --max-decision-timeout (10s by default), which caps it.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="timeout must be above 0"
+	// +kubebuilder:default="1s"
+	// +optional
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+
 	// Params are the policy's parameters: input.params, deep-merged with
 	// status.overrides (overrides win).
 	// +kubebuilder:pruning:PreserveUnknownFields

@@ -13,6 +13,7 @@ import (
 
 func newEvalCommand() *cobra.Command {
 	var bundleSrc, decision, inputFile, explain string
+	var allow []string
 	cmd := &cobra.Command{
 		Use:   "eval --bundle SRC --decision PATH --input FILE|-",
 		Short: "Make one decision and print it as JSON",
@@ -33,7 +34,10 @@ an unknown target, a field of the wrong type).`,
 			if err != nil {
 				return err
 			}
-			rev, err := bundles.Load(cmd.Context(), bundleSrc)
+			if err := bundles.CheckAllowBuiltins(allow); err != nil {
+				return err
+			}
+			rev, err := bundles.LoadWithOptions(cmd.Context(), bundleSrc, bundles.LoadOptions{Limits: bundles.Limits{AllowBuiltins: allow}})
 			if err != nil {
 				return err
 			}
@@ -64,6 +68,7 @@ an unknown target, a field of the wrong type).`,
 	cmd.Flags().StringVar(&inputFile, "input", "", "input document: a JSON file, or - for stdin")
 	cmd.Flags().StringVar(&explain, "explain", "", "print the evaluation trace to stderr: full, notes or fails")
 	cmd.Flags().Lookup("explain").NoOptDefVal = "full"
+	cmd.Flags().StringArrayVar(&allow, "allow-builtin", nil, "let the policy call this builtin that reaches outside the controller, as governor run --allow-builtin does (repeatable)")
 	for _, f := range []string{"bundle", "decision", "input"} {
 		_ = cmd.MarkFlagRequired(f)
 	}

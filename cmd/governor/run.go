@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -20,6 +21,7 @@ import (
 	"governor.dev/governor/bundles"
 	"governor.dev/governor/collectors/push"
 	"governor.dev/governor/controller"
+	"governor.dev/governor/decision"
 )
 
 // runLong is governor run's help.
@@ -52,6 +54,7 @@ type runFlags struct {
 	zapOpts                                        zap.Options
 	qps                                            float32
 	burst                                          int
+	limits                                         bundles.Limits
 }
 
 // The API client's limits. client-go's defaults (5 and 10) make every
@@ -120,10 +123,50 @@ func newRunCommand() *cobra.Command {
 	fs.Float32Var(&f.qps, "kube-api-qps", defaultQPS, "requests per second the controller's API client may send (client-side limit; the API server's priority and fairness protects the server)")
 	fs.IntVar(&f.burst, "kube-api-burst", defaultBurst, "requests the controller's API client may send at once, above --kube-api-qps")
 	fs.DurationVar(&f.opts.StatusFlush, "status-flush-interval", time.Second, "how often a loop's quiet ticks (no change, refusal or failure) are written to its status; every other tick is written at once")
+	f.limitFlags(fs)
 	logFlags := goflag.NewFlagSet("log", goflag.ContinueOnError)
 	f.zapOpts.BindFlags(logFlags)
 	fs.AddGoFlagSet(logFlags)
 	return cmd
+}
+
+// limitFlags are the flags that bound what policies may take: builtins,
+// time, memory.
+func (f *runFlags) limitFlags(fs *pflag.FlagSet) {
+	l := &f.limits
+	fs.StringArrayVar(&l.AllowBuiltins, "allow-builtin", nil, "let policies call this builtin that reaches outside the controller (repeatable; refused by default: "+strings.Join(bundles.OutsideBuiltins(), ", ")+")")
+	fs.DurationVar(&l.MaxDecisionTimeout, "max-decision-timeout", bundles.DefaultMaxDecisionTimeout, "the longest time limit a loop's spec.policy.timeout may give a decision")
+	fs.Int64Var(&l.MaxBundleFileBytes, "max-bundle-file-bytes", bundles.DefaultMaxBundleFileBytes, "bytes of each file of a bundle, uncompressed, checked while reading (a smaller size_limit_bytes in the OPA configuration wins)")
+	fs.Int64Var(&l.DecisionLogBufferBytes, "decision-log-buffer-bytes", bundles.DefaultDecisionLogBufferBytes, "bytes of decisions the decision log holds while its service does not take them (the oldest are dropped beyond)")
+	fs.IntVar(&l.Output.MaxActions, "max-decision-actions", decision.DefaultMaxActions, "actions a decision may return")
+	fs.IntVar(&l.Output.MaxEvents, "max-decision-events", decision.DefaultMaxEvents, "events a decision may return")
+	fs.IntVar(&l.Output.MaxStringBytes, "max-decision-string-bytes", decision.DefaultMaxStringBytes, "bytes of each event, and of each action's target, metric and reason")
+	fs.IntVar(&l.Output.MaxStateBytes, "max-decision-state-bytes", decision.DefaultMaxStateBytes, "bytes of a decision's state (and params), as JSON")
+	fs.IntVar(&f.opts.MaxStatusBytes, "max-status-bytes", controller.DefaultMaxStatusBytes, "bytes of a loop's status, as JSON: the oldest history entries are dropped to stay under it")
+}
+
+// checkLimits refuses limits out of range.
+func (f *runFlags) checkLimits() error {
+	l := f.limits
+	if err := bundles.CheckAllowBuiltins(l.AllowBuiltins); err != nil {
+		return err
+	}
+	if l.MaxDecisionTimeout <= 0 {
+		return fmt.Errorf("--max-decision-timeout must be above 0 (got %s)", l.MaxDecisionTimeout)
+	}
+	if l.MaxBundleFileBytes <= 0 || l.DecisionLogBufferBytes <= 0 {
+		return fmt.Errorf("--max-bundle-file-bytes and --decision-log-buffer-bytes must be above 0 (got %d and %d)", l.MaxBundleFileBytes, l.DecisionLogBufferBytes)
+	}
+	o := l.Output
+	if o.MaxActions < 1 || o.MaxEvents < 1 || o.MaxStringBytes < 1 || o.MaxStateBytes < 1 {
+		return fmt.Errorf("--max-decision-actions, --max-decision-events, --max-decision-string-bytes and --max-decision-state-bytes must be at least 1 (got %d, %d, %d and %d)",
+			o.MaxActions, o.MaxEvents, o.MaxStringBytes, o.MaxStateBytes)
+	}
+	// The policy's state is kept whole in the status: the history makes room.
+	if f.opts.MaxStatusBytes < 2*o.MaxStateBytes {
+		return fmt.Errorf("--max-status-bytes (%d) must be at least twice --max-decision-state-bytes (%d)", f.opts.MaxStatusBytes, o.MaxStateBytes)
+	}
+	return nil
 }
 
 // check refuses flags that do not go together or are out of range.
@@ -151,7 +194,7 @@ func (f *runFlags) check() error {
 			return err
 		}
 	}
-	return nil
+	return f.checkLimits()
 }
 
 // checkPush refuses push endpoint flags out of range.
@@ -204,6 +247,7 @@ func (f *runFlags) run(ctx context.Context) error {
 	// Bundles and a configuration file are checked before anything
 	// connects: a mistake in them is the operator's first error.
 	registry := bundles.NewRegistry()
+	registry.SetLimits(f.limits)
 	if f.bundleDir != "" {
 		if err := registry.AddDir(ctx, f.bundleDir); err != nil {
 			return err
@@ -217,7 +261,7 @@ func (f *runFlags) run(ctx context.Context) error {
 		return registry.AddSources(sources)
 	}
 	if f.opaConfig != "" {
-		if err := addSources(bundles.ReadConfig(f.opaConfig)); err != nil {
+		if err := addSources(bundles.ReadConfig(f.opaConfig, f.limits)); err != nil {
 			return err
 		}
 	}
@@ -229,7 +273,7 @@ func (f *runFlags) run(ctx context.Context) error {
 	}
 	cfg.QPS, cfg.Burst = f.qps, f.burst
 	if f.opaConfigMap != "" {
-		if err := addSources(readConfigMap(ctx, cfg, f.opaConfigMap)); err != nil {
+		if err := addSources(readConfigMap(ctx, cfg, f.opaConfigMap, f.limits)); err != nil {
 			return err
 		}
 	}
@@ -244,7 +288,7 @@ func (f *runFlags) run(ctx context.Context) error {
 
 // readConfigMap reads the OPA configuration from the key config.yaml of a
 // ConfigMap ("namespace/name").
-func readConfigMap(ctx context.Context, cfg *rest.Config, ref string) (*bundles.Config, error) {
+func readConfigMap(ctx context.Context, cfg *rest.Config, ref string, lim bundles.Limits) (*bundles.Config, error) {
 	ns, name, err := configMapRef(ref)
 	if err != nil {
 		return nil, err
@@ -261,7 +305,7 @@ func readConfigMap(ctx context.Context, cfg *rest.Config, ref string) (*bundles.
 	if !ok {
 		return nil, fmt.Errorf("ConfigMap %s has no key %s", ref, configMapKey)
 	}
-	sources, err := bundles.ParseConfig([]byte(raw))
+	sources, err := bundles.ParseConfig([]byte(raw), lim)
 	if err != nil {
 		return nil, fmt.Errorf("OPA configuration in ConfigMap %s: %w", ref, err)
 	}

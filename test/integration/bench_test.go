@@ -197,7 +197,7 @@ func BenchmarkPublishToDecide(b *testing.B) {
 				publish = func(raw []byte) { srv.Publish("fleet.tar.gz", raw) }
 				polling = "{min_delay_seconds: 60, max_delay_seconds: 120, long_polling_timeout_seconds: 30}"
 			}
-			cfg, err := bundles.ParseConfig([]byte(opaConfig(url, key, polling, "")))
+			cfg, err := bundles.ParseConfig([]byte(opaConfig(url, key, polling, "")), bundles.Limits{})
 			require.NoError(b, err)
 			b.Cleanup(cfg.Close)
 			e.bundles = bundles.NewRegistry()

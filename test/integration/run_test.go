@@ -132,6 +132,9 @@ func TestGovernorRunRefusesBadBundles(t *testing.T) {
 		require.NoError(t, os.WriteFile(p, []byte(body), 0o644))
 		return p
 	}
+	fetching := filepath.Join(t.TempDir(), "fetching")
+	require.NoError(t, os.MkdirAll(fetching, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(fetching, "f.rego"), []byte("package f\n\ndecision := http.send({\"method\": \"get\", \"url\": \"http://127.0.0.1:1\"})\n"), 0o644))
 	for _, c := range []struct {
 		args []string
 		want string
@@ -147,6 +150,11 @@ func TestGovernorRunRefusesBadBundles(t *testing.T) {
 			"--leader-elect-renew-deadline (9s) must be below --leader-elect-lease-duration (8s)"},
 		{[]string{"--bundles", filepath.Join(repo, "policies"), "--opa-config", config("bundles: {reactive: {resource: \"file:///nowhere\"}}\n")},
 			"bundle reactive is configured twice"},
+		{[]string{"--bundles", filepath.Dir(fetching)}, "f.rego:3: builtin_refused: http.send reaches outside the controller and is refused (governor run --allow-builtin http.send allows it)"},
+		{[]string{"--bundles", filepath.Join(repo, "policies"), "--allow-builtin", "time.now_ns"}, "--allow-builtin time.now_ns: not a builtin governor refuses"},
+		{[]string{"--bundles", filepath.Join(repo, "policies"), "--max-decision-timeout", "0s"}, "--max-decision-timeout must be above 0"},
+		{[]string{"--bundles", filepath.Join(repo, "policies"), "--max-status-bytes", "1000"}, "--max-status-bytes (1000) must be at least twice --max-decision-state-bytes (65536)"},
+		{[]string{"--opa-config", config("decision_logs: {console: true, reporting: {buffer_type: event}}\n")}, "reporting.buffer_type event is not supported"},
 	} {
 		res, err := exec.Command(bin, append([]string{"run", "--kubeconfig", "/nonexistent"}, c.args...)...).CombinedOutput()
 		require.Error(t, err, "%v", c.args)
