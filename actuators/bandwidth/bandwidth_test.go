@@ -296,7 +296,7 @@ func TestBandwidth(t *testing.T) {
 		require.NoError(t, env.Client.Update(ctx, w.dep))
 		_, _, err = bandwidth.Current(ctx, env.Client, target, bandwidth.ModeLive)
 		require.Error(t, err)
-		assert.Contains(t, err.Error(), `deployment `+ns+`/web: annotation governor.dev/egress-bandwidth: invalid quantity "fast"`)
+		assert.Contains(t, err.Error(), `deployment `+ns+`/web: annotation governor.dev/egress-bandwidth: "fast" is not a Kubernetes quantity`)
 	})
 
 	// The propagation controller, in a controller-runtime manager: a Pod created after
