@@ -57,9 +57,12 @@ type tickResult struct {
 	probe *bundles.Probe
 }
 
-// wrote says whether a tick changed anything outside the controller: a
-// target or a supervised loop's overrides.
-func (r tickResult) wrote() bool { return len(r.entry.Applied) > 0 || r.entry.Params != nil }
+// wrote says whether a tick changed, or may have changed, anything outside
+// the controller: a target (also one whose actuation was cut short: its
+// cooldown must hold) or a supervised loop's overrides.
+func (r tickResult) wrote() bool {
+	return len(r.entry.Applied) > 0 || len(r.changed) > 0 || r.entry.Params != nil
+}
 
 // tick runs one tick of a loop whose state is Running or Passive: it builds
 // the input document, decides, guards and (when Running) acts. It never

@@ -327,3 +327,32 @@ func TestTick(t *testing.T) {
 		})
 	}
 }
+
+// cutWorld is a world stopped while it changes a target: the change may
+// have landed, nothing says what was applied.
+type cutWorld struct {
+	*world
+	cancel context.CancelFunc
+}
+
+func (w cutWorld) Act(ctx context.Context, _ *actuators.Target, _ decision.Set) (decision.Set, error) {
+	w.cancel()
+	return decision.Set{}, ctx.Err()
+}
+
+// A tick stopped while a target changes is recorded, not dropped: the
+// change may have landed, so the target's cooldown must hold.
+func TestActuationCutShortKeepsItsCooldown(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := cutWorld{world: freshWorld(), cancel: cancel}
+	loop := echoLoop(t, `{"actions": [{"target": "web", "metric": "cpu", "set": {"replicas": 4}}]}`)
+	res := tick(ctx, w, echoRegistry(t), loop, &v1alpha1.ControlLoopStatus{Tick: 4}, tickNow)
+	assert.True(t, res.interrupted)
+	assert.Empty(t, res.entry.Applied)
+	assert.True(t, res.wrote(), "the tick may have changed web: it must be recorded")
+	assert.Equal(t, tickNow, res.changed["web"])
+	next, err := record(loop, &v1alpha1.ControlLoopStatus{Tick: 4}, res, 0)
+	require.NoError(t, err)
+	assert.Equal(t, tickNow, lastChanges(next)["web"])
+}
