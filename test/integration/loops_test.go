@@ -5,6 +5,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -147,13 +148,15 @@ func TestControlLoops(t *testing.T) {
 			n := deploymentReplicas(ns, "web")
 			return n == 5, fmt.Sprintf("replicas %d", n)
 		})
-		l := e.get(t, ns, "scaler")
-		var notes []string
-		for _, h := range l.Status.History {
-			notes = append(notes, h.Guard...)
-		}
-		assert.Contains(t, notes, "Clamped web: replicas 50 lowered to the maximum 10")
-		assert.Contains(t, notes, "Clamped web: replicas 10 limited to one step (2) above 3")
+		// The tick's record is written after it acts: wait for it.
+		eventually(t, 15*time.Second, func() (bool, string) {
+			var notes []string
+			for _, h := range e.get(t, ns, "scaler").Status.History {
+				notes = append(notes, h.Guard...)
+			}
+			return slices.Contains(notes, "Clamped web: replicas 50 lowered to the maximum 10") &&
+				slices.Contains(notes, "Clamped web: replicas 10 limited to one step (2) above 3"), joined(notes)
+		})
 		// The loop's cooldown (1h) holds the target: it stays at 5.
 		eventually(t, 15*time.Second, func() (bool, string) {
 			h, desc := lastEntry(e.get(t, ns, "scaler"))
