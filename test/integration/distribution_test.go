@@ -142,11 +142,7 @@ func TestBundleDistribution(t *testing.T) {
 	require.NoError(t, e.c.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "opa"},
 		Data: map[string]string{"config.yaml": opaConfig(url, key, "{min_delay_seconds: 1, max_delay_seconds: 1}", logService.URL)}}))
 
-	bin := filepath.Join(t.TempDir(), "governor")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/governor")
-	build.Dir = repo
-	out, err := build.CombinedOutput()
-	require.NoError(t, err, string(out))
+	bin := governorBinary(t)
 	probe, metrics := freeAddr(t), freeAddr(t)
 	var logs bytes.Buffer
 	cmd := exec.Command(bin, "run", "--opa-config-map", ns+"/opa", "--kubeconfig", e.api.Kubeconfig, "--leader-elect=false",

@@ -227,11 +227,7 @@ func newFailoverRig(tb testing.TB, flags map[string]string) *failoverRig {
 	require.NoError(tb, c.Get(context.Background(), types.NamespacedName{Namespace: systemNamespace, Name: managerName}, &d))
 	r.args = withFlags(d.Spec.Template.Spec.Containers[0].Args, flags)
 
-	r.bin = filepath.Join(r.dir, "governor")
-	build := exec.Command("go", "build", "-o", r.bin, "./cmd/governor")
-	build.Dir = repo
-	built, err := build.CombinedOutput()
-	require.NoError(tb, err, string(built))
+	r.bin = governorBinary(tb)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var done sync.WaitGroup
