@@ -92,8 +92,11 @@ func ReadConfig(path string, lim Limits) (*Config, error) {
 // decision_logs and labels. Unlike OPA, a bundle is required to be signed
 // as soon as keys are configured (OPA then accepts unsigned bundles unless
 // the bundle has a signing block): an unsigned policy must never replace a
-// signed one just because its signature was stripped. The decision log's
-// buffer is bounded in bytes, by lim.DecisionLogBufferBytes at most.
+// signed one just because its signature was stripped. A bundle downloaded
+// with no key to verify it is refused unless lim.AllowUnsignedBundles, and
+// a service that is not https:// unless lim.AllowInsecureServices. The
+// decision log's buffer is bounded in bytes, by lim.DecisionLogBufferBytes
+// at most.
 func ParseConfig(raw []byte, lim Limits) (*Config, error) {
 	var top map[string]any
 	if err := util.Unmarshal(raw, &top); err != nil {
@@ -113,6 +116,10 @@ func ParseConfig(raw []byte, lim Limits) (*Config, error) {
 	m, err := plugins.New(raw, "governor", inmem.New(), plugins.Logger(opaLogger(os.Stderr, logging.Warn)),
 		plugins.ConsoleLogger(opaLogger(os.Stdout, logging.Info)))
 	if err != nil {
+		return nil, err
+	}
+	if err := checkServices(m, lim.AllowInsecureServices); err != nil {
+		m.Stop(context.Background())
 		return nil, err
 	}
 	keys := m.PublicKeys()
@@ -158,10 +165,30 @@ func ParseConfig(raw []byte, lim Limits) (*Config, error) {
 		} else {
 			s.client = m.Client(src.Service)
 			s.URL = strings.TrimSuffix(s.client.Config().URL, "/") + "/" + strings.TrimPrefix(s.Resource, "/")
+			if s.Verification == nil && !lim.AllowUnsignedBundles {
+				m.Stop(context.Background())
+				return nil, fmt.Errorf("bundle %q (%s): no key to verify its signature: configure keys (and signing), or pass --allow-unsigned-bundles to follow it unsigned", name, s.URL)
+			}
 		}
 		cfg.Sources = append(cfg.Sources, s)
 	}
 	return cfg, nil
+}
+
+// checkServices refuses services reached without TLS unless allowInsecure:
+// bundles (signed or not) and decision logs, whose inputs hold what the
+// loops observe, would travel in clear.
+func checkServices(m *plugins.Manager, allowInsecure bool) error {
+	if allowInsecure {
+		return nil
+	}
+	for _, name := range slices.Sorted(slices.Values(m.Services())) {
+		raw := m.Client(name).Config().URL
+		if u, err := url.Parse(raw); err != nil || u.Scheme != "https" {
+			return fmt.Errorf("service %q (%s) is not https://: bundles and decision logs would travel in clear; pass --allow-insecure-bundle-services to allow it", name, raw)
+		}
+	}
+	return nil
 }
 
 // Close releases what parsing started (OPA's plugin manager).

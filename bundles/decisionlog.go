@@ -5,12 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/plugins"
 	"github.com/open-policy-agent/opa/v1/plugins/logs"
 	"github.com/open-policy-agent/opa/v1/server"
+	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/util"
 )
 
@@ -18,10 +21,18 @@ import (
 // decision_logs section of the OPA configuration sets it up: to the
 // console, to a service (batched, gzipped, with OPA's retries and buffer
 // limits), or both. The events are OPA's own, so existing decision log
-// services take them as they are.
+// services take them as they are. A bundle's data.system.log.mask and
+// data.system.log.drop policies mask and drop the events of the decisions
+// its revisions make, as OPA's plugin does them.
 type DecisionLog struct {
 	manager *plugins.Manager
 	plugin  *logs.Plugin
+	// mu serialises Log: OPA's plugin evaluates the mask and drop policies
+	// with its manager's one compiler, which Log sets to that of the
+	// revision that decided (masking is its revision's). masking is that
+	// compiler; unmasked the manager's own, which has no policy.
+	mu                sync.Mutex
+	masking, unmasked *ast.Compiler
 	// started is closed once start has initialized the plugin manager and
 	// started the plugin. Log waits for it: a decision logged while
 	// Manager.Init commits its store deadlocks in OPA's logs plugin (the
@@ -91,6 +102,8 @@ func (d *DecisionLog) start(ctx context.Context) error {
 	if err := d.plugin.Start(ctx); err != nil {
 		return err
 	}
+	d.unmasked = d.manager.GetCompiler()
+	d.masking = d.unmasked
 	close(d.started)
 	return nil
 }
@@ -143,5 +156,32 @@ func (d *DecisionLog) Log(ctx context.Context, l Logged) error {
 	if l.Err == nil {
 		info.Results = &l.Result
 	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.maskWith(ctx, l.Revision); err != nil {
+		return err
+	}
 	return d.plugin.Log(ctx, info)
+}
+
+// maskWith makes OPA's plugin mask (and drop) with rev's policies, or with
+// none when rev has none. The plugin manager takes a new compiler from a
+// store commit that carries it (as OPA's bundle plugin hands over a
+// compiler); its trigger drops the plugin's prepared mask and drop queries.
+// d.mu is held, so no Log is preparing them meanwhile.
+func (d *DecisionLog) maskWith(ctx context.Context, rev *Revision) error {
+	want := d.unmasked
+	if rev != nil && rev.logPolicy {
+		want = rev.compiler
+	}
+	if want == d.masking {
+		return nil
+	}
+	params := storage.TransactionParams{Write: true, Context: storage.NewContext()}
+	plugins.SetCompilerOnContext(params.Context, want)
+	if err := storage.Txn(ctx, d.manager.Store, params, func(storage.Transaction) error { return nil }); err != nil {
+		return fmt.Errorf("decision log: masking with %s: %w", rev, err)
+	}
+	d.masking = want
+	return nil
 }

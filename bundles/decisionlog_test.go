@@ -4,8 +4,8 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -15,13 +15,13 @@ import (
 	"governor.dev/governor/test/bundleserver"
 )
 
-// TestDecisionLog: decisions go to the configured service as OPA's
-// decision log events, with the loop, the bundle's revision, input and result.
+// TestDecisionLog: decisions go to the configured service (over HTTPS) as
+// OPA's decision log events, with the loop, the bundle's revision, input
+// and result.
 func TestDecisionLog(t *testing.T) {
 	svc := &bundleserver.DecisionLogs{}
-	web := httptest.NewServer(svc)
-	defer web.Close()
-	cfg, err := ParseConfig([]byte(`services: {logs: {url: "`+web.URL+`"}}
+	url, ca := bundleserver.ServeTLS(t, svc)
+	cfg, err := ParseConfig([]byte(`services: {logs: {url: "`+url+`", tls: {ca_cert: "`+ca+`"}}}
 decision_logs:
   service: logs
   reporting: {min_delay_seconds: 1, max_delay_seconds: 1}
@@ -90,4 +90,72 @@ func TestDecisionLogConsole(t *testing.T) {
 	assert.Equal(t, "Decision Log", ev["msg"])
 	assert.Equal(t, "governor/bandwidth/decision", ev["path"])
 	assert.Equal(t, map[string]any{"loop": "factory/qos", "tick": float64(3)}, ev["custom"])
+}
+
+// TestDecisionLogMask: a bundle's system.log.mask policy masks the events
+// of the decisions its revisions make before they leave the controller
+// (OPA's logs plugin applies it), and its system.log.drop policy drops
+// them; the decisions of a bundle without such policies are logged whole,
+// before and after.
+func TestDecisionLogMask(t *testing.T) {
+	dir := t.TempDir()
+	for name, body := range map[string]string{
+		".manifest": `{"revision": "1", "roots": ["t", "system/log"]}`,
+		"t.rego":    "package t\n\ndecision := {}\n",
+		"mask.rego": `package system.log
+
+mask contains "/input/secret"
+
+mask contains {"op": "upsert", "path": "/input/token", "value": "redacted"}
+
+drop if input.input.drop
+`,
+	} {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644))
+	}
+	masked, err := Load(context.Background(), dir)
+	require.NoError(t, err)
+	plain, err := Load(context.Background(), "../policies/reactive")
+	require.NoError(t, err)
+
+	svc := &bundleserver.DecisionLogs{}
+	url, ca := bundleserver.ServeTLS(t, svc)
+	cfg, err := ParseConfig([]byte(`services: {logs: {url: "`+url+`", tls: {ca_cert: "`+ca+`"}}}
+decision_logs: {service: logs, reporting: {min_delay_seconds: 1, max_delay_seconds: 1}}
+`), Limits{})
+	require.NoError(t, err)
+	defer cfg.Close()
+	reg := NewRegistry()
+	require.NoError(t, reg.AddSources(cfg))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- reg.Start(ctx) }()
+
+	for tick, rev := range []*Revision{plain, masked, masked, plain} {
+		input := map[string]any{"secret": "s3cret", "token": "t0ken", "visible": tick, "drop": tick == 2}
+		require.NoError(t, reg.LogDecision(ctx, Logged{Loop: "ns/l", Tick: int64(tick), Decision: "t/decision",
+			Revision: rev, Input: input, Result: map[string]any{}, Time: time.Now()}))
+	}
+	require.Eventually(t, func() bool { return len(svc.Events()) >= 3 }, 10*time.Second, 50*time.Millisecond)
+	cancel()
+	require.NoError(t, <-done)
+
+	events := svc.Events()
+	require.Len(t, events, 3, "tick 2 is dropped")
+	byTick := map[float64]map[string]any{}
+	for _, ev := range events {
+		byTick[ev["custom"].(map[string]any)["tick"].(float64)] = ev
+	}
+	for _, tick := range []float64{0, 3} {
+		ev := byTick[tick]
+		require.NotNil(t, ev, "tick %v", tick)
+		assert.Equal(t, map[string]any{"secret": "s3cret", "token": "t0ken", "visible": tick, "drop": false}, ev["input"], "tick %v: no mask", tick)
+		assert.NotContains(t, ev, "erased")
+		assert.NotContains(t, ev, "masked")
+	}
+	ev := byTick[1]
+	require.NotNil(t, ev)
+	assert.Equal(t, map[string]any{"token": "redacted", "visible": float64(1), "drop": false}, ev["input"])
+	assert.Equal(t, []any{"/input/secret"}, ev["erased"])
+	assert.Equal(t, []any{"/input/token"}, ev["masked"])
 }

@@ -87,10 +87,16 @@ bundles:
 %s`, url, extra, top))
 }
 
+// following are the limits of the tests about following: they serve
+// unsigned bundles over plain HTTP, which governor refuses unless allowed
+// (TestParseConfigRefusesUnsignedAndInsecure); signatures and TLS have tests
+// of their own (sign_test.go, clienttls_test.go).
+var following = Limits{AllowUnsignedBundles: true, AllowInsecureServices: true}
+
 // parseSource is the one bundle of an OPA configuration.
 func parseSource(t *testing.T, config string) *Source {
 	t.Helper()
-	cfg, err := ParseConfig([]byte(config), Limits{})
+	cfg, err := ParseConfig([]byte(config), following)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +176,7 @@ func TestFollowDownloadErrors(t *testing.T) {
 	}
 	url := "http://" + l.Addr().String()
 	l.Close()
-	cfg, err := ParseConfig([]byte("services: {s: {url: \""+url+"\"}}\nbundles: {b: {service: s, resource: b.tar.gz}}\n"), Limits{})
+	cfg, err := ParseConfig([]byte("services: {s: {url: \""+url+"\"}}\nbundles: {b: {service: s, resource: b.tar.gz}}\n"), following)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,6 +31,14 @@ type Limits struct {
 	DecisionLogBufferBytes int64
 	// Output bounds each decision's output.
 	Output decision.Limits
+	// AllowUnsignedBundles lets a bundle be followed on a bundle server
+	// with no key to verify it (governor run --allow-unsigned-bundles).
+	// Without it, such a configuration is refused.
+	AllowUnsignedBundles bool
+	// AllowInsecureServices lets an OPA configuration's services be
+	// reached without TLS (--allow-insecure-bundle-services). Without it,
+	// a service whose URL is not https:// is refused.
+	AllowInsecureServices bool
 }
 
 // The defaults of Limits.

@@ -35,7 +35,8 @@ config.yaml of a ConfigMap, read once at start) is an OPA configuration file:
 its services, bundles and keys say which bundles to follow on which bundle
 servers, as 'opa run --config-file' follows them, and decision_logs where every
 decision is logged. Every downloaded revision is
-verified (when keys are configured, every bundle must be signed), compiled,
+verified (a bundle server's bundles must be signed and its services https://,
+unless --allow-unsigned-bundles and --allow-insecure-bundle-services), compiled,
 has its own tests run and every loop's decision prepared before it goes live;
 a refused revision leaves the last good one deciding.
 
@@ -124,10 +125,19 @@ func newRunCommand() *cobra.Command {
 	fs.IntVar(&f.burst, "kube-api-burst", defaultBurst, "requests the controller's API client may send at once, above --kube-api-qps")
 	fs.DurationVar(&f.opts.StatusFlush, "status-flush-interval", time.Second, "how often a loop's quiet ticks (no change, refusal or failure) are written to its status; every other tick is written at once")
 	f.limitFlags(fs)
+	f.trustFlags(fs)
 	logFlags := goflag.NewFlagSet("log", goflag.ContinueOnError)
 	f.zapOpts.BindFlags(logFlags)
 	fs.AddGoFlagSet(logFlags)
 	return cmd
+}
+
+// trustFlags are the flags that let an OPA configuration follow bundles
+// that are not signed, or reach services without TLS: both refused by
+// default.
+func (f *runFlags) trustFlags(fs *pflag.FlagSet) {
+	fs.BoolVar(&f.limits.AllowUnsignedBundles, "allow-unsigned-bundles", false, "follow bundles on bundle servers with no key to verify them (refused by default: configure keys)")
+	fs.BoolVar(&f.limits.AllowInsecureServices, "allow-insecure-bundle-services", false, "let the OPA configuration's services (bundles, decision logs) be http:// (refused by default: bundles and decision logs would travel in clear)")
 }
 
 // limitFlags are the flags that bound what policies may take: builtins,

@@ -9,8 +9,11 @@ package bundleserver
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -73,6 +76,32 @@ func (s *Server) Start(t testing.TB) string {
 		ts.Close()
 	})
 	return ts.URL
+}
+
+// StartTLS is Start over HTTPS. It also returns the path of a file
+// holding the server's certificate (PEM), for an OPA service's
+// tls.ca_cert.
+func (s *Server) StartTLS(t testing.TB) (url, caCert string) {
+	t.Helper()
+	stop := make(chan struct{})
+	url, caCert = ServeTLS(t, s.handler(stop))
+	t.Cleanup(func() { close(stop) }) // runs before ServeTLS's: held requests are answered first
+	return url, caCert
+}
+
+// ServeTLS serves h over HTTPS on a free loopback port until t.Cleanup, and
+// returns its base URL and the path of a file holding its certificate
+// (PEM), for an OPA service's tls.ca_cert.
+func ServeTLS(t testing.TB, h http.Handler) (url, caCert string) {
+	t.Helper()
+	ts := httptest.NewTLSServer(h)
+	t.Cleanup(ts.Close)
+	caCert = filepath.Join(t.TempDir(), "ca.pem")
+	cert := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ts.Certificate().Raw})
+	if err := os.WriteFile(caCert, cert, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return ts.URL, caCert
 }
 
 // Publish makes tarball the current revision of the bundle at path (e.g.
