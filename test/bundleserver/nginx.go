@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"governor.dev/governor/test/testkeys"
 )
 
 // StartNginx serves the directory root with Debian's nginx on a free
@@ -19,6 +21,31 @@ import (
 // nothing of long polling. nginx is killed at t.Cleanup. The test fails,
 // never skips, when nginx is missing.
 func StartNginx(t testing.TB, root string) string {
+	t.Helper()
+	return startNginx(t, root, "", "")
+}
+
+// StartNginxTLS is StartNginx over HTTPS, with a certificate for 127.0.0.1
+// from a CA of its own; it also returns the path of a file holding the CA's
+// certificate (PEM), for an OPA service's tls.ca_cert.
+func StartNginxTLS(t testing.TB, root string) (url, caCert string) {
+	t.Helper()
+	ca := testkeys.NewCA(t, "nginx-ca")
+	server := ca.Server(t, "nginx")
+	dir := t.TempDir()
+	write := func(name string, data []byte) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	caCert = write("ca.pem", ca.CertPEM)
+	return startNginx(t, root, write("server.pem", server.CertPEM), write("server-key.pem", server.KeyPEM)), caCert
+}
+
+// startNginx serves root, over HTTPS when cert and key are given.
+func startNginx(t testing.TB, root, cert, key string) string {
 	t.Helper()
 	bin, err := exec.LookPath("nginx")
 	if err != nil {
@@ -42,6 +69,10 @@ func StartNginx(t testing.TB, root string) string {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
+	scheme, listen := "http", addr
+	if cert != "" {
+		scheme, listen = "https", fmt.Sprintf("%s ssl; ssl_certificate %s; ssl_certificate_key %s", addr, cert, key)
+	}
 	dir := t.TempDir()
 	// master_process off keeps a single process to kill; every path nginx
 	// would write under /var is moved into dir so that it runs unprivileged.
@@ -59,7 +90,7 @@ http {
   scgi_temp_path %[1]s/scgi;
   server { listen %[2]s; root %[3]s; etag on; }
 }
-`, dir, addr, root)
+`, dir, listen, root)
 	cfg := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
@@ -84,7 +115,7 @@ http {
 		c, err := net.Dial("tcp", addr)
 		if err == nil {
 			_ = c.Close() // only a probe: nothing was sent
-			return "http://" + addr
+			return scheme + "://" + addr
 		}
 		select {
 		case err := <-exited:
