@@ -184,20 +184,21 @@ func BenchmarkPublishToDecide(b *testing.B) {
 			e := newEnv(b)
 			key := testkeys.RSA(b)
 			var publish func(raw []byte)
-			var url, polling string
+			var server service
+			var polling string
 			switch mode {
 			case "polling":
 				root := b.TempDir()
-				url = bundleserver.StartNginx(b, root)
+				server.url, server.caCert = bundleserver.StartNginxTLS(b, root)
 				publish = func(raw []byte) { publishFile(b, root, "fleet.tar.gz", raw) }
 				polling = "{min_delay_seconds: 1, max_delay_seconds: 1}"
 			default:
 				srv := bundleserver.New()
-				url = srv.Start(b)
+				server.url, server.caCert = srv.StartTLS(b)
 				publish = func(raw []byte) { srv.Publish("fleet.tar.gz", raw) }
 				polling = "{min_delay_seconds: 60, max_delay_seconds: 120, long_polling_timeout_seconds: 30}"
 			}
-			cfg, err := bundles.ParseConfig([]byte(opaConfig(url, key, polling, "")), bundles.Limits{})
+			cfg, err := bundles.ParseConfig([]byte(opaConfig(server, key, polling, nil)), bundles.Limits{})
 			require.NoError(b, err)
 			b.Cleanup(cfg.Close)
 			e.bundles = bundles.NewRegistry()

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -37,13 +36,22 @@ const (
 	good        = "good"
 	compileErr  = "compile-error"
 	failingTest = "failing-test"
-	renamed     = "renamed" // compiles and passes its tests, but has no fleet/decision
+	renamed     = "renamed"  // compiles and passes its tests, but has no fleet/decision
+	unsigned    = "unsigned" // good, but not signed
 )
 
+// fleetMask is the fleet bundle's decision log mask: the loops' params
+// (echoSpec's decision) never reach the decision log service.
+const fleetMask = `package system.log
+
+mask contains "/input/params/decision"
+`
+
 // fleetTarball is revision rev of the "fleet" bundle, signed with k, as
-// `opa build --signing-key` writes it. Its decision is {} (no action); a
-// compile-error variant calls a function that does not exist, and a
-// failing-test variant has a test that fails.
+// `opa build --signing-key` writes it (but the unsigned variant). Its
+// decision is {} (no action); a compile-error variant calls a function
+// that does not exist, and a failing-test variant has a test that fails.
+// It masks the loops' params in the decision log (fleetMask).
 func fleetTarball(t testing.TB, rev, variant string, k testkeys.Pair) []byte {
 	t.Helper()
 	decision, want := "{}", "0"
@@ -59,16 +67,19 @@ func fleetTarball(t testing.TB, rev, variant string, k testkeys.Pair) []byte {
 	}
 	dir := t.TempDir()
 	files := map[string]string{
-		".manifest":       fmt.Sprintf(`{"revision": %q, "roots": ["fleet"]}`, rev),
+		".manifest":       fmt.Sprintf(`{"revision": %q, "roots": ["fleet", "system/log"]}`, rev),
 		"fleet.rego":      "package fleet\n\n" + rule + " := " + decision + "\n",
 		"fleet_test.rego": "package fleet\n\ntest_decision if count(" + rule + ") == " + want + "\n",
+		"mask.rego":       fleetMask,
 	}
 	for name, body := range files {
 		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644))
 	}
 	b, err := loader.NewFileLoader().WithRegoVersion(ast.RegoV1).AsBundle(dir)
 	require.NoError(t, err)
-	require.NoError(t, b.GenerateSignature(bundle.NewSigningConfig(k.Private, "RS256", ""), "release", false))
+	if variant != unsigned {
+		require.NoError(t, b.GenerateSignature(bundle.NewSigningConfig(k.Private, "RS256", ""), "release", false))
+	}
 	var buf bytes.Buffer
 	require.NoError(t, bundle.NewWriter(&buf).Write(*b))
 	return buf.Bytes()
@@ -87,13 +98,20 @@ func publishFile(t testing.TB, root, name string, raw []byte) {
 	require.NoError(t, os.Rename(tmp, filepath.Join(root, name)))
 }
 
-// opaConfig follows the fleet bundle on url, signed with k's key "release",
-// and when logsURL is not empty sends decision logs there.
-func opaConfig(url string, k testkeys.Pair, polling, logsURL string) string {
+// service is an https:// service of an OPA configuration: its URL and the
+// file of the CA certificate that verifies it.
+type service struct{ url, caCert string }
+
+// yaml is the service's entry under services.
+func (s service) yaml(name string) string {
+	return fmt.Sprintf("  %s:\n    url: %s\n    tls: {ca_cert: %q}\n", name, s.url, s.caCert)
+}
+
+// opaConfig follows the fleet bundle on bundles, signed with k's key
+// "release", and when logs is not nil sends decision logs there.
+func opaConfig(bundles service, k testkeys.Pair, polling string, logs *service) string {
 	cfg := fmt.Sprintf(`services:
-  bundles:
-    url: %s
-bundles:
+%sbundles:
   fleet:
     service: bundles
     resource: fleet.tar.gz
@@ -105,9 +123,9 @@ keys:
     algorithm: RS256
     key: |
       %s
-`, url, polling, strings.ReplaceAll(strings.TrimSpace(k.Public), "\n", "\n      "))
-	if logsURL != "" {
-		cfg = strings.Replace(cfg, "services:\n", "services:\n  logs:\n    url: "+logsURL+"\n", 1) +
+`, bundles.yaml("bundles"), polling, strings.ReplaceAll(strings.TrimSpace(k.Public), "\n", "\n      "))
+	if logs != nil {
+		cfg = strings.Replace(cfg, "services:\n", "services:\n"+logs.yaml("logs"), 1) +
 			"decision_logs:\n  service: logs\n  reporting: {min_delay_seconds: 1, max_delay_seconds: 1}\n"
 	}
 	return cfg
@@ -125,22 +143,23 @@ func fleetSpec(pin string) v1alpha1.ControlLoopSpec {
 // bundle on nginx: revision 2 goes live for every loop; a compile error, a
 // failing test, a bad signature and a revision without the loops' decision
 // are each refused with a clear status while revision 2 keeps deciding;
-// revision 3 goes live. A loop pinned to revision 2 stays on it. Decisions
-// go to a decision log service.
+// revision 3 goes live. A loop pinned to revision 2 stays on it. Bundles
+// and decision logs travel over HTTPS. An unsigned revision is refused like
+// a bad signature. Decisions go to a decision log service, masked by the
+// bundle's system.log.mask.
 func TestBundleDistribution(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	key, other := testkeys.RSA(t), testkeys.RSA(t)
 	root := t.TempDir()
-	url := bundleserver.StartNginx(t, root)
+	url, ca := bundleserver.StartNginxTLS(t, root)
 
 	decisions := &bundleserver.DecisionLogs{}
-	logService := httptest.NewServer(decisions)
-	defer logService.Close()
+	logsURL, logsCA := bundleserver.ServeTLS(t, decisions)
 
 	ns := e.namespace(t)
 	require.NoError(t, e.c.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "opa"},
-		Data: map[string]string{"config.yaml": opaConfig(url, key, "{min_delay_seconds: 1, max_delay_seconds: 1}", logService.URL)}}))
+		Data: map[string]string{"config.yaml": opaConfig(service{url, ca}, key, "{min_delay_seconds: 1, max_delay_seconds: 1}", &service{logsURL, logsCA})}}))
 
 	bin := governorBinary(t)
 	probe, metrics := freeAddr(t), freeAddr(t)
@@ -208,6 +227,7 @@ func TestBundleDistribution(t *testing.T) {
 		{"a compile error", "refused at compile", fleetTarball(t, "4", compileErr, key)},
 		{"a failing test", "refused at test: 1 of the bundle's tests failed: data.fleet.test_decision", fleetTarball(t, "5", failingTest, key)},
 		{"a bad signature", "refused at verify", fleetTarball(t, "6", good, other)},
+		{"no signature", "refused at verify", fleetTarball(t, "8", unsigned, key)},
 		{"no rule for the loops' decision", "refused at prepare", fleetTarball(t, "7", renamed, key)},
 	} {
 		before := e.get(t, ns, "a").Status.Tick
@@ -258,7 +278,7 @@ func TestBundleDistribution(t *testing.T) {
 		`governor_bundle_activations_total{bundle="fleet"} 2`,
 		`governor_bundle_refusals_total{bundle="fleet",step="compile"} 1`,
 		`governor_bundle_refusals_total{bundle="fleet",step="test"} 1`,
-		`governor_bundle_refusals_total{bundle="fleet",step="verify"} 1`,
+		`governor_bundle_refusals_total{bundle="fleet",step="verify"} 2`,
 		`governor_bundle_refusals_total{bundle="fleet",step="prepare"} 1`,
 		`governor_bundle_active_revision{bundle="fleet",revision="3"} 1`,
 	} {
@@ -266,7 +286,8 @@ func TestBundleDistribution(t *testing.T) {
 	}
 	assert.NotContains(t, body, `governor_bundle_active_revision{bundle="fleet",revision="2"}`)
 
-	// Every decision went to the decision log service, as OPA logs them.
+	// Every decision went to the decision log service, as OPA logs them,
+	// with the loop's params masked.
 	eventually(t, 10*time.Second, func() (bool, string) {
 		revs := map[string]bool{}
 		for _, ev := range decisions.Events() {
@@ -277,6 +298,48 @@ func TestBundleDistribution(t *testing.T) {
 			}
 		}
 		return revs["2"] && revs["3"], fmt.Sprintf("revisions logged for loop a: %v", revs)
+	})
+	for _, ev := range decisions.Events() {
+		input, _ := ev["input"].(map[string]any)
+		require.NotNil(t, input, "%v", ev)
+		assert.Equal(t, map[string]any{}, input["params"], "the mask erases the params' decision")
+		assert.Equal(t, []any{"/input/params/decision"}, ev["erased"])
+	}
+}
+
+// TestGovernorRunFollowsUnsignedBundlesOnlyWhenAllowed: with no keys
+// configured, governor run refuses to start in one line naming
+// --allow-unsigned-bundles; with the flag, it follows an unsigned bundle.
+func TestGovernorRunFollowsUnsignedBundlesOnlyWhenAllowed(t *testing.T) {
+	e := newEnv(t)
+	srv := bundleserver.New()
+	srv.Publish("fleet.tar.gz", fleetTarball(t, "1", unsigned, testkeys.Pair{}))
+	url, ca := srv.StartTLS(t)
+	config := filepath.Join(t.TempDir(), "opa.yaml")
+	require.NoError(t, os.WriteFile(config, []byte("services:\n"+service{url, ca}.yaml("bundles")+
+		"bundles: {fleet: {service: bundles, resource: fleet.tar.gz, polling: {min_delay_seconds: 1, max_delay_seconds: 1}}}\n"), 0o644))
+	bin := governorBinary(t)
+	args := []string{"run", "--opa-config", config, "--kubeconfig", e.api.Kubeconfig, "--leader-elect=false", "--push-bind-address", "0"}
+
+	out, err := exec.Command(bin, append(args, "--health-probe-bind-address", freeAddr(t), "--metrics-bind-address", "0")...).CombinedOutput()
+	require.Error(t, err)
+	assert.Equal(t, fmt.Sprintf("governor: OPA configuration %s: bundle \"fleet\" (%s/fleet.tar.gz): no key to verify its signature: configure keys (and signing), or pass --allow-unsigned-bundles to follow it unsigned\n", config, url), string(out))
+
+	metrics := freeAddr(t)
+	var logs bytes.Buffer
+	cmd := exec.Command(bin, append(args, "--allow-unsigned-bundles", "--health-probe-bind-address", freeAddr(t), "--metrics-bind-address", metrics)...)
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("governor run output:\n%s", logs.String())
+		}
+	})
+	eventually(t, 30*time.Second, func() (bool, string) {
+		code, body := httpGet(t, "http://"+metrics+"/bundles")
+		return code == 200 && strings.Contains(body, `"activeRevision":"fleet@1"`), fmt.Sprintf("/bundles %d %s", code, body)
 	})
 }
 

@@ -101,7 +101,7 @@ bundles:
     service: s
     resource: hostile.tar.gz
     polling: {min_delay_seconds: 1, max_delay_seconds: 1, long_polling_timeout_seconds: 10}
-`), bundles.Limits{})
+`), bundles.Limits{AllowUnsignedBundles: true, AllowInsecureServices: true}) // about what a revision may take: signatures and TLS are TestBundleDistribution's
 	require.NoError(t, err)
 	t.Cleanup(cfg.Close)
 	e.bundles.SetLimits(bundles.Limits{MaxBundleFileBytes: 8 << 20})

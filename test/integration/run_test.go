@@ -155,6 +155,10 @@ func TestGovernorRunRefusesBadBundles(t *testing.T) {
 		{[]string{"--bundles", filepath.Join(repo, "policies"), "--max-decision-timeout", "0s"}, "--max-decision-timeout must be above 0"},
 		{[]string{"--bundles", filepath.Join(repo, "policies"), "--max-status-bytes", "1000"}, "--max-status-bytes (1000) must be at least twice --max-decision-state-bytes (65536)"},
 		{[]string{"--opa-config", config("decision_logs: {console: true, reporting: {buffer_type: event}}\n")}, "reporting.buffer_type event is not supported"},
+		{[]string{"--opa-config", config("services: {s: {url: \"https://127.0.0.1:1\"}}\nbundles: {b: {service: s}}\n")},
+			`bundle "b" (https://127.0.0.1:1/bundles/b): no key to verify its signature: configure keys (and signing), or pass --allow-unsigned-bundles to follow it unsigned`},
+		{[]string{"--allow-unsigned-bundles", "--opa-config", config("services: {s: {url: \"http://127.0.0.1:1\"}}\nbundles: {b: {service: s}}\n")},
+			`service "s" (http://127.0.0.1:1) is not https://: bundles and decision logs would travel in clear; pass --allow-insecure-bundle-services to allow it`},
 	} {
 		res, err := exec.Command(bin, append([]string{"run", "--kubeconfig", "/nonexistent"}, c.args...)...).CombinedOutput()
 		require.Error(t, err, "%v", c.args)
