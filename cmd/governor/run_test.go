@@ -2,6 +2,8 @@ package main
 
 import (
 	"math"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -62,4 +64,29 @@ func TestCheckPush(t *testing.T) {
 	}
 	bad := controller.Options{PushTLS: controller.TLSFiles{Cert: "tls.crt"}}
 	assert.EqualError(t, checkPush(bad), "--push-tls-cert and --push-tls-key go together")
+}
+
+// An OPA configuration that follows a bundle with no key, or reaches a
+// service over http://, stops governor run in one line naming the flag
+// that allows it; with the flags, run goes on past the configuration (to
+// the kubeconfig, missing here).
+func TestRunRefusesUnsignedBundlesAndInsecureServices(t *testing.T) {
+	config := filepath.Join(t.TempDir(), "opa.yaml")
+	require.NoError(t, os.WriteFile(config, []byte("services: {s: {url: \"http://127.0.0.1:1\"}}\nbundles: {b: {service: s}}\n"), 0o600))
+	for _, c := range []struct {
+		flags []string
+		want  string
+	}{
+		{nil, `service "s" (http://127.0.0.1:1) is not https://: bundles and decision logs would travel in clear; pass --allow-insecure-bundle-services to allow it`},
+		{[]string{"--allow-insecure-bundle-services"}, `bundle "b" (http://127.0.0.1:1/bundles/b): no key to verify its signature: configure keys (and signing), or pass --allow-unsigned-bundles to follow it unsigned`},
+		{[]string{"--allow-insecure-bundle-services", "--allow-unsigned-bundles"}, "kubernetes client config"},
+	} {
+		cmd := newRunCommand()
+		cmd.SetArgs(append([]string{"--opa-config", config, "--kubeconfig", filepath.Join(t.TempDir(), "missing")}, c.flags...))
+		cmd.SilenceUsage, cmd.SilenceErrors = true, true
+		err := cmd.Execute()
+		require.Error(t, err, "%v", c.flags)
+		assert.Contains(t, err.Error(), c.want, "%v", c.flags)
+		assert.NotContains(t, err.Error(), "\n")
+	}
 }
