@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/stretchr/testify/require"
 
 	"governor.dev/governor/actuators/builtin"
 	"governor.dev/governor/decision"
+	"governor.dev/governor/test/bundleserver"
 )
 
 // benchInput builds an input document for a shipped policy with n targets,
@@ -176,6 +179,46 @@ func BenchmarkGate(b *testing.B) {
 			path := "governor/" + policy + "/decision"
 			for b.Loop() {
 				if _, err := Gate(context.Background(), policy, "bench", rev.Bundle(), engine, Checks{Decisions: []string{path}}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkDecisionLogMask is the cost of logging one decision (OPA's
+// plugin: the event, the mask and drop policies, the buffer) when every
+// decision comes from the same revision, with and without a mask, and when
+// successive decisions alternate between a masking bundle and one without
+// (each hands OPA's plugin another compiler, and it prepares its queries
+// again).
+func BenchmarkDecisionLogMask(b *testing.B) {
+	masked, err := Load(context.Background(), maskingBundle(b))
+	require.NoError(b, err)
+	plain, err := Load(context.Background(), "../policies/reactive")
+	require.NoError(b, err)
+	input := benchInput(b, "reactive", 10)
+	input["secret"], input["token"], input["drop"] = "s3cret", "t0ken", false
+	for _, c := range []struct {
+		name string
+		revs []*Revision
+	}{
+		{"unmasked", []*Revision{plain}},
+		{"masked", []*Revision{masked}},
+		{"alternating", []*Revision{plain, masked}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			reg := startDecisionLog(b, &bundleserver.DecisionLogs{}, 60)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- reg.Start(ctx) }()
+			defer func() { cancel(); <-done }()
+			i := 0
+			for b.Loop() {
+				rev := c.revs[i%len(c.revs)]
+				i++
+				if err := reg.LogDecision(ctx, Logged{Loop: "factory/bench", Tick: int64(i), Decision: "t/decision",
+					Revision: rev, Input: input, Result: map[string]any{}, Time: time.Now()}); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -98,35 +99,13 @@ func TestDecisionLogConsole(t *testing.T) {
 // them; the decisions of a bundle without such policies are logged whole,
 // before and after.
 func TestDecisionLogMask(t *testing.T) {
-	dir := t.TempDir()
-	for name, body := range map[string]string{
-		".manifest": `{"revision": "1", "roots": ["t", "system/log"]}`,
-		"t.rego":    "package t\n\ndecision := {}\n",
-		"mask.rego": `package system.log
-
-mask contains "/input/secret"
-
-mask contains {"op": "upsert", "path": "/input/token", "value": "redacted"}
-
-drop if input.input.drop
-`,
-	} {
-		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644))
-	}
-	masked, err := Load(context.Background(), dir)
+	masked, err := Load(context.Background(), maskingBundle(t))
 	require.NoError(t, err)
 	plain, err := Load(context.Background(), "../policies/reactive")
 	require.NoError(t, err)
 
 	svc := &bundleserver.DecisionLogs{}
-	url, ca := bundleserver.ServeTLS(t, svc)
-	cfg, err := ParseConfig([]byte(`services: {logs: {url: "`+url+`", tls: {ca_cert: "`+ca+`"}}}
-decision_logs: {service: logs, reporting: {min_delay_seconds: 1, max_delay_seconds: 1}}
-`), Limits{})
-	require.NoError(t, err)
-	defer cfg.Close()
-	reg := NewRegistry()
-	require.NoError(t, reg.AddSources(cfg))
+	reg := startDecisionLog(t, svc, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- reg.Start(ctx) }()
@@ -158,4 +137,40 @@ decision_logs: {service: logs, reporting: {min_delay_seconds: 1, max_delay_secon
 	assert.Equal(t, map[string]any{"token": "redacted", "visible": float64(1), "drop": false}, ev["input"])
 	assert.Equal(t, []any{"/input/secret"}, ev["erased"])
 	assert.Equal(t, []any{"/input/token"}, ev["masked"])
+}
+
+// maskingBundle writes a bundle (roots t and system/log) whose
+// system.log.mask erases input.secret and replaces input.token, and whose
+// system.log.drop drops the events whose input has drop true.
+func maskingBundle(t testing.TB) string {
+	dir := t.TempDir()
+	for name, body := range map[string]string{
+		".manifest": `{"revision": "1", "roots": ["t", "system/log"]}`,
+		"t.rego":    "package t\n\ndecision := {}\n",
+		"mask.rego": `package system.log
+
+mask contains "/input/secret"
+
+mask contains {"op": "upsert", "path": "/input/token", "value": "redacted"}
+
+drop if input.input.drop
+`,
+	} {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644))
+	}
+	return dir
+}
+
+// startDecisionLog is a registry whose decision log uploads to svc over
+// HTTPS every delay seconds; its Start is the caller's.
+func startDecisionLog(t testing.TB, svc *bundleserver.DecisionLogs, delay int) *Registry {
+	url, ca := bundleserver.ServeTLS(t, svc)
+	cfg, err := ParseConfig([]byte(fmt.Sprintf(`services: {logs: {url: %q, tls: {ca_cert: %q}}}
+decision_logs: {service: logs, reporting: {min_delay_seconds: %d, max_delay_seconds: %d}}
+`, url, ca, delay, delay)), Limits{})
+	require.NoError(t, err)
+	t.Cleanup(cfg.Close)
+	reg := NewRegistry()
+	require.NoError(t, reg.AddSources(cfg))
+	return reg
 }
