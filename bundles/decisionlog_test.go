@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -137,6 +138,45 @@ func TestDecisionLogMask(t *testing.T) {
 	assert.Equal(t, map[string]any{"token": "redacted", "visible": float64(1), "drop": false}, ev["input"])
 	assert.Equal(t, []any{"/input/secret"}, ev["erased"])
 	assert.Equal(t, []any{"/input/token"}, ev["masked"])
+}
+
+// TestDecisionLogMaskConcurrent: loops log concurrently, on a masking
+// bundle and on one without a mask: each event is masked by its own
+// revision, never by the other's.
+func TestDecisionLogMaskConcurrent(t *testing.T) {
+	masked, err := Load(context.Background(), maskingBundle(t))
+	require.NoError(t, err)
+	plain, err := Load(context.Background(), "../policies/reactive")
+	require.NoError(t, err)
+	svc := &bundleserver.DecisionLogs{}
+	reg := startDecisionLog(t, svc, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- reg.Start(ctx) }()
+
+	const loops, ticks = 8, 25
+	var wg sync.WaitGroup
+	for l := range loops {
+		wg.Go(func() {
+			for tick := range ticks {
+				rev := []*Revision{plain, masked}[(l+tick)%2]
+				input := map[string]any{"secret": "s3cret", "token": "t0ken", "drop": false}
+				assert.NoError(t, reg.LogDecision(ctx, Logged{Loop: fmt.Sprintf("ns/l%d", l), Tick: int64(tick), Decision: "t/decision",
+					Revision: rev, Input: input, Result: map[string]any{}, Time: time.Now()}))
+			}
+		})
+	}
+	wg.Wait()
+	require.Eventually(t, func() bool { return len(svc.Events()) == loops*ticks }, 10*time.Second, 50*time.Millisecond)
+	cancel()
+	require.NoError(t, <-done)
+	for _, ev := range svc.Events() {
+		want := map[string]any{"secret": "s3cret", "token": "t0ken", "drop": false}
+		if _, ok := ev["bundles"].(map[string]any)[masked.Name()]; ok {
+			want = map[string]any{"token": "redacted", "drop": false}
+		}
+		assert.Equal(t, want, ev["input"], "%v", ev["bundles"])
+	}
 }
 
 // maskingBundle writes a bundle (roots t and system/log) whose
