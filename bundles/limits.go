@@ -13,8 +13,9 @@ import (
 
 // Limits bound what a bundle and its decisions may take from the
 // controller: the builtins its policies may call, the size of its files,
-// the time of a decision and the size of its output. The zero value is
-// the defaults.
+// the time of a decision and the size of its output; and whether bundles
+// may come unsigned or over plain HTTP. The zero value is the defaults
+// (neither).
 type Limits struct {
 	// AllowBuiltins are builtins that reach outside the controller
 	// (OutsideBuiltins) that policies may call all the same.
