@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -21,9 +22,10 @@ import (
 // decision_logs section of the OPA configuration sets it up: to the
 // console, to a service (batched, gzipped, with OPA's retries and buffer
 // limits), or both. The events are OPA's own, so existing decision log
-// services take them as they are. A bundle's data.system.log.mask and
-// data.system.log.drop policies mask and drop the events of the decisions
-// its revisions make, as OPA's plugin does them.
+// services take them as they are. A bundle's mask and drop policies
+// (data.system.log.mask and data.system.log.drop, unless configured
+// elsewhere) mask and drop the events of the decisions its revisions make,
+// as OPA's plugin does them.
 type DecisionLog struct {
 	manager *plugins.Manager
 	plugin  *logs.Plugin
@@ -33,6 +35,9 @@ type DecisionLog struct {
 	// compiler; unmasked the manager's own, which has no policy.
 	mu                sync.Mutex
 	masking, unmasked *ast.Compiler
+	// policies are the mask and drop policies' refs (OPA's defaults, or
+	// decision_logs' mask_decision and drop_decision).
+	policies []ast.Ref
 	// started is closed once start has initialized the plugin manager and
 	// started the plugin. Log waits for it: a decision logged while
 	// Manager.Init commits its store deadlocks in OPA's logs plugin (the
@@ -62,7 +67,12 @@ func newDecisionLog(m *plugins.Manager, bufferBytes int64) (*DecisionLog, error)
 	if err != nil {
 		return nil, err
 	}
-	return &DecisionLog{manager: m, plugin: logs.New(cfg, m), started: make(chan struct{})}, nil
+	var policies []ast.Ref
+	for _, p := range []*string{cfg.MaskDecision, cfg.DropDecision} {
+		path, _ := storage.ParsePath(util.WithPrefix(*p, "/")) // set and checked by Parse
+		policies = append(policies, path.Ref(ast.DefaultRootDocument))
+	}
+	return &DecisionLog{manager: m, plugin: logs.New(cfg, m), started: make(chan struct{}), policies: policies}, nil
 }
 
 // boundBuffer sets the decision log's reporting.buffer_size_limit_bytes
@@ -171,7 +181,7 @@ func (d *DecisionLog) Log(ctx context.Context, l Logged) error {
 // d.mu is held, so no Log is preparing them meanwhile.
 func (d *DecisionLog) maskWith(ctx context.Context, rev *Revision) error {
 	want := d.unmasked
-	if rev != nil && rev.logPolicy {
+	if rev != nil && slices.ContainsFunc(d.policies, func(p ast.Ref) bool { return len(rev.compiler.GetRulesWithPrefix(p)) > 0 }) {
 		want = rev.compiler
 	}
 	if want == d.masking {

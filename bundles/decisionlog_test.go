@@ -140,6 +140,33 @@ func TestDecisionLogMask(t *testing.T) {
 	assert.Equal(t, []any{"/input/token"}, ev["masked"])
 }
 
+// TestDecisionLogMaskDecisionPath: decision_logs.mask_decision moves the
+// mask policy, as in OPA.
+func TestDecisionLogMaskDecisionPath(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "t.rego"), []byte("package t\n\ndecision := {}\n\nmask contains \"/input/secret\"\n"), 0o644))
+	rev, err := Load(context.Background(), dir)
+	require.NoError(t, err)
+	svc := &bundleserver.DecisionLogs{}
+	url, ca := bundleserver.ServeTLS(t, svc)
+	cfg, err := ParseConfig([]byte(fmt.Sprintf(`services: {logs: {url: %q, tls: {ca_cert: %q}}}
+decision_logs: {service: logs, mask_decision: t/mask, reporting: {min_delay_seconds: 1, max_delay_seconds: 1}}
+`, url, ca)), Limits{})
+	require.NoError(t, err)
+	defer cfg.Close()
+	reg := NewRegistry()
+	require.NoError(t, reg.AddSources(cfg))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- reg.Start(ctx) }()
+	require.NoError(t, reg.LogDecision(ctx, Logged{Loop: "ns/l", Decision: "t/decision", Revision: rev,
+		Input: map[string]any{"secret": "s3cret", "visible": 1}, Result: map[string]any{}, Time: time.Now()}))
+	require.Eventually(t, func() bool { return len(svc.Events()) == 1 }, 10*time.Second, 50*time.Millisecond)
+	cancel()
+	require.NoError(t, <-done)
+	assert.Equal(t, map[string]any{"visible": float64(1)}, svc.Events()[0]["input"])
+}
+
 // TestDecisionLogMaskConcurrent: loops log concurrently, on a masking
 // bundle and on one without a mask: each event is masked by its own
 // revision, never by the other's.

@@ -28,9 +28,6 @@ type Revision struct {
 	bundle   *bundle.Bundle
 	compiler *ast.Compiler
 	store    storage.Store
-	// logPolicy is whether the bundle has rules under data.system.log
-	// (OPA's decision log mask and drop policies).
-	logPolicy bool
 
 	mu      sync.Mutex
 	queries map[string]*preparedQuery
@@ -167,21 +164,16 @@ func compileBundle(ctx context.Context, name, source string, b *bundle.Bundle, l
 		roots = *b.Manifest.Roots
 	}
 	return &Revision{
-		name:      name,
-		revision:  b.Manifest.Revision,
-		roots:     roots,
-		source:    source,
-		bundle:    b,
-		compiler:  compiler,
-		store:     store,
-		logPolicy: len(compiler.GetRulesWithPrefix(systemLog)) > 0,
-		queries:   map[string]*preparedQuery{},
+		name:     name,
+		revision: b.Manifest.Revision,
+		roots:    roots,
+		source:   source,
+		bundle:   b,
+		compiler: compiler,
+		store:    store,
+		queries:  map[string]*preparedQuery{},
 	}, nil
 }
-
-// systemLog is where OPA's decision log looks for its mask and drop
-// policies (data.system.log.mask, data.system.log.drop).
-var systemLog = ast.MustParseRef("data.system.log")
 
 // Name is the bundle's name.
 func (r *Revision) Name() string { return r.name }
