@@ -302,9 +302,17 @@ func TestExternalTarget(t *testing.T) {
 
 		listener, err := net.Listen("tcp", addr)
 		require.NoError(t, err)
-		newLupus(t, map[string]json.Number{"rate": "40"}, listener)
+		up := newLupus(t, map[string]json.Number{"rate": "40"}, listener)
 		entry := waitEntry("down", "applied", applied)
-		assert.JSONEq(t, `{"external": {"rate": 60}}`, string(entry.Applied[0].Set.Raw))
+		// From 40, as the agent's GET says, one step; straight to 90 (within the bounds) when
+		// the tick read the agent while it was still down: its value then unknown.
+		want := `{"external": {"rate": 90}}`
+		if strings.Contains(joined(entry.Guard), "limited to one step (20) above 40") {
+			want = `{"external": {"rate": 60}}`
+		}
+		assert.JSONEq(t, want, string(entry.Applied[0].Set.Raw))
+		settings, _, _ := up.snapshot()
+		assert.JSONEq(t, want, `{"external": {"rate": `+settings["rate"].String()+`}}`, "the agent has it")
 	})
 
 	t.Run("an agent without GET: the last value applied is the current one, across a restart", func(t *testing.T) {
