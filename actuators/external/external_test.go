@@ -25,6 +25,9 @@ import (
 
 	"governor.dev/governor/actuators"
 	"governor.dev/governor/actuators/external/signature"
+	"governor.dev/governor/actuators/hpa"
+	"governor.dev/governor/actuators/replicas"
+	"governor.dev/governor/actuators/resources"
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/decision"
 	"governor.dev/governor/workload"
@@ -339,12 +342,13 @@ func TestRead(t *testing.T) {
 	assert.Equal(t, map[string]any{}, a.Doc(cur))
 }
 
-// The registry reads an External target without a workload, with this actuator alone.
+// The registry reads an External target without a workload, with this actuator alone: the
+// workloads' actuators neither read it nor show in its document.
 func TestRegistryReadsExternalTargets(t *testing.T) {
 	sys := newSystem(t)
 	sys.settings = map[string]json.Number{"rate": "35"}
 	tg := target(sys.URL, sys.caBundle())
-	reg := actuators.NewRegistry(New())
+	reg := actuators.NewRegistry(hpa.Actuator{}, replicas.Actuator{}, resources.Actuator{}, New())
 	read, doc, err := reg.Read(context.Background(), secretClient(testKey), "lab", tg.Spec,
 		&v1alpha1.TargetStatus{Name: "egress", Applied: &apiextensionsv1.JSON{Raw: []byte(`{"external": {"ratio": 0.5}}`)}})
 	require.NoError(t, err)
