@@ -16,10 +16,13 @@
 package actuators
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"governor.dev/governor/api/v1alpha1"
@@ -67,6 +70,49 @@ type Target struct {
 	Object client.Object
 	// Current is each field's current state, as its actuator read it.
 	Current map[string]any
+	// Applied is what the loop last applied to an External target, by field
+	// (status.targets[].applied, numbers as json.Number): the current state of
+	// a system that does not say its own. Nil for workloads, and when none.
+	Applied map[string]any
+}
+
+// ExternalActuator is an actuator of External targets (managed systems outside Kubernetes,
+// spec.targets[].ref.kind External). Such a target has no workload: only these actuators
+// read, document and act on it, and the others only on workloads.
+type ExternalActuator interface {
+	Actuator
+	// ActsOutsideKubernetes marks the actuator as one of External targets.
+	ActsOutsideKubernetes()
+}
+
+// IsExternal says whether a target is a managed system outside Kubernetes.
+func IsExternal(spec *v1alpha1.TargetSpec) bool { return spec.Ref.Kind == v1alpha1.TargetExternal }
+
+// actsOn says whether an actuator reads and documents a kind of target.
+func actsOn(a Actuator, spec *v1alpha1.TargetSpec) bool {
+	_, external := a.(ExternalActuator)
+	return external == IsExternal(spec)
+}
+
+// Tick says which tick of which loop an action is carried out at: an actuator that asks a
+// system outside Kubernetes for a change names the change by it (an idempotency key).
+type Tick struct {
+	Loop   types.NamespacedName
+	UID    types.UID
+	Number int64
+}
+
+type tickKey struct{}
+
+// WithTick is ctx carrying the tick its actions are carried out at.
+func WithTick(ctx context.Context, t Tick) context.Context {
+	return context.WithValue(ctx, tickKey{}, t)
+}
+
+// TickOf is the tick ctx carries, if any.
+func TickOf(ctx context.Context) (Tick, bool) {
+	t, ok := ctx.Value(tickKey{}).(Tick)
+	return t, ok
 }
 
 // Registry is the actuators a controller has, in the order a set's fields are applied.
@@ -118,22 +164,31 @@ func (r *Registry) ParseField(p *decision.Parser, field, path string, raw any) a
 	return a.Parse(p, path, raw)
 }
 
-// Read reads a target's current state with every actuator and the input document of it
-// (input.targets.<name>). A workload that does not exist is a Target with Exists false.
-func (r *Registry) Read(ctx context.Context, c client.Reader, namespace string, spec *v1alpha1.TargetSpec) (*Target, map[string]any, error) {
+// Read reads a target's current state with every actuator of its kind and the input
+// document of it (input.targets.<name>). A workload that does not exist is a Target with
+// Exists false; an External target always exists (its system may not answer: acting on it
+// then fails). recorded is what the loop's status keeps of the target, nil when nothing.
+func (r *Registry) Read(ctx context.Context, c client.Reader, namespace string, spec *v1alpha1.TargetSpec, recorded *v1alpha1.TargetStatus) (*Target, map[string]any, error) {
 	t := &Target{Name: spec.Name, Workload: workload.Of(namespace, spec.Ref), Spec: spec, Current: map[string]any{}}
 	doc := map[string]any{"kind": t.Workload.Kind, "namespace": namespace, "name": t.Workload.Name}
-	obj, err := workload.Get(ctx, c, t.Workload)
-	if workload.IsNotFound(err) {
-		doc["exists"] = false
-		return t, doc, nil
+	if IsExternal(spec) {
+		t.Exists, t.Applied = true, applied(recorded)
+	} else {
+		obj, err := workload.Get(ctx, c, t.Workload)
+		if workload.IsNotFound(err) {
+			doc["exists"] = false
+			return t, doc, nil
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		t.Exists, t.Object = true, obj
 	}
-	if err != nil {
-		return nil, nil, err
-	}
-	t.Exists, t.Object = true, obj
 	doc["exists"] = true
 	for _, a := range r.list {
+		if !actsOn(a, spec) {
+			continue
+		}
 		cur, err := a.Read(ctx, c, t)
 		if err != nil {
 			return nil, nil, err
@@ -144,9 +199,27 @@ func (r *Registry) Read(ctx context.Context, c client.Reader, namespace string, 
 	return t, doc, nil
 }
 
+// applied decodes what a target's status says was last applied to it; nil when nothing is,
+// or when it is not a JSON object (a status written by hand): then nothing is known.
+func applied(recorded *v1alpha1.TargetStatus) map[string]any {
+	if recorded == nil || recorded.Applied == nil {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(recorded.Applied.Raw))
+	dec.UseNumber()
+	var out map[string]any
+	if dec.Decode(&out) != nil {
+		return nil
+	}
+	return out
+}
+
 // document adds each field's state to a target's input document.
 func (r *Registry) document(t *Target, doc map[string]any) {
 	for _, a := range r.list {
+		if t.Spec != nil && !actsOn(a, t.Spec) {
+			continue
+		}
 		if d := a.Doc(t.Current[a.Field()]); d != nil {
 			doc[a.Field()] = d
 		}

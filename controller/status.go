@@ -9,10 +9,12 @@ import (
 	"strings"
 	"time"
 
+	jsonpatch "github.com/evanphx/json-patch/v5"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"governor.dev/governor/actuators"
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/bundles"
 )
@@ -57,6 +59,7 @@ func record(loop *v1alpha1.ControlLoop, old *v1alpha1.ControlLoopStatus, res tic
 	for name, at := range res.changed {
 		setLastChange(st, name, at)
 	}
+	recordApplied(st, loop, res.entry.Applied)
 	pruneTargets(st, loop)
 	if res.overridden != nil {
 		setCondition(st, loop, *res.overridden)
@@ -144,6 +147,7 @@ func sizeBound(st *v1alpha1.ControlLoopStatus) int {
 	for _, t := range st.Targets {
 		n += 128
 		str(t.Name)
+		raw(t.Applied)
 	}
 	for _, c := range st.Conditions {
 		n += 256
@@ -267,4 +271,29 @@ func truncate(s string) string {
 		return s
 	}
 	return strings.ToValidUTF8(s[:maxMessage], "") + " …(truncated)"
+}
+
+// recordApplied keeps, for each External target a tick applied something to,
+// what it applied merged over what was applied before (a JSON merge patch):
+// a system outside Kubernetes may not say its own state, and nothing else
+// holds it.
+func recordApplied(st *v1alpha1.ControlLoopStatus, loop *v1alpha1.ControlLoop, applied []v1alpha1.Action) {
+	for _, a := range applied {
+		i := slices.IndexFunc(loop.Spec.Targets, func(t v1alpha1.TargetSpec) bool { return t.Name == a.Target })
+		if i < 0 || !actuators.IsExternal(&loop.Spec.Targets[i]) {
+			continue
+		}
+		j := slices.IndexFunc(st.Targets, func(t v1alpha1.TargetStatus) bool { return t.Name == a.Target })
+		if j < 0 {
+			st.Targets = append(st.Targets, v1alpha1.TargetStatus{Name: a.Target})
+			j = len(st.Targets) - 1
+		}
+		merged := a.Set.Raw
+		if before := st.Targets[j].Applied; before != nil {
+			if m, err := jsonpatch.MergePatch(before.Raw, a.Set.Raw); err == nil {
+				merged = m
+			}
+		}
+		st.Targets[j].Applied = &apiextensionsv1.JSON{Raw: merged}
+	}
 }

@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"governor.dev/governor/actuators"
 	"governor.dev/governor/api/v1alpha1"
@@ -204,7 +205,8 @@ func carryOut(ctx context.Context, w World, loop *v1alpha1.ControlLoop, status *
 		return
 	}
 	if intend(ctx, w, loop, guarded.Actions, now, res) {
-		act(ctx, w, guarded.Actions, state.targets, now, res)
+		at := actuators.Tick{Loop: types.NamespacedName{Namespace: loop.Namespace, Name: loop.Name}, UID: loop.UID, Number: res.entry.Tick}
+		act(actuators.WithTick(ctx, at), w, guarded.Actions, state.targets, now, res)
 	}
 }
 

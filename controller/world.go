@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -80,7 +81,13 @@ func (w clusterWorld) Actuators() *actuators.Registry {
 }
 
 func (w clusterWorld) Target(ctx context.Context, loop *v1alpha1.ControlLoop, t *v1alpha1.TargetSpec) (*actuators.Target, map[string]any, error) {
-	return w.Actuators().Read(ctx, w.l.Client, loop.Namespace, t)
+	var recorded *v1alpha1.TargetStatus
+	if w.r.status != nil {
+		if i := slices.IndexFunc(w.r.status.Targets, func(s v1alpha1.TargetStatus) bool { return s.Name == t.Name }); i >= 0 {
+			recorded = &w.r.status.Targets[i]
+		}
+	}
+	return w.Actuators().Read(ctx, w.l.Client, loop.Namespace, t, recorded)
 }
 
 func (w clusterWorld) Act(ctx context.Context, t *actuators.Target, set decision.Set) (decision.Set, error) {

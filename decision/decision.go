@@ -295,6 +295,26 @@ func ParseQuantity(s string) (resource.Quantity, error) {
 	return q, nil
 }
 
+// Number reads a JSON number of at least 0, exactly, as a quantity: decimals to 9 places
+// (finer is rounded up, as Kubernetes quantities are), bounded as ParseQuantity bounds them.
+func (p *Parser) Number(field string, raw any) *resource.Quantity {
+	n, ok := raw.(json.Number)
+	if !ok {
+		p.Fail(field, "must be a number, got %s", Describe(raw))
+		return nil
+	}
+	q, err := ParseQuantity(n.String())
+	switch {
+	case err != nil:
+		p.Fail(field, "%s is %v", n, err)
+		return nil
+	case q.Sign() < 0:
+		p.Fail(field, "must not be negative, got %s", n)
+		return nil
+	}
+	return &q
+}
+
 // Integer reads a whole JSON number, at least minimum and within ±MaxInt32.
 func (p *Parser) Integer(field string, raw any, minimum int64) *int64 {
 	n, ok := raw.(json.Number)

@@ -9,6 +9,7 @@ import (
 
 	"governor.dev/governor/actuators/bandwidth"
 	"governor.dev/governor/actuators/builtin"
+	"governor.dev/governor/actuators/external"
 	"governor.dev/governor/actuators/hpa"
 	"governor.dev/governor/actuators/resources"
 	. "governor.dev/governor/decision"
@@ -28,6 +29,8 @@ func FuzzValidate(f *testing.F) {
 		`{"actions": [{"target": "cache", "set": {"replicas": -1, "bandwidth": "fast"}}], "extra": 1}`,
 		`{"actions": [{"target": "web", "set": {"replicas": 1e400}}, {"set": {}}, 3]}`,
 		`{"actions": [{"target": "web", "set": {"bandwidth": {"egress": "1e-2000000000"}}}]}`,
+		`{"actions": [{"target": "db", "set": {"external": {"rate": 40, "ratio": 0.25, "big": 1e18, "tiny": 1e-12}}}]}`,
+		`{"actions": [{"target": "db", "set": {"external": {"rate": -1, "a b": 2, "s": "40", "huge": 1e400}}}, {"target": "web", "set": {"external": {}}}]}`,
 		`{"events": [1, "a"], "state": [], "params": null}`,
 		`[]`, `null`, `"decision"`, `{}`,
 	} {
@@ -165,6 +168,16 @@ func checkSetValue(t *testing.T, field string, v any) {
 				if q.Sign() < 0 {
 					t.Fatalf("%s limits.%s %s admitted", name, res, q.String())
 				}
+			}
+		}
+	case "external":
+		s, ok := v.(external.Settings)
+		if !ok || len(s) == 0 {
+			t.Fatalf("external %+v admitted", v)
+		}
+		for name, q := range s {
+			if name == "" || len(name) > 63 || q.Sign() < 0 {
+				t.Fatalf("external setting %q: %s admitted", name, q.String())
 			}
 		}
 	default:

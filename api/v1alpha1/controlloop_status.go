@@ -192,6 +192,13 @@ type TargetStatus struct {
 	Name string `json:"name"`
 	// +optional
 	LastChange *metav1.MicroTime `json:"lastChange,omitempty"`
+	// Applied is, for an External target, the values the loop last applied
+	// (a set: {"external": {"<setting>": value}}), each newer one merged
+	// over those before: the current values when the system does not answer.
+	// +kubebuilder:pruning:PreserveUnknownFields
+	// +kubebuilder:validation:Type=object
+	// +optional
+	Applied *apiextensionsv1.JSON `json:"applied,omitempty"`
 }
 
 // ControlLoop runs one closed control loop.

@@ -246,13 +246,20 @@ type PushCollector struct {
 	TokenSecret string `json:"tokenSecret"`
 }
 
-// TargetKind is a kind of workload a loop may change.
-// +kubebuilder:validation:Enum=Deployment;StatefulSet
+// TargetKind is a kind of target a loop may change: a workload, or a managed
+// system outside Kubernetes.
+// +kubebuilder:validation:Enum=Deployment;StatefulSet;External
 type TargetKind string
+
+// TargetExternal is the kind of a target outside Kubernetes (a Lupus egress
+// agent, ...): it has no workload, only spec.targets[].external.
+const TargetExternal TargetKind = "External"
 
 // TargetSpec is one object the loop may change and the bounds of every change.
 // A decision may only set what the target declares bounds for.
 // +kubebuilder:validation:XValidation:rule="!has(self.hpa) || !has(self.replicas)",message="an HPA owns the replicas of its target: declare hpa or replicas bounds, not both"
+// +kubebuilder:validation:XValidation:rule="(has(self.ref.kind) && self.ref.kind == 'External') == has(self.external)",message="a target of kind External declares external (its url, signing Secret and settings), and only it does"
+// +kubebuilder:validation:XValidation:rule="!has(self.external) || !(has(self.replicas) || has(self.bandwidth) || has(self.resources) || has(self.hpa))",message="an External target has settings only: no replicas, bandwidth, resources or hpa bounds"
 type TargetSpec struct {
 	// Name is how policies name the target (input.targets.<name>).
 	// +kubebuilder:validation:Pattern=`^[A-Za-z_][A-Za-z0-9_-]*$`
@@ -269,6 +276,10 @@ type TargetSpec struct {
 	Resources *ResourceBounds `json:"resources,omitempty"`
 	// +optional
 	HPA *HPABounds `json:"hpa,omitempty"`
+	// External is a managed system outside Kubernetes (ref.kind External):
+	// where its settings are and their bounds.
+	// +optional
+	External *ExternalTarget `json:"external,omitempty"`
 
 	// OutOfBounds is what an action does to a value found outside its bounds
 	// (someone set it by hand): Step moves it toward the bounds by at most
@@ -389,6 +400,59 @@ type HPABounds struct {
 	Min int32 `json:"min"`
 	// +kubebuilder:validation:Minimum=1
 	Max int32 `json:"max"`
+}
+
+// ExternalTarget is a managed system outside Kubernetes that Governor acts on
+// over HTTPS: a POST of the settings to change, signed (HMAC-SHA256 with the
+// key of signingSecret), and, if the system offers it, a GET of their current
+// values, on the same URL.
+type ExternalTarget struct {
+	// URL of the system's settings, https.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() == 'https' && url(self).getHostname() != ''",message="url must be an https URL with a host"
+	URL string `json:"url"`
+	// SigningSecret names a Secret in the loop's namespace whose key "key"
+	// holds the HMAC-SHA256 key (at least 32 bytes) that signs every request.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	SigningSecret string `json:"signingSecret"`
+	// CABundle holds the PEM certificates that sign the system's server
+	// certificate; the system's roots when empty.
+	// +kubebuilder:validation:MaxLength=65536
+	// +optional
+	CABundle []byte `json:"caBundle,omitempty"`
+	// Timeout bounds each request, above 0 and at most 30s.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s') && duration(self) <= duration('30s')",message="timeout must be above 0 and at most 30s"
+	// +kubebuilder:default="2s"
+	// +optional
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+	// Retries are the requests made again, with backoff, after one that got
+	// no answer, a 5xx or a 429: at most 5.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=5
+	// +kubebuilder:default=2
+	// +optional
+	Retries *int32 `json:"retries,omitempty"`
+	// Settings are the system's numeric settings a decision may set, each
+	// with its bounds.
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=32
+	Settings []ExternalSetting `json:"settings"`
+}
+
+// ExternalSetting is one numeric setting of an External target and its
+// bounds, numbers of at least 0 (quantities: 40, "0.5", "2k").
+type ExternalSetting struct {
+	// Name is the setting's key in decisions, in the input and in the
+	// system's JSON.
+	// +kubebuilder:validation:Pattern=`^[A-Za-z_][A-Za-z0-9_.-]*$`
+	// +kubebuilder:validation:MaxLength=63
+	Name          string `json:"name"`
+	QuantityRange `json:",inline"`
 }
 
 // SafetySpec limits how often and on what data the loop acts.

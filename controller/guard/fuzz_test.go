@@ -3,6 +3,7 @@ package guard
 import (
 	"encoding/json"
 	"math/big"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"governor.dev/governor/actuators"
 	"governor.dev/governor/actuators/bandwidth"
 	"governor.dev/governor/actuators/builtin"
+	"governor.dev/governor/actuators/external"
 	"governor.dev/governor/actuators/hpa"
 	"governor.dev/governor/actuators/resources"
 	"governor.dev/governor/api/v1alpha1"
@@ -40,11 +42,16 @@ const (
 	dbChanged                 // db has a lastChange
 	onlyApp                   // web's resources bounds name container app only
 	appHasLimit               // app has a memory limit
+	extSnap                   // ext's outOfBounds is Snap
+	extKnown                  // ext's current settings are known
+	extChanged                // ext has a lastChange
 )
 
 // FuzzGuard feeds the guard arbitrary decisions (JSON, through the contract as the engine
 // does; the guard also judges what the contract refused, and one action on a target the loop
-// does not have), arbitrary bounds and current values, inside and outside the bounds, and
+// does not have), arbitrary bounds and current values, inside and outside the bounds (of two
+// workloads, and an External target whose settings rate and level take the bandwidth's and
+// the memory's bounds and current values), and
 // asserts the guard's promises on every action it lets through:
 //   - only declared targets that exist, and fields they declare bounds for (containers and
 //     resources included);
@@ -68,6 +75,9 @@ func FuzzGuard(f *testing.F) {
 		{`{"actions": [{"target": "db", "set": {"bandwidth": {"egress": "0", "ingress": "5G"}, "replicas": 0}}]}`, all | dbReplicas | dbSnap | webChanged | dbChanged},
 		{`{"actions": [{"target": "web", "set": {"resources": {"sidecar": {"requests": {"cpu": "1"}}}}}, {"target": "web", "set": {"replicas": 2}}]}`, all | onlyApp},
 		{`{"actions": [{"target": "ghost", "set": {"replicas": 2}}, {"target": "db", "set": {"bandwidth": {}}}], "params": {}}`, all},
+		{`{"actions": [{"target": "ext", "set": {"external": {"rate": 510000000, "level": 0.5}}}, {"target": "ext", "set": {"external": {"rate": 1}}}]}`, all | extKnown},
+		{`{"actions": [{"target": "ext", "metric": "cpu", "set": {"external": {"level": 3000000000, "other": 1}}}, {"target": "web", "set": {"external": {"rate": 1}}}]}`, all | extSnap | extChanged},
+		{`{"actions": [{"target": "ext", "set": {"external": {"level": 0}, "replicas": 2}}]}`, all | extKnown | extSnap},
 		{`[]`, 0},
 	}
 	for _, s := range seeds {
@@ -110,7 +120,18 @@ func FuzzGuard(f *testing.F) {
 		if r := quantityRange(bwMin, bwMax, bwStep); has(dbBandwidth) && r != nil {
 			db.Bandwidth = &v1alpha1.BandwidthBounds{Min: r.Min, Max: r.Max, MaxStep: r.MaxStep}
 		}
-		spec := &v1alpha1.ControlLoopSpec{Targets: []v1alpha1.TargetSpec{web, db},
+		ext := v1alpha1.TargetSpec{Name: "ext", Ref: v1alpha1.TargetRef{Kind: v1alpha1.TargetExternal, Name: "lupus"}, OutOfBounds: mode(extSnap),
+			External: &v1alpha1.ExternalTarget{URL: "https://lupus.example"}}
+		extCurrent := external.Settings{}
+		for _, s := range []struct{ name, lo, hi, step, cur string }{{"rate", bwMin, bwMax, bwStep, bwCur}, {"level", memMin, memMax, memStep, memCur}} {
+			if r := quantityRange(s.lo, s.hi, s.step); r != nil {
+				ext.External.Settings = append(ext.External.Settings, v1alpha1.ExternalSetting{Name: s.name, QuantityRange: *r})
+			}
+			if q := quantity(s.cur); q != nil && has(extKnown) {
+				extCurrent[s.name] = *q
+			}
+		}
+		spec := &v1alpha1.ControlLoopSpec{Targets: []v1alpha1.TargetSpec{web, db, ext},
 			Safety: v1alpha1.SafetySpec{Cooldown: metav1.Duration{Duration: time.Duration(cooldownMs) * time.Millisecond}, MaxActions: int32(maxActions)}}
 
 		var replicasCur *int64
@@ -132,6 +153,7 @@ func FuzzGuard(f *testing.F) {
 			"web": {Name: "web", Spec: &spec.Targets[0], Workload: workload.Of("ns", web.Ref), Exists: has(webExists), Current: webCurrent},
 			"db": {Name: "db", Spec: &spec.Targets[1], Workload: workload.Of("ns", db.Ref), Exists: has(dbExists),
 				Current: map[string]any{"replicas": replicasCur, "bandwidth": bandwidth.Value{Egress: quantity(bwCur)}}},
+			"ext": {Name: "ext", Spec: &spec.Targets[2], Workload: workload.Of("ns", ext.Ref), Exists: true, Current: map[string]any{"external": extCurrent}},
 		}
 		lastChange := map[string]time.Time{}
 		if has(webChanged) {
@@ -139,6 +161,9 @@ func FuzzGuard(f *testing.F) {
 		}
 		if has(dbChanged) {
 			lastChange["db"] = now.Add(-time.Duration(sinceDBMs) * time.Millisecond)
+		}
+		if has(extChanged) {
+			lastChange["ext"] = now.Add(-time.Duration(sinceDBMs) * time.Millisecond)
 		}
 		in := Input{Now: now, Spec: spec, Actuators: builtin.Actuators, Targets: targets, LastChange: lastChange,
 			Metrics: map[string]bool{"cpu": has(cpuFresh), "jitter": has(jitterFresh)}}
@@ -149,7 +174,7 @@ func FuzzGuard(f *testing.F) {
 		if dec.Decode(&raw) != nil {
 			return // the engine only ever gives JSON values
 		}
-		d, _ := decision.Validate(raw, decision.Contract{Targets: map[string]bool{"web": true, "db": true}, Fields: builtin.Actuators})
+		d, _ := decision.Validate(raw, decision.Contract{Targets: map[string]bool{"web": true, "db": true, "ext": true}, Fields: builtin.Actuators})
 		d.Actions = append(d.Actions, decision.Action{Target: "ghost", Set: decision.Set{"replicas": int64(1)}})
 
 		res := Check(in, d)
@@ -280,6 +305,22 @@ func checkField(t *testing.T, target *actuators.Target, field string, v any) {
 		}
 	case "resources":
 		checkResources(t, target, v.(resources.Containers), snap)
+	case "external":
+		if spec.External == nil {
+			t.Fatalf("%s: external applied to a target that declares no settings", target.Name)
+		}
+		cur := target.Current["external"].(external.Settings)
+		for name, q := range v.(external.Settings) {
+			i := slices.IndexFunc(spec.External.Settings, func(s v1alpha1.ExternalSetting) bool { return s.Name == name })
+			if i < 0 {
+				t.Fatalf("%s: setting %s applied, which the target does not declare", target.Name, name)
+			}
+			var c *resource.Quantity
+			if x, ok := cur[name]; ok {
+				c = &x
+			}
+			checkQuantity(t, target.Name+" "+name, q, spec.External.Settings[i].QuantityRange, c, snap)
+		}
 	default:
 		t.Fatalf("%s: field %q applied, which no actuator has", target.Name, field)
 	}

@@ -103,7 +103,13 @@ func TestAuthorisedAuthors(t *testing.T) {
 			name := fmt.Sprintf("w%d", i)
 			target := v1alpha1.TargetSpec{Name: name, Ref: v1alpha1.TargetRef{Kind: "Deployment", Name: name},
 				Replicas: &v1alpha1.ReplicaBounds{Min: 1, Max: 3}}
-			if i%2 == 1 {
+			if i%10 == 4 { // an External target with as many settings as the CRD allows
+				target = egressTarget(name, fmt.Sprintf("key-%d", i))
+				for j := len(target.External.Settings); j < 32; j++ {
+					target.External.Settings = append(target.External.Settings, v1alpha1.ExternalSetting{Name: fmt.Sprintf("s%d", j),
+						QuantityRange: v1alpha1.QuantityRange{Min: resource.MustParse("0.5"), Max: resource.MustParse("1e18"), MaxStep: ptr(resource.MustParse("1k"))}})
+				}
+			} else if i%2 == 1 {
 				target = v1alpha1.TargetSpec{Name: name, Ref: v1alpha1.TargetRef{Kind: "StatefulSet", Name: name},
 					HPA:       &v1alpha1.HPABounds{Min: 1, Max: 3},
 					Bandwidth: &v1alpha1.BandwidthBounds{Min: resource.MustParse("10M"), Max: resource.MustParse("1G")}}
@@ -125,6 +131,16 @@ func TestAuthorisedAuthors(t *testing.T) {
 			{Name: "api", Ref: v1alpha1.TargetRef{Name: "api"}, HPA: &v1alpha1.HPABounds{Name: "web-hpa", Min: 1, Max: 4}},
 		}, "push-token")
 		require.NoError(t, carol.Create(ctx, l))
+	})
+
+	t.Run("an External target", func(t *testing.T) {
+		l := loop("egress", []v1alpha1.TargetSpec{egressTarget("lupus", "egress-key")})
+		require.NoError(t, alice.Create(ctx, l), "alice may get every Secret")
+		l = loop("egress-named", []v1alpha1.TargetSpec{egressTarget("lupus", "push-token")})
+		require.NoError(t, carol.Create(ctx, l), "carol may get this Secret by name")
+		// An External target needs no right on a workload.
+		l = loop("egress-bob", []v1alpha1.TargetSpec{egressTarget("lupus", "egress-key")})
+		assertDenied(t, bob.Create(ctx, l), "user bob may not get secrets/egress-key (signing keys of External targets) in namespace tenant")
 	})
 
 	t.Run("update adding a target", func(t *testing.T) {
@@ -163,6 +179,10 @@ func TestAuthorisedAuthors(t *testing.T) {
 			"user carol may not patch pods (bandwidth bounds on target api) in namespace tenant"},
 		{"token secret", carol, loop("token", []v1alpha1.TargetSpec{web}, "admin-token"),
 			"user carol may not get secrets/admin-token (push tokens) in namespace tenant"},
+		{"signing secret", carol, loop("signing", []v1alpha1.TargetSpec{web, egressTarget("lupus", "admin-key")}),
+			"user carol may not get secrets/admin-key (signing keys of External targets) in namespace tenant"},
+		{"token and signing secrets", carol, loop("both", []v1alpha1.TargetSpec{web, egressTarget("lupus", "admin-key")}, "push-token"),
+			"user carol may not get all of secrets/push-token, secrets/admin-key (push tokens and signing keys of External targets) in namespace tenant"},
 		{"more objects by name than are checked", carol, loop("many", []v1alpha1.TargetSpec{
 			{Name: "a", Ref: v1alpha1.TargetRef{Name: "web"}}, {Name: "b", Ref: v1alpha1.TargetRef{Name: "api"}},
 			{Name: "c", Ref: v1alpha1.TargetRef{Name: "cache"}}}),
@@ -174,6 +194,13 @@ func TestAuthorisedAuthors(t *testing.T) {
 			assert.True(t, apierrors.IsNotFound(admin.Get(ctx, client.ObjectKeyFromObject(tc.loop), &v1alpha1.ControlLoop{})), "the loop must not exist")
 		})
 	}
+}
+
+// egressTarget is an External target whose requests are signed with the key of Secret secret.
+func egressTarget(name, secret string) v1alpha1.TargetSpec {
+	return v1alpha1.TargetSpec{Name: name, Ref: v1alpha1.TargetRef{Kind: v1alpha1.TargetExternal, Name: name},
+		External: &v1alpha1.ExternalTarget{URL: "https://" + name + ".example/settings", SigningSecret: secret,
+			Settings: []v1alpha1.ExternalSetting{{Name: "rate", QuantityRange: v1alpha1.QuantityRange{Min: resource.MustParse("1"), Max: resource.MustParse("100")}}}}}
 }
 
 // assertDenied checks that err is the policy's denial, naming what is missing.

@@ -56,6 +56,22 @@ spec:
 			"min must not be above max"},
 		{"out-of-bounds-mode", `{name: t, ref: {name: t}, replicas: {min: 1, max: 2}, outOfBounds: Jump}`,
 			`Unsupported value: "Jump"`},
+		{"external-without-settings", `{name: t, ref: {kind: External, name: t}}`,
+			"a target of kind External declares external (its url, signing Secret and settings), and only it does"},
+		{"external-on-a-deployment", `{name: t, ref: {name: t}, external: {url: "https://x.example", signingSecret: k, settings: [{name: rate, min: 0, max: 1}]}}`,
+			"a target of kind External declares external"},
+		{"external-with-replicas", `{name: t, ref: {kind: External, name: t}, replicas: {min: 1, max: 2}, external: {url: "https://x.example", signingSecret: k, settings: [{name: rate, min: 0, max: 1}]}}`,
+			"an External target has settings only: no replicas, bandwidth, resources or hpa bounds"},
+		{"external-plain-http", `{name: t, ref: {kind: External, name: t}, external: {url: "http://x.example", signingSecret: k, settings: [{name: rate, min: 0, max: 1}]}}`,
+			"url must be an https URL with a host"},
+		{"external-negative-step", `{name: t, ref: {kind: External, name: t}, external: {url: "https://x.example", signingSecret: k, settings: [{name: rate, min: 0, max: 1, maxStep: "-0.1"}]}}`,
+			"maxStep must be a quantity above 0"},
+		{"external-min-above-max", `{name: t, ref: {kind: External, name: t}, external: {url: "https://x.example", signingSecret: k, settings: [{name: rate, min: 2, max: 1}]}}`,
+			"min must not be above max"},
+		{"external-no-settings", `{name: t, ref: {kind: External, name: t}, external: {url: "https://x.example", signingSecret: k, settings: []}}`,
+			"should have at least 1 items"},
+		{"external-timeout", `{name: t, ref: {kind: External, name: t}, external: {url: "https://x.example", signingSecret: k, timeout: 1m, settings: [{name: rate, min: 0, max: 1}]}}`,
+			"timeout must be above 0 and at most 30s"},
 	}
 	for _, tc := range invalid {
 		out, err := apply(tc.name, tc.target)
@@ -78,6 +94,7 @@ spec:
 		{"integer-quantities", `{name: t, ref: {name: t}, resources: {cpu: {min: 0, max: 4, maxStep: 1}}}`},
 		{"exa-and-exponents", `{name: t, ref: {name: t}, bandwidth: {min: "1e-9", max: 1E, maxStep: "1e18"}}`},
 		{"replicas-no-step", `{name: t, ref: {name: t}, replicas: {min: 0, max: 0, maxStep: 0}, outOfBounds: Step}`},
+		{"external", `{name: t, ref: {kind: External, name: lupus}, external: {url: "https://lupus.example:8443/settings", signingSecret: k, settings: [{name: rate, min: 10, max: 100, maxStep: 20}, {name: ratio, min: "0", max: "0.5"}]}}`},
 	}
 	for _, tc := range valid {
 		out, err := apply(tc.name, tc.target)
