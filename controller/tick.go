@@ -55,6 +55,9 @@ type tickResult struct {
 	// contract on the bundle's active revision: the gate makes it again
 	// with each new revision.
 	probe *bundles.Probe
+	// decideTime is how long the policy took to decide; zero when it was
+	// not asked.
+	decideTime time.Duration
 }
 
 // wrote says whether a tick changed, or may have changed, anything outside
@@ -132,7 +135,9 @@ func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.Co
 		return res
 	}
 	req := decisionRequest(spec, w, reg.Limits(), input)
+	decideStart := time.Now()
 	out, err := rev.Decide(ctx, req)
+	res.decideTime = time.Since(decideStart)
 	if ctx.Err() != nil {
 		// Cut short: not a decision, nothing to log or act on.
 		res.interrupted = true
