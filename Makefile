@@ -117,7 +117,7 @@ generate: ## deepcopy code of the API types
 	$(CONTROLLER_GEN) object paths=./api/...
 
 manifests: ## the CRD and the RBAC role, from the API types and the code's markers
-	$(CONTROLLER_GEN) crd:maxDescLen=0 paths=./api/... output:crd:artifacts:config=config/crd/bases
+	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=config/crd/bases
 	$(CONTROLLER_GEN) rbac:roleName=manager-role paths=./actuators/... paths=./controller/... paths=./collectors/... output:rbac:artifacts:config=config/rbac
 
 clean: ## remove bin/governor and bin/opa (bin/k8s stays: clean-envtest-assets removes it)

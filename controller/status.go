@@ -57,6 +57,9 @@ func record(loop *v1alpha1.ControlLoop, old *v1alpha1.ControlLoopStatus, res tic
 	for name, at := range res.changed {
 		setLastChange(st, name, at)
 	}
+	if last := lastAction(loop, res.entry); last != nil {
+		st.LastAction = last
+	}
 	pruneTargets(st, loop)
 	if res.overridden != nil {
 		setCondition(st, loop, *res.overridden)
@@ -136,6 +139,10 @@ func sizeBound(st *v1alpha1.ControlLoopStatus) int {
 		}
 	}
 	str(string(st.Phase), st.PolicyRevision)
+	if st.LastAction != nil {
+		n += 64
+		str(st.LastAction.Summary)
+	}
 	raw(st.State)
 	if b := st.Bundle; b != nil {
 		n += 512
