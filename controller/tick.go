@@ -135,9 +135,7 @@ func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.Co
 		return res
 	}
 	req := decisionRequest(spec, w, reg.Limits(), input)
-	decideStart := time.Now()
-	out, err := rev.Decide(ctx, req)
-	res.decideTime = time.Since(decideStart)
+	out, err := timedDecide(ctx, rev, req, &res)
 	if ctx.Err() != nil {
 		// Cut short: not a decision, nothing to log or act on.
 		res.interrupted = true
@@ -165,6 +163,13 @@ func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.Co
 	}
 	carryOut(ctx, w, loop, status, state, out, now, &res)
 	return res
+}
+
+// timedDecide decides on rev, keeping how long it took in res.
+func timedDecide(ctx context.Context, rev *bundles.Revision, req bundles.Request, res *tickResult) (*bundles.Result, error) {
+	start := time.Now()
+	defer func() { res.decideTime = time.Since(start) }()
+	return rev.Decide(ctx, req)
 }
 
 // decisionRequest is the decision a tick asks for: on its input, within

@@ -104,6 +104,8 @@ func TestSamplesRunAndDashboardHasData(t *testing.T) {
 				return l.Status.Tick >= 3, fmt.Sprintf("%s: tick %d, last %s", name, l.Status.Tick, last)
 			})
 			l := e.get(t, "factory", name)
+			_, last := lastEntry(l)
+			t.Logf("%s: phase %s, tick %d, last: %s", name, l.Status.Phase, l.Status.Tick, last)
 			for _, h := range l.Status.History {
 				assert.Empty(t, h.Error, "%s tick %d", name, h.Tick)
 			}
@@ -153,6 +155,9 @@ func TestSamplesRunAndDashboardHasData(t *testing.T) {
 				v, warnings, err := promv1.NewAPI(api).Query(ctx, q.expr, time.Now())
 				if err != nil {
 					return false, fmt.Sprintf("%s: %s: %v", q.panel, q.expr, err)
+				}
+				if !empty(v) {
+					t.Logf("%s: %s: %s", q.panel, q.expr, strings.ReplaceAll(v.String(), "\n", "; "))
 				}
 				return !empty(v), fmt.Sprintf("%s: %s: no data (%v)", q.panel, q.expr, warnings)
 			})
