@@ -130,6 +130,7 @@ type loopTelemetry struct {
 	collectorErrors   map[string]prometheus.Counter
 	generation        int64  // of the spec whose targets the series were pruned to
 	seen              uint64 // stamps the series a call set, to delete the others
+	path              []byte // a target field's path, as setFieldsLocked builds it
 	lastRecordedPhase v1alpha1.Phase
 }
 
@@ -341,14 +342,22 @@ func (t *loopTelemetry) appliedLocked(applied []v1alpha1.Action) {
 	}
 }
 
-// setFieldsLocked sets the gauges of the numbers under path in v.
-func (t *loopTelemetry) setFieldsLocked(target string, fields map[string]*targetSeries, path string, v any) {
+// setFieldsLocked sets the gauges of the numbers of v, whose path is
+// t.path+key: the path is built in a buffer, and a series looked up by it
+// without a string made, so that a tick of known fields allocates nothing.
+func (t *loopTelemetry) setFieldsLocked(target string, fields map[string]*targetSeries, key string, v any) {
+	n := len(t.path)
+	if n > 0 {
+		t.path = append(t.path, '.')
+	}
+	t.path = append(t.path, key...)
+	defer func() { t.path = t.path[:n] }()
 	var raw string
 	switch v := v.(type) {
 	case map[string]any:
 		for k, sub := range v {
 			if k != "name" {
-				t.setFieldsLocked(target, fields, path+"."+k, sub)
+				t.setFieldsLocked(target, fields, k, sub)
 			}
 		}
 		return
@@ -365,8 +374,9 @@ func (t *loopTelemetry) setFieldsLocked(target string, fields map[string]*target
 	default:
 		return
 	}
-	s := fields[path]
+	s := fields[string(t.path)]
 	if s == nil {
+		path := string(t.path)
 		s = &targetSeries{gauge: targetValue.WithLabelValues(t.namespace, t.name, target, path)}
 		fields[path] = s
 	} else if s.raw == raw {
