@@ -74,8 +74,8 @@ lint: bin/opa test-servers ## gofmt, go vet and golangci-lint (both test tiers),
 # Prometheus collector; bundles from a bundle server; the dashboard) and for
 # promtool (the package's; make lint checks the alerts with it): installed
 # with apt-get when missing (as root, or through sudo).
-test-servers: ## install Debian's prometheus and nginx when missing (apt-get), for the integration tier
-	@missing=; command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+test-servers: ## install Debian's prometheus (with promtool) and nginx when missing (apt-get), for the integration tier and make lint
+	@missing=; { command -v prometheus && command -v promtool; } >/dev/null || missing="$$missing prometheus"; \
 	[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || missing="$$missing nginx"; \
 	[ -z "$$missing" ] || { \
 		echo "installing Debian's$$missing (for the tests against real servers)..."; \

@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -162,6 +163,25 @@ func TestSamplesRunAndDashboardHasData(t *testing.T) {
 				return !empty(v), fmt.Sprintf("%s: %s: no data (%v)", q.panel, q.expr, warnings)
 			})
 		}
+	})
+
+	t.Run("a deleted loop's series go", func(t *testing.T) {
+		scrape := func() string {
+			resp, err := http.Get("http://" + metricsAddr + "/metrics")
+			require.NoError(t, err)
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			require.NoError(t, err)
+			return string(body)
+		}
+		mine := fmt.Sprintf(`namespace=%q`, ns) // the test's loop is alone in its namespace
+		require.Contains(t, scrape(), mine)
+		require.NoError(t, c.Delete(ctx, e.get(t, ns, "dash")))
+		eventually(t, time.Minute, func() (bool, string) {
+			body := scrape()
+			return !strings.Contains(body, mine), "still there"
+		})
+		assert.Contains(t, scrape(), `loop="factory-qos"`, "the other loops' series stay")
 	})
 }
 
