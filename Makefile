@@ -58,22 +58,24 @@ demo: bin/governor envtest-assets ## governor demo: a local cluster, a simulated
 # golangci-lint runs twice: without and with the integration build tag, so
 # that both tiers of test files are linted. Another golangci-lint running on
 # the machine (another checkout) is waited for, not an error.
-lint: bin/opa ## gofmt, go vet and golangci-lint (both test tiers), opa check --strict / opa fmt on the policies, generated files up to date
+lint: bin/opa test-servers ## gofmt, go vet and golangci-lint (both test tiers), opa check --strict / opa fmt on the policies, promtool check rules on the alerts, generated files up to date
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags integration ./...
 	$(GOLANGCI_LINT) run --allow-serial-runners ./...
 	$(GOLANGCI_LINT) run --allow-serial-runners --build-tags integration ./...
 	bin/opa check --strict policies/
+	promtool check rules config/prometheus/rules.yaml
 	@before=$$(cat $(GENERATED) | sha256sum); $(MAKE) --no-print-directory generate manifests >/dev/null; \
 		[ "$$before" = "$$(cat $(GENERATED) | sha256sum)" ] || { echo "generated files were stale (regenerated now): $(GENERATED)"; exit 1; }
 	@out=$$(bin/opa fmt --list policies/); if [ -n "$$out" ]; then echo "opa fmt needed:"; echo "$$out"; exit 1; fi
 
 # Debian's Prometheus and nginx, for tests against real servers (the
-# Prometheus collector; bundles from a bundle server): installed with apt-get
-# when missing (as root, or through sudo).
-test-servers: ## install Debian's prometheus and nginx when missing (apt-get), for the integration tier
-	@missing=; command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+# Prometheus collector; bundles from a bundle server; the dashboard) and for
+# promtool (the package's; make lint checks the alerts with it): installed
+# with apt-get when missing (as root, or through sudo).
+test-servers: ## install Debian's prometheus (with promtool) and nginx when missing (apt-get), for the integration tier and make lint
+	@missing=; { command -v prometheus && command -v promtool; } >/dev/null || missing="$$missing prometheus"; \
 	[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || missing="$$missing nginx"; \
 	[ -z "$$missing" ] || { \
 		echo "installing Debian's$$missing (for the tests against real servers)..."; \
@@ -115,7 +117,7 @@ generate: ## deepcopy code of the API types
 	$(CONTROLLER_GEN) object paths=./api/...
 
 manifests: ## the CRD and the RBAC role, from the API types and the code's markers
-	$(CONTROLLER_GEN) crd:maxDescLen=0 paths=./api/... output:crd:artifacts:config=config/crd/bases
+	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=config/crd/bases
 	$(CONTROLLER_GEN) rbac:roleName=manager-role paths=./actuators/... paths=./controller/... paths=./collectors/... output:rbac:artifacts:config=config/rbac
 
 clean: ## remove bin/governor and bin/opa (bin/k8s stays: clean-envtest-assets removes it)

@@ -88,6 +88,8 @@ type runner struct {
 	// gone is set when the loop was deleted: nothing is flushed to a loop
 	// that may since have been created again under the same name.
 	gone atomic.Bool
+	// telemetry is the loop's series on /metrics.
+	telemetry *loopTelemetry
 	// last is the loop's last decision on its bundle's active revision,
 	// which the gate makes again with a new revision; nil when it has none
 	// or pins a revision. Read by the bundles' followers.
@@ -137,6 +139,9 @@ func (l *Loops) Start(ctx context.Context) error {
 	l.mu.Lock()
 	runners := l.runners
 	l.runners = nil
+	for _, r := range runners {
+		r.telemetry.forget() // a replica that no longer leads shows no loops
+	}
 	l.mu.Unlock()
 	for _, r := range runners {
 		if r.cancel != nil {
@@ -165,7 +170,7 @@ func (l *Loops) Ensure(key types.NamespacedName) {
 		}
 		return
 	}
-	r := &runner{key: key, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	r := newRunner(key)
 	l.runners[key] = r
 	if l.ctx != nil {
 		l.startLocked(r)
@@ -177,15 +182,21 @@ func (l *Loops) Remove(key types.NamespacedName) {
 	l.mu.Lock()
 	r, ok := l.runners[key]
 	delete(l.runners, key)
+	if ok {
+		r.telemetry.forget() // under l.mu: before a runner made again for the key records anything
+	}
 	l.mu.Unlock()
 	if ok {
 		r.gone.Store(true)
-		forgetLoop(key.Namespace, key.Name)
 	}
 	if ok && r.cancel != nil {
 		r.cancel()
 		<-r.done
 	}
+}
+
+func newRunner(key types.NamespacedName) *runner {
+	return &runner{key: key, wake: make(chan struct{}, 1), done: make(chan struct{}), telemetry: newLoopTelemetry(key.Namespace, key.Name)}
 }
 
 func (l *Loops) startLocked(r *runner) {
@@ -200,6 +211,7 @@ func (l *Loops) run(ctx context.Context, r *runner) {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	var last time.Time // when the last tick started
+	due := time.Now()  // when the next tick is
 	for {
 		select {
 		case <-ctx.Done():
@@ -211,14 +223,17 @@ func (l *Loops) run(ctx context.Context, r *runner) {
 			stopTimer(timer)
 			if wait := time.Until(last.Add(r.minInterval)); wait > 0 {
 				timer.Reset(wait)
+				due = last.Add(r.minInterval)
 				continue
 			}
 		}
 		last = time.Now()
+		r.telemetry.lagged(last.Sub(due))
 		next, ok := l.guardedOnce(ctx, r)
 		if !ok && l.exit(ctx, r) {
 			return
 		}
+		due = last.Add(next)
 		timer.Reset(max(next-time.Since(last), 0))
 	}
 }
@@ -245,7 +260,7 @@ func (l *Loops) exit(ctx context.Context, r *runner) bool {
 	}
 	if l.runners[r.key] == r {
 		delete(l.runners, r.key)
-		forgetLoop(r.key.Namespace, r.key.Name)
+		r.telemetry.forget()
 	}
 	return true
 }
@@ -256,7 +271,7 @@ func (l *Loops) exit(ctx context.Context, r *runner) bool {
 func (l *Loops) guardedOnce(ctx context.Context, r *runner) (next time.Duration, ok bool) {
 	defer func() {
 		if p := recover(); p != nil {
-			loopPanics.WithLabelValues(r.key.Namespace, r.key.Name).Inc()
+			r.telemetry.panicked()
 			l.Log.Error(fmt.Errorf("panic: %v", p), "runner panicked", "loop", r.key, "stack", string(debug.Stack()))
 			next, ok = retryAfter, true
 		}
@@ -264,10 +279,10 @@ func (l *Loops) guardedOnce(ctx context.Context, r *runner) (next time.Duration,
 	return l.once(ctx, r)
 }
 
-// reportPanic counts and logs, with its stack, a panic that ended a tick.
-func reportPanic(log logr.Logger, loop *v1alpha1.ControlLoop, res tickResult) {
+// reportPanic logs, with its stack, a panic that ended a tick (the loop's
+// telemetry counts it).
+func reportPanic(log logr.Logger, res tickResult) {
 	if res.panicked != "" {
-		loopPanics.WithLabelValues(loop.Namespace, loop.Name).Inc()
 		log.Error(fmt.Errorf("panic: %s", res.panicked), "tick panicked", "stack", string(res.stack))
 	}
 }
@@ -311,12 +326,13 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 	var res tickResult
 	if loop.Spec.State == v1alpha1.Paused {
 		if r.status.Phase == v1alpha1.PhasePaused && r.status.ObservedGeneration == loop.Generation {
+			r.telemetry.phaseIs(v1alpha1.PhasePaused)
 			return interval, true
 		}
 		next = paused(&loop, r.status)
 	} else {
 		res = tick(ctx, clusterWorld{l, r}, l.Bundles, &loop, r.status, time.Now())
-		reportPanic(log, &loop, res)
+		reportPanic(log, res)
 		if (res.interrupted || ctx.Err() != nil) && !res.wrote() {
 			// Cut by shutdown, lost leadership or the loop's removal before
 			// it changed anything: dropped, not recorded (no history, phase,
@@ -331,6 +347,7 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 		}
 	}
 	r.status = next
+	r.telemetry.ticked(&loop, res, next)
 	l.emit(&loop, res)
 	if ctx.Err() != nil {
 		return 0, false // what the tick changed is written by flush

@@ -240,7 +240,7 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		return nil, err
 	}
 	registerMetrics.Do(func() {
-		for _, c := range append(bundles.Metrics(), loopMetrics()...) {
+		for _, c := range slices.Concat(bundles.Metrics(), loopMetrics(), push.Metrics()) {
 			ctrlmetrics.Registry.MustRegister(c)
 		}
 	})
@@ -275,7 +275,7 @@ func decisionPaths(api client.Reader) func(ctx context.Context, bundle string) (
 	}
 }
 
-// registerMetrics registers the bundle and loop metrics once per process, as
+// registerMetrics registers the bundle, loop and push metrics once per process, as
 // they are (a process may build more than one manager).
 var registerMetrics sync.Once
 

@@ -22,12 +22,10 @@ func metricDoc(m collectors.Metric, now time.Time, staleAfter time.Duration, sin
 	for k, v := range m.Fields {
 		doc[k] = v
 	}
-	stale := m.Value == nil
+	age, stale := metricFreshness(m, now, staleAfter)
 	if m.Value != nil {
-		age := now.Sub(m.ObservedAt)
 		doc["value"] = *m.Value
 		doc["age_seconds"] = age.Seconds()
-		stale = staleAfter > 0 && age > staleAfter
 	} else {
 		doc["value"] = nil
 	}
@@ -37,6 +35,16 @@ func metricDoc(m collectors.Metric, now time.Time, staleAfter time.Duration, sin
 	doc["stale"] = stale
 	doc["new"] = m.Value != nil && m.ObservedAt.After(since)
 	return doc, stale
+}
+
+// metricFreshness is the age of a metric's value at now, and whether it is
+// stale: no value, or older than staleAfter (when set).
+func metricFreshness(m collectors.Metric, now time.Time, staleAfter time.Duration) (time.Duration, bool) {
+	if m.Value == nil {
+		return 0, true
+	}
+	age := now.Sub(m.ObservedAt)
+	return age, staleAfter > 0 && age > staleAfter
 }
 
 // previousTick is when the loop last ticked; zero before its first tick.

@@ -60,6 +60,9 @@ func record(loop *v1alpha1.ControlLoop, old *v1alpha1.ControlLoopStatus, res tic
 		setLastChange(st, name, at)
 	}
 	recordApplied(st, loop, res.entry.Applied)
+	if last := lastAction(loop, res.entry); last != nil {
+		st.LastAction = last
+	}
 	pruneTargets(st, loop)
 	if res.overridden != nil {
 		setCondition(st, loop, *res.overridden)
@@ -139,6 +142,10 @@ func sizeBound(st *v1alpha1.ControlLoopStatus) int {
 		}
 	}
 	str(string(st.Phase), st.PolicyRevision)
+	if st.LastAction != nil {
+		n += 64
+		str(st.LastAction.Summary)
+	}
 	raw(st.State)
 	if b := st.Bundle; b != nil {
 		n += 512

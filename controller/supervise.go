@@ -50,8 +50,8 @@ func supervisedDoc(s *v1alpha1.ControlLoop) (map[string]any, error) {
 // loop's overrides, if the supervised loop allows every key: a merge patch
 // of status.overrides (null removes a key), with the revision that wrote it.
 func applyParams(ctx context.Context, w World, loop, supervised *v1alpha1.ControlLoop, params map[string]any, revision string, now time.Time, res *tickResult) {
-	refuse := func(format string, args ...any) {
-		n := guard.Note{Target: supervised.Name, Verdict: guard.Refused, Message: fmt.Sprintf(format, args...)}
+	refuse := func(reason guard.Reason, format string, args ...any) {
+		n := guard.Note{Target: supervised.Name, Verdict: guard.Refused, Reason: reason, Message: fmt.Sprintf(format, args...)}
 		res.notes = append(res.notes, n)
 		res.entry.Guard = append(res.entry.Guard, n.String())
 	}
@@ -63,7 +63,7 @@ func applyParams(ctx context.Context, w World, loop, supervised *v1alpha1.Contro
 	}
 	if len(denied) > 0 {
 		sort.Strings(denied)
-		refuse("params %v are not overridable (spec.policy.overridable of %s: %v)", denied, supervised.Name, supervised.Spec.Policy.Overridable)
+		refuse(guard.NotOverridable, "params %v are not overridable (spec.policy.overridable of %s: %v)", denied, supervised.Name, supervised.Spec.Policy.Overridable)
 		return
 	}
 	if loop.Spec.State == v1alpha1.Passive {
@@ -72,12 +72,12 @@ func applyParams(ctx context.Context, w World, loop, supervised *v1alpha1.Contro
 	}
 	source := v1alpha1.OverridesSource{Loop: loop.Name, Revision: revision, Time: metav1.NewMicroTime(now)}
 	if err := w.Override(ctx, loop, supervised, params, source); err != nil {
-		refuse("writing overrides: %v", err)
+		refuse(guard.OverrideFailed, "writing overrides: %v", err)
 		return
 	}
 	applied, err := encodeJSON(params)
 	if err != nil {
-		refuse("params: %v", err)
+		refuse(guard.OverrideFailed, "params: %v", err)
 		return
 	}
 	res.entry.Params = applied

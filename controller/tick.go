@@ -56,6 +56,9 @@ type tickResult struct {
 	// contract on the bundle's active revision: the gate makes it again
 	// with each new revision.
 	probe *bundles.Probe
+	// decideTime is how long the policy took to decide; zero when it was
+	// not asked.
+	decideTime time.Duration
 }
 
 // wrote says whether a tick changed, or may have changed, anything outside
@@ -133,7 +136,7 @@ func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.Co
 		return res
 	}
 	req := decisionRequest(spec, w, reg.Limits(), input)
-	out, err := rev.Decide(ctx, req)
+	out, err := timedDecide(ctx, rev, req, &res)
 	if ctx.Err() != nil {
 		// Cut short: not a decision, nothing to log or act on.
 		res.interrupted = true
@@ -161,6 +164,13 @@ func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.Co
 	}
 	carryOut(ctx, w, loop, status, state, out, now, &res)
 	return res
+}
+
+// timedDecide decides on rev, keeping how long it took in res.
+func timedDecide(ctx context.Context, rev *bundles.Revision, req bundles.Request, res *tickResult) (*bundles.Result, error) {
+	start := time.Now()
+	defer func() { res.decideTime = time.Since(start) }()
+	return rev.Decide(ctx, req)
 }
 
 // decisionRequest is the decision a tick asks for: on its input, within

@@ -70,7 +70,9 @@ func (w clusterWorld) Metrics(ctx context.Context, loop *v1alpha1.ControlLoop, n
 	if w.l.Metrics != nil {
 		source = w.l.Metrics
 	}
-	return source.Metrics(ctx, loop, now)
+	got := source.Metrics(ctx, loop, now)
+	w.r.telemetry.observed(loop, got, now)
+	return got
 }
 
 func (w clusterWorld) Actuators() *actuators.Registry {
@@ -87,7 +89,11 @@ func (w clusterWorld) Target(ctx context.Context, loop *v1alpha1.ControlLoop, t 
 			recorded = &w.r.status.Targets[i]
 		}
 	}
-	return w.Actuators().Read(ctx, w.l.Client, loop.Namespace, t, recorded)
+	target, doc, err := w.Actuators().Read(ctx, w.l.Client, loop.Namespace, t, recorded)
+	if err == nil {
+		w.r.telemetry.read(t.Name, doc)
+	}
+	return target, doc, err
 }
 
 func (w clusterWorld) Act(ctx context.Context, t *actuators.Target, set decision.Set) (decision.Set, error) {

@@ -54,6 +54,10 @@ type ControlLoopStatus struct {
 	Tick int64 `json:"tick,omitempty"`
 	// +optional
 	LastTick *metav1.MicroTime `json:"lastTick,omitempty"`
+	// LastAction is the loop's last tick that changed something: when, and
+	// what it applied.
+	// +optional
+	LastAction *LastAction `json:"lastAction,omitempty"`
 
 	// Overrides are the policy parameters a Deliberative loop wrote; they
 	// win over spec.policy.params.
@@ -156,6 +160,17 @@ type HistoryEntry struct {
 	Error string `json:"error,omitempty"`
 }
 
+// LastAction sums up a tick that changed a target or a supervised loop's
+// params, for kubectl get (the history has the whole of it).
+type LastAction struct {
+	// Time is when the tick started.
+	Time metav1.MicroTime `json:"time"`
+	// Summary is what it applied: each target and its set, or the params a
+	// Deliberative loop wrote to the loop it supervises (`web
+	// {"replicas":4}`), cut at 100 bytes.
+	Summary string `json:"summary"`
+}
+
 // OverridesSource is the Deliberative loop, and its policy revision, that
 // wrote a loop's overrides, and when.
 type OverridesSource struct {
@@ -211,6 +226,8 @@ type TargetStatus struct {
 // +kubebuilder:printcolumn:name="Policy",type=string,JSONPath=`.status.policyRevision`
 // +kubebuilder:printcolumn:name="Tick",type=integer,JSONPath=`.status.tick`
 // +kubebuilder:printcolumn:name="Last Tick",type=date,JSONPath=`.status.lastTick`
+// +kubebuilder:printcolumn:name="Last Action",type=string,JSONPath=`.status.lastAction.summary`
+// +kubebuilder:printcolumn:name="Acted",type=date,JSONPath=`.status.lastAction.time`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type ControlLoop struct {
 	metav1.TypeMeta   `json:",inline"`

@@ -260,20 +260,20 @@ func (s *Server) Start(ctx context.Context) error {
 }
 
 // Handler is the endpoint's http.Handler: Path, and a JSON 404 for every other path, all
-// behind the per-client rate limit.
+// behind the per-client rate limit, every answer counted by its code.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc(Path, s.serve)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &httpError{code: http.StatusNotFound, msg: "no such endpoint: the only one is POST " + Path})
 	})
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return counted(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if wait, ok := s.clients.allow(clientKey(r.RemoteAddr)); !ok {
 			writeError(w, tooMany(wait, "too many requests from this client address: at most %g a second", float64(s.clients.limit)))
 			return
 		}
 		mux.ServeHTTP(w, r)
-	})
+	}))
 }
 
 // tooMany is a 429 that says when to try again.

@@ -49,8 +49,27 @@ const (
 type Note struct {
 	Target  string
 	Verdict Verdict
+	// Reason is why an action was Refused, one of the Reasons: few, so
+	// that metrics may count refusals by it; Message says the rest.
+	Reason  Reason
 	Message string
 }
+
+// Reason is why the guard refused an action.
+type Reason string
+
+// The Reasons.
+const (
+	NotATarget      Reason = "NotATarget"      // not one of the loop's targets
+	TargetMissing   Reason = "TargetMissing"   // its workload does not exist
+	ChangedThisTick Reason = "ChangedThisTick" // the target was changed already this tick
+	MetricStale     Reason = "MetricStale"     // the metric it names (or any, when it names none) is stale or missing
+	Cooldown        Reason = "Cooldown"        // the target is in its cooldown
+	Bounds          Reason = "Bounds"          // its target's bounds refuse it: none declared, broken, or an HPA owns the replicas
+	MaxActions      Reason = "MaxActions"      // the loop's maxActions were reached this tick
+	NotOverridable  Reason = "NotOverridable"  // a Deliberative loop's params the supervised loop does not let it override
+	OverrideFailed  Reason = "OverrideFailed"  // writing a Deliberative loop's params failed
+)
 
 func (n Note) String() string {
 	return fmt.Sprintf("%s %s: %s", n.Verdict, n.Target, n.Message)
@@ -74,36 +93,36 @@ func Check(in Input, d decision.Decision) Result {
 	maxActions := int(in.Spec.Safety.MaxActions)
 	seen := map[string]bool{}
 	for _, a := range d.Actions {
-		refuse := func(format string, args ...any) {
-			res.Notes = append(res.Notes, Note{Target: a.Target, Verdict: Refused, Message: fmt.Sprintf(format, args...)})
+		refuse := func(reason Reason, format string, args ...any) {
+			res.Notes = append(res.Notes, Note{Target: a.Target, Verdict: Refused, Reason: reason, Message: fmt.Sprintf(format, args...)})
 		}
 		spec, ok := bounds[a.Target]
 		if !ok { // the engine's contract check makes this unreachable; stay safe anyway
-			refuse("not one of the loop's targets")
+			refuse(NotATarget, "not one of the loop's targets")
 			continue
 		}
 		cur := in.Targets[a.Target]
 		switch {
 		case cur == nil || !cur.Exists:
-			refuse("%s %s does not exist", workload.Of("", spec.Ref).Kind, spec.Ref.Name)
+			refuse(TargetMissing, "%s %s does not exist", workload.Of("", spec.Ref).Kind, spec.Ref.Name)
 			continue
 		case seen[a.Target]:
-			refuse("already changed this tick")
+			refuse(ChangedThisTick, "already changed this tick")
 			continue
 		}
 		if why := staleness(in.Metrics, a.Metric); why != "" {
-			refuse("%s", why)
+			refuse(MetricStale, "%s", why)
 			continue
 		}
 		if last, ok := in.LastChange[a.Target]; ok {
 			if until := last.Add(in.Spec.Safety.Cooldown.Duration); in.Now.Before(until) {
-				refuse("in cooldown for %s more (cooldown %s)", until.Sub(in.Now).Round(time.Millisecond), in.Spec.Safety.Cooldown.Duration)
+				refuse(Cooldown, "in cooldown for %s more (cooldown %s)", until.Sub(in.Now).Round(time.Millisecond), in.Spec.Safety.Cooldown.Duration)
 				continue
 			}
 		}
 		set, fit := fitSet(in.Actuators, cur, a.Set)
 		if fit.Refusal != "" {
-			refuse("%s", fit.Refusal)
+			refuse(Bounds, "%s", fit.Refusal)
 			continue
 		}
 		if !fit.Changes {
@@ -111,7 +130,7 @@ func Check(in Input, d decision.Decision) Result {
 			continue
 		}
 		if maxActions > 0 && len(res.Actions) >= maxActions {
-			refuse("maxActions %d reached this tick", maxActions)
+			refuse(MaxActions, "maxActions %d reached this tick", maxActions)
 			continue
 		}
 		seen[a.Target] = true

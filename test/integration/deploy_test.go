@@ -48,12 +48,13 @@ func TestDeployWithKubectl(t *testing.T) {
 	out = kubectl("apply", "--server-side", "--validate=strict", "-k", filepath.Join(repo, "config/samples"))
 	assert.Contains(t, out, "controlloop.governor.dev/factory-qos serverside-applied")
 	assert.Contains(t, out, "controlloop.governor.dev/factory-scaling serverside-applied")
+	assert.Contains(t, out, "controlloop.governor.dev/factory-priorities serverside-applied")
 
 	// Defaults filled in by the API server, and the printer columns.
 	assert.Equal(t, "Running", kubectl("get", "controlloop", "-n", "factory", "factory-scaling", "-o", "jsonpath={.spec.state}"))
 	assert.Equal(t, "20", kubectl("get", "controlloop", "-n", "factory", "factory-scaling", "-o", "jsonpath={.spec.historyLimit}"))
 	header := strings.SplitN(kubectl("get", "loops", "-n", "factory"), "\n", 2)[0]
-	assert.Equal(t, []string{"NAME", "KIND", "STATE", "PHASE", "POLICY", "TICK", "LAST", "TICK", "AGE"}, strings.Fields(header))
+	assert.Equal(t, []string{"NAME", "KIND", "STATE", "PHASE", "POLICY", "TICK", "LAST", "TICK", "LAST", "ACTION", "ACTED", "AGE"}, strings.Fields(header))
 
 	// The manager's ClusterRole grants what the code's markers ask for.
 	rules := kubectl("get", "clusterrole", "governor-manager-role", "-o", "jsonpath={.rules}")
