@@ -64,9 +64,10 @@ type Hooks struct {
 	// prepares none.
 	Decisions func(ctx context.Context, bundle string) ([]string, error)
 	// Probes, if not nil, are the loops' last decisions on the bundle, for
-	// the gate to make again with a new revision (see Checks.Probes). It
-	// must not block.
-	Probes func(bundle string) []Probe
+	// the gate to make again with a new revision (see Checks.Probes). Like
+	// Decisions, it may wait, and a failure holds the revision until it
+	// answers.
+	Probes func(ctx context.Context, bundle string) ([]Probe, error)
 	// OnStatus, if not nil, is given every change of state. It must not
 	// block for long.
 	OnStatus func(Status)
@@ -75,7 +76,8 @@ type Hooks struct {
 }
 
 // HeldError is a downloaded revision waiting before the gate: the loops'
-// decision paths could not be listed yet. It is retried; nothing is refused.
+// decision paths or last decisions could not be listed yet. It is retried;
+// nothing is refused.
 type HeldError struct {
 	Bundle, Revision string
 	Err              error
@@ -209,7 +211,7 @@ func (f *Follower) update(ctx context.Context, u download.Update) error {
 func (f *Follower) gate(ctx context.Context, at time.Time, etag string, b *bundle.Bundle) {
 	checks := Checks{Limits: f.hooks.Limits}
 	if active := f.engine.Active(); active != nil && f.hooks.Decisions != nil {
-		paths, ok := f.listDecisions(ctx, b)
+		paths, ok := ask(ctx, f, b, f.hooks.Decisions)
 		if !ok {
 			return // ctx is done
 		}
@@ -219,7 +221,11 @@ func (f *Follower) gate(ctx context.Context, at time.Time, etag string, b *bundl
 			}
 		}
 		if f.hooks.Probes != nil {
-			for _, p := range f.hooks.Probes(f.src.Name) {
+			probes, ok := ask(ctx, f, b, f.hooks.Probes)
+			if !ok {
+				return
+			}
+			for _, p := range probes {
 				if slices.Contains(checks.Decisions, p.Decision) {
 					checks.Probes = append(checks.Probes, p)
 				}
@@ -236,14 +242,15 @@ func (f *Follower) gate(ctx context.Context, at time.Time, etag string, b *bundl
 	f.record(at, etag, err)
 }
 
-// listDecisions asks the hook for the loops' decision paths until it
-// answers or ctx is done, showing why the revision waits meanwhile.
-func (f *Follower) listDecisions(ctx context.Context, b *bundle.Bundle) ([]string, bool) {
+// ask asks a hook about the loops on the bundle (their decision paths,
+// their last decisions) until it answers or ctx is done, showing why the
+// revision waits meanwhile.
+func ask[T any](ctx context.Context, f *Follower, b *bundle.Bundle, hook func(context.Context, string) ([]T, error)) ([]T, bool) {
 	delay := time.Second
 	for {
-		paths, err := f.hooks.Decisions(ctx, f.src.Name)
+		answer, err := hook(ctx, f.src.Name)
 		if err == nil {
-			return paths, true
+			return answer, true
 		}
 		if ctx.Err() != nil {
 			return nil, false

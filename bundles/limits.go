@@ -1,12 +1,16 @@
 package bundles
 
 import (
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/bundle"
 
 	"governor.dev/governor/decision"
 )
@@ -22,7 +26,9 @@ type Limits struct {
 	AllowBuiltins []string
 	// MaxBundleFileBytes bounds each file of a bundle, uncompressed,
 	// checked while it is read (OPA's size_limit_bytes): a gzip bomb stops
-	// there. A bundle source's own size_limit_bytes applies when smaller.
+	// there. A bundle read from a directory or a tarball is bounded as a
+	// whole too (the sum of its files); OPA's downloader bounds each file
+	// only. A bundle source's own size_limit_bytes applies when smaller.
 	MaxBundleFileBytes int64
 	// MaxDecisionTimeout caps a loop's spec.policy.timeout.
 	MaxDecisionTimeout time.Duration
@@ -137,4 +143,78 @@ func (l Limits) explainRefusedBuiltins(ce *CompileError) {
 			ce.Problems[i].Message = fmt.Sprintf("%s reaches outside the controller and is refused (governor run --allow-builtin %s allows it)", name, name)
 		}
 	}
+}
+
+// totalSize bounds the sum of a bundle's files, uncompressed, while OPA's
+// loaders read them: OPA's size limit is per file, so a bundle of many
+// files each under it could take their sum. The loaders announce each file
+// with its size (through their filter) before reading it; past the limit
+// the rest is skipped, the tarball's stream stops, and the read fails.
+type totalSize struct {
+	limit, sum int64
+	root       string // the directory read, left out of file names
+	over       string // the file that took the sum past the limit
+}
+
+// skip is the loaders' filter: it counts each file, skipping it and
+// every one after once the sum is past the limit. A file over the limit
+// by itself is left to OPA's own, per-file message.
+func (t *totalSize) skip(path string, info fs.FileInfo, _ int) bool {
+	switch {
+	case info.IsDir():
+		return false
+	case t.over != "":
+		return true
+	case info.Size() > t.limit:
+		return false
+	}
+	t.sum += info.Size()
+	if t.sum > t.limit {
+		t.over = path
+		return true
+	}
+	return false
+}
+
+func (t *totalSize) err() error {
+	return fmt.Errorf("bundle files total more than %d bytes (the size limit of a whole bundle) with %s", t.limit, strings.TrimPrefix(strings.TrimPrefix(t.over, t.root), "/"))
+}
+
+// stopping is a tarball's stream that fails once the sum is past the
+// limit, so the rest of a gzip bomb is not even inflated.
+func (t *totalSize) stopping(r io.Reader) io.Reader { return &stoppingReader{r: r, t: t} }
+
+type stoppingReader struct {
+	r io.Reader
+	t *totalSize
+}
+
+func (s *stoppingReader) Read(p []byte) (int, error) {
+	if s.t.over != "" {
+		return 0, errors.New("stopped: over the size limit")
+	}
+	return s.r.Read(p)
+}
+
+// loader counts dl's files and fails once they total more than the limit.
+func (t *totalSize) loader(dl bundle.DirectoryLoader) bundle.DirectoryLoader {
+	return &totalLoader{DirectoryLoader: dl.WithFilter(t.skip), t: t}
+}
+
+type totalLoader struct {
+	bundle.DirectoryLoader
+	t *totalSize
+}
+
+// NextFile fails once the files total more than the limit: OPA's loaders
+// list (a directory) or read (a tarball) every file at the first call.
+func (l *totalLoader) NextFile() (*bundle.Descriptor, error) {
+	d, err := l.DirectoryLoader.NextFile()
+	if l.t.over != "" {
+		if d != nil {
+			_ = d.Close() // never read
+		}
+		return nil, l.t.err()
+	}
+	return d, err
 }

@@ -1,11 +1,16 @@
 package bundles
 
 import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -116,6 +121,63 @@ func TestBundleFileSizeLimit(t *testing.T) {
 	_, err = LoadWithOptions(context.Background(), small, LoadOptions{Limits: Limits{MaxBundleFileBytes: 1 << 20}})
 	assert.ErrorContains(t, err, "data.json", "the zeros are not JSON: read, then refused")
 	assert.NotContains(t, err.Error(), "size_limit_bytes")
+}
+
+// TestBundleTotalSizeLimit: the size limit bounds a whole bundle, not only
+// each file: many files, each under it, whose sum is over it, are refused
+// while read, from a directory and from a tarball (a bomb of 100 files of
+// 1 MiB of zeros, stopped without inflating the rest).
+func TestBundleTotalSizeLimit(t *testing.T) {
+	lim := LoadOptions{Limits: Limits{MaxBundleFileBytes: 4 << 20}}
+	files := map[string]string{"p.rego": "package t\n\ndecision := {}\n"}
+	for i := range 3 {
+		files[fmt.Sprintf("t/d%d/data.json", i)] = `{"x": "` + strings.Repeat("a", 1<<20) + `"}`
+	}
+	_, err := LoadWithOptions(context.Background(), revisionDir(t, "1", files), lim)
+	require.NoError(t, err, "3 MiB in all, under 4 MiB")
+
+	files["t/d3/data.json"] = files["t/d0/data.json"]
+	dir := revisionDir(t, "2", files)
+	_, err = LoadWithOptions(context.Background(), dir, lim)
+	var le *LoadError
+	require.ErrorAs(t, err, &le)
+	assert.Contains(t, err.Error(), "bundle files total more than 4194304 bytes (the size limit of a whole bundle) with t/d3/data.json")
+	_, err = LoadWithOptions(context.Background(), dir, LoadOptions{})
+	require.NoError(t, err, "4 MiB in all, under the default 32 MiB")
+
+	path := filepath.Join(t.TempDir(), "b.tar.gz")
+	require.NoError(t, os.WriteFile(path, manyFilesBomb(t, 100, 1<<20), 0o644))
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err = LoadWithOptions(context.Background(), path, lim)
+	runtime.ReadMemStats(&after)
+	require.ErrorAs(t, err, &le)
+	assert.Contains(t, err.Error(), "bundle files total more than 4194304 bytes (the size limit of a whole bundle) with d3/data.json")
+	assert.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(16<<20), "read past the limit")
+	t.Logf("refusing a bomb of 100 files of 1 MiB allocated %d KiB", (after.TotalAlloc-before.TotalAlloc)>>10)
+}
+
+// manyFilesBomb is a bundle tarball (root t, one small policy) that also
+// holds n files d<i>/data.json of size zero bytes each.
+func manyFilesBomb(t *testing.T, n int, size int64) []byte {
+	t.Helper()
+	var out bytes.Buffer
+	gz := gzip.NewWriter(&out)
+	tw := tar.NewWriter(gz)
+	add := func(name string, body []byte) {
+		require.NoError(t, tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg}))
+		_, err := tw.Write(body)
+		require.NoError(t, err)
+	}
+	add("/.manifest", []byte(`{"revision":"1","roots":["t"]}`))
+	add("/t.rego", []byte("package t\n\ndecision := {}\n"))
+	zeros := make([]byte, size)
+	for i := range n {
+		add(fmt.Sprintf("/d%d/data.json", i), zeros)
+	}
+	require.NoError(t, tw.Close())
+	require.NoError(t, gz.Close())
+	return out.Bytes()
 }
 
 // TestFollowRefusesGzipBomb: a gzip bomb on the bundle server is refused

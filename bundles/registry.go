@@ -25,7 +25,7 @@ type Registry struct {
 	// decisions lists the decision paths of the loops on a bundle, and
 	// probes their last decisions.
 	decisions func(ctx context.Context, bundle string) ([]string, error)
-	probes    func(bundle string) []Probe
+	probes    func(ctx context.Context, bundle string) ([]Probe, error)
 	limits    Limits
 }
 
@@ -122,7 +122,7 @@ func (r *Registry) SetDecisionPaths(paths func(ctx context.Context, bundle strin
 // SetProbes gives the registry the loops' last decisions on each bundle
 // (see Hooks.Probes): every new revision must make them again. Call it
 // before Start.
-func (r *Registry) SetProbes(probes func(bundle string) []Probe) {
+func (r *Registry) SetProbes(probes func(ctx context.Context, bundle string) ([]Probe, error)) {
 	r.mu.Lock()
 	r.probes = probes
 	r.mu.Unlock()
@@ -188,14 +188,14 @@ func (r *Registry) decisionPaths(ctx context.Context, bundle string) ([]string, 
 }
 
 // lastDecisions is Hooks.Probes, through what SetProbes gave.
-func (r *Registry) lastDecisions(bundle string) []Probe {
+func (r *Registry) lastDecisions(ctx context.Context, bundle string) ([]Probe, error) {
 	r.mu.RLock()
 	probes := r.probes
 	r.mu.RUnlock()
 	if probes == nil {
-		return nil
+		return nil, nil
 	}
-	return probes(bundle)
+	return probes(ctx, bundle)
 }
 
 func (r *Registry) setStatus(s Status) {

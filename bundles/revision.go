@@ -92,24 +92,27 @@ func readBundle(path, name, source string, vc *bundle.VerificationConfig, sizeLi
 }
 
 // readLimited is OPA's loader.AsBundle (a directory, or a tarball) with a
-// size limit on every file, which AsBundle does not offer.
+// size limit on every file and on all of them together, which AsBundle
+// does not offer.
 func readLimited(path string, sizeLimit int64, with func(*bundle.Reader) *bundle.Reader) (*bundle.Bundle, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, err
 	}
+	total := &totalSize{limit: sizeLimit}
 	var dl bundle.DirectoryLoader
 	if fi.IsDir() {
-		dl = bundle.NewDirectoryLoader(path)
+		dl, total.root = bundle.NewDirectoryLoader(path), filepath.ToSlash(filepath.Clean(path))
 	} else {
 		f, err := os.Open(path)
 		if err != nil {
 			return nil, err
 		}
 		defer func() { _ = f.Close() }() // read only: nothing to lose
-		dl = bundle.NewTarballLoaderWithBaseURL(f, path)
+		dl = bundle.NewTarballLoaderWithBaseURL(total.stopping(f), path)
 	}
-	r := bundle.NewCustomReader(dl.WithSizeLimitBytes(sizeLimit)).
+	dl = total.loader(dl.WithSizeLimitBytes(sizeLimit))
+	r := bundle.NewCustomReader(dl).
 		WithSizeLimitBytes(sizeLimit).
 		WithRegoVersion(ast.RegoV1).
 		WithProcessAnnotations(true).

@@ -90,41 +90,6 @@ type runner struct {
 	gone atomic.Bool
 	// telemetry is the loop's series on /metrics.
 	telemetry *loopTelemetry
-	// last is the loop's last decision on its bundle's active revision,
-	// which the gate makes again with a new revision; nil when it has none
-	// or pins a revision. Read by the bundles' followers.
-	last atomic.Pointer[lastDecision]
-}
-
-// lastDecision is a loop's last decision on a bundle.
-type lastDecision struct {
-	bundle string
-	probe  bundles.Probe
-}
-
-// keepDecision remembers a tick's decision for the gate; a loop that now
-// pins a revision has none.
-func (r *runner) keepDecision(loop *v1alpha1.ControlLoop, res tickResult) {
-	switch {
-	case res.probe != nil:
-		r.last.Store(&lastDecision{bundle: loop.Spec.Policy.Bundle, probe: *res.probe})
-	case loop.Spec.Policy.Revision != "":
-		r.last.Store(nil)
-	}
-}
-
-// Probes are the last decisions of the loops on a bundle that this
-// controller runs, for the gate (bundles.Hooks.Probes).
-func (l *Loops) Probes(bundle string) []bundles.Probe {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []bundles.Probe
-	for _, r := range l.runners {
-		if last := r.last.Load(); last != nil && last.bundle == bundle {
-			out = append(out, last.probe)
-		}
-	}
-	return out
 }
 
 // Start runs the loops until ctx ends.
@@ -339,7 +304,6 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 			// condition or event), as if it had not started.
 			return 0, false
 		}
-		r.keepDecision(&loop, res)
 		var err error
 		if next, err = record(&loop, r.status, res, l.MaxStatusBytes); err != nil {
 			log.Error(err, "recording tick")

@@ -232,7 +232,7 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 	// Followers run in every replica; a replica is ready once every bundle
 	// has a revision to decide with.
 	opts.Bundles.SetDecisionPaths(decisionPaths(mgr.GetAPIReader()))
-	opts.Bundles.SetProbes(loops.Probes)
+	opts.Bundles.SetProbes(lastDecisions(mgr.GetAPIReader(), opts.Bundles, clusterWorld{l: loops}.Actuators()))
 	if err := mgr.Add(opts.Bundles); err != nil {
 		return nil, err
 	}

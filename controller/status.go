@@ -39,6 +39,12 @@ func record(loop *v1alpha1.ControlLoop, old *v1alpha1.ControlLoopStatus, res tic
 	if res.entry.Revision != "" {
 		st.PolicyRevision = res.entry.Revision
 	}
+	switch {
+	case res.probe != nil:
+		st.LastInput = lastInput(res.probe.Input, cmp.Or(maxStatusBytes, DefaultMaxStatusBytes))
+	case loop.Spec.Policy.Revision != "":
+		st.LastInput = nil // a pinned loop's decisions are no new revision's to make
+	}
 	if res.decision != nil && res.decision.State != nil {
 		state, err := encodeJSON(res.decision.State)
 		if err != nil {

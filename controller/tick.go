@@ -135,7 +135,7 @@ func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.Co
 		res.phase = v1alpha1.PhaseDegraded
 		return res
 	}
-	req := decisionRequest(spec, w, reg.Limits(), input)
+	req := decisionRequest(spec, w.Actuators(), reg.Limits(), input)
 	out, err := timedDecide(ctx, rev, req, &res)
 	if ctx.Err() != nil {
 		// Cut short: not a decision, nothing to log or act on.
@@ -176,8 +176,8 @@ func timedDecide(ctx context.Context, rev *bundles.Revision, req bundles.Request
 // decisionRequest is the decision a tick asks for: on its input, within
 // the contract (the loop's targets and kind, the output limits) and the
 // loop's time limit.
-func decisionRequest(spec *v1alpha1.ControlLoopSpec, w World, lim bundles.Limits, input map[string]any) bundles.Request {
-	contract := decision.Contract{Targets: map[string]bool{}, AllowParams: spec.Kind == v1alpha1.Deliberative, Fields: w.Actuators(), Limits: lim.Output}
+func decisionRequest(spec *v1alpha1.ControlLoopSpec, fields *actuators.Registry, lim bundles.Limits, input map[string]any) bundles.Request {
+	contract := decision.Contract{Targets: map[string]bool{}, AllowParams: spec.Kind == v1alpha1.Deliberative, Fields: fields, Limits: lim.Output}
 	for _, t := range spec.Targets {
 		contract.Targets[t.Name] = true
 	}
@@ -321,18 +321,6 @@ type loopState struct {
 // input builds the input document of a tick.
 func buildInput(ctx context.Context, w World, loop *v1alpha1.ControlLoop, status *v1alpha1.ControlLoopStatus, now time.Time, tick int64) (map[string]any, loopState, error) {
 	st := loopState{targets: map[string]*actuators.Target{}, metrics: map[string]bool{}}
-	params, err := effectiveParams(loop)
-	if err != nil {
-		return nil, st, err
-	}
-	state, err := decodeJSON(status.State, "status.state")
-	if err != nil {
-		return nil, st, err
-	}
-	history, err := historyDoc(status.History)
-	if err != nil {
-		return nil, st, err
-	}
 	metrics := map[string]any{}
 	for name, m := range w.Metrics(ctx, loop, now) {
 		doc, stale := metricDoc(m, now, loop.Spec.Safety.StaleAfter.Duration, previousTick(status))
@@ -351,6 +339,7 @@ func buildInput(ctx context.Context, w World, loop *v1alpha1.ControlLoop, status
 	}
 	var supervised map[string]any
 	if loop.Spec.Kind == v1alpha1.Deliberative {
+		var err error
 		if st.supervised, err = supervisedLoop(ctx, w, loop); err != nil {
 			return nil, st, err
 		}
@@ -358,23 +347,47 @@ func buildInput(ctx context.Context, w World, loop *v1alpha1.ControlLoop, status
 			return nil, st, err
 		}
 	}
+	read := map[string]any{"time": formatTime(now), "tick": tick, "metrics": metrics, "targets": targets}
+	in, err := inputDoc(loop, status, read, supervised)
+	return in, st, err
+}
+
+// readKeys are the keys of the input a tick reads from the world (and
+// status.lastInput keeps); inputDoc adds the rest from the loop.
+var readKeys = []string{"time", "tick", "metrics", "targets"}
+
+// inputDoc is a decision's input document: what a tick read (readKeys),
+// the loop, its effective params, its status's state and history, and a
+// Deliberative loop's supervised loop (nil for a Reactive one).
+func inputDoc(loop *v1alpha1.ControlLoop, status *v1alpha1.ControlLoopStatus, read, supervised map[string]any) (map[string]any, error) {
+	params, err := effectiveParams(loop)
+	if err != nil {
+		return nil, err
+	}
+	state, err := decodeJSON(status.State, "status.state")
+	if err != nil {
+		return nil, err
+	}
+	history, err := historyDoc(status.History)
+	if err != nil {
+		return nil, err
+	}
 	in := map[string]any{
 		"loop": map[string]any{
 			"name": loop.Name, "namespace": loop.Namespace,
 			"kind": string(loop.Spec.Kind), "state": string(loop.Spec.State),
 		},
-		"time":    formatTime(now),
-		"tick":    tick,
 		"params":  params,
-		"metrics": metrics,
-		"targets": targets,
 		"state":   state,
 		"history": history,
+	}
+	for _, k := range readKeys {
+		in[k] = read[k]
 	}
 	if supervised != nil {
 		in["supervised"] = supervised
 	}
-	return in, st, nil
+	return in, nil
 }
 
 func lastChanges(status *v1alpha1.ControlLoopStatus) map[string]time.Time {

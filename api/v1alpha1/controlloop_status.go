@@ -75,6 +75,17 @@ type ControlLoopStatus struct {
 	// +optional
 	State *apiextensionsv1.JSON `json:"state,omitempty"`
 
+	// LastInput is the part of the input of the loop's last decision on
+	// its bundle's active revision (within the contract; never for a loop
+	// that pins a revision) that the rest of the status does not hold:
+	// input.metrics and input.targets, with input.time. Every replica's
+	// activation gate makes the loop's decision again, with a new revision,
+	// on the input rebuilt from it, the loop and this status.
+	// +kubebuilder:pruning:PreserveUnknownFields
+	// +kubebuilder:validation:Type=object
+	// +optional
+	LastInput *apiextensionsv1.JSON `json:"lastInput,omitempty"`
+
 	// History holds the last decisions, oldest first, at most
 	// spec.historyLimit.
 	// +listType=atomic

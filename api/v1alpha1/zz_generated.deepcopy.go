@@ -238,6 +238,11 @@ func (in *ControlLoopStatus) DeepCopyInto(out *ControlLoopStatus) {
 		*out = new(v1.JSON)
 		(*in).DeepCopyInto(*out)
 	}
+	if in.LastInput != nil {
+		in, out := &in.LastInput, &out.LastInput
+		*out = new(v1.JSON)
+		(*in).DeepCopyInto(*out)
+	}
 	if in.History != nil {
 		in, out := &in.History, &out.History
 		*out = make([]HistoryEntry, len(*in))

@@ -59,6 +59,8 @@ const (
 //     most maxStep;
 //   - a current value outside the bounds moves toward them, never away: by at most maxStep
 //     and no further than into them (Step), or to the nearest bound (Snap);
+//   - an action dropped as "already as asked" asked for what the target has: one clamped to
+//     where the target is says it was clamped (issue 16);
 //   - nothing on broken bounds (negative, min above max, a step not above 0);
 //   - nothing inside a target's cooldown, on a stale metric, twice on a target in a tick, or
 //     beyond maxActions; an HPA's minReplicas never above its maxReplicas, a request never
@@ -178,6 +180,9 @@ func FuzzGuard(f *testing.F) {
 		d.Actions = append(d.Actions, decision.Action{Target: "ghost", Set: decision.Set{"replicas": int64(1)}})
 
 		res := Check(in, d)
+		for _, a := range d.Actions {
+			checkUnchanged(t, in, a)
+		}
 
 		if maxActions > 0 && len(res.Actions) > int(maxActions) {
 			t.Fatalf("%d actions, maxActions %d", len(res.Actions), maxActions)
@@ -206,6 +211,65 @@ func FuzzGuard(f *testing.F) {
 			}
 		}
 	})
+}
+
+// checkUnchanged judges one action alone: when the guard says it is already as asked, every
+// value it asks for is the target's current one.
+func checkUnchanged(t *testing.T, in Input, a decision.Action) {
+	t.Helper()
+	res := Check(in, decision.Decision{Actions: []decision.Action{a}})
+	if len(res.Notes) != 1 || res.Notes[0] != (Note{Target: a.Target, Verdict: Unchanged, Message: "already as asked"}) {
+		return
+	}
+	target := in.Targets[a.Target]
+	for field, v := range a.Set {
+		if !asksCurrent(target, field, v) {
+			asked, _ := json.Marshal(v)
+			t.Fatalf("%s: %s %s asked, current %s, said %q", a.Target, field, asked, describe(target.Current[field]), res.Notes[0])
+		}
+	}
+}
+
+// asksCurrent is whether a value asked for a field is the target's current one, in every part
+// it sets.
+func asksCurrent(target *actuators.Target, field string, v any) bool {
+	same := func(a *resource.Quantity, b *resource.Quantity) bool { return a == nil || b != nil && a.Cmp(*b) == 0 }
+	switch field {
+	case "replicas":
+		cur, _ := target.Current[field].(*int64)
+		return cur != nil && *cur == v.(int64)
+	case "hpa":
+		cur, _ := target.Current[field].(*hpa.State)
+		b := v.(hpa.Bounds)
+		return cur != nil && (b.MinReplicas == nil || *b.MinReplicas == cur.MinReplicas) && (b.MaxReplicas == nil || *b.MaxReplicas == cur.MaxReplicas)
+	case "bandwidth":
+		cur, val := target.Current[field].(bandwidth.Value), v.(bandwidth.Value)
+		return same(val.Egress, cur.Egress) && same(val.Ingress, cur.Ingress)
+	case "resources":
+		current := target.Current[field].(resources.Containers)
+		for name, c := range v.(resources.Containers) {
+			for res, q := range c.Requests {
+				cq, ok := current[name].Requests[res]
+				if !ok || !same(&q, &cq) {
+					return false
+				}
+			}
+			for res, q := range c.Limits {
+				cq, ok := current[name].Limits[res]
+				if !ok || !same(&q, &cq) {
+					return false
+				}
+			}
+		}
+		return true
+	}
+	return true // a field this check does not know yet: teach it the field's comparison
+}
+
+// describe is a current value as JSON, through the pointers.
+func describe(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
 }
 
 func quantity(s string) *resource.Quantity {

@@ -41,7 +41,7 @@ const (
 	Applied   Verdict = "Applied"   // let through as asked
 	Clamped   Verdict = "Clamped"   // let through, changed to fit the bounds
 	Refused   Verdict = "Refused"   // not acted on
-	Unchanged Verdict = "Unchanged" // nothing to do: the target is already there
+	Unchanged Verdict = "Unchanged" // nothing to do: the target is already there (as asked, or as clamped)
 	Failed    Verdict = "Failed"    // let through, and the actuation failed (the controller says so)
 )
 
@@ -126,7 +126,14 @@ func Check(in Input, d decision.Decision) Result {
 			continue
 		}
 		if !fit.Changes {
-			res.Notes = append(res.Notes, Note{Target: a.Target, Verdict: Unchanged, Message: "already as asked"})
+			// A clamp that lands where the target already is was still a clamp: the
+			// policy asked for something else.
+			res.Notes = append(res.Notes, clamps(a.Target, fit.Clamps)...)
+			why := "already as asked"
+			if len(fit.Clamps) > 0 {
+				why = "already as clamped"
+			}
+			res.Notes = append(res.Notes, Note{Target: a.Target, Verdict: Unchanged, Message: why})
 			continue
 		}
 		if maxActions > 0 && len(res.Actions) >= maxActions {
@@ -134,16 +141,21 @@ func Check(in Input, d decision.Decision) Result {
 			continue
 		}
 		seen[a.Target] = true
-		if len(fit.Clamps) > 0 {
-			sort.Strings(fit.Clamps)
-			for _, m := range fit.Clamps {
-				res.Notes = append(res.Notes, Note{Target: a.Target, Verdict: Clamped, Message: m})
-			}
-		}
+		res.Notes = append(res.Notes, clamps(a.Target, fit.Clamps)...)
 		a.Set = set
 		res.Actions = append(res.Actions, a)
 	}
 	return res
+}
+
+// clamps are the notes of what fitting changed in a target's set, sorted.
+func clamps(target string, msgs []string) []Note {
+	sort.Strings(msgs)
+	notes := make([]Note, len(msgs))
+	for i, m := range msgs {
+		notes[i] = Note{Target: target, Verdict: Clamped, Message: m}
+	}
+	return notes
 }
 
 // fitSet fits every field of a set into the target's bounds, in the actuators' order.

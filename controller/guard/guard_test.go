@@ -231,9 +231,39 @@ func TestUnchangedActionsAreDroppedAndDoNotCount(t *testing.T) {
 	assert.Equal(t, "batch", r.Actions[0].Target)
 	assert.Equal(t, []string{"Unchanged web: already as asked", "Unchanged telemetry: already as asked"}, notes(r))
 
-	// Clamped to where it already is: nothing to do either.
+	// Asked for where it already is, within the bounds: nothing to do either.
 	r = Check(input(), decide(replicas("batch", 1)))
 	assert.Empty(t, r.Actions)
+	assert.Equal(t, []string{"Unchanged batch: already as asked"}, notes(r))
+}
+
+// Issue 16: with max 5 at 5 and the policy asking for 6, the guard said "already as asked".
+// It clamped: the notes say so, and that the clamped value is already there.
+func TestAClampToTheCurrentValueIsReportedAsAClamp(t *testing.T) {
+	in := input()
+	in.Spec.Safety.MaxActions = 1
+	in.Targets["batch"].Current["replicas"] = ip(5)
+	in.Targets["telemetry"].Current["bandwidth"] = bandwidth.Value{Egress: qp("1000M")}
+	r := Check(in, decide(replicas("batch", 6), egress("telemetry", "2G"), replicas("web", 4)))
+	require.Len(t, r.Actions, 1, "a clamp that changes nothing takes none of maxActions")
+	assert.Equal(t, "web", r.Actions[0].Target)
+	assert.Equal(t, []string{
+		"Clamped batch: replicas 6 lowered to the maximum 5",
+		"Unchanged batch: already as clamped",
+		"Clamped telemetry: egress bandwidth 2G lowered to the maximum 1G",
+		"Unchanged telemetry: already as clamped",
+	}, notes(r))
+
+	// At the maximum of a target with a step: the clamp, then nothing to do.
+	in = input()
+	in.Targets["web"].Current["replicas"] = ip(10)
+	r = Check(in, decide(replicas("web", 12), replicas("batch", 1)))
+	assert.Empty(t, r.Actions)
+	assert.Equal(t, []string{
+		"Clamped web: replicas 12 lowered to the maximum 10",
+		"Unchanged web: already as clamped",
+		"Unchanged batch: already as asked",
+	}, notes(r))
 }
 
 func TestUnknownCurrentValueSkipsTheStepButNotTheBounds(t *testing.T) {
