@@ -121,6 +121,11 @@ func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.Co
 		return fail("NoRevision", err)
 	}
 	res.entry.Revision = rev.String()
+	if err := rev.CheckEntrypoint(spec.Policy.Decision); err != nil {
+		// A helper rule or a typo: loops decide only with what the bundle
+		// declares, so that no loop holds back the bundle's next revision.
+		return fail("NotAnEntrypoint", err)
+	}
 	input, state, err := buildInput(ctx, w, loop, status, now, res.entry.Tick)
 	if ctx.Err() != nil {
 		res.interrupted = true
