@@ -149,4 +149,3 @@ func TestShippedEntrypoints(t *testing.T) {
 		}
 	}
 }
-

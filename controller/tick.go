@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,6 +19,7 @@ import (
 	"governor.dev/governor/actuators"
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/bundles"
+	"governor.dev/governor/collectors"
 	"governor.dev/governor/controller/guard"
 	"governor.dev/governor/decision"
 )
@@ -51,6 +53,9 @@ type tickResult struct {
 	// panicked is the value of a panic that ended the tick, and stack where.
 	panicked string
 	stack    []byte
+	// failure is the Ready condition's reason when the tick failed
+	// (TickFailed when empty).
+	failure string
 	// probe is the tick's decision, when the policy decided within the
 	// contract on the bundle's active revision: the gate makes it again
 	// with each new revision.
@@ -134,6 +139,10 @@ func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.Co
 	if err != nil {
 		res.entry.Error = err.Error()
 		res.phase = v1alpha1.PhaseDegraded
+		var scope *collectors.ScopeError
+		if errors.As(err, &scope) {
+			res.failure = "CollectorOutOfScope"
+		}
 		return res
 	}
 	req := decisionRequest(spec, w, reg.Limits(), input)
@@ -326,8 +335,12 @@ func buildInput(ctx context.Context, w World, loop *v1alpha1.ControlLoop, status
 	if err != nil {
 		return nil, st, err
 	}
+	observed, err := w.Metrics(ctx, loop, now)
+	if err != nil {
+		return nil, st, err
+	}
 	metrics := map[string]any{}
-	for name, m := range w.Metrics(ctx, loop, now) {
+	for name, m := range observed {
 		doc, stale := metricDoc(m, now, loop.Spec.Safety.StaleAfter.Duration, previousTick(status))
 		metrics[name] = doc
 		st.metrics[name] = !stale
@@ -396,11 +409,11 @@ func eventType(v guard.Verdict) string {
 }
 
 // readyCondition summarises a tick.
-func readyCondition(phase v1alpha1.Phase, entry v1alpha1.HistoryEntry) metav1.Condition {
-	if phase == v1alpha1.PhaseDegraded {
-		return metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: "TickFailed", Message: entry.Error}
+func readyCondition(res tickResult) metav1.Condition {
+	if res.phase == v1alpha1.PhaseDegraded {
+		return metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: cmp.Or(res.failure, "TickFailed"), Message: res.entry.Error}
 	}
-	return metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: string(phase)}
+	return metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: string(res.phase)}
 }
 
 // Step runs one tick of a Running or Passive loop in a world and returns the
