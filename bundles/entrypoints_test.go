@@ -3,6 +3,7 @@ package bundles
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -147,5 +148,19 @@ func TestShippedEntrypoints(t *testing.T) {
 		if got := built.Entrypoints(); len(got) != 1 || got[0] != "governor/"+name+"/decision" {
 			t.Errorf("%s built declares %v", name, got)
 		}
+	}
+}
+
+// A bundle directory whose declared entrypoint no rule defines is refused
+// at start, as the gate refuses such a revision.
+func TestAddDirChecksEntrypoints(t *testing.T) {
+	dir := t.TempDir()
+	src := entrypointBundle(t, "1", `{"entrypoints": ["t/decison"]}`, entrypointRego)
+	if err := os.CopyFS(filepath.Join(dir, "b"), os.DirFS(src)); err != nil {
+		t.Fatal(err)
+	}
+	err := NewRegistry().AddDir(context.Background(), dir)
+	if err == nil || err.Error() != "bundle b: declared entrypoint: decision t/decison is undefined in b@1: no rule defines it" {
+		t.Fatalf("got %v", err)
 	}
 }

@@ -64,6 +64,12 @@ func (r *Registry) AddDir(ctx context.Context, dir string) error {
 		if err != nil {
 			return err
 		}
+		// What a followed revision's gate checks at prepare.
+		for _, d := range rev.Entrypoints() {
+			if _, err := rev.Prepare(ctx, d); err != nil {
+				return fmt.Errorf("bundle %s: declared entrypoint: %w", rev.Name(), err)
+			}
+		}
 		if _, dup := loaded[rev.Name()]; dup {
 			return fmt.Errorf("two bundles named %s in %s", rev.Name(), dir)
 		}
