@@ -137,13 +137,7 @@ func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.Co
 		return res
 	}
 	if err != nil {
-		res.entry.Error = err.Error()
-		res.phase = v1alpha1.PhaseDegraded
-		var scope *collectors.ScopeError
-		if errors.As(err, &scope) {
-			res.failure = "CollectorOutOfScope"
-		}
-		return res
+		return inputFailed(res, err)
 	}
 	req := decisionRequest(spec, w, reg.Limits(), input)
 	out, err := rev.Decide(ctx, req)
@@ -173,6 +167,19 @@ func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.Co
 		res.probe = &bundles.Probe{Loop: logged.Loop, Decision: req.Decision, Input: input, Contract: *req.Contract, Timeout: req.Timeout}
 	}
 	carryOut(ctx, w, loop, status, state, out, now, &res)
+	return res
+}
+
+// inputFailed is a tick that could not build its input: Degraded, and
+// when its collectors reach outside the operator's scope, Ready's reason
+// says so.
+func inputFailed(res tickResult, err error) tickResult {
+	res.entry.Error = err.Error()
+	res.phase = v1alpha1.PhaseDegraded
+	var scope *collectors.ScopeError
+	if errors.As(err, &scope) {
+		res.failure = "CollectorOutOfScope"
+	}
 	return res
 }
 
