@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -36,7 +37,9 @@ import (
 
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/controller"
+	"governor.dev/governor/test/bundleserver"
 	"governor.dev/governor/test/cluster"
+	"governor.dev/governor/test/testkeys"
 )
 
 // TestNamespacedDeployment applies config/namespaced to a real API server
@@ -95,9 +98,17 @@ func TestNamespacedDeployment(t *testing.T) {
 			Prometheus: &v1alpha1.PrometheusCollector{Query: `up{namespace="elsewhere"}`}})
 	})
 	loop(watched, "helping", func(s *v1alpha1.ControlLoopSpec) { s.Policy.Decision = "governor/reactive/violations" })
+	// A followed bundle that declares no entrypoints: the gate lists the
+	// loops' decision paths, in the watched namespace.
+	key := testkeys.RSA(t)
+	root := t.TempDir()
+	opa := filepath.Join(t.TempDir(), "opa.yaml")
+	require.NoError(t, os.WriteFile(opa, []byte(opaConfig(bundleserver.StartNginx(t, root), key, "{min_delay_seconds: 1, max_delay_seconds: 1}", "")), 0o644))
+	publishFile(t, root, "fleet.tar.gz", fleetTarball(t, "2", good, key))
+	e.loop(t, watched, "fleet", fleetSpec(""))
 
 	g := startAsServiceAccount(t, api.Config.Host, api.Config.CAData, serviceAccountToken(t, e),
-		watchFlag, "--leader-elect", "--leader-election-namespace=governor-system")
+		watchFlag, "--leader-elect", "--leader-election-namespace=governor-system", "--opa-config", opa)
 
 	eventually(t, 60*time.Second, func() (bool, string) {
 		l := e.get(t, watched, "scaling")
@@ -142,6 +153,24 @@ func TestNamespacedDeployment(t *testing.T) {
 				policy.Message == "decision governor/reactive/violations is not an entrypoint of reactive@reactive-2 (its entrypoints: governor/reactive/decision)",
 			fmt.Sprintf("%+v", policy)
 	})
+
+	// A revision without the fleet loop's rule is refused, one with it goes
+	// live: the loops were listed with the namespace's rights.
+	fleetAt := func(rev string) {
+		eventually(t, 30*time.Second, func() (bool, string) {
+			l := e.get(t, watched, "fleet")
+			h, desc := lastEntry(l)
+			return h.Revision == rev && h.Error == "", desc
+		})
+	}
+	fleetAt("fleet@2")
+	publishFile(t, root, "fleet.tar.gz", fleetTarball(t, "3", renamed, key))
+	eventually(t, 30*time.Second, func() (bool, string) {
+		healthy := meta.FindStatusCondition(e.get(t, watched, "fleet").Status.Conditions, v1alpha1.ConditionBundleHealthy)
+		return healthy != nil && healthy.Reason == "RevisionRefused" && strings.Contains(healthy.Message, "refused at prepare"), fmt.Sprintf("%+v", healthy)
+	})
+	publishFile(t, root, "fleet.tar.gz", fleetTarball(t, "4", good, key))
+	fleetAt("fleet@4")
 
 	// The loop of the other namespace: not ticked, not written, and its
 	// pushes answered as for a loop that does not exist.
