@@ -95,8 +95,8 @@ func (e *GateError) Unwrap() error { return e.Err }
 // within the checks' limits (a builtin that reaches outside the controller
 // is refused there), runs the bundle's own Rego tests with OPA's tester (as
 // RunTests does in bundle mode), prepares every entrypoint it declares and
-// every decision path of the checks on the compiled revision, makes every probe's decision on it, and only then makes
-// it engine's active revision. Any failure is a *GateError naming the step,
+// every decision path of the checks on the compiled revision, makes every
+// probe's decision on it, and only then makes it engine's active revision. Any failure is a *GateError naming the step,
 // and leaves the engine's active revision as it was.
 func Gate(ctx context.Context, name, source string, b *bundle.Bundle, engine *Engine, checks Checks) (*Revision, error) {
 	if b == nil {

@@ -117,8 +117,9 @@ func (r *Registry) AddSources(cfg *Config) error {
 }
 
 // SetDecisionPaths gives the registry the decision paths the loops on each
-// bundle use (see Hooks.Decisions): every new revision must prepare them
-// before it goes live. Call it before Start.
+// bundle use (see Hooks.Decisions): every new revision of a bundle that
+// declares no entrypoints must prepare them before it goes live. Call it
+// before Start.
 func (r *Registry) SetDecisionPaths(paths func(ctx context.Context, bundle string) ([]string, error)) {
 	r.mu.Lock()
 	r.decisions = paths

@@ -38,8 +38,14 @@ its services, bundles and keys say which bundles to follow on which bundle
 servers, as 'opa run --config-file' follows them, and decision_logs where every
 decision is logged. Every downloaded revision is
 verified (when keys are configured, every bundle must be signed), compiled,
-has its own tests run and every loop's decision prepared before it goes live;
-a refused revision leaves the last good one deciding.
+has its own tests run and its declared entrypoints (the decision paths loops
+may name) prepared before it goes live; a refused revision leaves the last
+good one deciding.
+
+--watch-namespaces runs only the loops of some namespaces (namespaced RBAC
+there is then enough: config/namespaced); --observe-namespaces and
+--prometheus-namespaces bound what loops' hubble and prometheus collectors
+may observe.
 
 Leader election (on by default) makes only one replica run the loops; every
 replica follows the bundles. A standby takes over a crashed leader's Lease
