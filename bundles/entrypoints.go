@@ -10,10 +10,10 @@ import (
 	"github.com/open-policy-agent/opa/v1/bundle"
 )
 
-// EntrypointsKey is the key of a bundle manifest's metadata that lists the
+// entrypointsKey is the key of a bundle manifest's metadata that lists the
 // decision paths loops may name: {"metadata": {"entrypoints":
 // ["governor/reactive/decision"]}}.
-const EntrypointsKey = "entrypoints"
+const entrypointsKey = "entrypoints"
 
 // entrypoints are the decision paths a bundle declares, as data references
 // ("data.governor.reactive.decision"), sorted: those its manifest's
@@ -22,19 +22,19 @@ const EntrypointsKey = "entrypoints"
 // them). None means the bundle declares none: any rule may be decided.
 func entrypoints(b *bundle.Bundle) ([]string, error) {
 	set := map[string]bool{}
-	if raw, ok := b.Manifest.Metadata[EntrypointsKey]; ok {
+	if raw, ok := b.Manifest.Metadata[entrypointsKey]; ok {
 		list, ok := raw.([]any)
 		if !ok {
-			return nil, fmt.Errorf("manifest metadata.%s: want a list of decision paths like \"governor/reactive/decision\", got %T", EntrypointsKey, raw)
+			return nil, fmt.Errorf("manifest metadata.%s: want a list of decision paths like \"governor/reactive/decision\", got %T", entrypointsKey, raw)
 		}
 		for _, v := range list {
 			path, ok := v.(string)
 			if !ok {
-				return nil, fmt.Errorf("manifest metadata.%s: want decision paths (strings), got %v", EntrypointsKey, v)
+				return nil, fmt.Errorf("manifest metadata.%s: want decision paths (strings), got %v", entrypointsKey, v)
 			}
 			ref, err := DecisionRef(path)
 			if err != nil {
-				return nil, fmt.Errorf("manifest metadata.%s: %w", EntrypointsKey, err)
+				return nil, fmt.Errorf("manifest metadata.%s: %w", entrypointsKey, err)
 			}
 			set[ref.String()] = true
 		}
