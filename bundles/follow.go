@@ -202,22 +202,28 @@ func (f *Follower) update(ctx context.Context, u download.Update) error {
 	return nil
 }
 
-// gate puts a downloaded bundle through the Gate. The decision paths it
+// gate puts a downloaded bundle through the Gate. A bundle that declares
+// entrypoints is checked on them (the Gate prepares each): which rules
+// loops name does not matter, so no loop's typo or helper rule holds a
+// revision back. For a bundle that declares none, the decision paths it
 // must prepare are the loops' that the active revision serves: a revision
 // may not drop a rule loops decide with, but a loop naming a rule no
 // revision has (a typo, a rule not published yet) does not hold back every
-// revision of its bundle. Likewise it must make again the last decision
+// revision of its bundle. Either way it must make again the last decision
 // of each loop (this replica's runners') on those paths.
 func (f *Follower) gate(ctx context.Context, at time.Time, etag string, b *bundle.Bundle) {
 	checks := Checks{Limits: f.hooks.Limits}
+	declared, _ := entrypoints(b) // a bad declaration is refused at compile
 	if active := f.engine.Active(); active != nil && f.hooks.Decisions != nil {
-		paths, ok := ask(ctx, f, b, f.hooks.Decisions)
-		if !ok {
-			return // ctx is done
-		}
-		for _, d := range paths {
-			if _, err := active.Prepare(ctx, d); err == nil {
-				checks.Decisions = append(checks.Decisions, d)
+		if len(declared) == 0 {
+			paths, ok := ask(ctx, f, b, f.hooks.Decisions)
+			if !ok {
+				return // ctx is done
+			}
+			for _, d := range paths {
+				if _, err := active.Prepare(ctx, d); err == nil {
+					checks.Decisions = append(checks.Decisions, d)
+				}
 			}
 		}
 		if f.hooks.Probes != nil {
@@ -226,7 +232,7 @@ func (f *Follower) gate(ctx context.Context, at time.Time, etag string, b *bundl
 				return
 			}
 			for _, p := range probes {
-				if slices.Contains(checks.Decisions, p.Decision) {
+				if len(declared) > 0 || slices.Contains(checks.Decisions, p.Decision) {
 					checks.Probes = append(checks.Probes, p)
 				}
 			}

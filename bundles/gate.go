@@ -39,11 +39,15 @@ const (
 
 // Checks are what a new revision must pass besides its own tests.
 type Checks struct {
-	// Decisions are the decision paths it must prepare: those loops decide with.
+	// Decisions are the decision paths it must prepare besides the
+	// entrypoints it declares: those loops decide with, for a bundle that
+	// declares none.
 	Decisions []string
 	// Probes are decisions it must make again, each on a loop's last input
 	// that decided: a revision that errors there, breaks the contract or
-	// takes longer than the loop's time limit is refused.
+	// takes longer than the loop's time limit is refused. A probe on a path
+	// the revision does not declare as an entrypoint is left out: that loop
+	// may no longer decide with it.
 	Probes []Probe
 	// Limits bound the builtins it may call and its decisions' output.
 	Limits Limits
@@ -90,9 +94,9 @@ func (e *GateError) Unwrap() error { return e.Err }
 // Gate is the activation gate for a downloaded bundle: it compiles b
 // within the checks' limits (a builtin that reaches outside the controller
 // is refused there), runs the bundle's own Rego tests with OPA's tester (as
-// RunTests does in bundle mode), prepares every decision path on the
-// compiled revision, makes every probe's decision on it, and only then makes
-// it engine's active revision. Any failure is a *GateError naming the step,
+// RunTests does in bundle mode), prepares every entrypoint it declares and
+// every decision path of the checks on the compiled revision, makes every
+// probe's decision on it, and only then makes it engine's active revision. Any failure is a *GateError naming the step,
 // and leaves the engine's active revision as it was.
 func Gate(ctx context.Context, name, source string, b *bundle.Bundle, engine *Engine, checks Checks) (*Revision, error) {
 	if b == nil {
@@ -108,12 +112,20 @@ func Gate(ctx context.Context, name, source string, b *bundle.Bundle, engine *En
 	if failed, err := runBundleTests(ctx, name, b, checks.Limits); err != nil {
 		return nil, refuse(StepTest, err, failed)
 	}
+	for _, d := range rev.Entrypoints() {
+		if _, err := rev.Prepare(ctx, d); err != nil {
+			return nil, refuse(StepPrepare, fmt.Errorf("declared entrypoint: %w", err), nil)
+		}
+	}
 	for _, d := range checks.Decisions {
 		if _, err := rev.Prepare(ctx, d); err != nil {
 			return nil, refuse(StepPrepare, err, nil)
 		}
 	}
 	for _, p := range checks.Probes {
+		if rev.CheckEntrypoint(p.Decision) != nil {
+			continue
+		}
 		req := Request{Decision: p.Decision, Input: p.Input, Contract: &p.Contract, Timeout: p.Timeout}
 		if _, err := rev.Decide(ctx, req); err != nil {
 			if ctx.Err() != nil {

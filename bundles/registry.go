@@ -64,6 +64,12 @@ func (r *Registry) AddDir(ctx context.Context, dir string) error {
 		if err != nil {
 			return err
 		}
+		// What a followed revision's gate checks at prepare.
+		for _, d := range rev.Entrypoints() {
+			if _, err := rev.Prepare(ctx, d); err != nil {
+				return fmt.Errorf("bundle %s: declared entrypoint: %w", rev.Name(), err)
+			}
+		}
 		if _, dup := loaded[rev.Name()]; dup {
 			return fmt.Errorf("two bundles named %s in %s", rev.Name(), dir)
 		}
@@ -111,8 +117,9 @@ func (r *Registry) AddSources(cfg *Config) error {
 }
 
 // SetDecisionPaths gives the registry the decision paths the loops on each
-// bundle use (see Hooks.Decisions): every new revision must prepare them
-// before it goes live. Call it before Start.
+// bundle use (see Hooks.Decisions): every new revision of a bundle that
+// declares no entrypoints must prepare them before it goes live. Call it
+// before Start.
 func (r *Registry) SetDecisionPaths(paths func(ctx context.Context, bundle string) ([]string, error)) {
 	r.mu.Lock()
 	r.decisions = paths

@@ -24,10 +24,13 @@ type Revision struct {
 	name     string
 	revision string
 	roots    []string
-	source   string
-	bundle   *bundle.Bundle
-	compiler *ast.Compiler
-	store    storage.Store
+	// entrypoints are the decision paths the bundle declares, as data
+	// references, sorted (see entrypoints); none: any rule may be decided.
+	entrypoints []string
+	source      string
+	bundle      *bundle.Bundle
+	compiler    *ast.Compiler
+	store       storage.Store
 
 	mu      sync.Mutex
 	queries map[string]*preparedQuery
@@ -141,9 +144,13 @@ func compileBundle(ctx context.Context, name, source string, b *bundle.Bundle, l
 	if len(b.Modules) == 0 {
 		return nil, &LoadError{Source: source, Err: errors.New("bundle holds no Rego modules")}
 	}
+	eps, err := entrypoints(b)
+	if err != nil {
+		return nil, &LoadError{Source: source, Err: err}
+	}
 	store := inmem.NewWithOpts(inmem.OptRoundTripOnWrite(false))
 	compiler := ast.NewCompiler().WithEnablePrintStatements(false).WithCapabilities(lim.capabilities())
-	err := storage.Txn(ctx, store, storage.WriteParams, func(txn storage.Transaction) error {
+	err = storage.Txn(ctx, store, storage.WriteParams, func(txn storage.Transaction) error {
 		return bundle.Activate(&bundle.ActivateOpts{
 			Ctx:      ctx,
 			Store:    store,
@@ -167,14 +174,15 @@ func compileBundle(ctx context.Context, name, source string, b *bundle.Bundle, l
 		roots = *b.Manifest.Roots
 	}
 	return &Revision{
-		name:     name,
-		revision: b.Manifest.Revision,
-		roots:    roots,
-		source:   source,
-		bundle:   b,
-		compiler: compiler,
-		store:    store,
-		queries:  map[string]*preparedQuery{},
+		name:        name,
+		revision:    b.Manifest.Revision,
+		roots:       roots,
+		entrypoints: eps,
+		source:      source,
+		bundle:      b,
+		compiler:    compiler,
+		store:       store,
+		queries:     map[string]*preparedQuery{},
 	}, nil
 }
 

@@ -24,6 +24,7 @@ import (
 	"governor.dev/governor/actuators"
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/bundles"
+	"governor.dev/governor/collectors"
 	"governor.dev/governor/controller/guard"
 )
 
@@ -52,6 +53,9 @@ type Loops struct {
 	Bundles   *bundles.Registry
 	// Metrics fill input.metrics; status.observations alone when nil.
 	Metrics MetricSource
+	// Scope is what loops' collectors may observe; a loop whose collectors
+	// reach outside it collects nothing and fails its ticks.
+	Scope collectors.Scope
 	// Actuators read and change targets; Governor's own (builtin) when nil.
 	Actuators *actuators.Registry
 	// StatusFlush is how often quiet ticks (no change, no refusal, no

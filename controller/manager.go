@@ -14,11 +14,13 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -74,6 +76,14 @@ type Options struct {
 	// PushLimits are the push endpoint's rate limits and token TTL
 	// (push.Limits: no rate limit where zero).
 	PushLimits push.Limits
+
+	// WatchNamespaces, when set, are the only namespaces whose loops run
+	// and whose objects the controller reads (its cache watches only
+	// those, so namespaced RBAC there is enough); all when empty.
+	WatchNamespaces []string
+	// Scope is what loops' collectors may observe (collectors.Scope: by
+	// default Hubble flows of the loop's own namespace, no Prometheus).
+	Scope collectors.Scope
 
 	// StatusFlush is how often quiet ticks are written to the status (see
 	// Loops.StatusFlush); 1s when zero.
@@ -187,6 +197,7 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		// Secrets (the push endpoint's tokens) are read one by one, never
 		// cached: the controller needs no right to list or watch them.
 		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
+		Cache:  cache.Options{DefaultNamespaces: namespaces(opts.WatchNamespaces)},
 	})
 	if err != nil {
 		return nil, err
@@ -199,7 +210,7 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 	}
 	if opts.PushAddr != "" && opts.PushAddr != "0" {
 		if err := mgr.Add(push.NewServer(mgr.GetClient(), push.Options{Addr: opts.PushAddr, CertFile: opts.PushTLS.Cert, KeyFile: opts.PushTLS.Key,
-			Limits: opts.PushLimits})); err != nil {
+			Limits: opts.PushLimits, Namespaces: opts.WatchNamespaces})); err != nil {
 			return nil, err
 		}
 	}
@@ -208,6 +219,7 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		APIReader: mgr.GetAPIReader(),
 		Bundles:   opts.Bundles,
 		Metrics:   metrics,
+		Scope:     opts.Scope,
 		Recorder:  mgr.GetEventRecorder("governor"),
 		Log:       mgr.GetLogger().WithName("loops"),
 
@@ -231,8 +243,8 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 	}
 	// Followers run in every replica; a replica is ready once every bundle
 	// has a revision to decide with.
-	opts.Bundles.SetDecisionPaths(decisionPaths(mgr.GetAPIReader()))
-	opts.Bundles.SetProbes(lastDecisions(mgr.GetAPIReader(), opts.Bundles, clusterWorld{l: loops}.Actuators()))
+	opts.Bundles.SetDecisionPaths(decisionPaths(mgr.GetAPIReader(), opts.WatchNamespaces))
+	opts.Bundles.SetProbes(lastDecisions(mgr.GetAPIReader(), opts.WatchNamespaces, opts.Bundles, clusterWorld{l: loops}.Actuators()))
 	if err := mgr.Add(opts.Bundles); err != nil {
 		return nil, err
 	}
@@ -255,24 +267,57 @@ func nonZero(d time.Duration) *time.Duration {
 	return &d
 }
 
+// namespaces is the cache's configuration for the watched namespaces: nil
+// (every namespace) when none is given.
+func namespaces(watched []string) map[string]cache.Config {
+	if len(watched) == 0 {
+		return nil
+	}
+	out := map[string]cache.Config{}
+	for _, ns := range watched {
+		out[ns] = cache.Config{}
+	}
+	return out
+}
+
 // decisionPaths lists the decision paths of the loops that follow a
-// bundle's active revision (pinned loops do not), read from the API server
-// itself so that every replica, leader or not, gates a new revision on the
-// loops as they are. The follower retries a failed list, showing why.
-func decisionPaths(api client.Reader) func(ctx context.Context, bundle string) ([]string, error) {
+// bundle's active revision (pinned loops do not), for a bundle that
+// declares no entrypoints. They are read from the API server itself so that
+// every replica, leader or not, gates a new revision on the loops as they
+// are: in the watched namespaces only (all when none is given). The
+// follower retries a failed list, showing why.
+func decisionPaths(api client.Reader, watched []string) func(ctx context.Context, bundle string) ([]string, error) {
 	return func(ctx context.Context, bundle string) ([]string, error) {
-		var loops v1alpha1.ControlLoopList
-		if err := api.List(ctx, &loops); err != nil {
+		loops, err := listLoops(ctx, api, watched)
+		if err != nil {
 			return nil, fmt.Errorf("listing ControlLoops for their decision paths: %w", err)
 		}
 		paths := map[string]bool{}
-		for _, l := range loops.Items {
+		for _, l := range loops {
 			if l.Spec.Policy.Bundle == bundle && l.Spec.Policy.Revision == "" {
 				paths[l.Spec.Policy.Decision] = true
 			}
 		}
 		return slices.Sorted(maps.Keys(paths)), nil
 	}
+}
+
+// listLoops lists the loops of the watched namespaces (all when none is
+// given) one namespace at a time, so namespaced rights are enough.
+func listLoops(ctx context.Context, api client.Reader, watched []string) ([]v1alpha1.ControlLoop, error) {
+	scopes := []string{metav1.NamespaceAll}
+	if len(watched) > 0 {
+		scopes = watched
+	}
+	var all []v1alpha1.ControlLoop
+	for _, ns := range scopes {
+		var loops v1alpha1.ControlLoopList
+		if err := api.List(ctx, &loops, client.InNamespace(ns)); err != nil {
+			return nil, err
+		}
+		all = append(all, loops.Items...)
+	}
+	return all, nil
 }
 
 // registerMetrics registers the bundle, loop and push metrics once per process, as

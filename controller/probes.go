@@ -58,19 +58,19 @@ func recordedInput(loop, supervised *v1alpha1.ControlLoop) (map[string]any, erro
 // inputs as the leader wrote them (at most --status-flush-interval old). A
 // loop whose input cannot be rebuilt (its supervised loop is gone) is left
 // out.
-func lastDecisions(api client.Reader, reg *bundles.Registry, fields *actuators.Registry) func(ctx context.Context, bundle string) ([]bundles.Probe, error) {
+func lastDecisions(api client.Reader, watched []string, reg *bundles.Registry, fields *actuators.Registry) func(ctx context.Context, bundle string) ([]bundles.Probe, error) {
 	return func(ctx context.Context, bundle string) ([]bundles.Probe, error) {
-		var list v1alpha1.ControlLoopList
-		if err := api.List(ctx, &list); err != nil {
+		loops, err := listLoops(ctx, api, watched)
+		if err != nil {
 			return nil, fmt.Errorf("listing ControlLoops for their last inputs: %w", err)
 		}
 		byName := map[string]*v1alpha1.ControlLoop{}
-		for i := range list.Items {
-			byName[list.Items[i].Namespace+"/"+list.Items[i].Name] = &list.Items[i]
+		for i := range loops {
+			byName[loops[i].Namespace+"/"+loops[i].Name] = &loops[i]
 		}
 		var probes []bundles.Probe
-		for i := range list.Items {
-			loop := &list.Items[i]
+		for i := range loops {
+			loop := &loops[i]
 			if loop.Spec.Policy.Bundle != bundle || loop.Spec.Policy.Revision != "" || loop.Status.LastInput == nil {
 				continue
 			}

@@ -105,7 +105,7 @@ func TestLastDecisionsForTheGate(t *testing.T) {
 	require.NoError(t, v1alpha1.AddToScheme(scheme))
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).WithStatusSubresource(&v1alpha1.ControlLoop{}).Build()
 
-	probes, err := lastDecisions(c, reg, builtin.Actuators)(context.Background(), "echo")
+	probes, err := lastDecisions(c, nil, reg, builtin.Actuators)(context.Background(), "echo")
 	require.NoError(t, err)
 	require.Len(t, probes, 1)
 	p := probes[0]

@@ -76,7 +76,7 @@ func record(loop *v1alpha1.ControlLoop, old *v1alpha1.ControlLoopStatus, res tic
 		meta.RemoveStatusCondition(&st.Conditions, v1alpha1.ConditionOverridden)
 	}
 	setCondition(st, loop, res.policy)
-	setCondition(st, loop, readyCondition(res.phase, res.entry))
+	setCondition(st, loop, readyCondition(res))
 	st.Bundle = bundleStatus(res.bundle)
 	if res.followed {
 		setCondition(st, loop, bundleCondition(res.bundle, res.entry.Revision))

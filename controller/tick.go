@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,6 +20,7 @@ import (
 	"governor.dev/governor/actuators"
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/bundles"
+	"governor.dev/governor/collectors"
 	"governor.dev/governor/controller/guard"
 	"governor.dev/governor/decision"
 )
@@ -52,6 +54,9 @@ type tickResult struct {
 	// panicked is the value of a panic that ended the tick, and stack where.
 	panicked string
 	stack    []byte
+	// failure is the Ready condition's reason when the tick failed
+	// (TickFailed when empty).
+	failure string
 	// probe is the tick's decision, when the policy decided within the
 	// contract on the bundle's active revision: the gate makes it again
 	// with each new revision.
@@ -125,15 +130,18 @@ func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.Co
 		return fail("NoRevision", err)
 	}
 	res.entry.Revision = rev.String()
+	if err := rev.CheckEntrypoint(spec.Policy.Decision); err != nil {
+		// A helper rule or a typo: loops decide only with what the bundle
+		// declares, so that no loop holds back the bundle's next revision.
+		return fail("NotAnEntrypoint", err)
+	}
 	input, state, err := buildInput(ctx, w, loop, status, now, res.entry.Tick)
 	if ctx.Err() != nil {
 		res.interrupted = true
 		return res
 	}
 	if err != nil {
-		res.entry.Error = err.Error()
-		res.phase = v1alpha1.PhaseDegraded
-		return res
+		return inputFailed(res, err)
 	}
 	req := decisionRequest(spec, w.Actuators(), reg.Limits(), input)
 	out, err := timedDecide(ctx, rev, req, &res)
@@ -171,6 +179,19 @@ func timedDecide(ctx context.Context, rev *bundles.Revision, req bundles.Request
 	start := time.Now()
 	defer func() { res.decideTime = time.Since(start) }()
 	return rev.Decide(ctx, req)
+}
+
+// inputFailed is a tick that could not build its input: Degraded, and
+// when its collectors reach outside the operator's scope, Ready's reason
+// says so.
+func inputFailed(res tickResult, err error) tickResult {
+	res.entry.Error = err.Error()
+	res.phase = v1alpha1.PhaseDegraded
+	var scope *collectors.ScopeError
+	if errors.As(err, &scope) {
+		res.failure = "CollectorOutOfScope"
+	}
+	return res
 }
 
 // decisionRequest is the decision a tick asks for: on its input, within
@@ -321,8 +342,12 @@ type loopState struct {
 // input builds the input document of a tick.
 func buildInput(ctx context.Context, w World, loop *v1alpha1.ControlLoop, status *v1alpha1.ControlLoopStatus, now time.Time, tick int64) (map[string]any, loopState, error) {
 	st := loopState{targets: map[string]*actuators.Target{}, metrics: map[string]bool{}}
+	observed, err := w.Metrics(ctx, loop, now)
+	if err != nil {
+		return nil, st, err
+	}
 	metrics := map[string]any{}
-	for name, m := range w.Metrics(ctx, loop, now) {
+	for name, m := range observed {
 		doc, stale := metricDoc(m, now, loop.Spec.Safety.StaleAfter.Duration, previousTick(status))
 		metrics[name] = doc
 		st.metrics[name] = !stale
@@ -416,11 +441,11 @@ func eventType(v guard.Verdict) string {
 }
 
 // readyCondition summarises a tick.
-func readyCondition(phase v1alpha1.Phase, entry v1alpha1.HistoryEntry) metav1.Condition {
-	if phase == v1alpha1.PhaseDegraded {
-		return metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: "TickFailed", Message: entry.Error}
+func readyCondition(res tickResult) metav1.Condition {
+	if res.phase == v1alpha1.PhaseDegraded {
+		return metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: cmp.Or(res.failure, "TickFailed"), Message: res.entry.Error}
 	}
-	return metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: string(phase)}
+	return metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: string(res.phase)}
 }
 
 // Step runs one tick of a Running or Passive loop in a world and returns the

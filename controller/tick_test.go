@@ -39,6 +39,7 @@ decision := input.params.decision
 // world is a World of the test's own: targets held in memory, metrics as
 // given, actuation that can fail on a field after applying the ones before.
 type world struct {
+	scope     collectors.Scope
 	metrics   map[string]collectors.Metric
 	targets   map[string]*actuators.Target
 	loops     map[string]*v1alpha1.ControlLoop
@@ -51,8 +52,11 @@ type world struct {
 
 func (w *world) Actuators() *actuators.Registry { return builtin.Actuators }
 
-func (w *world) Metrics(context.Context, *v1alpha1.ControlLoop, time.Time) map[string]collectors.Metric {
-	return w.metrics
+func (w *world) Metrics(_ context.Context, loop *v1alpha1.ControlLoop, _ time.Time) (map[string]collectors.Metric, error) {
+	if err := w.scope.Check(loop); err != nil {
+		return nil, err
+	}
+	return w.metrics, nil
 }
 
 func (w *world) Target(_ context.Context, loop *v1alpha1.ControlLoop, spec *v1alpha1.TargetSpec) (*actuators.Target, map[string]any, error) {

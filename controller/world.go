@@ -21,8 +21,10 @@ import (
 // World is what a tick reads and changes: the cluster, for the controller;
 // a recorded trace, for governor replay.
 type World interface {
-	// Metrics are a loop's metrics at a tick, by name.
-	Metrics(ctx context.Context, loop *v1alpha1.ControlLoop, now time.Time) map[string]collectors.Metric
+	// Metrics are a loop's metrics at a tick, by name; an error when the
+	// loop may not collect them at all (a *collectors.ScopeError: its
+	// collectors reach outside the operator's scope).
+	Metrics(ctx context.Context, loop *v1alpha1.ControlLoop, now time.Time) (map[string]collectors.Metric, error)
 	// Actuators are the table the tick reads, guards and changes targets with.
 	Actuators() *actuators.Registry
 	// Target reads a target's current state: what the guard measures from,
@@ -65,14 +67,19 @@ func (w clusterWorld) Intend(ctx context.Context, loop *v1alpha1.ControlLoop, ta
 	return nil
 }
 
-func (w clusterWorld) Metrics(ctx context.Context, loop *v1alpha1.ControlLoop, now time.Time) map[string]collectors.Metric {
+// Metrics collects nothing of a loop whose collectors reach outside the
+// operator's scope.
+func (w clusterWorld) Metrics(ctx context.Context, loop *v1alpha1.ControlLoop, now time.Time) (map[string]collectors.Metric, error) {
+	if err := w.l.Scope.Check(loop); err != nil {
+		return nil, err
+	}
 	var source MetricSource = collectors.Set{}
 	if w.l.Metrics != nil {
 		source = w.l.Metrics
 	}
 	got := source.Metrics(ctx, loop, now)
 	w.r.telemetry.observed(loop, got, now)
-	return got
+	return got, nil
 }
 
 func (w clusterWorld) Actuators() *actuators.Registry {

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/leaderelection"
@@ -19,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"governor.dev/governor/bundles"
+	"governor.dev/governor/collectors"
 	"governor.dev/governor/collectors/push"
 	"governor.dev/governor/controller"
 	"governor.dev/governor/decision"
@@ -37,8 +39,14 @@ servers, as 'opa run --config-file' follows them, and decision_logs where every
 decision is logged. Every downloaded revision is
 verified (a bundle server's bundles must be signed and its services https://,
 unless --allow-unsigned-bundles and --allow-insecure-bundle-services), compiled,
-has its own tests run and every loop's decision prepared before it goes live;
-a refused revision leaves the last good one deciding.
+has its own tests run and its declared entrypoints (the decision paths loops
+may name) prepared before it goes live; a refused revision leaves the last
+good one deciding.
+
+--watch-namespaces runs only the loops of some namespaces (namespaced RBAC
+there is then enough: config/namespaced); --observe-namespaces and
+--prometheus-namespaces bound what loops' hubble and prometheus collectors
+may observe.
 
 Leader election (on by default) makes only one replica run the loops; every
 replica follows the bundles. A standby takes over a crashed leader's Lease
@@ -126,6 +134,7 @@ func newRunCommand() *cobra.Command {
 	fs.DurationVar(&f.opts.StatusFlush, "status-flush-interval", time.Second, "how often a loop's quiet ticks (no change, refusal or failure) are written to its status; every other tick is written at once")
 	f.limitFlags(fs)
 	f.trustFlags(fs)
+	f.scopeFlags(fs)
 	logFlags := goflag.NewFlagSet("log", goflag.ContinueOnError)
 	f.zapOpts.BindFlags(logFlags)
 	fs.AddGoFlagSet(logFlags)
@@ -153,6 +162,37 @@ func (f *runFlags) limitFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&l.Output.MaxStringBytes, "max-decision-string-bytes", decision.DefaultMaxStringBytes, "bytes of each event, and of each action's target, metric and reason")
 	fs.IntVar(&l.Output.MaxStateBytes, "max-decision-state-bytes", decision.DefaultMaxStateBytes, "bytes of a decision's state (and params), as JSON")
 	fs.IntVar(&f.opts.MaxStatusBytes, "max-status-bytes", controller.DefaultMaxStatusBytes, "bytes of a loop's status, as JSON: the oldest history entries are dropped to stay under it")
+}
+
+// scopeFlags are the flags that say where loops run and what they may
+// observe (README, "Scopes").
+func (f *runFlags) scopeFlags(fs *pflag.FlagSet) {
+	fs.StringSliceVar(&f.opts.WatchNamespaces, "watch-namespaces", nil, "run only the loops of these namespaces, and read objects only there (default: every namespace); namespaced RBAC there is then enough (config/namespaced)")
+	fs.StringSliceVar(&f.opts.Scope.Observe, "observe-namespaces", nil, "namespaces a loop's hubble filters may name besides the loop's own ('*': any, and filters naming none)")
+	fs.StringSliceVar(&f.opts.Scope.Prometheus, "prometheus-namespaces", nil, "namespaces whose loops may run prometheus queries, which read any namespace's metrics ('*': every namespace; default: none)")
+}
+
+// checkScopes refuses namespace lists that name no namespace.
+func (f *runFlags) checkScopes() error {
+	for _, l := range []struct {
+		flag     string
+		list     []string
+		wildcard bool
+	}{
+		{"--watch-namespaces", f.opts.WatchNamespaces, false},
+		{"--observe-namespaces", f.opts.Scope.Observe, true},
+		{"--prometheus-namespaces", f.opts.Scope.Prometheus, true},
+	} {
+		for _, ns := range l.list {
+			if l.wildcard && ns == collectors.AllNamespaces {
+				continue
+			}
+			if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+				return fmt.Errorf("%s: %q is not a namespace name: %s", l.flag, ns, errs[0])
+			}
+		}
+	}
+	return nil
 }
 
 // checkLimits refuses limits out of range.
@@ -194,6 +234,9 @@ func (f *runFlags) check() error {
 		return fmt.Errorf("--status-flush-interval must be above 0 (got %s)", f.opts.StatusFlush)
 	}
 	if err := checkPush(f.opts); err != nil {
+		return err
+	}
+	if err := f.checkScopes(); err != nil {
 		return err
 	}
 	if err := checkLease(f.opts.LeaseDuration, f.opts.RenewDeadline, f.opts.RetryPeriod); err != nil {
@@ -292,7 +335,7 @@ func (f *runFlags) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ctrl.Log.Info("starting", "bundles", registry.Names(), "leaderElection", f.opts.LeaderElection)
+	ctrl.Log.Info("starting", "bundles", registry.Names(), "leaderElection", f.opts.LeaderElection, "watchNamespaces", f.opts.WatchNamespaces)
 	return mgr.Start(ctrl.SetupSignalHandler())
 }
 

@@ -130,6 +130,9 @@ type Options struct {
 	CertFile, KeyFile string
 	// Limits bound the requests accepted, and how long a token Secret read is trusted.
 	Limits Limits
+	// Namespaces, when set, are the only namespaces whose loops take pushes (those the
+	// controller watches); a loop elsewhere gets the answer of one that does not exist.
+	Namespaces []string
 }
 
 // Limits protect the endpoint and the API server behind it from floods.
@@ -156,6 +159,8 @@ type Server struct {
 	now     func() time.Time
 
 	certFile, keyFile string
+	// namespaces are those whose loops take pushes; all when empty.
+	namespaces []string
 
 	tokens         *tokens
 	loops, clients *limiters
@@ -168,7 +173,7 @@ type Server struct {
 // (uncached: see the RBAC markers) and patches the loops' status.
 func NewServer(c client.Client, opts Options) *Server {
 	s := &Server{c: c, addr: opts.Addr, maxBody: opts.MaxBody, log: opts.Log, now: time.Now,
-		certFile: opts.CertFile, keyFile: opts.KeyFile}
+		certFile: opts.CertFile, keyFile: opts.KeyFile, namespaces: opts.Namespaces}
 	if s.addr == "" {
 		s.addr = DefaultAddr
 	}
@@ -558,6 +563,9 @@ func kindOf(body []byte) string {
 func (s *Server) readLoop(ctx context.Context, key types.NamespacedName) (*v1alpha1.ControlLoop, *httpError) {
 	if len(validation.IsDNS1123Label(key.Namespace)) > 0 || len(validation.IsDNS1123Subdomain(key.Name)) > 0 {
 		return nil, denied()
+	}
+	if len(s.namespaces) > 0 && !slices.Contains(s.namespaces, key.Namespace) {
+		return nil, denied() // not watched: the cache holds nothing there
 	}
 	loop := &v1alpha1.ControlLoop{}
 	if err := s.c.Get(ctx, key, loop); err != nil {

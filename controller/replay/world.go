@@ -28,7 +28,7 @@ func key(namespace, name string) string { return namespace + "/" + name }
 
 func (w *world) Actuators() *actuators.Registry { return w.actuators }
 
-func (w *world) Metrics(_ context.Context, loop *v1alpha1.ControlLoop, now time.Time) map[string]collectors.Metric {
+func (w *world) Metrics(_ context.Context, loop *v1alpha1.ControlLoop, now time.Time) (map[string]collectors.Metric, error) {
 	out := map[string]collectors.Metric{}
 	for name, m := range w.tick.Metrics {
 		out[name] = collectors.Metric{Value: m.Value, ObservedAt: now.Add(-m.Age), Fields: m.Fields}
@@ -38,7 +38,7 @@ func (w *world) Metrics(_ context.Context, loop *v1alpha1.ControlLoop, now time.
 			out[c.Name] = collectors.Metric{Err: "not in the trace at this tick"}
 		}
 	}
-	return out
+	return out, nil
 }
 
 // Target is the simulated state: as the actuators start it from the spec,

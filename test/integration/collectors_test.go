@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"governor.dev/governor/api/v1alpha1"
+	"governor.dev/governor/collectors"
 	"governor.dev/governor/controller"
 	"governor.dev/governor/sim"
 	"governor.dev/governor/sim/relay"
@@ -39,7 +40,9 @@ func TestJitterFromHubbleDrivesBandwidth(t *testing.T) {
 		Destination: relay.Workload{Namespace: "factory", Name: "telemetry-upload"},
 		Plant:       sim.NewScripted(50*time.Millisecond, 40*time.Millisecond), Rate: 100,
 	}}})
-	e.startManagerWith(t, controller.Options{HubbleRelay: r.Addr()})
+	// The relay's traffic is in namespace factory, the loop in one of its
+	// own: the operator lets loops observe factory.
+	e.startManagerWith(t, controller.Options{HubbleRelay: r.Addr(), Scope: collectors.Scope{Observe: []string{"factory"}}})
 
 	ns := e.namespace(t)
 	e.deployment(t, ns, "telemetry-upload", 1)
