@@ -103,7 +103,8 @@ func TestNamespacedDeployment(t *testing.T) {
 	key := testkeys.RSA(t)
 	root := t.TempDir()
 	opa := filepath.Join(t.TempDir(), "opa.yaml")
-	require.NoError(t, os.WriteFile(opa, []byte(opaConfig(bundleserver.StartNginx(t, root), key, "{min_delay_seconds: 1, max_delay_seconds: 1}", "")), 0o644))
+	url, ca := bundleserver.StartNginxTLS(t, root)
+	require.NoError(t, os.WriteFile(opa, []byte(opaConfig(service{url, ca}, key, "{min_delay_seconds: 1, max_delay_seconds: 1}", nil)), 0o644))
 	publishFile(t, root, "fleet.tar.gz", fleetTarball(t, "2", good, key))
 	e.loop(t, watched, "fleet", fleetSpec(""))
 
