@@ -352,6 +352,7 @@ func buildInput(ctx context.Context, w World, loop *v1alpha1.ControlLoop, status
 			"kind": string(loop.Spec.Kind), "state": string(loop.Spec.State),
 		},
 		"time":    formatTime(now),
+		"time_ns": timeNs(now),
 		"tick":    tick,
 		"params":  params,
 		"metrics": metrics,
