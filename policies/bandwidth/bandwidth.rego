@@ -177,17 +177,17 @@ _actions := [] if {
 	jitter := _jitter
 	reason := _reason
 	some t in _known
-	target := targets[t]
-	set := _set(object.get(target, ["bandwidth", "egress_bps"], object.get(target, ["bandwidth", "egress"], null)))
+	set := _set(object.get(targets[t], "bandwidth", null))
 	set != false
 ]
 
-# What an action sets on a target whose egress is x (egress_bps, else egress
-# as written, null when absent); false when there is nothing to change
+# What an action sets on a target whose bandwidth is bw (input.targets.<t>.
+# bandwidth, null when absent); false when there is nothing to change
 # (already at the bound). A function call costs as much as a dozen builtin
-# calls, so the usual case, a whole number of M moved to another, is one
-# body of integer operations.
-_set(x) := {"bandwidth": {"egress": sprintf("%dM", [new / 1000000])}} if {
+# calls, so the usual case, egress_bps a whole number of M moved to another,
+# is one body of integer operations.
+_set(bw) := {"bandwidth": {"egress": sprintf("%dM", [new / 1000000])}} if {
+	x := bw.egress_bps
 	is_number(x)
 	x == floor(x)
 	x % 1000000 == 0
@@ -198,10 +198,15 @@ _set(x) := {"bandwidth": {"egress": sprintf("%dM", [new / 1000000])}} if {
 	new != x
 	new % 1000000 == 0
 } else := {"bandwidth": {"egress": _format(new)}} if {
-	current := _current(x)
+	current := _current(_egress(bw))
 	new := min([max([_moved(current), _min]), _max])
 	new != current
 } else := false
+
+# egress_bps, else egress as written; null when there is neither.
+_egress(bw) := object.get(bw, "egress_bps", object.get(bw, "egress", null)) if {
+	is_object(bw)
+} else := null
 
 # How a whole number of M moves, as integers: times the first, then divided by a
 # million and plus the second. Lowered by a decrease factor of whole millionths
