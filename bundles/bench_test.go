@@ -30,13 +30,17 @@ func benchInput(b *testing.B, policy string, n int) map[string]any {
 		names[i] = name
 		targets[name] = map[string]any{
 			"kind": "Deployment", "namespace": "factory", "name": name, "replicas": 3,
-			"bandwidth": map[string]any{"egress": "500M"},
-			"resources": map[string]any{"app": map[string]any{"requests": map[string]any{"cpu": "250m", "memory": "128Mi"}}},
+			"bandwidth": map[string]any{"egress": "500M", "egress_bps": 500000000},
+			"resources": map[string]any{"app": map[string]any{
+				"requests": map[string]any{"cpu": "250m", "memory": "128Mi"}, "limits": map[string]any{},
+				"cpu_millis": map[string]any{"requests": 250}, "memory_bytes": map[string]any{"requests": 134217728},
+			}},
 		}
 	}
 	in := map[string]any{
 		"loop":    map[string]any{"name": "bench", "namespace": "factory", "kind": "Reactive", "state": "Running"},
 		"time":    "2026-11-21T10:00:00.250Z",
+		"time_ns": 1795255200250000000,
 		"tick":    1204,
 		"targets": targets,
 		"state":   map[string]any{},
@@ -63,7 +67,7 @@ func benchInput(b *testing.B, policy string, n int) map[string]any {
 		var history []any
 		for i := range 20 {
 			history = append(history, map[string]any{
-				"time": fmt.Sprintf("2026-11-21T09:59:%02d.000Z", 30+i), "tick": 1000 + i,
+				"time": fmt.Sprintf("2026-11-21T09:59:%02d.000Z", 30+i), "time_ns": 1795255170000000000 + int64(i)*1000000000, "tick": 1000 + i,
 				"actions": []any{map[string]any{"target": "web", "metric": "cpu", "set": map[string]any{"replicas": 4}}},
 				"events":  []any{"High cpu", "High memory"},
 			})

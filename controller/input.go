@@ -14,6 +14,10 @@ import (
 // timeFormat is input.time and history times: RFC 3339 in UTC, milliseconds.
 const timeFormat = "2006-01-02T15:04:05.000Z07:00"
 
+// timeNs is the instant formatTime writes, in nanoseconds since the Unix epoch: input.time_ns
+// and history entries' time_ns, so that a policy compares times without parsing them.
+func timeNs(t time.Time) int64 { return t.Truncate(time.Millisecond).UnixNano() }
+
 // decodeJSON decodes an object field of the API (params, state, overrides)
 // as the engine takes it; nil or empty is an empty object.
 func decodeJSON(j *apiextensionsv1.JSON, what string) (map[string]any, error) {
@@ -90,7 +94,8 @@ func historyDoc(history []v1alpha1.HistoryEntry) ([]any, error) {
 			return nil, err
 		}
 		entry := map[string]any{
-			"time":    h.Time.UTC().Format(timeFormat),
+			"time":    formatTime(h.Time.Time),
+			"time_ns": timeNs(h.Time.Time),
 			"tick":    h.Tick,
 			"actions": actions,
 			"events":  stringsDoc(h.Events),

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"context"
 	"encoding/json"
 	"testing"
 	"time"
@@ -38,7 +39,7 @@ func TestMetricDocStalenessAndNew(t *testing.T) {
 	v := 2.5
 	doc, stale := metricDoc(collectors.Metric{Value: &v, ObservedAt: now.Add(-2 * time.Second), Fields: map[string]any{"p95": 3.1}}, now, 15*time.Second, previous)
 	assert.False(t, stale)
-	assert.Equal(t, map[string]any{"value": 2.5, "age_seconds": 2.0, "stale": false, "new": false, "p95": 3.1}, doc,
+	assert.Equal(t, map[string]any{"value": 2.5, "age_seconds": 2.0, "observed_ns": now.Add(-2 * time.Second).UnixNano(), "stale": false, "new": false, "p95": 3.1}, doc,
 		"observed before the previous tick: seen already")
 
 	doc, _ = metricDoc(collectors.Metric{Value: &v, ObservedAt: now.Add(-100 * time.Millisecond)}, now, 15*time.Second, previous)
@@ -52,6 +53,34 @@ func TestMetricDocStalenessAndNew(t *testing.T) {
 	doc, stale = metricDoc(collectors.Metric{Err: "no observation reported"}, now, 15*time.Second, time.Time{})
 	assert.True(t, stale, "no value")
 	assert.Equal(t, map[string]any{"value": nil, "stale": true, "new": false, "error": "no observation reported"}, doc)
+}
+
+// The input's numbers say what its strings say: input.time_ns is input.time, each history
+// entry's time_ns its time, a target's egress_bps its egress, so that a policy may read
+// either.
+func TestInputNumbersAgreeWithStrings(t *testing.T) {
+	w := freshWorld()
+	loop := echoLoop(t, `{}`)
+	now := tickNow.Add(1234567890) // not a whole millisecond: the input shows milliseconds
+	status := &v1alpha1.ControlLoopStatus{History: []v1alpha1.HistoryEntry{
+		{Time: metav1.NewMicroTime(now.Add(-1500 * time.Microsecond)), Tick: 7, Events: []string{"No Event"}},
+	}}
+	in, _, err := buildInput(context.Background(), w, loop, status, now, 8)
+	require.NoError(t, err)
+
+	sameInstant := func(s any, ns any, what string) {
+		parsed, err := time.Parse(time.RFC3339Nano, s.(string))
+		require.NoError(t, err, what)
+		assert.Equal(t, parsed.UnixNano(), ns, what)
+	}
+	assert.Equal(t, "2026-12-02T10:00:01.234Z", in["time"])
+	sameInstant(in["time"], in["time_ns"], "input.time_ns")
+	entry := in["history"].([]any)[0].(map[string]any)
+	sameInstant(entry["time"], entry["time_ns"], "history[0].time_ns")
+	cpu := in["metrics"].(map[string]any)["cpu"].(map[string]any)
+	assert.Equal(t, tickNow.Add(-time.Second).UnixNano(), cpu["observed_ns"])
+	web := in["targets"].(map[string]any)["web"].(map[string]any)
+	assert.Equal(t, map[string]any{"egress": "500M", "egress_bps": int64(500000000)}, web["bandwidth"])
 }
 
 func TestRecordBoundsHistoryAndKeepsCooldowns(t *testing.T) {

@@ -16,7 +16,8 @@ type MetricSource interface {
 
 // metricDoc is a metric as input.metrics shows it, and whether it is stale:
 // no value, or older than staleAfter. It is new when it was observed after
-// since, the previous tick: a policy may act once per observation.
+// since, the previous tick: a policy may act once per observation. When it has
+// a value, observed_ns is when, in nanoseconds since the Unix epoch.
 func metricDoc(m collectors.Metric, now time.Time, staleAfter time.Duration, since time.Time) (map[string]any, bool) {
 	doc := map[string]any{}
 	for k, v := range m.Fields {
@@ -34,6 +35,9 @@ func metricDoc(m collectors.Metric, now time.Time, staleAfter time.Duration, sin
 	}
 	doc["stale"] = stale
 	doc["new"] = m.Value != nil && m.ObservedAt.After(since)
+	if m.Value != nil {
+		doc["observed_ns"] = m.ObservedAt.UnixNano()
+	}
 	return doc, stale
 }
 

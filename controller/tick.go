@@ -372,14 +372,14 @@ func buildInput(ctx context.Context, w World, loop *v1alpha1.ControlLoop, status
 			return nil, st, err
 		}
 	}
-	read := map[string]any{"time": formatTime(now), "tick": tick, "metrics": metrics, "targets": targets}
+	read := map[string]any{"time": formatTime(now), "time_ns": timeNs(now), "tick": tick, "metrics": metrics, "targets": targets}
 	in, err := inputDoc(loop, status, read, supervised)
 	return in, st, err
 }
 
 // readKeys are the keys of the input a tick reads from the world (and
 // status.lastInput keeps); inputDoc adds the rest from the loop.
-var readKeys = []string{"time", "tick", "metrics", "targets"}
+var readKeys = []string{"time", "time_ns", "tick", "metrics", "targets"}
 
 // inputDoc is a decision's input document: what a tick read (readKeys),
 // the loop, its effective params, its status's state and history, and a

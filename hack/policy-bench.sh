@@ -34,15 +34,16 @@ decision := {"actions": [], "events": ["No Event"], "state": object.get(input, "
 REGO
 
 # Inputs for bandwidth with n targets, shaped as bundles/bench_test.go builds
-# them: high jitter, every target at 500M, so each one is lowered.
+# them (with the controller's numbers beside the strings): high jitter, every
+# target at 500M, so each one is lowered.
 bandwidth_input() {
 	"$OPA" eval --format raw "json.marshal({
 		\"loop\": {\"name\": \"bench\", \"namespace\": \"factory\", \"kind\": \"Reactive\", \"state\": \"Running\"},
-		\"time\": \"2026-11-21T10:00:00.250Z\", \"tick\": 1204,
+		\"time\": \"2026-11-21T10:00:00.250Z\", \"time_ns\": 1795255200250000000, \"tick\": 1204,
 		\"params\": {\"targets\": [sprintf(\"t%04d\", [i]) | some i in numbers.range(0, $1 - 1)]},
 		\"metrics\": {\"jitter\": {\"value\": 3.1, \"age_seconds\": 0.2, \"stale\": false}},
 		\"targets\": {sprintf(\"t%04d\", [i]): {\"kind\": \"Deployment\", \"namespace\": \"factory\", \"name\": sprintf(\"t%04d\", [i]),
-			\"replicas\": 3, \"bandwidth\": {\"egress\": \"500M\"}} | some i in numbers.range(0, $1 - 1)},
+			\"replicas\": 3, \"bandwidth\": {\"egress\": \"500M\", \"egress_bps\": 500000000}} | some i in numbers.range(0, $1 - 1)},
 		\"state\": {\"ewma\": 2.8}, \"history\": []})" >"$work/bandwidth-targets-$1.input.json"
 }
 

@@ -55,15 +55,20 @@ func (Actuator) Read(ctx context.Context, c client.Reader, t *actuators.Target) 
 	return Value{Egress: egress, Ingress: ingress}, err
 }
 
-// Doc is {"egress": "400M", "ingress": ...}, empty when nothing is recorded.
+// Doc is {"egress": "400M", "egress_bps": 400000000, "ingress": ...}, empty when nothing
+// is recorded. Each direction is a quantity string and, when it is a whole number of bits
+// per second, that number too (_bps), so that a policy need not parse the string.
 func (Actuator) Doc(current any) any {
 	v, _ := current.(Value)
 	doc := map[string]any{}
-	if v.Egress != nil {
-		doc["egress"] = v.Egress.String()
-	}
-	if v.Ingress != nil {
-		doc["ingress"] = v.Ingress.String()
+	for name, q := range map[string]*resource.Quantity{"egress": v.Egress, "ingress": v.Ingress} {
+		if q == nil {
+			continue
+		}
+		doc[name] = q.String()
+		if bps, ok := actuators.Whole(*q, 0); ok {
+			doc[name+"_bps"] = bps
+		}
 	}
 	return doc
 }

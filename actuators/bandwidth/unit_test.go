@@ -62,3 +62,13 @@ func TestPredicates(t *testing.T) {
 	assert.True(t, w.Update(event.UpdateEvent{ObjectOld: rec(nil), ObjectNew: rec(map[string]string{DesiredEgressAnnotation: "1M"})}))
 	assert.False(t, w.Update(event.UpdateEvent{ObjectOld: rec(map[string]string{DesiredEgressAnnotation: "1M"}), ObjectNew: rec(map[string]string{DesiredEgressAnnotation: "1M", "x": "y"})}))
 }
+
+// input.targets.<name>.bandwidth: the quantity as a string and, when it is whole, in bits
+// per second.
+func TestDoc(t *testing.T) {
+	q := func(s string) *resource.Quantity { v := resource.MustParse(s); return &v }
+	assert.Equal(t, map[string]any{}, Actuator{}.Doc(Value{}))
+	assert.Equal(t, map[string]any{"egress": "400M", "egress_bps": int64(400000000)}, Actuator{}.Doc(Value{Egress: q("400M")}))
+	assert.Equal(t, map[string]any{"egress": "500m", "ingress": "1G", "ingress_bps": int64(1000000000)},
+		Actuator{}.Doc(Value{Egress: q("500m"), Ingress: q("1G")}))
+}

@@ -95,14 +95,36 @@ func (Actuator) Read(_ context.Context, _ client.Reader, t *actuators.Target) (a
 	return out, nil
 }
 
-// Doc is {"<container>": {"requests": {...}, "limits": {...}}}.
+// Doc is {"<container>": {"requests": {...}, "limits": {...}, "cpu_millis": {...},
+// "memory_bytes": {...}}}: requests and limits as quantity strings, and cpu in millicores
+// and memory in bytes as numbers, by kind ({"requests": 250, "limits": 1000}), where they
+// are whole numbers of those units, so that a policy need not parse the strings.
 func (Actuator) Doc(current any) any {
 	cur, _ := current.(Containers)
 	doc := map[string]any{}
 	for name, c := range cur {
-		doc[name] = map[string]any{"requests": listDoc(c.Requests), "limits": listDoc(c.Limits)}
+		doc[name] = map[string]any{
+			"requests":     listDoc(c.Requests),
+			"limits":       listDoc(c.Limits),
+			"cpu_millis":   wholeDoc(c, corev1.ResourceCPU, resource.Milli),
+			"memory_bytes": wholeDoc(c, corev1.ResourceMemory, 0),
+		}
 	}
 	return doc
+}
+
+// wholeDoc is {"requests": n, "limits": n} of one resource of a container, in units of
+// 10^scale, each where it is set and whole.
+func wholeDoc(c Container, name corev1.ResourceName, scale resource.Scale) map[string]any {
+	out := map[string]any{}
+	for kind, l := range map[string]corev1.ResourceList{"requests": c.Requests, "limits": c.Limits} {
+		if q, ok := l[name]; ok {
+			if v, ok := actuators.Whole(q, scale); ok {
+				out[kind] = v
+			}
+		}
+	}
+	return out
 }
 
 func listDoc(l corev1.ResourceList) map[string]any {

@@ -34,7 +34,7 @@ With --signing-key (a PEM private key, or the secret for HS256/384/512) the
 tarball is signed as 'opa build --signing-key' signs it: a .signatures.json
 whose JWT covers every file, with key id --key-id. OPA and 'governor bundle
 verify' verify it with the matching public key.`,
-		Example: `  governor bundle build policies/reactive -o reactive.tar.gz --revision reactive-2
+		Example: `  governor bundle build policies/reactive -o reactive.tar.gz --revision reactive-4
   governor bundle build policies/reactive -o reactive.tar.gz --signing-key private.pem`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -11,111 +11,125 @@ package governor.bandwidth
 # METADATA
 # title: decision
 # description: The decision document. Defined for every input.
-decision := {"actions": [], "events": [concat(" ", [_status, _jitter])], "state": _state} if {
-	_status != "OK"
-} else := {"actions": _actions, "events": _events, "state": _out_state}
+decision := {"actions": _actions, "events": _events, "state": _out_state} if {
+	_value
+} else := {"actions": [], "events": [concat(" ", [_unavailable, _jitter])], "state": _state}
 
 # ---------------------------------------------------------------------------
 # Input and params, with defaults. Each is a complete rule, evaluated at most
-# once per decision, and only when the decision needs it (min, max and the
-# increase step only when a target moves).
-
-_params := p if {
-	p := input.params
-	is_object(p)
-} else := {}
+# once per decision, and only when the decision needs it (the low ratio only
+# below the target, min, max and the steps only when a target moves). A
+# reference into a value of another type (input.params.min when params is a
+# string) is undefined, as an absent key is: only what is iterated or
+# returned needs its type checked.
 
 _state := s if {
 	s := input.state
 	is_object(s)
 } else := {}
 
-_targets := t if {
-	t := input.targets
-	is_object(t)
-} else := {}
-
 _jitter := j if {
-	j := _params.jitter
+	j := input.params.jitter
 	is_string(j)
 } else := "jitter"
 
 _target_ms := v if {
-	v := _params.target_jitter_ms
+	v := input.params.target_jitter_ms
 	is_number(v)
 	v >= 0
 } else := 2.0
 
-_cooldown_seconds := v if {
-	v := _params.cooldown_seconds
+_cooldown_ns := v * 1000000000 if {
+	v := input.params.cooldown_seconds
 	is_number(v)
 	v >= 0
-} else := 30
+} else := 30000000000
 
 _low_ratio := v if {
-	v := _params.low_ratio
+	v := input.params.low_ratio
 	is_number(v)
 	v >= 0
 } else := 0.5
 
 # A fraction in (0, 1].
 _alpha := v if {
-	v := _params.ewma_alpha
+	v := input.params.ewma_alpha
 	is_number(v)
 	v > 0
 	v <= 1
 } else := 0.7
 
 _decrease_factor := v if {
-	v := _params.decrease_factor
+	v := input.params.decrease_factor
 	is_number(v)
 	v > 0
 	v <= 1
 } else := 0.8
 
-# Quantities in whole bits per second. Absent, the usual case, is the
-# default at once, with no parsing.
-_min := _bits(object.get(_params, "min", null), 10000000)
+# Quantities in whole bits per second: the default when absent or not a
+# quantity.
+_min := floor(n) if {
+	n := _quantity(input.params.min)
+} else := 10000000
 
-_max := _bits(object.get(_params, "max", null), 1000000000)
+_max := floor(n) if {
+	n := _quantity(input.params.max)
+} else := 1000000000
 
-_increase_step := _bits(object.get(_params, "increase_step", null), 10000000)
-
-_bits(q, default_value) := default_value if {
-	q == null
-} else := floor(_parse(q)) if {
-	_parse(q)
-} else := default_value
+_increase_step := floor(n) if {
+	n := _quantity(input.params.increase_step)
+} else := 10000000
 
 # Best-effort target names, duplicates removed (the first occurrence counts).
-_names := _params.targets if {
+_names := t if {
 	# The usual list has no duplicates: take it as it is (linear; the
 	# deduplication below is quadratic).
-	is_array(_params.targets)
-	count({t | some t in _params.targets}) == count(_params.targets)
+	t := input.params.targets
+	is_array(t)
+	count({x | some x in t}) == count(t)
 } else := [t |
-	some i, t in _params.targets
-	is_array(_params.targets)
-	i == min({j | _params.targets[j] == t})
+	targets := input.params.targets
+	is_array(targets)
+	some i, t in targets
+	i == min({j | targets[j] == t})
 ]
 
 # ---------------------------------------------------------------------------
 # The jitter metric and its EWMA.
 
-_metric := input.metrics[_jitter]
+# The jitter's value when it is a number and not stale; undefined otherwise.
+_value := v if {
+	m := input.metrics[_jitter]
+	v := m.value
+	is_number(v)
+	object.get(m, "stale", false) != true
+}
 
-_status := "Stale" if {
-	_metric.stale == true
-} else := "Missing" if {
-	not _valued
-} else := "OK"
+_unavailable := "Stale" if {
+	input.metrics[_jitter].stale == true
+} else := "Missing"
 
-_valued if is_number(_metric.value)
+# alpha * value + (1 - alpha) * previous, rounded to 1e-6 to keep the stored
+# state free of arithmetic noise.
+_ewma := _round6(p + (_alpha * (_value - p))) if {
+	p := input.state.ewma
+	is_number(p)
+} else := _value
 
-# Rounded to 1e-6 to keep the stored state free of arithmetic noise.
-_ewma := round(((_alpha * _metric.value) + ((1 - _alpha) * _state.ewma)) * 1000000) / 1000000 if {
-	is_number(_state.ewma)
-} else := _metric.value
+# x rounded to 6 decimals. An operation on numbers with a fraction is the
+# dearest step of a decision (OPA computes it with big.Float and prints the
+# result in decimal, dozens of allocations): sprintf, which formats x as a
+# float64 and prints it correctly rounded, replaces the three operations
+# round(x * 1000000) / 1000000 would take. What it cannot print (-0, numbers
+# beyond a float64) takes the arithmetic.
+_round6(x) := n if {
+	s := sprintf("%v", [x])
+	regex.match(`^-?[0-9]+(\.[0-9]{1,6})?$`, s)
+	n := to_number(s)
+} else := n if {
+	n := to_number(trim_suffix(trim_right(sprintf("%.6f", [x]), "0"), "."))
+	n != 0
+} else := round(x * 1000000) / 1000000
 
 _class := "High" if {
 	_ewma > _target_ms
@@ -124,10 +138,14 @@ _class := "High" if {
 } else := "Hold"
 
 # ---------------------------------------------------------------------------
-# Time and cooldown. A change needs a valid input.time to be recorded; an
-# unparsable state.last_change is ignored.
+# Time and cooldown. A change needs a valid time to be recorded: input.time_ns,
+# or input.time when there is no number. An unparsable state.last_change is
+# ignored.
 
-_now := _time(input.time)
+_now := t if {
+	t := input.time_ns
+	is_number(t)
+} else := _time(input.time)
 
 _time(t) := time.parse_rfc3339_ns(t) if {
 	is_string(t)
@@ -136,7 +154,7 @@ _time(t) := time.parse_rfc3339_ns(t) if {
 
 _cooling if not _now
 
-_cooling if _now - _time(_state.last_change) < _cooldown_seconds * 1000000000
+_cooling if _now - _time(input.state.last_change) < _cooldown_ns
 
 # ---------------------------------------------------------------------------
 # Actions. The new egress depends only on the current one, and functions are
@@ -145,7 +163,7 @@ _cooling if _now - _time(_state.last_change) < _cooldown_seconds * 1000000000
 
 # The listed targets that are in input.targets, in order.
 _known := [t |
-	targets := _targets
+	targets := input.targets
 	some t in _names
 	is_object(targets[t])
 ]
@@ -155,37 +173,72 @@ _actions := [] if {
 } else := [] if {
 	_cooling
 } else := [{"target": t, "metric": jitter, "set": set, "reason": reason} |
-	targets := _targets
+	targets := input.targets
 	jitter := _jitter
 	reason := _reason
 	some t in _known
-	set := _set(object.get(targets[t], ["bandwidth", "egress"], null))
+	set := _set(object.get(targets[t], "bandwidth", null))
 	set != false
 ]
 
-# What an action sets on a target whose egress is q (as written, null when
-# absent); false when there is nothing to change (already at the bound).
-_set(q) := {"bandwidth": {"egress": _format(new)}} if {
-	current := _current(q)
-	new := _new(current)
+# What an action sets on a target whose bandwidth is bw (input.targets.<t>.
+# bandwidth, null when absent); false when there is nothing to change
+# (already at the bound). A function call costs as much as a dozen builtin
+# calls, so the usual case, egress_bps a whole number of M moved to another,
+# is one body of integer operations.
+_set(bw) := {"bandwidth": {"egress": sprintf("%dM", [new / 1000000])}} if {
+	x := bw.egress_bps
+	is_number(x)
+	x == floor(x)
+	x % 1000000 == 0
+	[factor, step] := _step
+	moved := ((x / 1000000) * factor) + step
+	moved >= 1000000
+	new := min([max([moved - (moved % 1000000), _min]), _max])
+	new != x
+	new % 1000000 == 0
+} else := {"bandwidth": {"egress": _format(new)}} if {
+	current := _current(_egress(bw))
+	new := min([max([_moved(current), _min]), _max])
 	new != current
 } else := false
 
+# egress_bps, else egress as written; null when there is neither.
+_egress(bw) := object.get(bw, "egress_bps", object.get(bw, "egress", null)) if {
+	is_object(bw)
+} else := null
+
+# How a whole number of M moves, as integers: times the first, then divided by a
+# million and plus the second. Lowered by a decrease factor of whole millionths
+# (0.8 is 800000), raised by a step.
+_step := [800000, 0] if {
+	_class == "High"
+	_decrease_factor == 0.8
+} else := [f, 0] if {
+	_class == "High"
+	f := _decrease_factor * 1000000
+	f == floor(f)
+} else := [1000000, _increase_step] if {
+	_class == "Low"
+}
+
 # Current egress in bits/s; max when absent (or unparsable).
-_current(q) := _parse(q) if {
-	_parse(q)
+_current(x) := n if {
+	n := _quantity(x)
 } else := _max
 
-_new(current) := _clamp(_round_down(current * _decrease_factor)) if _class == "High"
+# The egress once lowered by decrease_factor or raised by increase_step,
+# rounded down to a whole M when at least 1M, else to whole bits.
+_moved(c) := _round_down(c * _decrease_factor) if {
+	_class == "High"
+} else := _round_down(c + _increase_step)
 
-_new(current) := _clamp(_round_down(current + _increase_step)) if _class == "Low"
-
-# Whole M when at least 1M, else whole bits.
-_round_down(x) := floor(x / 1000000) * 1000000 if {
+_round_down(x) := x - (x % 1000000) if {
+	x == floor(x)
+	x >= 1000000
+} else := floor(x / 1000000) * 1000000 if {
 	x >= 1000000
 } else := floor(x)
-
-_clamp(x) := min([max([x, _min]), _max])
 
 _format(v) := sprintf("%dM", [v / 1000000]) if {
 	v >= 1000000
@@ -197,10 +250,13 @@ _reason := sprintf("%s ewma %s ms %s target %s ms", [_jitter, _decimal(_ewma), w
 }
 
 # A number with one to three decimals: 2 -> "2.0", 2.4 -> "2.4", 2.3456 -> "2.346".
-# Float arithmetic is the dearest step in Rego (an integer operation is several
-# times cheaper): a whole number takes no arithmetic at all, and c, a whole
-# number of thousandths, is split with integer operations only.
-_decimal(x) := concat("", [format_int(x, 10), ".0"]) if {
+# What sprintf prints with one to three decimals, or as a whole number, is
+# taken as it is; otherwise c, a whole number of thousandths, is split with
+# integer operations only.
+_decimal(x) := concat("", [s, {true: "", false: ".0"}[contains(s, ".")]]) if {
+	s := sprintf("%v", [x])
+	regex.match(`^(-?[0-9]+\.[0-9]{1,3}|0|-?[1-9][0-9]*)$`, s)
+} else := concat("", [format_int(x, 10), ".0"]) if {
 	x == floor(x)
 } else := concat("", [_sign(c), format_int((abs(c) - (abs(c) % 1000)) / 1000, 10), ".", _digits(abs(c) % 1000)]) if {
 	c := round(x * 1000)
@@ -215,20 +271,38 @@ _digits(f) := trimmed if {
 	trimmed != ""
 } else := "0"
 
-_parse(q) := units.parse(q) if {
+# A quantity as a number: a number >= 0 as it is; a string as Kubernetes
+# writes quantities. A whole number with a suffix ("500M", "64Mi") is a
+# table lookup and an integer product; anything else goes through
+# units.parse, whose decimal arithmetic is dearer.
+_quantity(q) := q if {
+	is_number(q)
+	q >= 0
+} else := to_number(digits) * _suffixes[suffix] if {
+	is_string(q)
+	suffix := trim_left(q, "0123456789")
+	digits := trim_suffix(q, suffix)
+	digits != ""
+} else := units.parse(q) if {
 	is_string(q)
 	regex.match(`^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|m|[kKMGTPE]i?)?$`, q)
 }
 
-_parse(q) := q if {
-	is_number(q)
-	q >= 0
+_suffixes := {
+	"": 1,
+	"k": 1000, "K": 1000, "M": 1000000, "G": 1000000000, "T": 1000000000000,
+	"P": 1000000000000000, "E": 1000000000000000000,
+	"ki": 1024, "Ki": 1024, "Mi": 1048576, "Gi": 1073741824, "Ti": 1099511627776,
+	"Pi": 1125899906842624, "Ei": 1152921504606846976,
 }
 
 # ---------------------------------------------------------------------------
 # Events and state (once the jitter metric is OK).
 
-_events := array.concat(array.concat([_class_event], _cooldown_event), _unknown_events)
+_events := [_class_event] if {
+	not _cooling
+	count(_known) == count(_names)
+} else := array.concat(array.concat([_class_event], _cooldown_event), _unknown_events)
 
 _class_event := concat(" ", [_class, _jitter]) if {
 	_class != "Hold"

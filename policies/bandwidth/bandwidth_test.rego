@@ -327,3 +327,80 @@ test_reason_rounds_to_a_whole_number if {
 	d := bandwidth.decision with input as object.union(at(2.9999, {}), {"params": {"targets": ["backup"]}})
 	[a.reason | some a in d.actions] == ["jitter ewma 3.0 ms above target 2.0 ms"]
 }
+
+# ---------------------------------------------------------------------------
+# The numbers the controller gives beside the strings (input.time_ns,
+# egress_bps): the same decisions, without parsing.
+
+numeric := object.union(at(3, {"ewma": 2.4, "last_change": "2026-11-21T09:59:00Z"}), {
+	"time_ns": 1795255200250000000,
+	"targets": {
+		"telemetry": {"bandwidth": {"egress": "500M", "egress_bps": 500000000}},
+		"backup": {"bandwidth": {"egress": "200M", "egress_bps": 200000000}},
+	},
+})
+
+test_numbers_decide_as_strings if {
+	d := bandwidth.decision with input as numeric
+	s := bandwidth.decision with input as json.remove(numeric, ["time_ns", "targets/telemetry/bandwidth/egress_bps", "targets/backup/bandwidth/egress_bps"])
+	d == s
+
+	# 0.7 * 3 + 0.3 * 2.4 = 2.82
+	d.state == {"ewma": 2.82, "last_change": "2026-11-21T10:00:00.250Z"}
+	egress(d) == {"telemetry": "400M", "backup": "160M"}
+}
+
+test_time_ns_decides_the_cooldown if {
+	# 29.999 s after the last change by input.time_ns, whatever input.time says.
+	d := bandwidth.decision with input as object.union(numeric, {"time_ns": 1795255169999000000})
+	d.events == ["High jitter", "Cooldown"]
+}
+
+test_numbers_with_factors_and_steps if {
+	half := object.union(numeric, {"params": {"decrease_factor": 0.5}})
+	d1 := bandwidth.decision with input as half
+	egress(d1) == {"telemetry": "250M", "backup": "100M"}
+
+	# Not a whole number of millionths: the arithmetic, rounded down to a whole M.
+	third := object.union(numeric, {"params": {"decrease_factor": 0.3333333}})
+	d2 := bandwidth.decision with input as third
+	egress(d2) == {"telemetry": "166M", "backup": "66M"}
+
+	low := object.union(numeric, {"metrics": {"jitter": {"value": 0.1}}, "state": {"ewma": 0.1}, "params": {"increase_step": "25M"}})
+	d3 := bandwidth.decision with input as low
+	egress(d3) == {"telemetry": "525M", "backup": "225M"}
+}
+
+test_numbers_at_and_below_the_bounds if {
+	inp := object.union(numeric, {"targets": {
+		"telemetry": {"bandwidth": {"egress_bps": 11000000}},
+		"backup": {"bandwidth": {"egress_bps": 1000000}},
+	}})
+	d4 := bandwidth.decision with input as inp
+	egress(d4) == {"telemetry": "10M", "backup": "10M"}
+	bits := object.union(inp, {"params": {"min": 1000}})
+	d5 := bandwidth.decision with input as bits
+	egress(d5) == {"telemetry": "8M", "backup": "800000"}
+}
+
+test_ewma_rounds_to_six_decimals if {
+	# 0.7 * 2.1234567 + 0.3 * 2 = 2.08641969, stored as 2.08642.
+	d := bandwidth.decision with input as at(2.1234567, {"ewma": 2})
+	d.state.ewma == 2.08642
+	d.events == ["High jitter"]
+	[a.reason | some a in d.actions] == ["jitter ewma 2.086 ms above target 2.0 ms", "jitter ewma 2.086 ms above target 2.0 ms"]
+
+	# Below half a millionth: 0, not -0.
+	z := bandwidth.decision with input as at(-0.0000001, {"ewma": 0})
+	z.state.ewma == 0
+	json.marshal(z.state.ewma) == "0"
+}
+
+test_reason_with_many_decimals if {
+	d := bandwidth.decision with input as object.union(at(-0.2504, {}), {"params": {"targets": ["backup"]}})
+	[a.reason | some a in d.actions] == ["jitter ewma -0.25 ms below target 2.0 ms"]
+	big := bandwidth.decision with input as object.union(at(1e21, {}), {"params": {"targets": ["backup"]}})
+	[a.reason | some a in big.actions] == ["jitter ewma 1000000000000000000000.0 ms above target 2.0 ms"]
+	far := bandwidth.decision with input as object.union(at(2.3456, {}), {"params": {"targets": ["backup"]}})
+	[a.reason | some a in far.actions] == ["jitter ewma 2.346 ms above target 2.0 ms"]
+}

@@ -80,10 +80,19 @@ _history := h if {
 } else := []
 
 # ---------------------------------------------------------------------------
-# Time. A change needs a valid input.time; an unparsable state.last_change
-# is ignored.
+# Time. A change needs a valid time: input.time_ns, or input.time when there
+# is no number; an unparsable state.last_change is ignored. History entries
+# are compared by their time_ns, or their time when there is no number.
 
-_now := _time(input.time)
+_now := t if {
+	t := input.time_ns
+	is_number(t)
+} else := _time(input.time)
+
+_entry_time(e) := t if {
+	t := e.time_ns
+	is_number(t)
+} else := _time(e.time)
 
 _last_change := _time(_state.last_change)
 
@@ -105,7 +114,7 @@ _entries := [e | some e in _history; is_object(e)] if {
 } else := [e |
 	some e in _history
 	is_object(e)
-	_time(e.time) > _last_change
+	_entry_time(e) > _last_change
 ]
 
 _flat := [[i, a] |

@@ -299,3 +299,22 @@ test_state_not_an_object if {
 	d := deliberative.decision with input as object.union(base, {"state": ["x"]})
 	d.state == {"last_change": "2026-11-21T10:10:00Z"}
 }
+
+# The numbers the controller gives beside the times (input.time_ns, the
+# history entries' time_ns) decide as the times do, and win over them.
+test_numbers_beside_times if {
+	inp := object.union(base, {"time_ns": 1795255800000000000})
+	d := deliberative.decision with input as inp
+	d.events == ["Raise memory above cpu"]
+	held := deliberative.decision with input as object.union(inp, {"time_ns": 1795255200000000000, "state": {"last_change": "2026-11-21T09:59:30Z"}})
+	held.events == ["Holding"]
+
+	# By their times, no entry is after the last change; by their time_ns, all are.
+	late := [object.union(e, {"time_ns": 1795255560000000000}) | some e in starving]
+	after := object.union(inp, {"supervised": {"history": late}, "state": {"last_change": "2026-11-21T10:05:00Z"}})
+	raised := deliberative.decision with input as after
+	raised.events == ["Raise memory above cpu"]
+	early := [object.union(e, {"time_ns": 1}) | some e in starving]
+	none := deliberative.decision with input as object.union(after, {"supervised": {"history": early}})
+	none.events == ["No Event"]
+}

@@ -142,29 +142,55 @@ _replicas(n, step, "Low") := max([0, round(n - step)])
 _changes(res, r, step, status) := c if {
 	c := {kind: {r: _format(r, _moved(cur, step, status))} |
 		some kind in ["requests", "limits"]
-		cur := _amount(r, res[kind][r])
+		cur := _current(res, kind, r)
 	}
 	count(c) > 0
 } else := {"requests": {r: _format(r, step)}}
+
+# A current amount: the number the controller gives beside the quantity
+# (cpu_millis, memory_bytes: {"requests": n, "limits": n}) when there is one,
+# else the quantity parsed.
+_current(res, kind, r) := n if {
+	n := res[_numbers[r]][kind]
+	is_number(n)
+} else := _amount(r, res[kind][r])
+
+_numbers := {"cpu": "cpu_millis", "memory": "memory_bytes"}
 
 _moved(cur, step, "High") := cur + step
 
 # Down, but never below one step (a value already below it stays).
 _moved(cur, step, "Low") := max([cur - step, min([cur, step])])
 
-# Amounts: cpu in millicores, memory in bytes, both whole numbers.
-_amount("cpu", q) := round(_parse(q) * 1000)
+# Amounts: cpu in millicores, memory in bytes, both whole numbers. A whole
+# number of millicores ("250m") or with a suffix ("64Mi") takes integer
+# operations only: float arithmetic is the dearest step of a decision.
+_amount("cpu", q) := to_number(trim_suffix(q, "m")) if {
+	is_string(q)
+	regex.match(`^[0-9]+m$`, q)
+} else := round(_parse(q) * 1000)
 
 _amount("memory", q) := floor(_parse(q))
-
-_parse(q) := units.parse(q) if {
-	is_string(q)
-	regex.match(`^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|m|[kKMGTPE]i?)?$`, q)
-}
 
 _parse(q) := q if {
 	is_number(q)
 	q >= 0
+} else := to_number(digits) * _suffixes[suffix] if {
+	is_string(q)
+	suffix := trim_left(q, "0123456789")
+	digits := trim_suffix(q, suffix)
+	digits != ""
+} else := units.parse(q) if {
+	is_string(q)
+	regex.match(`^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|m|[kKMGTPE]i?)?$`, q)
+}
+
+_suffixes := {
+	"": 1,
+	"k": 1000, "K": 1000, "M": 1000000, "G": 1000000000, "T": 1000000000000,
+	"P": 1000000000000000, "E": 1000000000000000000,
+	"ki": 1024, "Ki": 1024, "Mi": 1048576, "Gi": 1073741824, "Ti": 1099511627776,
+	"Pi": 1125899906842624, "Ei": 1152921504606846976,
 }
 
 _format("cpu", v) := sprintf("%dm", [v])

@@ -430,3 +430,19 @@ test_priorities_not_an_array_rank_by_name if {
 	d.events == ["High cpu", "High memory"]
 	[a.metric | some a in d.actions] == ["cpu"]
 }
+
+# The numbers the controller gives beside the quantities (cpu_millis,
+# memory_bytes) are what the remedy moves; the strings are not parsed.
+test_numbers_beside_quantities if {
+	res := {"app": {
+		"requests": {"cpu": "250m", "memory": "128Mi"}, "limits": {"cpu": "1"},
+		"cpu_millis": {"requests": 250, "limits": 1000}, "memory_bytes": {"requests": 134217728},
+	}}
+	dc := reactive.decision with input as resources_input(res, cpu_resources, 91, 10)
+	sets(dc) == [{"resources": {"app": {"requests": {"cpu": "350m"}, "limits": {"cpu": "1100m"}}}}]
+
+	# A number wins over its string (the controller gives both, the same).
+	odd := json.patch(res, [{"op": "add", "path": "/app/memory_bytes/requests", "value": 67108864}])
+	dm := reactive.decision with input as resources_input(odd, {}, 10, 95)
+	sets(dm) == [{"resources": {"app": {"requests": {"memory": "128Mi"}}}}]
+}

@@ -88,7 +88,7 @@ func TestControlLoops(t *testing.T) {
 		assert.JSONEq(t, `{"bandwidth": {"egress": "800M"}}`, string(acted.Applied[0].Set.Raw))
 		assert.Contains(t, acted.Applied[0].Reason, "jitter ewma 3.5 ms above target 2.0 ms")
 		assert.True(t, acted.Time.After(observed.Add(-time.Second)), "acted on the observation, within a tick")
-		assert.Equal(t, "bandwidth@bandwidth-2", l.Status.PolicyRevision)
+		assert.Equal(t, "bandwidth@bandwidth-3", l.Status.PolicyRevision)
 		assert.Equal(t, v1alpha1.PhaseRunning, l.Status.Phase)
 		require.Len(t, l.Status.Targets, 1)
 		assert.NotNil(t, l.Status.Targets[0].LastChange)
