@@ -146,7 +146,8 @@ func TestBundleDistribution(t *testing.T) {
 	probe, metrics := freeAddr(t), freeAddr(t)
 	var logs bytes.Buffer
 	cmd := exec.Command(bin, "run", "--opa-config-map", ns+"/opa", "--kubeconfig", e.api.Kubeconfig, "--leader-elect=false",
-		"--health-probe-bind-address", probe, "--metrics-bind-address", metrics, "--push-bind-address", "0")
+		"--health-probe-bind-address", probe, "--metrics-bind-address", metrics, "--push-bind-address", "0",
+		"--metrics-secure=false") // TestMetricsAuth is about the endpoint's security
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() {
