@@ -58,7 +58,8 @@ const (
 // ServiceAccount and its RBAC, the admission policy, and the manager's
 // Deployment (whose Pods kwok pretends to run: nothing of them executes).
 type Deployment struct {
-	Cluster *cluster.Cluster
+	// API is the cluster's API server (a whole cluster's, for Deploy).
+	API *cluster.APIServer
 	// Root is the repository's root directory.
 	Root string
 	// Admin is a client of the test's own (system:masters): it makes
@@ -74,24 +75,28 @@ type Deployment struct {
 	Binary string
 }
 
-// Deploy starts a local cluster and applies config/default to it. binary
-// is the governor that Start runs.
+// Deploy starts a local cluster (workloads get Pods) and applies
+// config/default to it. binary is the governor that Start runs.
 func Deploy(t testing.TB, binary string, opts cluster.Options) *Deployment {
 	t.Helper()
-	if _, err := os.Stat(binary); err != nil {
-		t.Fatalf("governor binary %s is missing: make build", binary)
-	}
+	checkBinary(t, binary)
+	return DeployOn(t, binary, cluster.StartCluster(t, opts).APIServer)
+}
+
+// DeployOn applies config/default to a running API server.
+func DeployOn(t testing.TB, binary string, api *cluster.APIServer) *Deployment {
+	t.Helper()
+	checkBinary(t, binary)
 	root := repoRoot(t)
-	c := cluster.StartCluster(t, opts)
-	d := &Deployment{Cluster: c, Root: root, Binary: binary}
+	d := &Deployment{API: api, Root: root, Binary: binary}
 	config := filepath.Join(root, "config", "default")
 	d.Kubectl(t, "apply", "--server-side", "-k", config)
 	d.Kubectl(t, "wait", "--for=condition=Established", "--timeout=60s", "crd/controlloops.governor.dev")
 	var err error
-	if d.Admin, err = client.New(c.Config, client.Options{Scheme: controller.Scheme()}); err != nil {
+	if d.Admin, err = client.New(api.Config, client.Options{Scheme: controller.Scheme()}); err != nil {
 		t.Fatal(err)
 	}
-	if d.Clientset, err = kubernetes.NewForConfig(c.Config); err != nil {
+	if d.Clientset, err = kubernetes.NewForConfig(api.Config); err != nil {
 		t.Fatal(err)
 	}
 	d.Kubeconfig = d.kubeconfig(t, d.Token(t, SystemNamespace, ServiceAccount))
@@ -99,10 +104,18 @@ func Deploy(t testing.TB, binary string, opts cluster.Options) *Deployment {
 	return d
 }
 
+// checkBinary fails the test when the governor binary is missing.
+func checkBinary(t testing.TB, binary string) {
+	t.Helper()
+	if _, err := os.Stat(binary); err != nil {
+		t.Fatalf("governor binary %s is missing: make build", binary)
+	}
+}
+
 // Kubectl runs kubectl as the admin; an error fails the test.
 func (d *Deployment) Kubectl(t testing.TB, args ...string) string {
 	t.Helper()
-	out, err := d.Cluster.Kubectl(args...)
+	out, err := d.API.Kubectl(args...)
 	if err != nil {
 		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
@@ -147,7 +160,7 @@ func (d *Deployment) MetricsToken(t testing.TB) string {
 func (d *Deployment) kubeconfig(t testing.TB, token string) string {
 	t.Helper()
 	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["local"] = &clientcmdapi.Cluster{Server: d.Cluster.Config.Host, CertificateAuthorityData: d.Cluster.Config.CAData}
+	cfg.Clusters["local"] = &clientcmdapi.Cluster{Server: d.API.Config.Host, CertificateAuthorityData: d.API.Config.CAData}
 	cfg.AuthInfos[ServiceAccount] = &clientcmdapi.AuthInfo{Token: token}
 	cfg.Contexts["governor"] = &clientcmdapi.Context{Cluster: "local", AuthInfo: ServiceAccount, Namespace: SystemNamespace}
 	cfg.CurrentContext = "governor"

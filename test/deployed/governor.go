@@ -126,6 +126,9 @@ func (d *Deployment) Start(t testing.TB, extra ...string) *Governor {
 		if !g.terminated {
 			g.Stop(t)
 		}
+		if t.Failed() {
+			t.Log(g.Tail())
+		}
 	})
 	return g
 }
@@ -169,13 +172,15 @@ func (g *Governor) Get(path, token string) (int, string, error) {
 	return resp.StatusCode, string(body), err
 }
 
-// WaitLeader waits until governor is ready and the Lease has a holder.
+// WaitLeader waits until governor is ready, the Lease has a holder and the
+// metrics endpoint listens (it makes its self-signed certificate first,
+// after readiness at times).
 func (g *Governor) WaitLeader(t testing.TB, d *Deployment) {
 	t.Helper()
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		g.Check(t)
-		if g.Leading(d) && g.Ready() {
+		if g.Leading(d) && g.Ready() && g.listening(g.Metrics) {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -200,6 +205,16 @@ func (g *Governor) Ready() bool {
 	}
 	_ = resp.Body.Close()
 	return resp.StatusCode == http.StatusOK
+}
+
+// listening tells whether addr accepts connections.
+func (g *Governor) listening(addr string) bool {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return false
+	}
+	_ = c.Close()
+	return true
 }
 
 // Exited is closed once the process is gone.
