@@ -71,8 +71,10 @@ type Deployment struct {
 	Kubeconfig string
 	// Args are those of the manager container, as kubectl applied them.
 	Args []string
-	// Binary is the governor binary Start runs.
+	// Binary is the governor binary Start runs, with Env added to the
+	// test's environment.
 	Binary string
+	Env    []string
 }
 
 // Deploy starts a local cluster (workloads get Pods) and applies

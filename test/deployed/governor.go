@@ -109,6 +109,7 @@ func (d *Deployment) Start(t testing.TB, extra ...string) *Governor {
 		t.Fatal(err)
 	}
 	g.Cmd = exec.Command(d.Binary, g.Args...)
+	g.Cmd.Env = append(os.Environ(), d.Env...)
 	g.Cmd.Stdout, g.Cmd.Stderr = logFile, logFile
 	// Killed with the test if it dies without stopping it (a panic, go
 	// test's -timeout), as the control plane's components are.

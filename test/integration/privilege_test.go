@@ -58,8 +58,9 @@ const opaConfigMap = "governor-opa-config"
 // flags) through the whole path (privilegePath): the path must complete
 // and governor's log must say "forbidden" nowhere. Then it removes each
 // rule of the ClusterRole and of the Role, one verb of one resource at a
-// time, and runs the path again: something must break (a step, or a
-// forbidden in the log or a loop's status), or that rule is extra. One
+// time, and runs the path again (informers listing, as on API servers
+// without streaming lists): something must break (a step, or a forbidden
+// in the log or a loop's status), or that rule is extra. One
 // cluster serves every run; each run has a namespace of its own.
 func TestLeastPrivilege(t *testing.T) {
 	d := deployed.Deploy(t, governorBinary(t), cluster.Options{})
@@ -75,6 +76,11 @@ func TestLeastPrivilege(t *testing.T) {
 	}
 
 	t.Run("every rule is needed", func(t *testing.T) {
+		// Informers list before they watch on API servers without
+		// streaming lists (WatchList: before Kubernetes 1.35, or turned
+		// off), and client-go falls back to it: the list rules must
+		// show as needed too.
+		p.d.Env = []string{"KUBE_FEATURE_WatchListClient=false"}
 		roles := []client.Object{
 			&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: deployed.ClusterRole}},
 			&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: deployed.SystemNamespace, Name: deployed.LeaderElectionRole}},
@@ -136,8 +142,14 @@ func (p *privilegePath) run(t *testing.T) string {
 	ctx := context.Background()
 	ns := fmt.Sprintf("privilege-%d", p.runs.Add(1))
 	p.prepare(t, ns)
+	// Gone before the next run: a namespace being deleted forbids new
+	// Events in it, which the next governor would try to record.
 	defer func() {
-		_ = p.d.Admin.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+		require.NoError(t, p.d.Admin.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
+		eventually(t, 2*time.Minute, func() (bool, string) {
+			err := p.d.Admin.Get(ctx, types.NamespacedName{Name: ns}, &corev1.Namespace{})
+			return apierrors.IsNotFound(err), fmt.Sprintf("namespace %s not deleted yet: %v", ns, err)
+		})
 	}()
 
 	g := p.d.Start(t, "--opa-config-map="+deployed.SystemNamespace+"/"+opaConfigMap)
