@@ -132,6 +132,15 @@ func (m MetricsServing) options(addr string, handlers map[string]http.Handler) (
 	return o, w, nil
 }
 
+// addCertWatcher runs the metrics certificate's watcher, if any, with the
+// manager.
+func addCertWatcher(mgr manager.Manager, w *certwatcher.CertWatcher) error {
+	if w == nil {
+		return nil
+	}
+	return mgr.Add(w)
+}
+
 // TLSFiles configure TLS to a server from PEM files; all empty is plaintext.
 type TLSFiles struct {
 	CA, Cert, Key, ServerName string
@@ -243,10 +252,8 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	if certs != nil {
-		if err := mgr.Add(certs); err != nil {
-			return nil, err
-		}
+	if err := addCertWatcher(mgr, certs); err != nil {
+		return nil, err
 	}
 	metrics := opts.Metrics
 	if metrics == nil {
