@@ -242,7 +242,10 @@ func (g *Governor) Terminate() error {
 	g.terminated = true
 	select {
 	case <-g.exited:
-		g.termErr = fmt.Errorf("governor exited before the end: %v", g.err)
+		g.termErr = errors.New("governor exited before the end (exit status 0)")
+		if g.err != nil {
+			g.termErr = fmt.Errorf("governor exited before the end: %w", g.err)
+		}
 		return g.termErr
 	default:
 	}

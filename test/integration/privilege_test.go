@@ -304,7 +304,7 @@ type pathRun struct {
 // pathStepTimeout passes.
 func (r *pathRun) wait(done func() (bool, error)) error {
 	deadline := time.Now().Add(pathStepTimeout)
-	var last error
+	last := errors.New("no answer yet")
 	for {
 		if line := forbiddenLine(r.g.Output()); line != "" {
 			return fmt.Errorf("%w in governor's log: %s", errForbidden, line)
@@ -325,7 +325,7 @@ func (r *pathRun) wait(done func() (bool, error)) error {
 			last = err
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("not within %s (last: %v)", pathStepTimeout, last)
+			return fmt.Errorf("not within %s (last: %w)", pathStepTimeout, last)
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
