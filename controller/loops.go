@@ -29,9 +29,12 @@ import (
 )
 
 // The controller's permissions on its own resource and for its events; the
-// actuators declare theirs.
+// actuators declare theirs. What is read through the manager's cache needs
+// list and watch, not get; get is for what is read from the API server
+// itself (a runner's first read of its loop, scale subresources, push
+// tokens). TestLeastPrivilege checks that every verb is needed.
 // +kubebuilder:rbac:groups=governor.dev,resources=controlloops,verbs=get;list;watch
-// +kubebuilder:rbac:groups=governor.dev,resources=controlloops/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=governor.dev,resources=controlloops/status,verbs=patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // retryAfter is how long a runner waits after failing to read or write its loop.

@@ -86,8 +86,8 @@ func Mode(mode string) (string, error) {
 
 // Permissions of Apply (read the workload, record the value on it or on its template, list
 // and annotate its Pods).
-// +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets,verbs=get;list;watch;patch
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets,verbs=list;watch;patch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=list;watch;patch
 
 // Apply sets the egress and ingress bandwidth of the workload t; nil leaves that direction
 // alone. mode is ModeLive ("" too) or ModeTemplate (see the package documentation). It

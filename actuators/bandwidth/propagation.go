@@ -25,9 +25,9 @@ const PropagationControllerName = "bandwidth-propagation"
 
 // Permissions of the propagation controller: watch Pods and annotate them; follow a Pod's
 // controller (a ReplicaSet, read as metadata only, and its Deployment; or a StatefulSet).
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch
-// +kubebuilder:rbac:groups=apps,resources=replicasets,verbs=get;list;watch
-// +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=list;watch;patch
+// +kubebuilder:rbac:groups=apps,resources=replicasets,verbs=list;watch
+// +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets,verbs=list;watch
 
 // SetupPodPropagation registers with mgr the controller that gives Pods the bandwidth
 // recorded on their workload in Live mode: a Pod whose controller is a ReplicaSet controlled

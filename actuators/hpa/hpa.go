@@ -39,7 +39,7 @@ func (e *BoundsError) Error() string {
 	return fmt.Sprintf("horizontalpodautoscaler %s: minReplicas %d would exceed maxReplicas %d", e.HPA, e.Min, e.Max)
 }
 
-// +kubebuilder:rbac:groups=autoscaling,resources=horizontalpodautoscalers,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=autoscaling,resources=horizontalpodautoscalers,verbs=list;watch;patch
 
 // Apply sets minReplicas and maxReplicas of the HPA namespace/name; nil leaves that bound
 // alone. The bounds the HPA would have afterwards are checked first: minReplicas above

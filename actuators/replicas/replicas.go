@@ -33,7 +33,7 @@ func (e *OwnedByHPAError) Error() string {
 }
 
 // +kubebuilder:rbac:groups=apps,resources=deployments/scale;statefulsets/scale,verbs=get;patch
-// +kubebuilder:rbac:groups=autoscaling,resources=horizontalpodautoscalers,verbs=get;list;watch
+// +kubebuilder:rbac:groups=autoscaling,resources=horizontalpodautoscalers,verbs=list;watch
 
 // OwnerHPA returns the name of the autoscaling/v2 HPA in t's namespace whose scaleTargetRef
 // is t, or "" when there is none.

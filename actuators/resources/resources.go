@@ -40,7 +40,7 @@ func (e *UnknownContainerError) Error() string {
 	return fmt.Sprintf("%s: unknown container %q (containers: %s)", e.Target, e.Container, strings.Join(e.Known, ", "))
 }
 
-// +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets,verbs=list;watch;patch
 
 // Apply sets, in the pod template of the workload t, the requests and limits given for each
 // container named in containers. It returns false, with no write, when every value given is

@@ -54,7 +54,8 @@ once it expires (--leader-elect-lease-duration, and a few retries), and at
 its next retry (--leader-elect-retry-period) after a graceful stop, which
 hands the Lease back once the loops' last ticks are written. /healthz and /readyz answer on the probe address
 (ready once every bundle has a revision); Prometheus metrics and GET /bundles
-(each bundle's status, JSON) on the metrics address.`
+(each bundle's status, JSON) on the metrics address, over HTTPS to callers
+the API server authenticates and authorises (--metrics-secure).`
 
 // runFlags are governor run's flags.
 type runFlags struct {
@@ -64,6 +65,9 @@ type runFlags struct {
 	qps                                            float32
 	burst                                          int
 	limits                                         bundles.Limits
+	// metricsSecure is --metrics-secure (opts.MetricsServing.Insecure is
+	// its negation, set by check).
+	metricsSecure bool
 }
 
 // The API client's limits. client-go's defaults (5 and 10) make every
@@ -110,7 +114,8 @@ func newRunCommand() *cobra.Command {
 	fs.StringVar(&f.opaConfig, "opa-config", "", "OPA configuration file (services, bundles, keys) of bundles to follow")
 	fs.StringVar(&f.opaConfigMap, "opa-config-map", "", "NAMESPACE/NAME of a ConfigMap whose config.yaml is the OPA configuration")
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster)")
-	fs.StringVar(&f.opts.MetricsAddr, "metrics-bind-address", ":8080", "metrics endpoint address (0 turns it off)")
+	fs.StringVar(&f.opts.MetricsAddr, "metrics-bind-address", ":8443", "metrics endpoint address, /metrics and /bundles (0 turns it off)")
+	f.metricsFlags(fs)
 	fs.StringVar(&f.opts.ProbeAddr, "health-probe-bind-address", ":8081", "health probe address")
 	fs.BoolVar(&f.opts.LeaderElection, "leader-elect", true, "run loops only while holding the leader Lease")
 	fs.StringVar(&f.opts.LeaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader Lease (default: the pod's own)")
@@ -147,6 +152,17 @@ func newRunCommand() *cobra.Command {
 func (f *runFlags) trustFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.limits.AllowUnsignedBundles, "allow-unsigned-bundles", false, "follow bundles on bundle servers with no key to verify them (refused by default: configure keys)")
 	fs.BoolVar(&f.limits.AllowInsecureServices, "allow-insecure-bundle-services", false, "let the OPA configuration's services (bundles, decision logs) be http:// (refused by default: bundles and decision logs would travel in clear)")
+}
+
+// metricsFlags are the metrics endpoint's, as kubebuilder's projects name
+// them: HTTPS with authentication and authorisation by the API server
+// unless --metrics-secure=false.
+func (f *runFlags) metricsFlags(fs *pflag.FlagSet) {
+	m := &f.opts.MetricsServing
+	fs.BoolVar(&f.metricsSecure, "metrics-secure", true, "serve the metrics endpoint over HTTPS to callers the API server authenticates and authorises (get on the path, e.g. ClusterRole metrics-reader); false: plain HTTP to anyone")
+	fs.StringVar(&m.CertDir, "metrics-cert-path", "", "directory of the metrics endpoint's certificate and key (reloaded when they change; default: self-signed)")
+	fs.StringVar(&m.CertName, "metrics-cert-name", "tls.crt", "the certificate's file in --metrics-cert-path")
+	fs.StringVar(&m.KeyName, "metrics-cert-key", "tls.key", "the key's file in --metrics-cert-path")
 }
 
 // limitFlags are the flags that bound what policies may take: builtins,
@@ -232,6 +248,10 @@ func (f *runFlags) check() error {
 	}
 	if f.opts.StatusFlush <= 0 {
 		return fmt.Errorf("--status-flush-interval must be above 0 (got %s)", f.opts.StatusFlush)
+	}
+	f.opts.MetricsServing.Insecure = !f.metricsSecure
+	if f.opts.MetricsServing.Insecure && f.opts.MetricsServing.CertDir != "" {
+		return fmt.Errorf("--metrics-cert-path serves HTTPS: it goes with --metrics-secure, not --metrics-secure=false")
 	}
 	if err := checkPush(f.opts); err != nil {
 		return err

@@ -78,8 +78,8 @@ import (
 	"governor.dev/governor/api/v1alpha1"
 )
 
-// +kubebuilder:rbac:groups=governor.dev,resources=controlloops,verbs=get;list;watch
-// +kubebuilder:rbac:groups=governor.dev,resources=controlloops/status,verbs=get;patch
+// +kubebuilder:rbac:groups=governor.dev,resources=controlloops,verbs=list;watch
+// +kubebuilder:rbac:groups=governor.dev,resources=controlloops/status,verbs=patch
 // Secrets are read one by one (get): the client must not cache them (the manager's client
 // excludes them from its cache), or the controller would need to list and watch every Secret of
 // the cluster, and hold them all in memory. Only the Secrets loops name are read, and only the

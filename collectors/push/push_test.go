@@ -450,7 +450,7 @@ func TestRBACMarkersSuffice(t *testing.T) {
 	uc, err := client.New(cfg, client.Options{Scheme: controller.Scheme()})
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { // the binding reaches the authorizer within moments
-		return uc.Get(context.Background(), client.ObjectKey{Namespace: e.ns, Name: "factory-qos"}, &v1alpha1.ControlLoop{}) == nil
+		return uc.List(context.Background(), &v1alpha1.ControlLoopList{}, client.InNamespace(e.ns)) == nil
 	}, 20*time.Second, 50*time.Millisecond)
 	s, _ := runManager(t, cfg)
 	var a answer

@@ -47,9 +47,9 @@ import (
 	"governor.dev/governor/collectors"
 )
 
-// +kubebuilder:rbac:groups=metrics.k8s.io,resources=pods,verbs=get;list
-// +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets,verbs=get;list;watch
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups=metrics.k8s.io,resources=pods,verbs=list
+// +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets,verbs=list;watch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=list;watch
 
 // maxPerPod bounds the Pods listed one by one in Fields["per_pod"]: beyond it only the sums
 // are given (a large workload would otherwise swell every input document).

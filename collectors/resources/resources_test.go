@@ -301,7 +301,7 @@ func TestCollect(t *testing.T) {
 
 // TestRBACMarkersSuffice collects as a user with exactly the permissions of this package's
 // +kubebuilder:rbac markers, against the real API server's RBAC authorizer: reading workloads
-// and Pods works, and the authorizer would let the user list metrics.k8s.io pods (which the
+// and Pods through a cache works, and the authorizer would let the user list metrics.k8s.io pods (which the
 // aggregator checks before it proxies to metrics-server).
 func TestRBACMarkersSuffice(t *testing.T) {
 	e := start(t)
@@ -315,11 +315,24 @@ func TestRBACMarkersSuffice(t *testing.T) {
 	e.metrics.add(ns, "web-a", map[string]string{"app": "web"}, time.Now(), "app", "50m", "1Mi")
 	loop := loopWith(ns, target("web", "Deployment", "web"))
 
-	var got collectors.Metric
 	require.Eventually(t, func() bool { // the binding reaches the authorizer's cache within moments
-		got = resources.New(uc, e.metrics.client(t)).Collect(ctx(t, 10*time.Second), loop, usageOf("web", "cpu"), time.Now())
+		return uc.List(ctx(t, 10*time.Second), &corev1.PodList{}, client.InNamespace(ns)) == nil
+	}, 20*time.Second, 100*time.Millisecond)
+	// The collector reads through a cache, as in the controller (list and
+	// watch: the markers grant no get on what the cache holds).
+	informers, err := cache.New(user, cache.Options{Scheme: controller.Scheme()})
+	require.NoError(t, err)
+	stop, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go func() { _ = informers.Start(stop) }()
+	cached, err := client.New(user, client.Options{Scheme: controller.Scheme(), Cache: &client.CacheOptions{Reader: informers}})
+	require.NoError(t, err)
+
+	var got collectors.Metric
+	require.Eventually(t, func() bool {
+		got = resources.New(cached, e.metrics.client(t)).Collect(ctx(t, 10*time.Second), loop, usageOf("web", "cpu"), time.Now())
 		return got.Err == ""
-	}, 20*time.Second, 100*time.Millisecond, "last error: %s", got.Err)
+	}, 30*time.Second, 100*time.Millisecond, "last error: %s", got.Err)
 	assert.InDelta(t, 50.0, *got.Value, 1e-9)
 
 	for _, ra := range []authorizationv1.ResourceAttributes{

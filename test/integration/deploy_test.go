@@ -32,6 +32,8 @@ func TestDeployWithKubectl(t *testing.T) {
 		"serviceaccount/governor-controller-manager serverside-applied",
 		"clusterrole.rbac.authorization.k8s.io/governor-manager-role serverside-applied",
 		"role.rbac.authorization.k8s.io/governor-leader-election-role serverside-applied",
+		"clusterrole.rbac.authorization.k8s.io/governor-metrics-reader serverside-applied",
+		"service/governor-controller-manager-metrics serverside-applied",
 		"deployment.apps/governor-controller-manager serverside-applied",
 		"service/governor-push serverside-applied",
 		"poddisruptionbudget.policy/governor-controller-manager serverside-applied",

@@ -165,7 +165,8 @@ func TestBundleDistribution(t *testing.T) {
 	probe, metrics := freeAddr(t), freeAddr(t)
 	var logs bytes.Buffer
 	cmd := exec.Command(bin, "run", "--opa-config-map", ns+"/opa", "--kubeconfig", e.api.Kubeconfig, "--leader-elect=false",
-		"--health-probe-bind-address", probe, "--metrics-bind-address", metrics, "--push-bind-address", "0")
+		"--health-probe-bind-address", probe, "--metrics-bind-address", metrics, "--push-bind-address", "0",
+		"--metrics-secure=false") // TestMetricsAuth is about the endpoint's security
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() {
@@ -327,7 +328,7 @@ func TestGovernorRunFollowsUnsignedBundlesOnlyWhenAllowed(t *testing.T) {
 
 	metrics := freeAddr(t)
 	var logs bytes.Buffer
-	cmd := exec.Command(bin, append(args, "--allow-unsigned-bundles", "--health-probe-bind-address", freeAddr(t), "--metrics-bind-address", metrics)...)
+	cmd := exec.Command(bin, append(args, "--allow-unsigned-bundles", "--health-probe-bind-address", freeAddr(t), "--metrics-bind-address", metrics, "--metrics-secure=false")...)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() {

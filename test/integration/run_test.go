@@ -39,7 +39,8 @@ func TestGovernorRun(t *testing.T) {
 	var logs bytes.Buffer
 	cmd := exec.Command(bin, "run", "--bundles", filepath.Join(repo, "policies"), "--kubeconfig", e.api.Kubeconfig,
 		"--leader-elect", "--leader-election-namespace", "default",
-		"--health-probe-bind-address", probe, "--metrics-bind-address", metrics, "--push-bind-address", pushAddr)
+		"--health-probe-bind-address", probe, "--metrics-bind-address", metrics, "--push-bind-address", pushAddr,
+		"--metrics-secure=false") // TestMetricsAuth is about the endpoint's security
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	require.NoError(t, cmd.Start())
 	exited := make(chan error, 1)

@@ -50,7 +50,7 @@ bundles:
 		require.NoError(t, err)
 		cmd := exec.Command(bin, "run", "--opa-config", config, "--allow-unsigned-bundles", "--allow-insecure-bundle-services", "--kubeconfig", e.api.Kubeconfig,
 			"--leader-elect", "--leader-election-namespace", ns,
-			"--health-probe-bind-address", probe, "--metrics-bind-address", metrics, "--push-bind-address", "0")
+			"--health-probe-bind-address", probe, "--metrics-bind-address", metrics, "--push-bind-address", "0", "--metrics-secure=false")
 		cmd.Stdout, cmd.Stderr = out, out
 		require.NoError(t, cmd.Start())
 		t.Cleanup(func() {

@@ -134,7 +134,7 @@ type sample struct {
 func takeSample(d *deployment, g *governor) (sample, error) {
 	s := sample{at: time.Now(), cpu: map[string]time.Duration{}}
 	pids := components()
-	pids["governor"] = g.cmd.Process.Pid
+	pids["governor"] = g.Cmd.Process.Pid
 	for name, pid := range pids {
 		t, err := cpuTime(pid)
 		if err != nil {
@@ -146,15 +146,17 @@ func takeSample(d *deployment, g *governor) (sample, error) {
 	if s.busy, err = machineBusy(); err != nil {
 		return s, err
 	}
-	resp, err := http.Get("http://" + g.metrics + "/metrics")
-	if err != nil {
-		return s, err
+	code, body, err := g.Get("/metrics", d.metricsToken)
+	if err == nil && code != http.StatusOK {
+		err = fmt.Errorf("%d %s", code, body)
 	}
-	defer func() { _ = resp.Body.Close() }()
-	if s.client, err = parseMetrics(resp.Body); err != nil {
+	if err != nil {
 		return s, fmt.Errorf("governor's /metrics: %w", err)
 	}
-	raw, err := d.cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
+	if s.client, err = parseMetrics(strings.NewReader(body)); err != nil {
+		return s, fmt.Errorf("governor's /metrics: %w", err)
+	}
+	raw, err := d.Clientset.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
 	if err != nil {
 		return s, fmt.Errorf("the API server's /metrics: %w", err)
 	}

@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"governor.dev/governor/api/v1alpha1"
+	"governor.dev/governor/test/deployed"
 )
 
 // The controller-runtime log of this process (envtest's): errors only.
@@ -94,7 +95,7 @@ func (d *deployment) newNamespace(b *testing.B, prefix string) string {
 	ns := fmt.Sprintf("%s-%d", prefix, namespaces.Add(1))
 	d.namespace(b, ns)
 	b.Cleanup(func() {
-		_ = d.admin.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+		_ = d.Admin.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
 	})
 	return ns
 }
@@ -133,20 +134,20 @@ func reaction(b *testing.B, d *deployment, g *governor, interval, minInterval ti
 	d.workloads(b, ns, []string{"web"}, 3)
 	params := map[string]any{"ewma_alpha": 1, "min": "16M", "max": "20M", "decrease_factor": 0.8,
 		"increase_step": "10M", "cooldown_seconds": 0}
-	if err := d.admin.Create(ctx, bandwidthLoop(ns, "qos", interval, minInterval, []string{"web"}, params, 20)); err != nil {
+	if err := d.Admin.Create(ctx, bandwidthLoop(ns, "qos", interval, minInterval, []string{"web"}, params, 20)); err != nil {
 		b.Fatal(err)
 	}
 	waitTicked(b, d, g, ns, 1)
 
 	var pods corev1.PodList
-	if err := d.admin.List(ctx, &pods, client.InNamespace(ns)); err != nil {
+	if err := d.Admin.List(ctx, &pods, client.InNamespace(ns)); err != nil {
 		b.Fatal(err)
 	}
 	egress := map[string]string{}
 	for _, p := range pods.Items {
 		egress[p.Name] = p.Annotations[egressAnnotation]
 	}
-	w, err := d.cs.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{ResourceVersion: pods.ResourceVersion})
+	w, err := d.Clientset.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{ResourceVersion: pods.ResourceVersion})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -161,7 +162,7 @@ func reaction(b *testing.B, d *deployment, g *governor, interval, minInterval ti
 		}
 		time.Sleep(50*time.Millisecond + rand.N(interval))
 		pushed := time.Now()
-		if err := g.push(ns, "qos", pushToken, map[string]float64{"jitter": jitter}); err != nil {
+		if err := g.Push(ns, "qos", pushToken, map[string]float64{"jitter": jitter}); err != nil {
 			b.Fatal(err)
 		}
 		accepted = append(accepted, time.Since(pushed))
@@ -204,8 +205,8 @@ func waitEgress(b *testing.B, g *governor, w watch.Interface, egress map[string]
 				}
 			}
 		case <-timeout:
-			g.check(b)
-			b.Fatalf("no egress %s on every Pod 30s after the push: %v\n%s", want.String(), egress, g.tail())
+			g.Check(b)
+			b.Fatalf("no egress %s on every Pod 30s after the push: %v\n%s", want.String(), egress, g.Tail())
 		}
 	}
 	return time.Since(since)
@@ -216,9 +217,9 @@ func waitTicked(b *testing.B, d *deployment, g *governor, ns string, ticks int64
 	b.Helper()
 	deadline := time.Now().Add(5 * time.Minute)
 	for {
-		g.check(b)
+		g.Check(b)
 		var list v1alpha1.ControlLoopList
-		if err := d.admin.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
+		if err := d.Admin.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
 			b.Fatal(err)
 		}
 		behind := 0
@@ -318,7 +319,7 @@ func scale(b *testing.B, n int, extra []string) {
 		targets[i] = fmt.Sprintf("t%02d", i)
 	}
 	d.workloads(b, ns, targets, 1)
-	limit := historyLimit(span, statusFlush(b, append(d.args, extra...)), interval)
+	limit := historyLimit(span, statusFlush(b, append(d.Args, extra...)), interval)
 	g := d.start(b, extra...)
 	// 100 loops at a time, each lot ticking before the next is made: a
 	// governor that starts with 1,000 loops writes 1,000 first statuses at
@@ -337,7 +338,7 @@ func scale(b *testing.B, n int, extra []string) {
 		profiled := profileAPIServer(b, d, span)
 		w := window(b, d, g, ns, span, interval)
 		<-profiled
-		rss, err := peakRSS(g.cmd.Process.Pid)
+		rss, err := peakRSS(g.Cmd.Process.Pid)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -405,7 +406,7 @@ func profileAPIServer(b *testing.B, d *deployment, span time.Duration) <-chan st
 	}
 	go func() {
 		defer close(done)
-		raw, err := d.cs.CoreV1().RESTClient().Get().AbsPath("/debug/pprof/profile").
+		raw, err := d.Clientset.CoreV1().RESTClient().Get().AbsPath("/debug/pprof/profile").
 			Param("seconds", strconv.Itoa(int((span-5*time.Second)/time.Second))).
 			Timeout(span + time.Minute).DoRaw(context.Background())
 		if err == nil {
@@ -463,7 +464,7 @@ func historyLimit(window, flush, interval time.Duration) int32 {
 func makeLoops(b *testing.B, d *deployment, ns string, from, to int, loop func(name string) *v1alpha1.ControlLoop) {
 	b.Helper()
 	parallel(b, to-from, func(i int) error {
-		return d.admin.Create(context.Background(), loop(loopName(from+i)))
+		return d.Admin.Create(context.Background(), loop(loopName(from+i)))
 	})
 }
 
@@ -474,14 +475,14 @@ func pushAll(b *testing.B, d *deployment, g *governor, ns string, n int) {
 		// As a managed system would: again, after a while, when the
 		// API server is too busy to take it now.
 		for try := 1; ; try++ {
-			err := g.push(ns, loopName(i), pushToken, map[string]float64{"jitter": jitterHold})
-			if !errors.Is(err, errTryAgain) || try == 10 {
+			err := g.Push(ns, loopName(i), pushToken, map[string]float64{"jitter": jitterHold})
+			if !errors.Is(err, deployed.ErrTryAgain) || try == 10 {
 				return err
 			}
 			time.Sleep(time.Second)
 		}
 	})
-	g.check(b)
+	g.Check(b)
 }
 
 func loopName(i int) string { return fmt.Sprintf("l%04d", i) }
@@ -527,19 +528,19 @@ func window(b *testing.B, d *deployment, g *governor, ns string, span, interval 
 	b.Helper()
 	var m measured
 	var err error
-	g.check(b)
+	g.Check(b)
 	if m.from, err = takeSample(d, g); err != nil {
 		b.Fatal(err)
 	}
 	time.Sleep(span)
-	g.check(b)
+	g.Check(b)
 	if m.to, err = takeSample(d, g); err != nil {
 		b.Fatal(err)
 	}
 	time.Sleep(g.flush + 3*time.Second)
-	g.check(b)
+	g.Check(b)
 	var list v1alpha1.ControlLoopList
-	if err := d.admin.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
+	if err := d.Admin.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
 		b.Fatal(err)
 	}
 	for _, l := range list.Items {
