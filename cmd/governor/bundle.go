@@ -4,9 +4,12 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
+	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/spf13/cobra"
 
 	"governor.dev/governor/bundles"
@@ -110,15 +113,17 @@ compiles, and says that it is unsigned.`,
   governor bundle verify reactive.tar.gz`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			// Read unverified first: an unsigned bundle is told as such,
-			// not as a failed verification.
-			plain, err := bundles.Load(cmd.Context(), args[0])
+			// An unsigned bundle is told as such, not as a failed verification.
+			signed, err := hasSignatures(args[0])
 			if err != nil {
 				return err
 			}
-			signed := len(plain.Bundle().Signatures.Signatures) > 0
 			switch {
 			case key == "" && !signed:
+				plain, err := bundles.Load(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
 				_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s from %s: %d modules, compiles; unsigned (no .signatures.json)\n",
 					plain, args[0], len(plain.Bundle().Modules))
 				return err
@@ -214,4 +219,36 @@ func checkKeyFile(what, key, alg string) error {
 		return fmt.Errorf("%s %s: no PEM key in it", what, key)
 	}
 	return nil
+}
+
+// hasSignatures says whether the bundle directory or tarball at path holds a
+// .signatures.json, listing its files with OPA's bundle loaders.
+func hasSignatures(path string) (bool, error) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return false, fmt.Errorf("cannot load bundle %s: %w", path, err)
+	}
+	var loader bundle.DirectoryLoader
+	if info.IsDir() {
+		loader = bundle.NewDirectoryLoader(path)
+	} else {
+		f, err := os.Open(path)
+		if err != nil {
+			return false, err
+		}
+		defer func() { _ = f.Close() }() // only read: closing cannot lose anything
+		loader = bundle.NewTarballLoaderWithBaseURL(f, "")
+	}
+	for {
+		d, err := loader.NextFile()
+		if errors.Is(err, io.EOF) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("cannot load bundle %s: %w", path, err)
+		}
+		if filepath.Base(d.Path()) == ".signatures.json" {
+			return true, nil
+		}
+	}
 }
