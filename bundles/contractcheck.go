@@ -56,7 +56,7 @@ func breaks(ctx context.Context, compiler *ast.Compiler, store storage.Store, tx
 	}
 	doc, _ := in.(map[string]any)
 	rs, err := rego.New(rego.Compiler(compiler), rego.Store(store), rego.Transaction(txn), rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(path)))),
-		rego.ParsedInput(input.Value), contractlib.Register).Eval(ctx)
+		rego.ParsedInput(input.Value)).Eval(ctx)
 	if err != nil || len(rs) == 0 || len(rs[0].Expressions) == 0 {
 		return ""
 	}

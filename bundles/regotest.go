@@ -88,18 +88,13 @@ func RunTests(ctx context.Context, opts TestOptions) (TestSummary, error) {
 	}
 	defer store.Abort(ctx, txn)
 
-	// The contract library's builtin is declared for every run, and the
-	// library added where a module uses it or --contract asks, so that
-	// coverage and results match opa test's on bundles that do not.
-	caps := ast.CapabilitiesForThisVersion()
-	caps.Builtins = append(caps.Builtins, contractlib.Decl)
 	compiler := ast.NewCompiler().
 		WithPathConflictsCheck(storage.NonEmpty(ctx, store, txn)).
 		WithEnablePrintStatements(true).
-		WithCapabilities(caps).
+		WithCapabilities(ast.CapabilitiesForThisVersion()).
 		WithUseTypeCheckAnnotations(true).
 		WithRewriteTestRules(opts.VarValues)
-	runModules, err := withContractLibrary(opts, modules, bundles)
+	runModules, runBundles, err := withContractLibrary(opts, modules, bundles)
 	if err != nil {
 		return summary, err
 	}
@@ -122,13 +117,12 @@ func RunTests(ctx context.Context, opts TestOptions) (TestSummary, error) {
 		SetStore(store).
 		CapturePrintOutput(true).
 		EnableTracing(opts.Verbose || opts.VarValues || opts.Contract).
-		AddCustomBuiltins([]*tester.Builtin{{Decl: contractlib.Decl, Func: contractlib.Register}}).
 		StackTraces(true).
 		SetCoverageRuns([]cover.Kind{cover.KindIndexExcluded, cover.KindEarlyExit}).
 		SetCoverageQueryTracer(coverTracer).
 		SetRuntime(runtimeInfo).
 		SetModules(runModules).
-		SetBundles(bundles).
+		SetBundles(runBundles).
 		SetTimeout(timeout).
 		Filter(opts.Run).
 		SetParallel(runtime.NumCPU())
@@ -148,37 +142,55 @@ func RunTests(ctx context.Context, opts TestOptions) (TestSummary, error) {
 	return report(opts, reporter, results, check)
 }
 
-// withContractLibrary are the modules to run: those loaded, and the
-// contract library when a module refers to it or opts.Contract.
-func withContractLibrary(opts TestOptions, modules map[string]*ast.Module, bundles map[string]*bundle.Bundle) (map[string]*ast.Module, error) {
+// withContractLibrary are the modules and bundles to run: those loaded,
+// and the contract library when a module refers to it (or opts.Contract)
+// and none carries it; in bundle mode, as a bundle of its own, for the
+// bundles are compiled together before the other modules.
+func withContractLibrary(opts TestOptions, modules map[string]*ast.Module, bundles map[string]*bundle.Bundle) (map[string]*ast.Module, map[string]*bundle.Bundle, error) {
+	all := maps.Clone(modules)
+	if all == nil {
+		all = map[string]*ast.Module{}
+	}
+	for name, b := range bundles {
+		maps.Copy(all, b.ParsedModules(name))
+	}
 	need := opts.Contract
-	uses := func(m *ast.Module) {
+	for _, m := range all {
 		ast.WalkRefs(m, func(r ast.Ref) bool {
 			need = need || r.HasPrefix(contractlib.Package)
 			return need
 		})
 	}
-	for _, m := range modules {
-		uses(m)
-	}
-	for name, b := range bundles {
-		for _, m := range b.ParsedModules(name) {
-			uses(m)
-		}
-	}
-	if !need {
-		return modules, nil
+	if !need || contractlib.Carried(all) {
+		return modules, bundles, nil
 	}
 	lib, err := contractlib.Module()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	if len(bundles) > 0 {
+		out := maps.Clone(bundles)
+		file := bundle.ModuleFile{URL: contractlib.FileName, Path: contractlib.FileName, Raw: []byte(contractlib.Source), Parsed: lib}
+		// A bundle rooted everywhere takes it in; one more bundle would
+		// overlap with it.
+		for name, b := range bundles {
+			if b.Manifest.Roots == nil || slices.Contains(*b.Manifest.Roots, "") {
+				carrier := *b
+				carrier.Modules = append(slices.Clone(b.Modules), file)
+				out[name] = &carrier
+				return modules, out, nil
+			}
+		}
+		roots := []string{"governor/contract"}
+		out["governor-contract"] = &bundle.Bundle{Manifest: bundle.Manifest{Roots: &roots}, Modules: []bundle.ModuleFile{file}}
+		return modules, out, nil
 	}
 	out := maps.Clone(modules)
 	if out == nil {
 		out = map[string]*ast.Module{}
 	}
 	out[contractlib.FileName] = lib
-	return out, nil
+	return out, bundles, nil
 }
 
 // loadTests loads the modules and data under opts.Paths as `opa test` does: as bundles in

@@ -43,7 +43,7 @@ the tests cannot run at all, or when no test was found.`,
 				if summary.Passed+summary.Failed+summary.Errored > 0 {
 					return &exitError{code: 2, err: err}
 				}
-				return err
+				return regoErrors(err)
 			}
 			if !summary.OK() {
 				if summary.Failed+summary.Errored > 0 {

@@ -1,8 +1,11 @@
-// Package contractlib is the decision contract as a Rego library for
-// `governor test`: data.governor.contract.valid(decision, input) and
-// problems(decision, input), through the builtin governor.contract_problems
-// that runs the controller's own check (decision.Validate). The controller
-// never loads it: policies cannot call it in a cluster.
+// Package contractlib is the decision contract as a Rego library:
+// data.governor.contract.valid(decision, input) and problems(decision,
+// input), through the builtin governor.contract_problems that runs the
+// controller's own check (decision.Validate). The builtin is registered with
+// OPA wherever this package is linked, so that the activation gate runs the
+// tests of a bundle that carries the library (governor init writes it in)
+// as governor test runs them; governor test adds the library where a module
+// uses it and no bundle carries it.
 package contractlib
 
 import (
@@ -39,9 +42,18 @@ var Decl = &ast.Builtin{
 	), types.Named("problems", types.NewArray(nil, types.S)).Description("why the controller would reject it")),
 }
 
-// Register adds the builtin to a rego evaluation.
-func Register(r *rego.Rego) {
-	rego.Function2(&rego.Function{Name: Decl.Name, Decl: Decl.Decl}, problems)(r)
+func init() {
+	rego.RegisterBuiltin2(&rego.Function{Name: Decl.Name, Decl: Decl.Decl}, problems)
+}
+
+// Carried says whether modules hold the library's package already.
+func Carried(modules map[string]*ast.Module) bool {
+	for _, m := range modules {
+		if m.Package.Path.Equal(Package) {
+			return true
+		}
+	}
+	return false
 }
 
 func problems(_ rego.BuiltinContext, d, in *ast.Term) (*ast.Term, error) {
