@@ -18,8 +18,8 @@ import (
 type exitError struct {
 	code int
 	err  error
-	// asOPA prints err as OPA prints it: its Rego errors multi-line, the
-	// source line and a caret under the column.
+	// asOPA prints err as OPA prints it when it has details: its Rego
+	// errors multi-line, the source line and a caret under the column.
 	asOPA bool
 }
 
@@ -41,7 +41,7 @@ func main() {
 	if err := root.Execute(); err != nil {
 		var ee *exitError
 		switch {
-		case errors.As(err, &ee) && ee.asOPA:
+		case errors.As(err, &ee) && ee.asOPA && strings.Contains(err.Error(), "\n"):
 			fmt.Fprintln(os.Stderr, err.Error())
 		default:
 			// One line: scripts and CI logs read the reason at a glance.

@@ -130,3 +130,69 @@ func TestBundleCheckRunsTheGate(t *testing.T) {
 	assert.FileExists(t, out)
 	assertOneLineFailure(t, run(t, "", governor, "bundle", "check", out), 2, "refused at test")
 }
+
+// The skeleton passes every check an author runs, exactly as generated.
+func TestInitSkeletonPassesAsGenerated(t *testing.T) {
+	dir := t.TempDir()
+	res := runIn(t, dir, governor, "init", "api")
+	require.Equal(t, 0, res.code, res.stderr)
+	for _, args := range [][]string{
+		{"test", "api"},
+		{"test", "--contract", "-b", "api"},
+		{"bundle", "check", "api", "--decision", "api/decision"},
+		{"replay", "--bundle", "api=api", "--loop", "api/loop.yaml", "--trace", "api/trace.jsonl", "--expect", "api/expect.jsonl"},
+		{"fmt", "-l", "--fail", "api"},
+		{"check", "--strict", "api"},
+	} {
+		res := runIn(t, dir, governor, args...)
+		assert.Equal(t, 0, res.code, "governor %v: %s%s", args, res.stdout, res.stderr)
+	}
+	res = runIn(t, dir, governor, "bundle", "build", "api", "-o", "api.tar.gz")
+	require.Equal(t, 0, res.code, res.stderr)
+	assert.Contains(t, res.stdout, "built api@api-1")
+
+	assertOneLineFailure(t, runIn(t, dir, governor, "init", "api"), 1, "api exists")
+	assertOneLineFailure(t, runIn(t, dir, governor, "init", "My-API"), 1, `bundle name "My-API": want lower-case letters`)
+}
+
+// Rego errors read as OPA prints them: several lines, the source and a
+// caret under the column.
+func TestRegoErrorsPrintedAsOPAPrintsThem(t *testing.T) {
+	dir := writeTree(t, map[string]string{
+		"p.rego":      "package pe\n\ny := 2 else := 0\n",
+		"p_test.rego": "package pe_test\n\ntest_y if data.pe.y == 2\n",
+	})
+	want := "p.rego:3: rego_parse_error: unexpected else keyword\n\ty := 2 else := 0\n\t       ^\n"
+	up := run(t, "", opaBinary, "test", dir)
+	require.Equal(t, 1, up.code)
+	require.Contains(t, up.stdout+up.stderr, want)
+	for _, cmd := range []string{"test", "check", "fmt"} {
+		res := run(t, "", governor, cmd, dir)
+		assert.Equal(t, 1, res.code, cmd)
+		assert.Contains(t, res.stderr, want, cmd)
+	}
+}
+
+func TestFmtAndCheck(t *testing.T) {
+	dir := writeTree(t, map[string]string{"p.rego": "package p\nx:=1\n"})
+	res := run(t, "", governor, "fmt", "-l", "--fail", dir)
+	assert.Equal(t, 2, res.code)
+	assert.Equal(t, filepath.Join(dir, "p.rego")+"\n", res.stdout)
+	res = run(t, "", governor, "fmt", "-w", dir)
+	require.Equal(t, 0, res.code, res.stderr)
+	up := run(t, "", opaBinary, "fmt", "--fail", "-l", dir)
+	assert.Equal(t, 0, up.code, "formatted as opa fmt formats: %s", up.stdout)
+
+	strict := writeTree(t, map[string]string{"p.rego": "package p\n\nimport data.unused\n\nx := 1\n"})
+	res = run(t, "", governor, "check", strict)
+	assert.Equal(t, 0, res.code, res.stderr)
+	res = run(t, "", governor, "check", "--strict", strict)
+	assert.Equal(t, 1, res.code)
+	assert.Contains(t, res.stderr, "rego_compile_error: import data.unused unused")
+	up = run(t, "", opaBinary, "check", "--strict", strict)
+	assert.Contains(t, up.stdout+up.stderr, "import data.unused unused")
+
+	res = run(t, "", governor, "eval", "--bundle", "policies/reactive", "--decision", "governor/reactive", "--input",
+		"test/testdata/decisions/reactive/cpu_and_memory_high.input.json")
+	assertOneLineFailure(t, res, 1, "it is a package, not a rule: did you mean governor/reactive/decision?")
+}
