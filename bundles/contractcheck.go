@@ -29,7 +29,7 @@ func contractCheck(ctx context.Context, compiler *ast.Compiler, store storage.St
 			if e.Op != topdown.EnterOp || !ok || rule.Module == nil || e.Input() == nil {
 				continue
 			}
-			path := rule.Path()
+			path := rule.Ref().GroundPrefix()
 			if !path[len(path)-1].Equal(ast.StringTerm("decision")) {
 				continue
 			}

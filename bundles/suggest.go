@@ -17,7 +17,7 @@ func undefinedReason(compiler *ast.Compiler, ref ast.Ref) string {
 	seen := map[string]bool{}
 	for _, m := range compiler.Modules {
 		for _, r := range m.Rules {
-			p := slashPath(r.Path())
+			p := slashPath(r.Ref().GroundPrefix())
 			if !seen[p] && !strings.Contains(p, "test_") {
 				seen[p] = true
 				paths = append(paths, p)

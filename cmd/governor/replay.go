@@ -98,16 +98,9 @@ func runReplay(cmd *cobra.Command, o replayOptions, readBundleDir bool) error {
 	if err != nil {
 		return err
 	}
-	var expectations []replay.Expectation
-	if o.expectFile != "" {
-		f, err := os.Open(o.expectFile)
-		if err != nil {
-			return err
-		}
-		defer func() { _ = f.Close() }() // only read: closing cannot lose anything
-		if expectations, err = replay.ReadExpectations(f, o.expectFile); err != nil {
-			return err
-		}
+	expectations, err := readExpectations(o.expectFile)
+	if err != nil {
+		return err
 	}
 	registry, err := replayRegistry(cmd.Context(), o, readBundleDir)
 	if err != nil {
@@ -129,18 +122,9 @@ func runReplay(cmd *cobra.Command, o replayOptions, readBundleDir bool) error {
 	if err := replay.WriteTable(cmd.OutOrStdout(), rows); err != nil {
 		return err
 	}
-	var wrote []string
-	if o.plotFile != "" {
-		if err := replay.Plot(o.plotFile, "governor replay of "+filepath.Base(o.traceFile), rows); err != nil {
-			return err
-		}
-		wrote = append(wrote, "plot "+o.plotFile)
-	}
-	if o.historyFile != "" {
-		if err := jsonl.Write(o.historyFile, replay.History(rows)); err != nil {
-			return err
-		}
-		wrote = append(wrote, "history "+o.historyFile)
+	wrote, err := writeOutputs(o, rows)
+	if err != nil {
+		return err
 	}
 	failures := replay.Failures(rows, expectations)
 	summary := fmt.Sprintf("%d ticks of %d loop(s)", len(trace), len(loops))
@@ -162,6 +146,37 @@ func runReplay(cmd *cobra.Command, o replayOptions, readBundleDir bool) error {
 		return &exitError{code: replayFailed, err: fmt.Errorf("replay failed: %d failure(s), the first: %s", len(failures), failures[0])}
 	}
 	return nil
+}
+
+// writeOutputs writes the plot and history asked for, and says what it wrote.
+func writeOutputs(o replayOptions, rows []replay.Row) ([]string, error) {
+	var wrote []string
+	if o.plotFile != "" {
+		if err := replay.Plot(o.plotFile, "governor replay of "+filepath.Base(o.traceFile), rows); err != nil {
+			return nil, err
+		}
+		wrote = append(wrote, "plot "+o.plotFile)
+	}
+	if o.historyFile != "" {
+		if err := jsonl.Write(o.historyFile, replay.History(rows)); err != nil {
+			return nil, err
+		}
+		wrote = append(wrote, "history "+o.historyFile)
+	}
+	return wrote, nil
+}
+
+// readExpectations reads --expect FILE; none without it.
+func readExpectations(path string) ([]replay.Expectation, error) {
+	if path == "" {
+		return nil, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = f.Close() }() // only read: closing cannot lose anything
+	return replay.ReadExpectations(f, path)
 }
 
 func readTrace(path string) ([]replay.Tick, error) {
