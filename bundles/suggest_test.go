@@ -15,7 +15,7 @@ func TestUndefinedDecisionSaysWhatWasMeant(t *testing.T) {
 		"governor/reactive/decisoin": "no rule defines it: did you mean governor/reactive/decision?",
 		"governor/reactiv/decision":  "no rule defines it: did you mean governor/reactive/decision?",
 		"governor/reactive":          "it is a package, not a rule: did you mean governor/reactive/decision?",
-		"somewhere/far/away":         "is undefined in reactive@reactive-2: no rule defines it",
+		"somewhere/far/away":         "is undefined in reactive@",
 		"":                           `decision "": no decision path given (want a path like governor/reactive/decision)`,
 	} {
 		_, err := rev.Prepare(context.Background(), path)
