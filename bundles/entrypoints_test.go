@@ -160,7 +160,7 @@ func TestAddDirChecksEntrypoints(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := NewRegistry().AddDir(context.Background(), dir)
-	if err == nil || err.Error() != "bundle b: declared entrypoint: decision t/decison is undefined in b@1: no rule defines it" {
+	if err == nil || err.Error() != "bundle b: declared entrypoint: decision t/decison is undefined in b@1: no rule defines it: did you mean t/decision?" {
 		t.Fatalf("got %v", err)
 	}
 }

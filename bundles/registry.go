@@ -78,11 +78,27 @@ func (r *Registry) AddDir(ctx context.Context, dir string) error {
 	if len(loaded) == 0 {
 		return fmt.Errorf("no bundles in %s: want one subdirectory or .tar.gz per bundle", dir)
 	}
+	return r.add(loaded, " in "+dir)
+}
+
+// AddBundle loads one bundle directory or tarball, as AddDir loads each,
+// under the given name: an author's working folder, say.
+func (r *Registry) AddBundle(ctx context.Context, name, path string) error {
+	rev, err := loadVerified(ctx, path, name, path, nil, r.Limits())
+	if err != nil {
+		return err
+	}
+	return r.add(map[string]*Revision{name: rev}, "")
+}
+
+// add registers loaded revisions, each with an engine; a name already known
+// fails the call, and adds nothing.
+func (r *Registry) add(loaded map[string]*Revision, from string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for name := range loaded {
 		if _, dup := r.engines[name]; dup {
-			return fmt.Errorf("bundle %s in %s is already known", name, dir)
+			return fmt.Errorf("bundle %s%s is already known", name, from)
 		}
 	}
 	now := time.Now()

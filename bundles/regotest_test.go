@@ -109,3 +109,67 @@ func TestRunTestsRefusesWhatCannotRun(t *testing.T) {
 	require.NoError(t, err)
 	assert.False(t, summary.OK(), "no tests found is not a pass")
 }
+
+// A decision on a target the loop does not have passes a test that only
+// looks at it, fails under Contract, and the library lets a test assert it.
+func TestRunTestsContract(t *testing.T) {
+	dir := writeBundle(t, map[string]string{
+		"p.rego": `package c
+
+decision := {"actions": [{"target": input.to, "set": {"replicas": 3}}]}
+`,
+		"p_test.rego": `package c_test
+
+import data.c
+import data.governor.contract
+
+inp(to) := {"to": to, "targets": {"web": {}}, "loop": {"kind": "Reactive"}}
+
+test_to_web if contract.valid(c.decision, inp("web")) with input as inp("web")
+
+test_to_db_is_invalid if {
+	some p in contract.problems(c.decision, inp("db")) with input as inp("db")
+	contains(p, "not one of the loop's targets")
+}
+
+test_to_db_looks_fine if c.decision.actions[0].target == "db" with input as inp("db")
+`,
+	})
+	var out bytes.Buffer
+	summary, err := RunTests(context.Background(), TestOptions{Paths: []string{dir}, Output: &out})
+	require.NoError(t, err)
+	assert.Equal(t, TestSummary{Passed: 3}, summary, out.String())
+
+	out.Reset()
+	summary, err = RunTests(context.Background(), TestOptions{Paths: []string{dir}, Output: &out, Contract: true})
+	require.NoError(t, err)
+	assert.Equal(t, 2, summary.Failed, out.String())
+	assert.Contains(t, out.String(), "data.c_test.test_to_db_looks_fine: FAIL")
+	assert.Contains(t, out.String(), `contract: data.c.decision on the test's input would be rejected: actions[0].target: "db" is not one of the loop's targets [web]`)
+}
+
+func TestRunTestsVarValuesAndPrettyCoverage(t *testing.T) {
+	dir := writeBundle(t, map[string]string{
+		"p.rego": scaledPolicy,
+		"p_test.rego": `package t_test
+
+import data.t
+
+test_wrong if {
+	n := t.decision.actions[0].set.replicas with input as {"n": 3}
+	n == 5
+}
+`,
+	})
+	var out bytes.Buffer
+	_, err := RunTests(context.Background(), TestOptions{Paths: []string{dir}, Output: &out, VarValues: true})
+	require.NoError(t, err)
+	assert.Regexp(t, `n == 5\n\s+\|\n\s+4`, out.String(), "the failing expression and n's value, as opa test --var-values")
+
+	out.Reset()
+	_, err = RunTests(context.Background(), TestOptions{Paths: []string{dir}, Output: &out, Coverage: true, Format: "pretty"})
+	require.NoError(t, err)
+	assert.Contains(t, out.String(), "FAIL: 1/1")
+	assert.Regexp(t, `COVERAGE\s+FILE\s+NOT COVERED`, out.String())
+	assert.Regexp(t, `\d+\.\d\d%\s+Overall Coverage`, out.String())
+}

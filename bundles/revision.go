@@ -223,8 +223,8 @@ func (r *Revision) Prepare(ctx context.Context, decision string) (rego.PreparedE
 	}
 	r.mu.Unlock()
 	pq.once.Do(func() {
-		if len(r.compiler.GetRulesWithPrefix(ref)) == 0 && len(r.compiler.GetRules(ref)) == 0 {
-			pq.err = &UndefinedDecisionError{Decision: decision, Revision: r.String(), Reason: "no rule defines it"}
+		if len(r.compiler.GetRules(ref)) == 0 || isPackage(r.compiler, ref) {
+			pq.err = &UndefinedDecisionError{Decision: decision, Revision: r.String(), Reason: undefinedReason(r.compiler, ref)}
 			return
 		}
 		pq.query, pq.err = rego.New(
@@ -239,6 +239,9 @@ func (r *Revision) Prepare(ctx context.Context, decision string) (rego.PreparedE
 // DecisionRef turns a decision path ("governor/reactive/decision", or the
 // dotted "data.governor.reactive.decision") into a data reference.
 func DecisionRef(decision string) (ast.Ref, error) {
+	if strings.TrimSpace(decision) == "" {
+		return nil, &UndefinedDecisionError{Decision: `""`, Reason: "no decision path given (want a path like governor/reactive/decision)"}
+	}
 	path := strings.TrimPrefix(strings.TrimPrefix(decision, "data."), "data/")
 	sep := "/"
 	if !strings.Contains(path, "/") {

@@ -64,6 +64,8 @@ type tickResult struct {
 	// decideTime is how long the policy took to decide; zero when it was
 	// not asked.
 	decideTime time.Duration
+	// input is the tick's input document, once built.
+	input map[string]any
 }
 
 // wrote says whether a tick changed, or may have changed, anything outside
@@ -143,6 +145,7 @@ func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.Co
 	if err != nil {
 		return inputFailed(res, err)
 	}
+	res.input = input
 	req := decisionRequest(spec, w.Actuators(), reg.Limits(), input)
 	out, err := timedDecide(ctx, rev, req, &res)
 	if ctx.Err() != nil {
@@ -448,11 +451,19 @@ func readyCondition(res tickResult) metav1.Condition {
 	return metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: string(res.phase)}
 }
 
-// Step runs one tick of a Running or Passive loop in a world and returns the
-// loop's next status and the tick's history entry: the controller's runners
-// do this (and write the status); governor replay does it over a trace.
-func Step(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.ControlLoop, status *v1alpha1.ControlLoopStatus, now time.Time) (*v1alpha1.ControlLoopStatus, v1alpha1.HistoryEntry, error) {
+// Stepped is one tick's outcome: the loop's next status, the tick's history
+// entry, and the input document it decided on (nil when it got no input).
+type Stepped struct {
+	Status *v1alpha1.ControlLoopStatus
+	Entry  v1alpha1.HistoryEntry
+	Input  map[string]any
+}
+
+// Step runs one tick of a Running or Passive loop in a world: the
+// controller's runners do this (and write the status); governor replay does
+// it over a trace, and keeps each tick's input for authors to evaluate again.
+func Step(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.ControlLoop, status *v1alpha1.ControlLoopStatus, now time.Time) (Stepped, error) {
 	res := tick(ctx, w, reg, loop, status, now)
 	next, err := record(loop, status, res, 0)
-	return next, res.entry, err
+	return Stepped{Status: next, Entry: res.entry, Input: res.input}, err
 }

@@ -143,6 +143,12 @@ func History(rows []Row) []any {
 		var entry map[string]any
 		_ = json.Unmarshal(raw, &entry)
 		entry["loop"] = r.Loop
+		if r.Input != nil {
+			entry["input"] = r.Input
+		}
+		if r.State != nil {
+			entry["state"] = r.State
+		}
 		out = append(out, entry)
 	}
 	return out

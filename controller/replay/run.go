@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"maps"
 
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+
 	"governor.dev/governor/actuators"
 	"governor.dev/governor/actuators/builtin"
 	"governor.dev/governor/api/v1alpha1"
@@ -25,6 +27,10 @@ type Row struct {
 	// Priorities are the loop's effective params.priorities after the
 	// tick, when it has them.
 	Priorities []string
+	// Input is the input document the tick decided on (nil when it got
+	// none), and State the policy's state after the tick.
+	Input map[string]any
+	State *apiextensionsv1.JSON
 }
 
 // Run plays a trace through loops, one tick of every loop per line;
@@ -47,12 +53,12 @@ func Run(ctx context.Context, reg *bundles.Registry, loops []*v1alpha1.ControlLo
 			if l.Spec.State == v1alpha1.Paused {
 				continue
 			}
-			next, entry, err := controller.Step(ctx, w, reg, l, &l.Status, trace[i].Time)
+			step, err := controller.Step(ctx, w, reg, l, &l.Status, trace[i].Time)
 			if err != nil {
 				return rows, fmt.Errorf("%s at %s: %w", l.Name, trace[i].Time, err)
 			}
-			l.Status = *next
-			row := Row{Tick: w.tick, Loop: l.Name, Entry: entry, Targets: map[string]map[string]any{}}
+			l.Status = *step.Status
+			row := Row{Tick: w.tick, Loop: l.Name, Entry: step.Entry, Targets: map[string]map[string]any{}, Input: step.Input, State: l.Status.State}
 			for name, t := range w.targets[key(l.Namespace, l.Name)] {
 				row.Targets[name] = maps.Clone(t.Current)
 			}

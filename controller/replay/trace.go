@@ -139,8 +139,9 @@ func ReadTrace(r io.Reader, name string) ([]Tick, error) {
 	return ticks, nil
 }
 
-// ReadLoop reads a ControlLoop manifest (YAML or JSON) and fills in the
-// defaults the API server's CRD would.
+// ReadLoop reads a ControlLoop manifest (YAML or JSON), refuses it as the
+// API server would (the CRD's schema and CEL rules), and fills in the
+// defaults the CRD would.
 func ReadLoop(path string) (*v1alpha1.ControlLoop, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -155,6 +156,9 @@ func ReadLoop(path string) (*v1alpha1.ControlLoop, error) {
 	}
 	if l.Namespace == "" {
 		l.Namespace = "default"
+	}
+	if err := validateLoop(b); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	var raw struct {
 		Spec struct {

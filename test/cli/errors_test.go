@@ -166,7 +166,8 @@ func TestBundleBuild(t *testing.T) {
 
 	broken := writeTree(t, map[string]string{".manifest": `{"revision": "x"}`, "b.rego": "package b\n\nd := nope(1)\n"})
 	failed := filepath.Join(t.TempDir(), "broken.tar.gz")
-	assertOneLineFailure(t, run(t, "", governor, "bundle", "build", broken, "-o", failed), 1, "b.rego:3")
+	// The gate refuses it first (exit 2), naming file and line.
+	assertOneLineFailure(t, run(t, "", governor, "bundle", "build", broken, "-o", failed), 2, "b.rego:3")
 	assert.NoFileExists(t, failed)
 }
 

@@ -61,8 +61,19 @@ type result struct {
 // run runs a binary in the repository root with optional stdin.
 func run(t *testing.T, stdin string, bin string, args ...string) result {
 	t.Helper()
+	return runWith(t, repoRoot, stdin, bin, args...)
+}
+
+// runIn runs a binary in dir.
+func runIn(t *testing.T, dir string, bin string, args ...string) result {
+	t.Helper()
+	return runWith(t, dir, "", bin, args...)
+}
+
+func runWith(t *testing.T, dir, stdin string, bin string, args ...string) result {
+	t.Helper()
 	cmd := exec.Command(bin, args...)
-	cmd.Dir = repoRoot
+	cmd.Dir = dir
 	cmd.Stdin = bytes.NewBufferString(stdin)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

@@ -257,22 +257,27 @@ func TestVerifyRefuses(t *testing.T) {
 		// upstream: the fault is the bundle's, so upstream opa must refuse
 		// it too, for the same reason in the same words
 		upstream bool
+		// ours, when set, is governor's words where they differ from OPA's
+		ours string
 	}{
-		{"unsigned", unsigned, a, "bundle missing .signatures.json file", true},
-		{"signed with another key", signed, b, "failed to verify JWT signature: crypto/rsa: verification error", true},
-		{"policy changed after signing", changed, a, "policies/reactive/reactive.rego: digest mismatch", true},
-		{"file added after signing", added, a, "file policies/reactive/extra.rego not included in bundle signature", true},
-		{"ECDSA key for an RSA signature", signed, ec, "failed to verify JWT signature", true},
-		{"wrong HMAC secret", governorSign(t, newKey(t, "HS256")), hs, "failed to verify JWT signature: invalid HMAC signature", true},
-		{"key file missing", signed, missing, "verification key: open " + missing.pub + ": no such file or directory", false},
-		{"key file not a key", signed, garbage, "verification key " + garbage.pub + ": no PEM key in it", false},
-		{"bundle missing", filepath.Join(t.TempDir(), "nope.tar.gz"), a, "cannot load bundle", false},
+		{"unsigned", unsigned, a, "bundle missing .signatures.json file", true, "unsigned.tar.gz is unsigned (no .signatures.json): sign it with 'governor bundle build --signing-key'"},
+		{"signed with another key", signed, b, "failed to verify JWT signature: crypto/rsa: verification error", true, ""},
+		{"policy changed after signing", changed, a, "policies/reactive/reactive.rego: digest mismatch", true, ""},
+		{"file added after signing", added, a, "file policies/reactive/extra.rego not included in bundle signature", true, ""},
+		{"ECDSA key for an RSA signature", signed, ec, "failed to verify JWT signature", true, ""},
+		{"wrong HMAC secret", governorSign(t, newKey(t, "HS256")), hs, "failed to verify JWT signature: invalid HMAC signature", true, ""},
+		{"key file missing", signed, missing, "verification key: open " + missing.pub + ": no such file or directory", false, ""},
+		{"key file not a key", signed, garbage, "verification key " + garbage.pub + ": no PEM key in it", false, ""},
+		{"bundle missing", filepath.Join(t.TempDir(), "nope.tar.gz"), a, "cannot load bundle", false, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			why := tc.reason
 			if tc.upstream {
 				why = failed + why
+			}
+			if tc.ours != "" {
+				why = tc.ours
 			}
 			assertOneLineFailure(t, governorVerify(t, tc.file, tc.key), 1, why)
 			if tc.upstream {
@@ -285,7 +290,10 @@ func TestVerifyRefuses(t *testing.T) {
 		})
 	}
 
-	assertOneLineFailure(t, run(t, "", governor, "bundle", "verify", signed), 1, `required flag(s) "verification-key" not set`)
+	assertOneLineFailure(t, run(t, "", governor, "bundle", "verify", signed), 1, "is signed: give --verification-key to verify its signature")
+	res = run(t, "", governor, "bundle", "verify", unsigned)
+	require.Equal(t, 0, res.code, res.stderr)
+	assert.Contains(t, res.stdout, "compiles; unsigned (no .signatures.json)")
 }
 
 // --key-id is recorded as the JWT's kid. On verify it names the configured
