@@ -39,10 +39,13 @@ func TestDeployWithKubectl(t *testing.T) {
 		"poddisruptionbudget.policy/governor-controller-manager serverside-applied",
 		"validatingadmissionpolicy.admissionregistration.k8s.io/governor-controlloop-authors serverside-applied",
 		"validatingadmissionpolicybinding.admissionregistration.k8s.io/governor-controlloop-authors serverside-applied",
+		"flowschema.flowcontrol.apiserver.k8s.io/governor-leader-election serverside-applied",
 	} {
 		assert.Contains(t, out, want)
 	}
 	kubectl("wait", "--for=condition=Established", "--timeout=30s", "crd/controlloops.governor.dev")
+	// The Lease's FlowSchema names a priority level the API server has.
+	kubectl("wait", "--for=condition=Dangling=False", "--timeout=30s", "flowschema/governor-leader-election")
 	// The binding names the policy by its prefixed name (kustomize's name reference).
 	assert.Equal(t, "governor-controlloop-authors",
 		kubectl("get", "validatingadmissionpolicybinding", "governor-controlloop-authors", "-o", "jsonpath={.spec.policyName}"))
