@@ -249,6 +249,7 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		LeaderElectionID:              LeaderElectionID,
 		LeaderElectionNamespace:       opts.LeaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
+		LeaderElectionConfig:          ownConnection(cfg),
 		LeaseDuration:                 nonZero(opts.LeaseDuration),
 		RenewDeadline:                 nonZero(opts.RenewDeadline),
 		RetryPeriod:                   nonZero(opts.RetryPeriod),
@@ -321,6 +322,19 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		}
 	})
 	return mgr, nil
+}
+
+// ownConnection is cfg for a client with a connection of its own: client-go
+// shares one transport (one HTTP/2 connection) among clients of the same
+// TLS settings, but never one whose Proxy is set. Leader election gets one,
+// so that its renewals do not wait behind the watch events and writes of
+// the controller's connection.
+func ownConnection(cfg *rest.Config) *rest.Config {
+	own := rest.CopyConfig(cfg)
+	if own.Proxy == nil {
+		own.Proxy = http.ProxyFromEnvironment // what client-go uses when unset
+	}
+	return own
 }
 
 // nonZero is d, or nil (controller-runtime's default) when zero.
