@@ -262,6 +262,15 @@ func asksCurrent(target *actuators.Target, field string, v any) bool {
 			}
 		}
 		return true
+	case external.Field:
+		current, _ := target.Current[field].(external.Settings)
+		for name, q := range v.(external.Settings) {
+			cq, ok := current[name]
+			if !ok || !same(&q, &cq) {
+				return false
+			}
+		}
+		return true
 	}
 	return true // a field this check does not know yet: teach it the field's comparison
 }
