@@ -8,6 +8,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"runtime/debug"
 	"sync"
@@ -25,6 +26,7 @@ import (
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/bundles"
 	"governor.dev/governor/controller/guard"
+	"governor.dev/governor/shard"
 )
 
 // The controller's permissions on its own resource and for its events; the
@@ -63,6 +65,9 @@ type Loops struct {
 	MaxStatusBytes int
 	Recorder       recorder.EventRecorder
 	Log            logr.Logger
+	// Shard, when loops are sharded across replicas, says which this
+	// replica runs; nil runs every loop (the leader's).
+	Shard Sharding
 
 	mu      sync.Mutex
 	ctx     context.Context // set once started
@@ -85,6 +90,9 @@ type runner struct {
 	loop      *v1alpha1.ControlLoop // the loop as last read, for a final write
 	// minInterval is the loop's: woken runners wait for it since the last tick.
 	minInterval time.Duration
+	// displaced is the owner recorded before this runner claimed the loop
+	// (sharded loops).
+	displaced *shard.Owner
 	// gone is set when the loop was deleted: nothing is flushed to a loop
 	// that may since have been created again under the same name.
 	gone atomic.Bool
@@ -294,7 +302,7 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 		log.Error(err, "reading loop")
 		return retryAfter, true
 	}
-	if loop.DeletionTimestamp != nil {
+	if loop.DeletionTimestamp != nil || !l.acting(r, &loop) {
 		return 0, false
 	}
 	interval := cmp.Or(loop.Spec.Interval.Duration, defaultInterval)
@@ -303,6 +311,9 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 		r.minInterval = loop.Spec.MinInterval.Duration
 	}
 	if err := l.catchUp(ctx, r, &loop); err != nil {
+		if errors.Is(err, errNotOwner) {
+			return 0, false
+		}
 		log.Error(err, "catching up with the loop's status")
 		return retryAfter, true
 	}
@@ -332,8 +343,8 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 	}
 	r.status = next
 	l.emit(&loop, res)
-	if ctx.Err() != nil {
-		return 0, false // what the tick changed is written by flush
+	if ctx.Err() != nil || !l.acting(r, &loop) {
+		return 0, false // what the tick changed is written by flush, if still ours
 	}
 	if err := l.save(ctx, r, &loop, res, interval); err != nil {
 		if apierrors.IsNotFound(err) || ctx.Err() != nil {
@@ -358,6 +369,11 @@ func (l *Loops) catchUp(ctx context.Context, r *runner, loop *v1alpha1.ControlLo
 		var fresh v1alpha1.ControlLoop
 		if err := l.APIReader.Get(ctx, r.key, &fresh); err != nil {
 			return err
+		}
+		if l.Shard != nil {
+			if err := l.claim(ctx, r, &fresh); err != nil {
+				return err
+			}
 		}
 		r.status = fresh.Status.DeepCopy()
 		r.written = r.status
@@ -404,7 +420,11 @@ func urgent(res tickResult, written, next *v1alpha1.ControlLoopStatus) bool {
 
 // flush writes what a stopping runner has not written yet.
 func (l *Loops) flush(r *runner) {
-	if r.loop == nil || r.status == r.written || r.gone.Load() {
+	if r.loop == nil || r.gone.Load() || !l.acting(r, r.loop) {
+		return
+	}
+	l.released(r)
+	if r.status == r.written {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -36,6 +37,7 @@ import (
 	"governor.dev/governor/collectors/prometheus"
 	"governor.dev/governor/collectors/push"
 	"governor.dev/governor/collectors/resources"
+	"governor.dev/governor/shard"
 )
 
 // Options configure the controller manager.
@@ -75,11 +77,22 @@ type Options struct {
 	// (push.Limits: no rate limit where zero).
 	PushLimits push.Limits
 
+	// Shards, when set, shards the loops across replicas: each replica
+	// holds a member Lease named after Shards.Member in Shards.Namespace
+	// (with the lease timings above) and runs the loops assigned to it.
+	// Nil: the leader runs every loop.
+	Shards *ShardOptions
+
 	// StatusFlush is how often quiet ticks are written to the status (see
 	// Loops.StatusFlush); 1s when zero.
 	StatusFlush time.Duration
 	// MaxStatusBytes bounds each loop's status (see Loops.MaxStatusBytes).
 	MaxStatusBytes int
+}
+
+// ShardOptions name this replica's member Lease.
+type ShardOptions struct {
+	Namespace, Member string
 }
 
 // TLSFiles configure TLS to a server from PEM files; all empty is plaintext.
@@ -214,7 +227,7 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		StatusFlush:    opts.StatusFlush,
 		MaxStatusBytes: opts.MaxStatusBytes,
 	}
-	if err := mgr.Add(loops); err != nil {
+	if err := addLoops(mgr, loops, opts); err != nil {
 		return nil, err
 	}
 	if err := (&Reconciler{Loops: loops}).SetupWithManager(mgr); err != nil {
@@ -240,11 +253,33 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		return nil, err
 	}
 	registerMetrics.Do(func() {
-		for _, c := range append(bundles.Metrics(), loopMetrics()...) {
+		for _, c := range append(bundles.Metrics(), append(loopMetrics(), shardLoops)...) {
 			ctrlmetrics.Registry.MustRegister(c)
 		}
 	})
 	return mgr, nil
+}
+
+// addLoops adds the loop runners to the manager: behind leader election,
+// or sharded across replicas.
+func addLoops(mgr manager.Manager, loops *Loops, opts Options) error {
+	if opts.Shards == nil {
+		return mgr.Add(loops)
+	}
+	t := shard.Timings{
+		LeaseDuration: cmp.Or(opts.LeaseDuration, 15*time.Second),
+		RenewDeadline: cmp.Or(opts.RenewDeadline, 10*time.Second),
+		RetryPeriod:   cmp.Or(opts.RetryPeriod, 2*time.Second),
+	}
+	// Leases are read from the API server: a cache of them would watch
+	// every namespace's.
+	c, err := client.New(mgr.GetConfig(), client.Options{Scheme: mgr.GetScheme(), HTTPClient: mgr.GetHTTPClient(), Mapper: mgr.GetRESTMapper()})
+	if err != nil {
+		return err
+	}
+	member := shard.NewMember(c, opts.Shards.Namespace, opts.Shards.Member, t, mgr.GetLogger().WithName("shard"))
+	loops.Shard = member
+	return mgr.Add(&shardedLoops{loops: loops, member: member})
 }
 
 // nonZero is d, or nil (controller-runtime's default) when zero.
