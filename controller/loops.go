@@ -92,7 +92,7 @@ type runner struct {
 	minInterval time.Duration
 	// displaced is the owner recorded before this runner claimed the loop
 	// (sharded loops).
-	displaced *shard.Owner
+	displaced []shard.Owner
 	// gone is set when the loop was deleted: nothing is flushed to a loop
 	// that may since have been created again under the same name.
 	gone atomic.Bool
@@ -371,7 +371,7 @@ func (l *Loops) catchUp(ctx context.Context, r *runner, loop *v1alpha1.ControlLo
 			return err
 		}
 		if l.Shard != nil {
-			if err := l.claim(ctx, r, &fresh); err != nil {
+			if err := l.claim(ctx, r, &fresh, loop); err != nil {
 				return err
 			}
 		}

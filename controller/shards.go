@@ -3,11 +3,14 @@ package controller
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/shard"
@@ -49,12 +52,17 @@ func (l *Loops) owns(loop *v1alpha1.ControlLoop) bool {
 // API server has it (fresh): with its resourceVersion as precondition, so
 // that of two replicas claiming at once one fails. It refuses while
 // another live replica is recorded.
-func (l *Loops) claim(ctx context.Context, r *runner, fresh *v1alpha1.ControlLoop) error {
+func (l *Loops) claim(ctx context.Context, r *runner, fresh, cached *v1alpha1.ControlLoop) error {
 	self, ok := l.Shard.Self()
 	if !ok || !l.Shard.MayTake(ownerOf(fresh.Status.Owner)) {
 		return errNotOwner
 	}
-	r.displaced = ownerOf(fresh.Status.Owner)
+	r.displaced = r.displaced[:0]
+	for _, o := range []*v1alpha1.LoopOwner{fresh.Status.Owner, cached.Status.Owner} {
+		if o != nil {
+			r.displaced = append(r.displaced, *ownerOf(o))
+		}
+	}
 	fresh.Status.Owner = &v1alpha1.LoopOwner{Member: self.Member, Epoch: self.Epoch}
 	if err := l.Client.Status().Update(ctx, fresh); err != nil {
 		return errors.Join(errNotOwner, err)
@@ -64,7 +72,7 @@ func (l *Loops) claim(ctx context.Context, r *runner, fresh *v1alpha1.ControlLoo
 
 // acting says whether a runner may tick its loop as read from the cache:
 // this replica still holds its membership under the epoch it claimed the
-// loop with, and the cache names no other owner than it or the one it
+// loop with, and the cache names no other owner than it or those it
 // displaced (whose record the cache may not have dropped yet).
 func (l *Loops) acting(r *runner, cached *v1alpha1.ControlLoop) bool {
 	if l.Shard == nil || r.status == nil {
@@ -76,7 +84,7 @@ func (l *Loops) acting(r *runner, cached *v1alpha1.ControlLoop) bool {
 		return false
 	}
 	o := ownerOf(cached.Status.Owner)
-	return o == nil || *o == self || (r.displaced != nil && *o == *r.displaced)
+	return o == nil || *o == self || slices.Contains(r.displaced, *o)
 }
 
 // released is the status a runner stopping gracefully leaves: with no
@@ -120,6 +128,17 @@ func (l *Loops) has(key types.NamespacedName) bool {
 	defer l.mu.Unlock()
 	_, ok := l.runners[key]
 	return ok
+}
+
+// disown clears this replica as the recorded owner of a loop it has no
+// runner for and is not assigned (a runner that stopped without writing,
+// such as one that met another owner), so that its assignee may take it.
+// The cached resourceVersion is the precondition: a claim since then wins.
+func (l *Loops) disown(ctx context.Context, loop *v1alpha1.ControlLoop) {
+	loop.Status.Owner = nil
+	if err := l.Client.Status().Update(ctx, loop); err != nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) && ctx.Err() == nil {
+		l.Log.Error(err, "clearing this replica as a loop's owner", "loop", client.ObjectKeyFromObject(loop))
+	}
 }
 
 // running is the number of loops with a runner.
@@ -182,6 +201,8 @@ func (s *shardedLoops) rebalance(ctx context.Context) {
 			s.loops.Keep(key)
 		case s.loops.has(key):
 			wg.Go(func() { s.loops.Release(key) })
+		case loop.Status.Owner != nil && loop.Status.Owner.Member == s.member.Name:
+			wg.Go(func() { s.loops.disown(ctx, loop) })
 		}
 	}
 	wg.Wait()

@@ -405,14 +405,18 @@ func (r *failoverRig) start(tb testing.TB, name string) *replica {
 	require.NoError(tb, os.WriteFile(manifest, raw, 0o644))
 
 	p := &replica{name: name, log: filepath.Join(r.dir, name+".log"), probe: freeAddr(tb), done: make(chan struct{})}
-	args := withFlags(r.args, map[string]string{
+	own := map[string]string{
 		"--bundles":                   bundles,
 		"--kubeconfig":                r.kubeconfig,
 		"--leader-election-namespace": systemNamespace, // in a Pod: its own
 		"--health-probe-bind-address": p.probe,
 		"--metrics-bind-address":      freeAddr(tb),
 		"--push-bind-address":         "0",
-	})
+	}
+	if slices.Contains(r.args, "--shards=auto") {
+		own["--shard-member"] = name // one host: the host name would not tell replicas apart
+	}
+	args := withFlags(r.args, own)
 	out, err := os.Create(p.log)
 	require.NoError(tb, err)
 	p.cmd = exec.Command(r.bin, args...)
