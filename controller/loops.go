@@ -26,7 +26,6 @@ import (
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/bundles"
 	"governor.dev/governor/controller/guard"
-	"governor.dev/governor/shard"
 )
 
 // The controller's permissions on its own resource and for its events; the
@@ -90,9 +89,9 @@ type runner struct {
 	loop      *v1alpha1.ControlLoop // the loop as last read, for a final write
 	// minInterval is the loop's: woken runners wait for it since the last tick.
 	minInterval time.Duration
-	// displaced is the owner recorded before this runner claimed the loop
-	// (sharded loops).
-	displaced []shard.Owner
+	// notBefore is when a runner that took its loop from another replica
+	// may tick first: minInterval after the loop's last tick.
+	notBefore time.Time
 	// gone is set when the loop was deleted: nothing is flushed to a loop
 	// that may since have been created again under the same name.
 	gone atomic.Bool
@@ -302,7 +301,7 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 		log.Error(err, "reading loop")
 		return retryAfter, true
 	}
-	if loop.DeletionTimestamp != nil || !l.acting(r, &loop) {
+	if loop.DeletionTimestamp != nil || !l.acting(ctx, r, &loop) {
 		return 0, false
 	}
 	interval := cmp.Or(loop.Spec.Interval.Duration, defaultInterval)
@@ -318,6 +317,9 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 		return retryAfter, true
 	}
 	r.loop = &loop
+	if wait := time.Until(r.notBefore); wait > 0 {
+		return wait, true
+	}
 	var next *v1alpha1.ControlLoopStatus
 	var res tickResult
 	if loop.Spec.State == v1alpha1.Paused {
@@ -343,7 +345,7 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 	}
 	r.status = next
 	l.emit(&loop, res)
-	if ctx.Err() != nil || !l.acting(r, &loop) {
+	if ctx.Err() != nil || !l.acting(ctx, r, &loop) {
 		return 0, false // what the tick changed is written by flush, if still ours
 	}
 	if err := l.save(ctx, r, &loop, res, interval); err != nil {
@@ -371,7 +373,7 @@ func (l *Loops) catchUp(ctx context.Context, r *runner, loop *v1alpha1.ControlLo
 			return err
 		}
 		if l.Shard != nil {
-			if err := l.claim(ctx, r, &fresh, loop); err != nil {
+			if err := l.claim(ctx, r, &fresh); err != nil {
 				return err
 			}
 		}
@@ -420,15 +422,18 @@ func urgent(res tickResult, written, next *v1alpha1.ControlLoopStatus) bool {
 
 // flush writes what a stopping runner has not written yet.
 func (l *Loops) flush(r *runner) {
-	if r.loop == nil || r.gone.Load() || !l.acting(r, r.loop) {
+	if r.loop == nil || r.gone.Load() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if !l.acting(ctx, r, r.loop) {
 		return
 	}
 	l.released(r)
 	if r.status == r.written {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
 	if err := l.writeStatus(ctx, r.loop, r.written, r.status); err != nil && !apierrors.IsNotFound(err) {
 		l.Log.Error(err, "writing status on stop", "loop", r.key)
 	}

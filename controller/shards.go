@@ -3,7 +3,6 @@ package controller
 import (
 	"context"
 	"errors"
-	"slices"
 	"sync"
 	"time"
 
@@ -52,16 +51,14 @@ func (l *Loops) owns(loop *v1alpha1.ControlLoop) bool {
 // API server has it (fresh): with its resourceVersion as precondition, so
 // that of two replicas claiming at once one fails. It refuses while
 // another live replica is recorded.
-func (l *Loops) claim(ctx context.Context, r *runner, fresh, cached *v1alpha1.ControlLoop) error {
+func (l *Loops) claim(ctx context.Context, r *runner, fresh *v1alpha1.ControlLoop) error {
 	self, ok := l.Shard.Self()
 	if !ok || !l.Shard.MayTake(ownerOf(fresh.Status.Owner)) {
 		return errNotOwner
 	}
-	r.displaced = r.displaced[:0]
-	for _, o := range []*v1alpha1.LoopOwner{fresh.Status.Owner, cached.Status.Owner} {
-		if o != nil {
-			r.displaced = append(r.displaced, *ownerOf(o))
-		}
+	if fresh.Status.LastTick != nil {
+		// The previous owner's last tick counts towards minInterval.
+		r.notBefore = fresh.Status.LastTick.Add(r.minInterval)
 	}
 	fresh.Status.Owner = &v1alpha1.LoopOwner{Member: self.Member, Epoch: self.Epoch}
 	if err := l.Client.Status().Update(ctx, fresh); err != nil {
@@ -72,9 +69,9 @@ func (l *Loops) claim(ctx context.Context, r *runner, fresh, cached *v1alpha1.Co
 
 // acting says whether a runner may tick its loop as read from the cache:
 // this replica still holds its membership under the epoch it claimed the
-// loop with, and the cache names no other owner than it or those it
-// displaced (whose record the cache may not have dropped yet).
-func (l *Loops) acting(r *runner, cached *v1alpha1.ControlLoop) bool {
+// loop with, and the loop names no other owner. When the cache names
+// another (it may lag behind the claim), the API server says.
+func (l *Loops) acting(ctx context.Context, r *runner, cached *v1alpha1.ControlLoop) bool {
 	if l.Shard == nil || r.status == nil {
 		return true
 	}
@@ -83,8 +80,15 @@ func (l *Loops) acting(r *runner, cached *v1alpha1.ControlLoop) bool {
 	if !ok || claimed == nil || *claimed != self {
 		return false
 	}
-	o := ownerOf(cached.Status.Owner)
-	return o == nil || *o == self || slices.Contains(r.displaced, *o)
+	if o := ownerOf(cached.Status.Owner); o == nil || *o == self {
+		return true
+	}
+	var fresh v1alpha1.ControlLoop
+	if err := l.APIReader.Get(ctx, r.key, &fresh); err != nil {
+		return false
+	}
+	o := ownerOf(fresh.Status.Owner)
+	return o != nil && *o == self
 }
 
 // released is the status a runner stopping gracefully leaves: with no

@@ -54,8 +54,9 @@ func TestShards(t *testing.T) {
 	since := time.Now()
 	rec.waitAllTick(t, r, since, "every loop ticking on three replicas")
 	time.Sleep(3 * time.Second) // the three see each other and rebalance
-	rec.waitAllTick(t, r, time.Now(), "every loop ticking, balanced")
-	shares := rec.shares(time.Now().Add(-2 * shardedInterval))
+	balanced := time.Now()
+	rec.waitAllTick(t, r, balanced, "every loop ticking, balanced")
+	shares := rec.shares(balanced)
 	t.Logf("loops run by each of three replicas: %v", shares)
 	for _, p := range []*replica{a, b, c} {
 		assert.Positive(t, shares[p.name], "replica %s runs no loop", p.name)
