@@ -112,19 +112,25 @@ func (l *Loops) Keep(key types.NamespacedName) {
 
 // Release stops a loop's runner gracefully, if it has one: its status is
 // written with no owner, for the replica it was assigned to.
+// The runner stays registered until it has stopped: a loop assigned back
+// meanwhile gets no second runner while the first still ticks or writes.
 func (l *Loops) Release(key types.NamespacedName) {
 	l.mu.Lock()
 	r, ok := l.runners[key]
-	delete(l.runners, key)
 	l.mu.Unlock()
 	if !ok {
 		return
 	}
-	forgetLoop(key.Namespace, key.Name)
 	if r.cancel != nil {
 		r.cancel()
 		<-r.done
 	}
+	l.mu.Lock()
+	if l.runners[key] == r {
+		delete(l.runners, key)
+	}
+	l.mu.Unlock()
+	forgetLoop(key.Namespace, key.Name)
 }
 
 func (l *Loops) has(key types.NamespacedName) bool {

@@ -48,7 +48,9 @@ Leader election (on by default) makes only one replica run the loops; every
 replica follows the bundles. A standby takes over a crashed leader's Lease
 once it expires (--leader-elect-lease-duration, and a few retries), and at
 its next retry (--leader-elect-retry-period) after a graceful stop, which
-hands the Lease back once the loops' last ticks are written. /healthz and /readyz answer on the probe address
+hands the Lease back once the loops' last ticks are written. With --shards
+auto every replica runs a share of the loops instead: each holds a member
+Lease and runs the loops assigned to it by rendezvous hashing. /healthz and /readyz answer on the probe address
 (ready once every bundle has a revision); Prometheus metrics and GET /bundles
 (each bundle's status, JSON) on the metrics address.`
 
