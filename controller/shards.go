@@ -23,7 +23,7 @@ type Sharding interface {
 	// Self is this replica as an owner; false while it must not act.
 	Self() (shard.Owner, bool)
 	// MayTake says whether a loop recorded as run by o may be taken.
-	MayTake(o *shard.Owner) bool
+	MayTake(ctx context.Context, o *shard.Owner) (bool, error)
 }
 
 // errNotOwner stops a runner at once, without acting or writing: another
@@ -53,8 +53,11 @@ func (l *Loops) owns(loop *v1alpha1.ControlLoop) bool {
 // another live replica is recorded.
 func (l *Loops) claim(ctx context.Context, r *runner, fresh *v1alpha1.ControlLoop) error {
 	self, ok := l.Shard.Self()
-	if !ok || !l.Shard.MayTake(ownerOf(fresh.Status.Owner)) {
+	if !ok {
 		return errNotOwner
+	}
+	if may, err := l.Shard.MayTake(ctx, ownerOf(fresh.Status.Owner)); !may {
+		return errors.Join(errNotOwner, err)
 	}
 	if fresh.Status.LastTick != nil {
 		// The previous owner's last tick counts towards minInterval.

@@ -32,14 +32,14 @@ func (f *fakeShard) Self() (shard.Owner, bool) {
 	defer f.mu.Unlock()
 	return f.self, f.ok
 }
-func (f *fakeShard) MayTake(o *shard.Owner) bool {
+func (f *fakeShard) MayTake(_ context.Context, o *shard.Owner) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if o == nil || o.Member == f.self.Member {
-		return true
+		return true, nil
 	}
 	e, ok := f.live[o.Member]
-	return !ok || e != o.Epoch
+	return !ok || e != o.Epoch, nil
 }
 func (f *fakeShard) lapse() {
 	f.mu.Lock()

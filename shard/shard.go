@@ -140,16 +140,23 @@ func (m *Member) Owns(uid string) bool {
 // MayTake says whether this member may take a loop recorded as owned by o:
 // nobody, itself (under any epoch: one process runs one runner per loop,
 // and its runners of an older epoch stopped acting when it lapsed), a
-// member not live, or a live member under a newer epoch (whose runners of
-// the recorded one stopped).
-func (m *Member) MayTake(o *Owner) bool {
+// member whose Lease expired, or a live member under a newer epoch (whose
+// runners of the recorded one stopped). The owner's Lease is read from the
+// API server: a member that joined since the last listing is live too.
+func (m *Member) MayTake(ctx context.Context, o *Owner) (bool, error) {
 	if o == nil || o.Member == "" || o.Member == m.Name {
-		return true
+		return true, nil
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	live, ok := m.members[o.Member]
-	return !ok || live.Epoch != o.Epoch
+	var l coordinationv1.Lease
+	err := m.Client.Get(ctx, client.ObjectKey{Namespace: m.Namespace, Name: LeasePrefix + o.Member}, &l)
+	switch {
+	case apierrors.IsNotFound(err):
+		return true, nil
+	case err != nil:
+		return false, err
+	}
+	live, ok := Live([]coordinationv1.Lease{l}, time.Now())[o.Member]
+	return !ok || live.Epoch != o.Epoch, nil
 }
 
 // Members are the live members as last listed, sorted.

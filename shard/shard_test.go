@@ -154,7 +154,7 @@ func TestMayTake(t *testing.T) {
 	ctx := context.Background()
 	c := fake.NewClientBuilder().WithScheme(scheme.Scheme).Build()
 	a, b := newMember(c, "a"), newMember(c, "b")
-	must(t, a.renew(ctx), b.renew(ctx), a.list(ctx))
+	must(t, a.renew(ctx), a.list(ctx), b.renew(ctx)) // b joined since a listed
 	cases := []struct {
 		owner *Owner
 		want  bool
@@ -166,10 +166,11 @@ func TestMayTake(t *testing.T) {
 		{&Owner{Member: "gone", Epoch: 1}, true},
 	}
 	for _, tc := range cases {
-		if got := a.MayTake(tc.owner); got != tc.want {
+		if got, err := a.MayTake(ctx, tc.owner); err != nil || got != tc.want {
 			t.Errorf("MayTake(%v) = %v, want %v", tc.owner, got, tc.want)
 		}
 	}
+	must(t, a.list(ctx))
 	if got := a.Members(); fmt.Sprint(got) != "[a b]" {
 		t.Errorf("Members = %v, want [a b]", got)
 	}
