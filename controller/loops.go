@@ -89,9 +89,6 @@ type runner struct {
 	loop      *v1alpha1.ControlLoop // the loop as last read, for a final write
 	// minInterval is the loop's: woken runners wait for it since the last tick.
 	minInterval time.Duration
-	// notBefore is when a runner that took its loop from another replica
-	// may tick first: minInterval after the loop's last tick.
-	notBefore time.Time
 	// gone is set when the loop was deleted: nothing is flushed to a loop
 	// that may since have been created again under the same name.
 	gone atomic.Bool
@@ -317,7 +314,7 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 		return retryAfter, true
 	}
 	r.loop = &loop
-	if wait := time.Until(r.notBefore); wait > 0 {
+	if wait := l.handoverWait(r); wait > 0 {
 		return wait, true
 	}
 	var next *v1alpha1.ControlLoopStatus

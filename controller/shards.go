@@ -59,10 +59,6 @@ func (l *Loops) claim(ctx context.Context, r *runner, fresh *v1alpha1.ControlLoo
 	if may, err := l.Shard.MayTake(ctx, ownerOf(fresh.Status.Owner)); !may {
 		return errors.Join(errNotOwner, err)
 	}
-	if fresh.Status.LastTick != nil {
-		// The previous owner's last tick counts towards minInterval.
-		r.notBefore = fresh.Status.LastTick.Add(r.minInterval)
-	}
 	fresh.Status.Owner = &v1alpha1.LoopOwner{Member: self.Member, Epoch: self.Epoch}
 	if err := l.Client.Status().Update(ctx, fresh); err != nil {
 		return errors.Join(errNotOwner, err)
@@ -92,6 +88,20 @@ func (l *Loops) acting(ctx context.Context, r *runner, cached *v1alpha1.ControlL
 	}
 	o := ownerOf(fresh.Status.Owner)
 	return o != nil && *o == self
+}
+
+// handoverWait is how long a sharded runner waits before it ticks: until
+// minInterval after the loop's last recorded tick, which another replica,
+// or an earlier runner of this one, may have run.
+func (l *Loops) handoverWait(r *runner) time.Duration {
+	if l.Shard == nil {
+		return 0
+	}
+	last := previousTick(r.status)
+	if last.IsZero() {
+		return 0
+	}
+	return time.Until(last.Add(r.minInterval))
 }
 
 // released is the status a runner stopping gracefully leaves: with no
