@@ -8,7 +8,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"runtime/debug"
 	"sync"
@@ -307,11 +306,7 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 		r.minInterval = loop.Spec.MinInterval.Duration
 	}
 	if err := l.catchUp(ctx, r, &loop); err != nil {
-		if errors.Is(err, errNotOwner) {
-			return 0, false
-		}
-		log.Error(err, "catching up with the loop's status")
-		return retryAfter, true
+		return caughtUpFailed(log, err)
 	}
 	r.loop = &loop
 	if wait := l.handoverWait(r); wait > 0 {
@@ -342,7 +337,7 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 	}
 	r.status = next
 	l.emit(&loop, res)
-	if ctx.Err() != nil || !l.acting(ctx, r, &loop) {
+	if l.stopping(ctx, r, &loop) {
 		return 0, false // what the tick changed is written by flush, if still ours
 	}
 	if err := l.save(ctx, r, &loop, res, interval); err != nil {

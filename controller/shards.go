@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
@@ -102,6 +103,22 @@ func (l *Loops) handoverWait(r *runner) time.Duration {
 		return 0
 	}
 	return time.Until(last.Add(r.minInterval))
+}
+
+// stopping says whether a runner must not write the tick it ran: it is
+// stopping, or its loop is no longer its own.
+func (l *Loops) stopping(ctx context.Context, r *runner, loop *v1alpha1.ControlLoop) bool {
+	return ctx.Err() != nil || !l.acting(ctx, r, loop)
+}
+
+// caughtUpFailed is what a runner does when it could not catch up with its
+// loop: stop at once when another replica owns it, else retry.
+func caughtUpFailed(log logr.Logger, err error) (time.Duration, bool) {
+	if errors.Is(err, errNotOwner) {
+		return 0, false
+	}
+	log.Error(err, "catching up with the loop's status")
+	return retryAfter, true
 }
 
 // released is the status a runner stopping gracefully leaves: with no

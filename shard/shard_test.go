@@ -26,7 +26,8 @@ func uids(n int) []string {
 func TestAssignIsStableAndIgnoresOrder(t *testing.T) {
 	a, b := []string{"m-0", "m-1", "m-2"}, []string{"m-2", "m-0", "m-1"}
 	for _, u := range uids(1000) {
-		if Assign(u, a) != Assign(u, b) || Assign(u, a) != Assign(u, a) {
+		first, again, reordered := Assign(u, a), Assign(u, a), Assign(u, b)
+		if first != again || first != reordered {
 			t.Fatalf("%s: assignment depends on the members' order or changes between calls", u)
 		}
 	}
