@@ -70,6 +70,9 @@ type Loops struct {
 	MaxStatusBytes int
 	Recorder       recorder.EventRecorder
 	Log            logr.Logger
+	// Shard, when loops are sharded across replicas, says which this
+	// replica runs; nil runs every loop (the leader's).
+	Shard Sharding
 
 	mu      sync.Mutex
 	ctx     context.Context // set once started
@@ -281,7 +284,7 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 		log.Error(err, "reading loop")
 		return retryAfter, true
 	}
-	if loop.DeletionTimestamp != nil {
+	if loop.DeletionTimestamp != nil || !l.acting(ctx, r, &loop) {
 		return 0, false
 	}
 	interval := cmp.Or(loop.Spec.Interval.Duration, defaultInterval)
@@ -290,10 +293,12 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 		r.minInterval = loop.Spec.MinInterval.Duration
 	}
 	if err := l.catchUp(ctx, r, &loop); err != nil {
-		log.Error(err, "catching up with the loop's status")
-		return retryAfter, true
+		return caughtUpFailed(log, err)
 	}
 	r.loop = &loop
+	if wait := l.handoverWait(r); wait > 0 {
+		return wait, true
+	}
 	var next *v1alpha1.ControlLoopStatus
 	var res tickResult
 	if loop.Spec.State == v1alpha1.Paused {
@@ -320,8 +325,8 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 	r.status = next
 	r.telemetry.ticked(&loop, res, next)
 	l.emit(&loop, res)
-	if ctx.Err() != nil {
-		return 0, false // what the tick changed is written by flush
+	if l.stopping(ctx, r, &loop) {
+		return 0, false // what the tick changed is written by flush, if still ours
 	}
 	if err := l.save(ctx, r, &loop, res, interval); err != nil {
 		if apierrors.IsNotFound(err) || ctx.Err() != nil {
@@ -346,6 +351,11 @@ func (l *Loops) catchUp(ctx context.Context, r *runner, loop *v1alpha1.ControlLo
 		var fresh v1alpha1.ControlLoop
 		if err := l.APIReader.Get(ctx, r.key, &fresh); err != nil {
 			return err
+		}
+		if l.Shard != nil {
+			if err := l.claim(ctx, r, &fresh); err != nil {
+				return err
+			}
 		}
 		r.status = fresh.Status.DeepCopy()
 		r.written = r.status
@@ -392,11 +402,18 @@ func urgent(res tickResult, written, next *v1alpha1.ControlLoopStatus) bool {
 
 // flush writes what a stopping runner has not written yet.
 func (l *Loops) flush(r *runner) {
-	if r.loop == nil || r.status == r.written || r.gone.Load() {
+	if r.loop == nil || r.gone.Load() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
+	if !l.acting(ctx, r, r.loop) {
+		return
+	}
+	l.released(r)
+	if r.status == r.written {
+		return
+	}
 	if err := l.writeStatus(ctx, r.loop, r.written, r.status); err != nil && !apierrors.IsNotFound(err) {
 		l.Log.Error(err, "writing status on stop", "loop", r.key)
 	}

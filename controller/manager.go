@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -41,6 +42,7 @@ import (
 	"governor.dev/governor/collectors/prometheus"
 	"governor.dev/governor/collectors/push"
 	"governor.dev/governor/collectors/resources"
+	"governor.dev/governor/shard"
 )
 
 // Options configure the controller manager.
@@ -91,6 +93,11 @@ type Options struct {
 	// Scope is what loops' collectors may observe (collectors.Scope: by
 	// default Hubble flows of the loop's own namespace, no Prometheus).
 	Scope collectors.Scope
+	// Shards, when set, shards the loops across replicas: each replica
+	// holds a member Lease named after Shards.Member in Shards.Namespace
+	// (with the lease timings above) and runs the loops assigned to it.
+	// Nil: the leader runs every loop.
+	Shards *ShardOptions
 
 	// StatusFlush is how often quiet ticks are written to the status (see
 	// Loops.StatusFlush); 1s when zero.
@@ -149,6 +156,11 @@ func addCertWatcher(mgr manager.Manager, w *certwatcher.CertWatcher) error {
 		return nil
 	}
 	return mgr.Add(w)
+}
+
+// ShardOptions name this replica's member Lease.
+type ShardOptions struct {
+	Namespace, Member string
 }
 
 // TLSFiles configure TLS to a server from PEM files; all empty is plaintext.
@@ -291,7 +303,7 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		StatusFlush:    opts.StatusFlush,
 		MaxStatusBytes: opts.MaxStatusBytes,
 	}
-	if err := mgr.Add(loops); err != nil {
+	if err := addLoops(mgr, loops, opts); err != nil {
 		return nil, err
 	}
 	if err := (&Reconciler{Loops: loops}).SetupWithManager(mgr); err != nil {
@@ -320,6 +332,7 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		for _, c := range slices.Concat(bundles.Metrics(), loopMetrics(), push.Metrics()) {
 			ctrlmetrics.Registry.MustRegister(c)
 		}
+		ctrlmetrics.Registry.MustRegister(shardLoops)
 	})
 	return mgr, nil
 }
@@ -335,6 +348,28 @@ func ownConnection(cfg *rest.Config) *rest.Config {
 		own.Proxy = http.ProxyFromEnvironment // what client-go uses when unset
 	}
 	return own
+}
+
+// addLoops adds the loop runners to the manager: behind leader election,
+// or sharded across replicas.
+func addLoops(mgr manager.Manager, loops *Loops, opts Options) error {
+	if opts.Shards == nil {
+		return mgr.Add(loops)
+	}
+	t := shard.Timings{
+		LeaseDuration: cmp.Or(opts.LeaseDuration, 15*time.Second),
+		RenewDeadline: cmp.Or(opts.RenewDeadline, 10*time.Second),
+		RetryPeriod:   cmp.Or(opts.RetryPeriod, 2*time.Second),
+	}
+	// Leases are read from the API server: a cache of them would watch
+	// every namespace's.
+	c, err := client.New(mgr.GetConfig(), client.Options{Scheme: mgr.GetScheme(), HTTPClient: mgr.GetHTTPClient(), Mapper: mgr.GetRESTMapper()})
+	if err != nil {
+		return err
+	}
+	member := shard.NewMember(c, opts.Shards.Namespace, opts.Shards.Member, t, mgr.GetLogger().WithName("shard"))
+	loops.Shard = member
+	return mgr.Add(&shardedLoops{loops: loops, member: member})
 }
 
 // nonZero is d, or nil (controller-runtime's default) when zero.

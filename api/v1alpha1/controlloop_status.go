@@ -34,6 +34,15 @@ const (
 	ConditionBundleHealthy = "BundleHealthy"
 )
 
+// LoopOwner is a sharded controller replica running a loop: its member
+// name and the epoch of its member Lease. A replica that lost its Lease
+// comes back under a new epoch, so an owner recorded under an old one no
+// longer runs.
+type LoopOwner struct {
+	Member string `json:"member"`
+	Epoch  int64  `json:"epoch"`
+}
+
 // ControlLoopStatus is what the loop has done, and all it needs to go on
 // after a restart: its policy's state, its overrides, its history and when
 // it last changed each target.
@@ -58,6 +67,11 @@ type ControlLoopStatus struct {
 	// what it applied.
 	// +optional
 	LastAction *LastAction `json:"lastAction,omitempty"`
+	// Owner is the controller replica running the loop when loops are
+	// sharded (governor run --shards auto); cleared when it stops the
+	// loop's runner gracefully.
+	// +optional
+	Owner *LoopOwner `json:"owner,omitempty"`
 
 	// Overrides are the policy parameters a Deliberative loop wrote; they
 	// win over spec.policy.params.
@@ -240,6 +254,7 @@ type TargetStatus struct {
 // +kubebuilder:printcolumn:name="Last Action",type=string,JSONPath=`.status.lastAction.summary`
 // +kubebuilder:printcolumn:name="Acted",type=date,JSONPath=`.status.lastAction.time`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="Owner",type=string,JSONPath=`.status.owner.member`,priority=1
 type ControlLoop struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	goflag "flag"
 	"fmt"
 	"math"
+	"os"
 	"strings"
 	"time"
 
@@ -24,6 +26,7 @@ import (
 	"governor.dev/governor/collectors/push"
 	"governor.dev/governor/controller"
 	"governor.dev/governor/decision"
+	"governor.dev/governor/shard"
 )
 
 // runLong is governor run's help.
@@ -52,7 +55,9 @@ Leader election (on by default) makes only one replica run the loops; every
 replica follows the bundles. A standby takes over a crashed leader's Lease
 once it expires (--leader-elect-lease-duration, and a few retries), and at
 its next retry (--leader-elect-retry-period) after a graceful stop, which
-hands the Lease back once the loops' last ticks are written. /healthz and /readyz answer on the probe address
+hands the Lease back once the loops' last ticks are written. With --shards
+auto every replica runs a share of the loops instead: each holds a member
+Lease and runs the loops assigned to it by rendezvous hashing. /healthz and /readyz answer on the probe address
 (ready once every bundle has a revision); Prometheus metrics and GET /bundles
 (each bundle's status, JSON) on the metrics address, over HTTPS to callers
 the API server authenticates and authorises (--metrics-secure).`
@@ -68,6 +73,7 @@ type runFlags struct {
 	// metricsSecure is --metrics-secure (opts.MetricsServing.Insecure is
 	// its negation, set by check).
 	metricsSecure bool
+	shards, shardMember                            string
 }
 
 // The API client's limits. client-go's defaults (5 and 10) make every
@@ -122,6 +128,8 @@ func newRunCommand() *cobra.Command {
 	fs.DurationVar(&f.opts.LeaseDuration, "leader-elect-lease-duration", defaultLeaseDuration, "how long standbys wait, after the leader's last renewal, before taking its Lease (whole seconds)")
 	fs.DurationVar(&f.opts.RenewDeadline, "leader-elect-renew-deadline", defaultRenewDeadline, "how long the leader tries to renew its Lease before it stops leading (below the lease duration)")
 	fs.DurationVar(&f.opts.RetryPeriod, "leader-elect-retry-period", defaultRetryPeriod, "how often replicas try to take or renew the Lease (renew deadline above 1.2 times this)")
+	fs.StringVar(&f.shards, "shards", "1", "auto: every replica holds a member Lease and runs the loops assigned to it; 1: the leader runs every loop")
+	fs.StringVar(&f.shardMember, "shard-member", "", "this replica's member name with --shards auto (default: $POD_NAME, else the host name)")
 	fs.StringVar(&f.opts.HubbleRelay, "hubble-relay", "", "Hubble Relay host:port for hubble collectors")
 	fs.StringVar(&f.opts.HubbleTLS.CA, "hubble-tls-ca", "", "CA bundle (PEM) that signs Hubble Relay's certificate")
 	fs.StringVar(&f.opts.HubbleTLS.Cert, "hubble-tls-cert", "", "client certificate (PEM) for Hubble Relay")
@@ -267,6 +275,9 @@ func (f *runFlags) check() error {
 			return err
 		}
 	}
+	if f.shards != "auto" && f.shards != "1" {
+		return fmt.Errorf("--shards must be auto or 1 (got %q)", f.shards)
+	}
 	return f.checkLimits()
 }
 
@@ -351,12 +362,46 @@ func (f *runFlags) run(ctx context.Context) error {
 		}
 	}
 	f.opts.Bundles = registry
+	if f.shards == "auto" {
+		if f.opts.Shards, err = f.shardOptions(); err != nil {
+			return err
+		}
+	}
 	mgr, err := controller.NewManager(cfg, f.opts)
 	if err != nil {
 		return err
 	}
-	ctrl.Log.Info("starting", "bundles", registry.Names(), "leaderElection", f.opts.LeaderElection, "watchNamespaces", f.opts.WatchNamespaces)
+	ctrl.Log.Info("starting", "bundles", registry.Names(), "leaderElection", f.opts.LeaderElection, "watchNamespaces", f.opts.WatchNamespaces, "shards", f.shards)
 	return mgr.Start(ctrl.SetupSignalHandler())
+}
+
+// serviceAccountNamespace holds the pod's namespace, in a cluster.
+const serviceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+// shardOptions names this replica's member Lease: in the leader election
+// namespace (the pod's own by default), after --shard-member, $POD_NAME or
+// the host name.
+func (f *runFlags) shardOptions() (*controller.ShardOptions, error) {
+	ns := f.opts.LeaderElectionNamespace
+	if ns == "" {
+		raw, err := os.ReadFile(serviceAccountNamespace)
+		if err != nil {
+			return nil, fmt.Errorf("--shards auto outside a cluster needs --leader-election-namespace for the member Leases")
+		}
+		ns = strings.TrimSpace(string(raw))
+	}
+	member := cmp.Or(f.shardMember, os.Getenv("POD_NAME"))
+	if member == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("--shards auto: no --shard-member, $POD_NAME or host name: %w", err)
+		}
+		member = host
+	}
+	if errs := validation.IsDNS1123Subdomain(shard.LeasePrefix + member); len(errs) > 0 {
+		return nil, fmt.Errorf("--shard-member %q: not a valid Lease name suffix: %s", member, strings.Join(errs, "; "))
+	}
+	return &controller.ShardOptions{Namespace: ns, Member: member}, nil
 }
 
 // readConfigMap reads the OPA configuration from the key config.yaml of a

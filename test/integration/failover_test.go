@@ -198,14 +198,19 @@ type failoverRig struct {
 	records []coordinationv1.LeaseSpec          // in the order written
 }
 
-// newFailoverRig applies config/default, makes a kubeconfig with a token of
+// newFailoverRig applies config/default (config/sharded with --shards
+// auto), makes a kubeconfig with a token of
 // the shipped ServiceAccount, builds governor, creates a loop that ticks
 // every 100ms on the shipped reactive policy, and starts recording its
 // ticks and the Lease. flags replace the Deployment's (or are added).
 func newFailoverRig(tb testing.TB, flags map[string]string) *failoverRig {
 	tb.Helper()
 	api := cluster.StartAPIServer(tb)
-	out, err := api.Kubectl("apply", "--server-side", "-k", filepath.Join(repo, "config/default"))
+	overlay := "config/default"
+	if flags["--shards"] == "auto" {
+		overlay = "config/sharded" // its Role lists the member Leases
+	}
+	out, err := api.Kubectl("apply", "--server-side", "-k", filepath.Join(repo, overlay))
 	require.NoError(tb, err, out)
 	out, err = api.Kubectl("wait", "--for=condition=Established", "--timeout=30s", "crd/controlloops.governor.dev")
 	require.NoError(tb, err, out)
@@ -405,14 +410,18 @@ func (r *failoverRig) start(tb testing.TB, name string) *replica {
 	require.NoError(tb, os.WriteFile(manifest, raw, 0o644))
 
 	p := &replica{name: name, log: filepath.Join(r.dir, name+".log"), probe: freeAddr(tb), done: make(chan struct{})}
-	args := withFlags(r.args, map[string]string{
+	own := map[string]string{
 		"--bundles":                   bundles,
 		"--kubeconfig":                r.kubeconfig,
 		"--leader-election-namespace": systemNamespace, // in a Pod: its own
 		"--health-probe-bind-address": p.probe,
 		"--metrics-bind-address":      freeAddr(tb),
 		"--push-bind-address":         "0",
-	})
+	}
+	if slices.Contains(r.args, "--shards=auto") {
+		own["--shard-member"] = name // one host: the host name would not tell replicas apart
+	}
+	args := withFlags(r.args, own)
 	out, err := os.Create(p.log)
 	require.NoError(tb, err)
 	p.cmd = exec.Command(r.bin, args...)

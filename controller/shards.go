@@ -1,0 +1,250 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"governor.dev/governor/api/v1alpha1"
+	"governor.dev/governor/shard"
+)
+
+// Sharding says which loops this replica runs when loops are sharded
+// across replicas (shard.Member); Loops without one runs every loop.
+type Sharding interface {
+	// Owns says whether the loop of this UID is assigned to this replica.
+	Owns(uid string) bool
+	// Self is this replica as an owner; false while it must not act.
+	Self() (shard.Owner, bool)
+	// MayTake says whether a loop recorded as run by o may be taken.
+	MayTake(ctx context.Context, o *shard.Owner) (bool, error)
+}
+
+// errNotOwner stops a runner at once, without acting or writing: another
+// replica runs its loop, or this one may no longer.
+var errNotOwner = errors.New("loop owned by another replica")
+
+var shardLoops = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+	Name: "governor_shard_loops",
+	Help: "Loops this replica runs, by member (governor run --shards auto).",
+}, []string{"member"})
+
+func ownerOf(o *v1alpha1.LoopOwner) *shard.Owner {
+	if o == nil {
+		return nil
+	}
+	return &shard.Owner{Member: o.Member, Epoch: o.Epoch}
+}
+
+// owns says whether this replica runs the loop.
+func (l *Loops) owns(loop *v1alpha1.ControlLoop) bool {
+	return l.Shard == nil || l.Shard.Owns(string(loop.UID))
+}
+
+// claim makes this replica the loop's recorded owner, on the status as the
+// API server has it (fresh): with its resourceVersion as precondition, so
+// that of two replicas claiming at once one fails. It refuses while
+// another live replica is recorded.
+func (l *Loops) claim(ctx context.Context, r *runner, fresh *v1alpha1.ControlLoop) error {
+	self, ok := l.Shard.Self()
+	if !ok {
+		return errNotOwner
+	}
+	if may, err := l.Shard.MayTake(ctx, ownerOf(fresh.Status.Owner)); !may {
+		return errors.Join(errNotOwner, err)
+	}
+	fresh.Status.Owner = &v1alpha1.LoopOwner{Member: self.Member, Epoch: self.Epoch}
+	if err := l.Client.Status().Update(ctx, fresh); err != nil {
+		return errors.Join(errNotOwner, err)
+	}
+	return nil
+}
+
+// acting says whether a runner may tick its loop as read from the cache:
+// this replica still holds its membership under the epoch it claimed the
+// loop with, and the loop names no other owner. When the cache names
+// another (it may lag behind the claim), the API server says.
+func (l *Loops) acting(ctx context.Context, r *runner, cached *v1alpha1.ControlLoop) bool {
+	if l.Shard == nil || r.status == nil {
+		return true
+	}
+	self, ok := l.Shard.Self()
+	claimed := ownerOf(r.status.Owner)
+	if !ok || claimed == nil || *claimed != self {
+		return false
+	}
+	if o := ownerOf(cached.Status.Owner); o == nil || *o == self {
+		return true
+	}
+	var fresh v1alpha1.ControlLoop
+	if err := l.APIReader.Get(ctx, r.key, &fresh); err != nil {
+		return false
+	}
+	o := ownerOf(fresh.Status.Owner)
+	return o != nil && *o == self
+}
+
+// handoverWait is how long a sharded runner waits before it ticks: until
+// minInterval after the loop's last recorded tick, which another replica,
+// or an earlier runner of this one, may have run.
+func (l *Loops) handoverWait(r *runner) time.Duration {
+	if l.Shard == nil {
+		return 0
+	}
+	last := previousTick(r.status)
+	if last.IsZero() {
+		return 0
+	}
+	return time.Until(last.Add(r.minInterval))
+}
+
+// stopping says whether a runner must not write the tick it ran: it is
+// stopping, or its loop is no longer its own.
+func (l *Loops) stopping(ctx context.Context, r *runner, loop *v1alpha1.ControlLoop) bool {
+	return ctx.Err() != nil || !l.acting(ctx, r, loop)
+}
+
+// caughtUpFailed is what a runner does when it could not catch up with its
+// loop: stop at once when another replica owns it, else retry.
+func caughtUpFailed(log logr.Logger, err error) (time.Duration, bool) {
+	if errors.Is(err, errNotOwner) {
+		return 0, false
+	}
+	log.Error(err, "catching up with the loop's status")
+	return retryAfter, true
+}
+
+// released is the status a runner stopping gracefully leaves: with no
+// owner, so that the next replica need not wait for this one's Lease.
+func (l *Loops) released(r *runner) {
+	if l.Shard == nil || r.status == nil || r.status.Owner == nil {
+		return
+	}
+	st := r.status.DeepCopy()
+	st.Owner = nil
+	r.status = st
+}
+
+// Keep starts a runner for a loop that has none, without waking one that
+// runs: the loop was assigned to this replica.
+func (l *Loops) Keep(key types.NamespacedName) {
+	if !l.has(key) {
+		l.Ensure(key)
+	}
+}
+
+// Release stops a loop's runner gracefully, if it has one: its status is
+// written with no owner, for the replica it was assigned to.
+// The runner stays registered until it has stopped: a loop assigned back
+// meanwhile gets no second runner while the first still ticks or writes.
+func (l *Loops) Release(key types.NamespacedName) {
+	l.mu.Lock()
+	r, ok := l.runners[key]
+	l.mu.Unlock()
+	if !ok {
+		return
+	}
+	if r.cancel != nil {
+		r.cancel()
+		<-r.done
+	}
+	l.mu.Lock()
+	if l.runners[key] == r {
+		delete(l.runners, key)
+		r.telemetry.forget() // under l.mu: before a runner made again for the key records anything
+	}
+	l.mu.Unlock()
+}
+
+func (l *Loops) has(key types.NamespacedName) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, ok := l.runners[key]
+	return ok
+}
+
+// disown clears this replica as the recorded owner of a loop it has no
+// runner for and is not assigned (a runner that stopped without writing,
+// such as one that met another owner), so that its assignee may take it.
+// The cached resourceVersion is the precondition: a claim since then wins.
+func (l *Loops) disown(ctx context.Context, loop *v1alpha1.ControlLoop) {
+	loop.Status.Owner = nil
+	if err := l.Client.Status().Update(ctx, loop); err != nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) && ctx.Err() == nil {
+		l.Log.Error(err, "clearing this replica as a loop's owner", "loop", client.ObjectKeyFromObject(loop))
+	}
+}
+
+// running is the number of loops with a runner.
+func (l *Loops) running() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.runners)
+}
+
+// shardedLoops runs, in every replica (not only the leader), the loops
+// assigned to it: it holds the replica's member Lease, and after each
+// renewal starts the runners of loops assigned to it and stops the others.
+// On stop, the runners stop and write their status first, then the Lease
+// is handed back.
+type shardedLoops struct {
+	loops  *Loops
+	member *shard.Member
+}
+
+// NeedLeaderElection implements manager.LeaderElectionRunnable.
+func (*shardedLoops) NeedLeaderElection() bool { return false }
+
+// Start implements manager.Runnable.
+func (s *shardedLoops) Start(ctx context.Context) error {
+	memberCtx, stopMember := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = s.member.Run(memberCtx, func() { s.rebalance(ctx) })
+	}()
+	err := s.loops.Start(ctx)
+	stopMember()
+	<-done
+	shardLoops.DeleteLabelValues(s.member.Name)
+	releaseCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if rerr := s.member.Release(releaseCtx); rerr != nil {
+		s.loops.Log.Error(rerr, "releasing the member Lease")
+	}
+	return err
+}
+
+// rebalance starts the runners of the loops assigned to this replica and
+// stops, in parallel, those of loops assigned elsewhere.
+func (s *shardedLoops) rebalance(ctx context.Context) {
+	var list v1alpha1.ControlLoopList
+	if err := s.loops.Client.List(ctx, &list); err != nil {
+		if ctx.Err() == nil {
+			s.loops.Log.Error(err, "listing loops to rebalance")
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	for i := range list.Items {
+		loop := &list.Items[i]
+		key := types.NamespacedName{Namespace: loop.Namespace, Name: loop.Name}
+		switch {
+		case loop.DeletionTimestamp != nil:
+		case s.loops.owns(loop):
+			s.loops.Keep(key)
+		case s.loops.has(key):
+			wg.Go(func() { s.loops.Release(key) })
+		case loop.Status.Owner != nil && loop.Status.Owner.Member == s.member.Name:
+			wg.Go(func() { s.loops.disown(ctx, loop) })
+		}
+	}
+	wg.Wait()
+	shardLoops.WithLabelValues(s.member.Name).Set(float64(s.loops.running()))
+}

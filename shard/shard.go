@@ -1,0 +1,284 @@
+// Package shard divides loops among controller replicas: each replica holds
+// a Lease of its own (a member), every replica lists the live members, and
+// each loop goes to one member by rendezvous (highest-random-weight) hashing
+// of its UID, so that a member joining or leaving moves about 1/N of them.
+package shard
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"hash/fnv"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// LeasePrefix begins the name of every member's Lease.
+const LeasePrefix = "governor-member-"
+
+// Owner is who runs a loop: a member, and the epoch of its Lease (its
+// leaseTransitions when it took the Lease). A member whose Lease lapsed
+// comes back under a new epoch: what it ran under the old one has stopped.
+type Owner struct {
+	Member string
+	Epoch  int64
+}
+
+// Assign is the member among members that a key (a loop's UID) goes to:
+// the one with the highest hash of member and key. "" when there is none.
+func Assign(key string, members []string) string {
+	best, bestWeight := "", uint64(0)
+	for _, m := range members {
+		if w := weight(m, key); best == "" || w > bestWeight || (w == bestWeight && m < best) {
+			best, bestWeight = m, w
+		}
+	}
+	return best
+}
+
+func weight(member, key string) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(member))
+	_, _ = h.Write([]byte{0})
+	_, _ = h.Write([]byte(key))
+	return mix(h.Sum64())
+}
+
+// mix is splitmix64's finalizer: FNV alone spreads similar keys poorly.
+func mix(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	return x ^ (x >> 31)
+}
+
+// Live is the live members among Leases at now: each Lease named
+// LeasePrefix+member, held, and renewed within its duration.
+func Live(leases []coordinationv1.Lease, now time.Time) map[string]Owner {
+	out := map[string]Owner{}
+	for _, l := range leases {
+		member, ok := strings.CutPrefix(l.Name, LeasePrefix)
+		if !ok || !held(&l, now) {
+			continue
+		}
+		out[member] = Owner{Member: member, Epoch: int64(ptr.Deref(l.Spec.LeaseTransitions, 0))}
+	}
+	return out
+}
+
+// held says whether a Lease has a holder who renewed it within its duration.
+func held(l *coordinationv1.Lease, now time.Time) bool {
+	s := l.Spec
+	if ptr.Deref(s.HolderIdentity, "") == "" || s.RenewTime == nil || s.LeaseDurationSeconds == nil {
+		return false
+	}
+	return now.Before(s.RenewTime.Add(time.Duration(*s.LeaseDurationSeconds) * time.Second))
+}
+
+// Timings are a member's Lease timings, as leader election's: others take
+// the member for gone LeaseDuration after its last renewal; it stops acting
+// itself when it could not renew for RenewDeadline; it renews every
+// RetryPeriod.
+type Timings struct {
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
+}
+
+// Member is this replica's membership: its Lease, renewed, and the live
+// members as last listed.
+type Member struct {
+	Client    client.Client
+	Namespace string
+	Name      string // the member (the pod's name); its Lease is LeasePrefix+Name
+	Timings   Timings
+	Log       logr.Logger
+
+	identity string // Name and a nonce: a restarted process waits for its old Lease to expire
+
+	mu        sync.Mutex
+	epoch     int64     // 0 until the Lease is held
+	renewed   time.Time // when the last successful renewal was sent
+	members   map[string]Owner
+	sortedIDs []string
+}
+
+// NewMember is a member named name, with its Lease in namespace.
+func NewMember(c client.Client, namespace, name string, t Timings, log logr.Logger) *Member {
+	var nonce [4]byte
+	_, _ = rand.Read(nonce[:])
+	return &Member{Client: c, Namespace: namespace, Name: name, Timings: t, Log: log, identity: name + "_" + hex.EncodeToString(nonce[:])}
+}
+
+// Self is this member as an owner; false while it does not hold its Lease
+// or could not renew it within the renew deadline: it must not act then.
+func (m *Member) Self() (Owner, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return Owner{Member: m.Name, Epoch: m.epoch}, m.epoch > 0 && time.Since(m.renewed) < m.Timings.RenewDeadline
+}
+
+// Owns says whether a loop of this UID is this member's to run now.
+func (m *Member) Owns(uid string) bool {
+	if _, ok := m.Self(); !ok {
+		return false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return Assign(uid, m.sortedIDs) == m.Name
+}
+
+// MayTake says whether this member may take a loop recorded as owned by o:
+// nobody, itself (under any epoch: one process runs one runner per loop,
+// and its runners of an older epoch stopped acting when it lapsed), a
+// member whose Lease expired, or a live member under a newer epoch (whose
+// runners of the recorded one stopped). The owner's Lease is read from the
+// API server: a member that joined since the last listing is live too.
+func (m *Member) MayTake(ctx context.Context, o *Owner) (bool, error) {
+	if o == nil || o.Member == "" || o.Member == m.Name {
+		return true, nil
+	}
+	var l coordinationv1.Lease
+	err := m.Client.Get(ctx, client.ObjectKey{Namespace: m.Namespace, Name: LeasePrefix + o.Member}, &l)
+	switch {
+	case apierrors.IsNotFound(err):
+		return true, nil
+	case err != nil:
+		return false, err
+	}
+	live, ok := Live([]coordinationv1.Lease{l}, time.Now())[o.Member]
+	return !ok || live.Epoch != o.Epoch, nil
+}
+
+// Members are the live members as last listed, sorted.
+func (m *Member) Members() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.sortedIDs)
+}
+
+// Run holds the member's Lease and lists the members every RetryPeriod
+// until ctx ends; then it releases the Lease (call it once runners have
+// stopped). onRenew runs after each round, for the caller to rebalance.
+func (m *Member) Run(ctx context.Context, onRenew func()) error {
+	ticker := time.NewTicker(m.Timings.RetryPeriod)
+	defer ticker.Stop()
+	for {
+		if err := m.renew(ctx); err != nil && ctx.Err() == nil {
+			m.Log.Error(err, "renewing the member Lease")
+		}
+		if err := m.list(ctx); err != nil && ctx.Err() == nil {
+			m.Log.Error(err, "listing member Leases")
+		}
+		if ctx.Err() == nil && onRenew != nil {
+			onRenew()
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ticker.C:
+		}
+	}
+}
+
+// Release hands the Lease back, so that others need not wait for it to
+// expire: call it once this member's runners have stopped.
+func (m *Member) Release(ctx context.Context) error {
+	m.mu.Lock()
+	m.epoch = 0
+	m.mu.Unlock()
+	var l coordinationv1.Lease
+	if err := m.Client.Get(ctx, client.ObjectKey{Namespace: m.Namespace, Name: LeasePrefix + m.Name}, &l); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if ptr.Deref(l.Spec.HolderIdentity, "") != m.identity {
+		return nil
+	}
+	l.Spec.HolderIdentity = nil
+	l.Spec.RenewTime = nil
+	return m.Client.Update(ctx, &l)
+}
+
+// renew takes or renews the Lease. A Lease another process holds (an older
+// process of the same pod) is waited for until it expires; a renewal after
+// the member could not renew within its deadline starts a new epoch.
+func (m *Member) renew(ctx context.Context) error {
+	sent := time.Now()
+	key := client.ObjectKey{Namespace: m.Namespace, Name: LeasePrefix + m.Name}
+	var l coordinationv1.Lease
+	err := m.Client.Get(ctx, key, &l)
+	if apierrors.IsNotFound(err) {
+		l = coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: m.Namespace, Name: key.Name}}
+		m.stamp(&l, sent, 1)
+		if err := m.Client.Create(ctx, &l); err != nil {
+			return err
+		}
+		m.renewedAt(sent, 1)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	holder := ptr.Deref(l.Spec.HolderIdentity, "")
+	if holder != m.identity && holder != "" && held(&l, sent) {
+		return fmt.Errorf("lease %s held by %s (an older process?) until it expires", key.Name, holder)
+	}
+	epoch := int64(ptr.Deref(l.Spec.LeaseTransitions, 0))
+	m.mu.Lock()
+	lapsed := m.epoch == 0 || epoch != m.epoch || time.Since(m.renewed) >= m.Timings.RenewDeadline
+	m.mu.Unlock()
+	if holder != m.identity || lapsed {
+		epoch++
+	}
+	m.stamp(&l, sent, epoch)
+	if err := m.Client.Update(ctx, &l); err != nil {
+		return err
+	}
+	m.renewedAt(sent, epoch)
+	return nil
+}
+
+func (m *Member) stamp(l *coordinationv1.Lease, now time.Time, epoch int64) {
+	l.Spec.HolderIdentity = ptr.To(m.identity)
+	l.Spec.LeaseDurationSeconds = ptr.To(int32(m.Timings.LeaseDuration / time.Second))
+	l.Spec.RenewTime = &metav1.MicroTime{Time: now}
+	if int64(ptr.Deref(l.Spec.LeaseTransitions, 0)) != epoch || l.Spec.AcquireTime == nil {
+		l.Spec.AcquireTime = &metav1.MicroTime{Time: now}
+	}
+	l.Spec.LeaseTransitions = ptr.To(int32(epoch))
+}
+
+func (m *Member) renewedAt(sent time.Time, epoch int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if epoch != m.epoch {
+		m.Log.Info("member Lease taken", "member", m.Name, "epoch", epoch)
+	}
+	m.epoch, m.renewed = epoch, sent
+}
+
+func (m *Member) list(ctx context.Context) error {
+	var leases coordinationv1.LeaseList
+	if err := m.Client.List(ctx, &leases, client.InNamespace(m.Namespace)); err != nil {
+		return err
+	}
+	live := Live(leases.Items, time.Now())
+	ids := make([]string, 0, len(live))
+	for id := range live {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.members, m.sortedIDs = live, ids
+	return nil
+}

@@ -1,0 +1,187 @@
+package shard
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+)
+
+func uids(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("6f1c2a3e-%04x-4bde-9a1e-%012x", i%65536, i)
+	}
+	return out
+}
+
+func TestAssignIsStableAndIgnoresOrder(t *testing.T) {
+	a, b := []string{"m-0", "m-1", "m-2"}, []string{"m-2", "m-0", "m-1"}
+	for _, u := range uids(1000) {
+		first, again, reordered := Assign(u, a), Assign(u, a), Assign(u, b)
+		if first != again || first != reordered {
+			t.Fatalf("%s: assignment depends on the members' order or changes between calls", u)
+		}
+	}
+	if Assign("x", nil) != "" {
+		t.Fatal("no members must assign to nobody")
+	}
+}
+
+// A member joining takes about 1/N of the loops, all from others; one
+// leaving gives away only its own; shares stay near 1/N.
+func TestAssignMovesAboutOneNth(t *testing.T) {
+	keys := uids(20000)
+	three := []string{"governor-0", "governor-1", "governor-2"}
+	four := append([]string{"governor-3"}, three...)
+	shares := map[string]int{}
+	moved := 0
+	for _, u := range keys {
+		before, after := Assign(u, three), Assign(u, four)
+		shares[after]++
+		if before != after {
+			moved++
+			if after != "governor-3" {
+				t.Fatalf("%s moved from %s to %s, not to the member that joined", u, before, after)
+			}
+		}
+	}
+	if f := float64(moved) / float64(len(keys)); f < 0.22 || f > 0.28 {
+		t.Errorf("a fourth member took %.3f of the loops, want about 0.25", f)
+	}
+	for m, n := range shares {
+		if f := float64(n) / float64(len(keys)); f < 0.22 || f > 0.28 {
+			t.Errorf("%s has %.3f of the loops, want about 0.25", m, f)
+		}
+	}
+	// governor-1 leaves: only its loops move.
+	two := []string{"governor-0", "governor-2"}
+	for _, u := range keys {
+		if before := Assign(u, three); before != "governor-1" && Assign(u, two) != before {
+			t.Fatalf("%s moved from %s though only governor-1 left", u, before)
+		}
+	}
+}
+
+func lease(member, holder string, renewed time.Time, epoch int32) coordinationv1.Lease {
+	return coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "gov", Name: LeasePrefix + member},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(holder), LeaseDurationSeconds: ptr.To(int32(8)),
+			RenewTime: &metav1.MicroTime{Time: renewed}, LeaseTransitions: ptr.To(epoch)},
+	}
+}
+
+func TestLiveExcludesExpiredReleasedAndOthers(t *testing.T) {
+	now := time.Now()
+	other := lease("x", "x", now, 1)
+	other.Name = "governor.governor.dev" // the leader election Lease
+	live := Live([]coordinationv1.Lease{
+		lease("a", "a_1", now.Add(-time.Second), 3),
+		lease("b", "b_1", now.Add(-9*time.Second), 1), // expired
+		lease("c", "", now, 2),                        // released
+		other,
+	}, now)
+	if len(live) != 1 || live["a"] != (Owner{Member: "a", Epoch: 3}) {
+		t.Fatalf("live members = %v, want only a at epoch 3", live)
+	}
+}
+
+func newMember(c client.Client, name string) *Member {
+	return NewMember(c, "gov", name, Timings{LeaseDuration: 8 * time.Second, RenewDeadline: 6 * time.Second, RetryPeriod: 500 * time.Millisecond}, logr.Discard())
+}
+
+func TestMemberTakesRenewsAndReleases(t *testing.T) {
+	ctx := context.Background()
+	c := fake.NewClientBuilder().WithScheme(scheme.Scheme).Build()
+	a := newMember(c, "a")
+	if _, ok := a.Self(); ok {
+		t.Fatal("a member without its Lease must not act")
+	}
+	must(t, a.renew(ctx), a.list(ctx))
+	self, ok := a.Self()
+	if !ok || self != (Owner{Member: "a", Epoch: 1}) {
+		t.Fatalf("Self = %v %v, want a at epoch 1", self, ok)
+	}
+	must(t, a.renew(ctx))
+	if self, _ := a.Self(); self.Epoch != 1 {
+		t.Fatalf("a renewal changed the epoch to %d", self.Epoch)
+	}
+	if !a.Owns("any") {
+		t.Fatal("the only member must own every loop")
+	}
+	// A second process of the same pod waits while the Lease is held.
+	if err := newMember(c, "a").renew(ctx); err == nil {
+		t.Fatal("a second process took a held member Lease")
+	}
+	must(t, a.Release(ctx))
+	if _, ok := a.Self(); ok {
+		t.Fatal("a released member must not act")
+	}
+	again := newMember(c, "a")
+	must(t, again.renew(ctx))
+	if self, _ := again.Self(); self.Epoch != 2 {
+		t.Fatalf("a member taking a released Lease is at epoch %d, want 2", self.Epoch)
+	}
+}
+
+// A member that could not renew within its deadline (suspended, cut off)
+// stops acting and comes back under a new epoch.
+func TestMemberLapseStartsNewEpoch(t *testing.T) {
+	ctx := context.Background()
+	c := fake.NewClientBuilder().WithScheme(scheme.Scheme).Build()
+	a := newMember(c, "a")
+	must(t, a.renew(ctx))
+	a.mu.Lock()
+	a.renewed = time.Now().Add(-7 * time.Second)
+	a.mu.Unlock()
+	if _, ok := a.Self(); ok || a.Owns("x") {
+		t.Fatal("a member past its renew deadline must not act")
+	}
+	must(t, a.renew(ctx))
+	if self, ok := a.Self(); !ok || self.Epoch != 2 {
+		t.Fatalf("after a lapse Self = %v %v, want epoch 2", self, ok)
+	}
+}
+
+func TestMayTake(t *testing.T) {
+	ctx := context.Background()
+	c := fake.NewClientBuilder().WithScheme(scheme.Scheme).Build()
+	a, b := newMember(c, "a"), newMember(c, "b")
+	must(t, a.renew(ctx), a.list(ctx), b.renew(ctx)) // b joined since a listed
+	cases := []struct {
+		owner *Owner
+		want  bool
+	}{
+		{nil, true},
+		{&Owner{Member: "a", Epoch: 7}, true},
+		{&Owner{Member: "b", Epoch: 1}, false}, // live, same epoch
+		{&Owner{Member: "b", Epoch: 0}, true},  // b since came back: that runner stopped
+		{&Owner{Member: "gone", Epoch: 1}, true},
+	}
+	for _, tc := range cases {
+		if got, err := a.MayTake(ctx, tc.owner); err != nil || got != tc.want {
+			t.Errorf("MayTake(%v) = %v, want %v", tc.owner, got, tc.want)
+		}
+	}
+	must(t, a.list(ctx))
+	if got := a.Members(); fmt.Sprint(got) != "[a b]" {
+		t.Errorf("Members = %v, want [a b]", got)
+	}
+}
+
+func must(t *testing.T, errs ...error) {
+	t.Helper()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
