@@ -312,20 +312,7 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 	if err := bandwidth.SetupPodPropagation(mgr); err != nil {
 		return nil, err
 	}
-	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
-		return nil, err
-	}
-	if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
-		return nil, err
-	}
-	// Followers run in every replica; a replica is ready once every bundle
-	// has a revision to decide with.
-	opts.Bundles.SetDecisionPaths(decisionPaths(mgr.GetAPIReader(), opts.WatchNamespaces))
-	opts.Bundles.SetProbes(lastDecisions(mgr.GetAPIReader(), opts.WatchNamespaces, opts.Bundles, clusterWorld{l: loops}.Actuators()))
-	if err := mgr.Add(opts.Bundles); err != nil {
-		return nil, err
-	}
-	if err := mgr.AddReadyzCheck("bundles", func(*http.Request) error { return opts.Bundles.Ready() }); err != nil {
+	if err := addBundlesAndChecks(mgr, opts, loops); err != nil {
 		return nil, err
 	}
 	registerMetrics.Do(func() {
@@ -335,6 +322,24 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		ctrlmetrics.Registry.MustRegister(shardLoops)
 	})
 	return mgr, nil
+}
+
+// addBundlesAndChecks adds the bundles' followers, which run in every
+// replica, and the health checks: a replica is ready once every bundle has
+// a revision to decide with.
+func addBundlesAndChecks(mgr manager.Manager, opts Options, loops *Loops) error {
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	opts.Bundles.SetDecisionPaths(decisionPaths(mgr.GetAPIReader(), opts.WatchNamespaces))
+	opts.Bundles.SetProbes(lastDecisions(mgr.GetAPIReader(), opts.WatchNamespaces, opts.Bundles, clusterWorld{l: loops}.Actuators()))
+	if err := mgr.Add(opts.Bundles); err != nil {
+		return err
+	}
+	return mgr.AddReadyzCheck("bundles", func(*http.Request) error { return opts.Bundles.Ready() })
 }
 
 // ownConnection is cfg for a client with a connection of its own: client-go

@@ -145,7 +145,6 @@ func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.Co
 	if err != nil {
 		return inputFailed(res, err)
 	}
-	res.input = input
 	req := decisionRequest(spec, w.Actuators(), reg.Limits(), input)
 	out, err := timedDecide(ctx, rev, req, &res)
 	if ctx.Err() != nil {
@@ -177,8 +176,9 @@ func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.Co
 	return res
 }
 
-// timedDecide decides on rev, keeping how long it took in res.
+// timedDecide decides on rev, keeping the input and how long it took in res.
 func timedDecide(ctx context.Context, rev *bundles.Revision, req bundles.Request, res *tickResult) (*bundles.Result, error) {
+	res.input = req.Input
 	start := time.Now()
 	defer func() { res.decideTime = time.Since(start) }()
 	return rev.Decide(ctx, req)

@@ -72,8 +72,8 @@ type runFlags struct {
 	limits                                         bundles.Limits
 	// metricsSecure is --metrics-secure (opts.MetricsServing.Insecure is
 	// its negation, set by check).
-	metricsSecure bool
-	shards, shardMember                            string
+	metricsSecure       bool
+	shards, shardMember string
 }
 
 // The API client's limits. client-go's defaults (5 and 10) make every
