@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -446,6 +448,11 @@ func (l *Loops) emit(loop *v1alpha1.ControlLoop, res tickResult) {
 	if l.Recorder == nil {
 		return
 	}
+	// The Events regard the loop, not one version of it: the status written
+	// each tick changes its resourceVersion, and Events that differ in it
+	// are never one series, so a refusal repeated every tick would make a
+	// new Event every tick.
+	loop = &v1alpha1.ControlLoop{ObjectMeta: metav1.ObjectMeta{Namespace: loop.Namespace, Name: loop.Name, UID: loop.UID}}
 	for _, n := range res.notes {
 		if n.Verdict == guard.Unchanged {
 			continue

@@ -285,7 +285,8 @@ func runGovernor(t *testing.T, kubeconfig, metricsAddr string, extra ...string) 
 	probe, pushAddr := freeAddr(t), freeAddr(t)
 	var logs syncBuffer
 	cmd := exec.Command(governorBinary(t), append([]string{"run", "--bundles", dir, "--kubeconfig", kubeconfig, "--leader-elect=false",
-		"--health-probe-bind-address", probe, "--metrics-bind-address", metricsAddr, "--push-bind-address", pushAddr, "--metrics-secure=false"}, extra...)...)
+		"--health-probe-bind-address", probe, "--metrics-bind-address", metricsAddr, "--push-bind-address", pushAddr, "--metrics-secure=false",
+		"--prometheus-namespaces=*"}, extra...)...)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	require.NoError(t, cmd.Start())
 	exited := make(chan struct{})

@@ -452,7 +452,10 @@ func (r *pathRun) eventSeries() (bool, error) {
 			return true, nil
 		}
 	}
-	return false, fmt.Errorf("%d Events, no series of loop usage", len(events.Items))
+	var l v1alpha1.ControlLoop
+	_ = r.p.d.Admin.Get(context.Background(), types.NamespacedName{Namespace: r.ns, Name: "usage"}, &l)
+	_, desc := lastEntry(&l)
+	return false, fmt.Errorf("%d Events, no series of loop usage (its last tick: %s)", len(events.Items), desc)
 }
 
 func (r *pathRun) usage() (bool, error) {
