@@ -55,11 +55,6 @@ _window := w if {
 	w == floor(w)
 } else := 10
 
-_rule := r if {
-	r := _params.rule
-	r in {"starvation", "per_resource_lists"}
-} else := "starvation"
-
 _min_interval_seconds := s if {
 	s := _params.min_interval_seconds
 	is_number(s)
@@ -134,12 +129,13 @@ _flat := [[i, a] |
 	some a in e.applied
 ]
 
-# The metric to raise, by the rule.
-_raised := _raise(_rule)
-
-_raise("starvation") := _starved[0]
+# The metric to raise, by the rule (any other than per_resource_lists is
+# starvation, the default).
+_raised := _raise(object.get(_params, "rule", "starvation"))
 
 _raise("per_resource_lists") := _least_changed
+
+_raise(rule) := _starved[0] if rule != "per_resource_lists"
 
 # ---------------------------------------------------------------------------
 # Rule "starvation": the last `window` changes.

@@ -186,7 +186,14 @@ _amount("cpu", q) := to_number(trim_suffix(q, "m")) if {
 	regex.match(`^[0-9]+m$`, q)
 } else := round(_parse(q) * 1000)
 
-_amount("memory", q) := floor(_parse(q))
+_amount("memory", q) := to_number(digits) * _suffixes[suffix] if {
+	# The usual step, a whole number with a suffix ("64Mi"), without the
+	# call of _parse.
+	is_string(q)
+	suffix := trim_left(q, "0123456789")
+	digits := trim_suffix(q, suffix)
+	digits != ""
+} else := floor(_parse(q))
 
 _parse(q) := q if {
 	is_number(q)
