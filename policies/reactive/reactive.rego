@@ -38,9 +38,8 @@ _metrics := m if {
 
 # With act_on "new", a value already seen at a previous tick is not
 # classified again: the values of a metric's `new` that let it count.
-_counted_new := {true} if {
-	_params.act_on == "new"
-} else := {true, false}
+# ({true} with act_on "new", else {true, false}: one body, no else.)
+_counted_new := {true, object.get(_params, "act_on", "any") == "new"}
 
 _priorities := p if {
 	p := _params.priorities
@@ -121,10 +120,8 @@ _action(m, s) := {
 	is_string(name)
 	target := input.targets[name]
 	is_object(target)
-	set := _set(rem, target, object.get(rem, ["direction", s], _directions[s]))
+	set := _set(rem, target, object.get(rem, ["direction", s], {"High": "up", "Low": "down"}[s]))
 }
-
-_directions := {"High": "up", "Low": "down"}
 
 # scale: replicas. step is a whole number >= 1 (default 1).
 _set(rem, target, dir) := {"replicas": _replicas(target.replicas, step, dir)} if {
