@@ -91,7 +91,7 @@ func TestReplayOfAReactiveLoopWithItsSupervisor(t *testing.T) {
 	assert.Equal(t, []string{"cpu", "cpu", "cpu", "cpu", "cpu", `rewrite {"priorities":["memory","cpu"]}`, "memory"}, story[:7])
 	require.NotNil(t, scaling.Status.OverridesBy)
 	assert.Equal(t, "factory-priorities", scaling.Status.OverridesBy.Loop)
-	assert.Equal(t, "deliberative@deliberative-3", scaling.Status.OverridesBy.Revision)
+	assert.Equal(t, "deliberative@deliberative-4", scaling.Status.OverridesBy.Revision)
 }
 
 func TestReplayRefusesBadInput(t *testing.T) {
@@ -130,4 +130,44 @@ func TestReadLoopAppliesTheCRDDefaults(t *testing.T) {
 	assert.Equal(t, 15*time.Second, l.Spec.Safety.StaleAfter.Duration)
 	assert.Equal(t, int32(5), l.Spec.Safety.MaxActions)
 	assert.Equal(t, "default", l.Namespace)
+}
+
+// The Orange/WUT closed-loop demo, its samples as shipped: a report every 3 s
+// that then ages. With act_on: new each report is one pass (one change), and
+// the deliberative loop's per-resource lists fill with the reports' changes;
+// the same loop without act_on changes the analytics tier at every tick.
+func TestReplayOfTheOrangeDemo(t *testing.T) {
+	replay := func(actOnNew bool) (changes []string, rewrite int64) {
+		scaling, err := ReadLoop("../../config/samples/orange-scaling.yaml")
+		require.NoError(t, err)
+		priorities, err := ReadLoop("../../config/samples/orange-priorities.yaml")
+		require.NoError(t, err)
+		require.Contains(t, string(scaling.Spec.Policy.Params.Raw), `"act_on":"new"`)
+		if !actOnNew {
+			scaling.Spec.Policy.Params.Raw = []byte(strings.Replace(string(scaling.Spec.Policy.Params.Raw), `"act_on":"new",`, "", 1))
+		}
+		rows, err := Run(context.Background(), registry(t), []*v1alpha1.ControlLoop{scaling, priorities},
+			readTrace(t, filepath.Join(traces, "orange/trace.jsonl")))
+		require.NoError(t, err)
+		for _, r := range rows {
+			switch {
+			case r.Loop == "orange-scaling" && len(r.Entry.Applied) == 1:
+				changes = append(changes, r.Entry.Applied[0].Metric)
+			case r.Loop == "orange-priorities" && r.Entry.Params != nil && rewrite == 0:
+				rewrite = r.Entry.Tick
+				assert.JSONEq(t, `{"priorities":["memory","cpu"]}`, string(r.Entry.Params.Raw))
+			}
+		}
+		return changes, rewrite
+	}
+
+	changes, rewrite := replay(true)
+	// 16 reports, 15 of them with a shortage: one change each, the first by
+	// rank; cpu's tenth change (tick 31) raises memory.
+	assert.Equal(t, []string{"cpu", "cpu", "memory", "cpu", "cpu", "cpu", "cpu", "cpu", "cpu", "cpu", "cpu", "cpu", "memory", "memory", "memory"}, changes)
+	assert.Equal(t, int64(31), rewrite)
+
+	changes, rewrite = replay(false)
+	assert.Len(t, changes, 45, "every tick of the 15 reports in violation changes the target")
+	assert.Equal(t, int64(13), rewrite, "ten cpu changes from four reports")
 }

@@ -1,10 +1,14 @@
 # METADATA
 # title: Governor deliberative policy
 # description: |
-#   Priority rewriting. When the supervised loop's last `window` actions all
+#   Priority rewriting, from the changes the supervised loop applied. Rule
+#   "starvation" (the default): when its last `window` applied changes all
 #   remedied the same metric while a lower-ranked metric was in violation in
 #   every tick they came from, that metric moves one rank up in the supervised
-#   loop's priorities. No more than one change per min_interval_seconds.
+#   loop's priorities. Rule "per_resource_lists" (the Orange/WUT demo's): when
+#   one metric was changed `window` times while a lower-ranked one was changed
+#   at least once, the least changed of those moves one rank up. No more than
+#   one change per min_interval_seconds.
 package governor.deliberative
 
 # METADATA
@@ -106,8 +110,10 @@ _holding if not _now
 _holding if _now - _last_change < _min_interval_seconds * 1000000000
 
 # ---------------------------------------------------------------------------
-# The window: the last `window` actions of the history entries after the
-# last change, each with the index of the entry it came from.
+# The changes applied by the history entries after the last change, each with
+# the index of the entry it came from. Decided actions the guard refused or
+# found already done (or made while Passive) changed nothing: they do not
+# count.
 
 _entries := [e | some e in _history; is_object(e)] if {
 	not _last_change
@@ -119,9 +125,20 @@ _entries := [e | some e in _history; is_object(e)] if {
 
 _flat := [[i, a] |
 	some i, e in _entries
-	is_array(e.actions)
-	some a in e.actions
+	is_array(e.applied)
+	some a in e.applied
 ]
+
+# The metric to raise, by the rule (any other than per_resource_lists is
+# starvation, the default).
+_raised := _raise(object.get(_params, "rule", "starvation"))
+
+_raise("per_resource_lists") := _least_changed
+
+_raise(rule) := _starved[0] if rule != "per_resource_lists"
+
+# ---------------------------------------------------------------------------
+# Rule "starvation": the last `window` changes.
 
 _window_actions := array.slice(_flat, count(_flat) - _window, count(_flat)) if {
 	count(_flat) >= _window
@@ -158,7 +175,30 @@ _starved := [l |
 	}) == count(window_entries)
 ]
 
-_raised := _starved[0]
+# ---------------------------------------------------------------------------
+# Rule "per_resource_lists": the number of changes of each listed metric
+# (its list of change times, of which only the length matters here).
+
+_changes := {m: n |
+	flat := _flat
+	some m in _priorities
+	n := count([i | some i, p in flat; p[1].metric == m])
+}
+
+# The highest-ranked metric changed `window` times.
+_full := [m | some m in _priorities; _changes[m] >= _window][0]
+
+# Of the metrics ranked below it and changed at least once (and fewer times),
+# the least changed; the highest-ranked of those on a tie.
+_least_changed := m if {
+	changes := _changes
+	below := [l | some j, l in _priorities; j > _ranks[_full]; changes[l] > 0; changes[l] < _window]
+	fewest := min({changes[l] | some l in below})
+	m := [l | some l in below; changes[l] == fewest][0]
+}
+
+# ---------------------------------------------------------------------------
+# The raised metric swaps with the metric just above it.
 
 _passed := _priorities[_ranks[_raised] - 1]
 

@@ -2,14 +2,20 @@ package governor.deliberative_test
 
 import data.governor.deliberative
 
-# A supervised history entry at 10:00:<sec> with one action remedying metric.
+# A supervised history entry at 10:00:<sec> with one action remedying metric,
+# decided and applied.
 entry(sec, metric, events) := {
 	"time": sprintf("2026-11-21T10:00:%02dZ", [sec]),
 	"tick": sec,
-	"actions": [{"target": "web", "metric": metric, "set": {"replicas": 4}, "reason": "r"}],
+	"actions": [action(metric)],
 	"events": events,
-	"applied": [],
+	"applied": [action(metric)],
 }
+
+action(metric) := {"target": "web", "metric": metric, "set": {"replicas": 4}, "reason": "r"}
+
+# The same, decided but not applied (refused by the guard, or already done).
+refused(sec, metric, events) := object.union(entry(sec, metric, events), {"applied": [], "guard": ["Refused web: in cooldown"]})
 
 # n entries (seconds 1..n) remedying metric with these events.
 entries(n, metric, events) := [entry(sec, metric, events) | some sec in numbers.range(1, n)]
@@ -123,10 +129,11 @@ test_lower_metric_not_violating_in_every_entry if {
 }
 
 test_window_counts_actions_not_entries if {
-	two := object.union(entry(2, "cpu", ["High cpu", "High memory"]), {"actions": [
+	both := [
 		{"target": "web", "metric": "cpu", "set": {"replicas": 4}},
 		{"target": "web", "metric": "cpu", "set": {"replicas": 5}},
-	]})
+	]
+	two := object.union(entry(2, "cpu", ["High cpu", "High memory"]), {"actions": both, "applied": both})
 
 	# Entry 1 lacks the memory violation but its action is outside the window.
 	h := [entry(1, "cpu", ["High cpu"]), two, entry(3, "cpu", ["High cpu", "High memory"])]
@@ -136,9 +143,9 @@ test_window_counts_actions_not_entries if {
 
 test_entries_without_actions_are_skipped if {
 	h := array.concat(starving, [
-		{"time": "2026-11-21T10:00:04Z", "actions": [], "events": ["No Event"]},
+		{"time": "2026-11-21T10:00:04Z", "actions": [], "events": ["No Event"], "applied": []},
 		{"time": "2026-11-21T10:00:05Z", "events": ["No Event"]},
-		{"time": "2026-11-21T10:00:06Z", "actions": {"a": 1}, "events": ["No Event"]},
+		{"time": "2026-11-21T10:00:06Z", "actions": [], "events": ["No Event"], "applied": {"a": 1}},
 		"not an entry",
 	])
 	d := deliberative.decision with input as with_history(h)
@@ -146,7 +153,7 @@ test_entries_without_actions_are_skipped if {
 }
 
 test_action_without_metric if {
-	h := array.concat(entries(2, "cpu", ["High cpu", "High memory"]), [json.remove(entry(3, "cpu", ["High cpu", "High memory"]), ["actions/0/metric"])])
+	h := array.concat(entries(2, "cpu", ["High cpu", "High memory"]), [json.remove(entry(3, "cpu", ["High cpu", "High memory"]), ["applied/0/metric"])])
 	d := deliberative.decision with input as with_history(h)
 	d == no_change
 }
@@ -317,4 +324,117 @@ test_numbers_beside_times if {
 	early := [object.union(e, {"time_ns": 1}) | some e in starving]
 	none := deliberative.decision with input as object.union(after, {"supervised": {"history": early}})
 	none.events == ["No Event"]
+}
+
+# ---------------------------------------------------------------------------
+# Only applied changes count.
+
+test_refused_actions_do_not_count if {
+	# Three decided cpu actions, the last refused: two changes, fewer than the window.
+	h := array.concat(entries(2, "cpu", ["High cpu", "High memory"]), [refused(3, "cpu", ["High cpu", "High memory"])])
+	d := deliberative.decision with input as with_history(h)
+	d == no_change
+
+	# A fourth, applied: the window is the three applied ones.
+	d2 := deliberative.decision with input as with_history(array.concat(h, [entry(4, "cpu", ["High cpu", "High memory"])]))
+	d2.events == ["Raise memory above cpu"]
+}
+
+test_one_report_decided_again_and_again_counts_once if {
+	# The supervised loop decided the same change at every tick; only the first changed anything.
+	h := array.concat([entry(1, "cpu", ["High cpu", "High memory"])], [refused(sec, "cpu", ["High cpu", "High memory"]) | some sec in numbers.range(2, 10)])
+	d := deliberative.decision with input as with_history(h)
+	d == no_change
+}
+
+# ---------------------------------------------------------------------------
+# Rule per_resource_lists (the Orange/WUT demo's deliberative loop).
+
+lists(h) := object.union(with_history(h), {"params": {"rule": "per_resource_lists", "window": 3}})
+
+test_lists_raise_the_less_changed_metric if {
+	# cpu changed 3 times, memory once; memory was not in violation at each of them.
+	h := [
+		entry(1, "cpu", ["Low cpu"]),
+		entry(2, "memory", ["Low memory"]),
+		entry(3, "cpu", ["Low cpu"]),
+		entry(4, "cpu", ["Low cpu"]),
+	]
+	d := deliberative.decision with input as lists(h)
+	d == {
+		"actions": [],
+		"events": ["Raise memory above cpu"],
+		"params": {"priorities": ["memory", "cpu", "disk"]},
+		"state": {"last_change": "2026-11-21T10:10:00Z"},
+	}
+
+	# The starvation rule, on the same history: the window is not all cpu.
+	d2 := deliberative.decision with input as with_history(h)
+	d2 == no_change
+}
+
+test_lists_need_the_other_metric_changed_once if {
+	d := deliberative.decision with input as lists(entries(5, "cpu", ["Low cpu", "Low memory"]))
+	d == no_change
+}
+
+test_lists_need_a_full_list if {
+	h := [entry(1, "cpu", ["Low cpu"]), entry(2, "memory", ["Low memory"]), entry(3, "cpu", ["Low cpu"])]
+	d := deliberative.decision with input as lists(h)
+	d == no_change
+}
+
+test_lists_count_only_applied_changes if {
+	h := [entry(1, "cpu", ["Low cpu"]), entry(2, "memory", ["Low memory"]), entry(3, "cpu", ["Low cpu"]), refused(4, "cpu", ["Low cpu"])]
+	d := deliberative.decision with input as lists(h)
+	d == no_change
+}
+
+test_lists_least_changed_below_moves if {
+	# cpu full; memory changed twice, disk once: disk moves up, above memory.
+	h := [
+		entry(1, "memory", ["Low memory"]),
+		entry(2, "disk", ["Low disk"]),
+		entry(3, "memory", ["Low memory"]),
+		entry(4, "cpu", ["Low cpu"]),
+		entry(5, "cpu", ["Low cpu"]),
+		entry(6, "cpu", ["Low cpu"]),
+	]
+	d := deliberative.decision with input as lists(h)
+	d.events == ["Raise disk above memory"]
+	d.params.priorities == ["cpu", "disk", "memory"]
+
+	# A tie: the higher-ranked moves.
+	tie := array.concat([entry(1, "memory", ["Low memory"]), entry(2, "disk", ["Low disk"])], array.slice(h, 3, 6))
+	d2 := deliberative.decision with input as lists(tie)
+	d2.events == ["Raise memory above cpu"]
+}
+
+test_lists_full_metric_ranked_last_no_change if {
+	h := [entry(1, "cpu", ["Low cpu"]), entry(2, "disk", ["Low disk"]), entry(3, "disk", ["Low disk"]), entry(4, "disk", ["Low disk"])]
+	d := deliberative.decision with input as lists(h)
+	d == no_change
+}
+
+test_lists_two_full_lists_no_less_changed if {
+	h := [entry(sec, m, []) | some sec in numbers.range(1, 3); some m in ["cpu", "memory"]]
+	d := deliberative.decision with input as lists(h)
+	d == no_change
+}
+
+test_lists_after_last_change_and_holding if {
+	h := [entry(1, "cpu", ["Low cpu"]), entry(2, "memory", ["Low memory"]), entry(3, "cpu", ["Low cpu"]), entry(4, "cpu", ["Low cpu"])]
+	held := deliberative.decision with input as object.union(lists(h), {"state": {"last_change": "2026-11-21T10:09:30Z"}})
+	held.events == ["Holding"]
+
+	# Only the changes after the last rank change count: the lists start again.
+	after := deliberative.decision with input as object.union(lists(h), {"state": {"last_change": "2026-11-21T10:00:02Z"}})
+	after == {"actions": [], "events": ["No Event"], "state": {"last_change": "2026-11-21T10:00:02Z"}}
+}
+
+test_unknown_rule_is_starvation if {
+	d := deliberative.decision with input as object.union(base, {"params": {"rule": "lists"}})
+	d.events == ["Raise memory above cpu"]
+	d2 := deliberative.decision with input as object.union(base, {"params": {"rule": "starvation"}})
+	d2.events == ["Raise memory above cpu"]
 }

@@ -3,8 +3,10 @@
 # description: |
 #   Threshold classification and priority. Every monitored metric is
 #   classified against its threshold; of the metrics in violation only the
-#   first by rank (params.priorities) is remedied, one action per tick.
-#   Keeps no state.
+#   first by rank (params.priorities) is remedied, one action per tick, in
+#   the direction its remedy gives for its status (default: High up, Low
+#   down). With act_on "new", only observations not seen at a previous tick
+#   are classified: one report, one pass. Keeps no state.
 package governor.reactive
 
 # METADATA
@@ -34,6 +36,11 @@ _metrics := m if {
 	is_object(m)
 } else := {}
 
+# With act_on "new", a value already seen at a previous tick is not
+# classified again: the values of a metric's `new` that let it count.
+# ({true} with act_on "new", else {true, false}: one body, no else.)
+_counted_new := {true, object.get(_params, "act_on", "any") == "new"}
+
 _priorities := p if {
 	p := _params.priorities
 	is_array(p)
@@ -51,7 +58,8 @@ _statuses := {m: s |
 	s := _status(spec, object.get(metrics, m, {}), object.get(metrics, [m, "value"], null))
 }
 
-# Stale, Missing, High or Low; undefined when OK.
+# Stale, Missing, High or Low; undefined when OK (or already seen, with
+# act_on "new").
 _status(spec, metric, value) := "Stale" if {
 	metric.stale == true
 } else := "Missing" if {
@@ -60,10 +68,12 @@ _status(spec, metric, value) := "Stale" if {
 	spec.kind == "superior"
 	is_number(spec.threshold)
 	value > spec.threshold
+	object.get(metric, "new", false) in _counted_new
 } else := "Low" if {
 	spec.kind == "inferior"
 	is_number(spec.threshold)
 	value < spec.threshold
+	object.get(metric, "new", false) in _counted_new
 }
 
 # ---------------------------------------------------------------------------
@@ -97,7 +107,8 @@ _acting := {"actions": actions, "events": array.concat(classification, remedy)} 
 	remedy := [concat(" ", ["No remedy for", m]) | count(actions) == 0; m := violations[0]]
 }
 
-# The remedy of the first violation (m, status s), if it is usable.
+# The remedy of the first violation (m, status s), if it is usable: its
+# direction for s is "up" or "down".
 _action(m, s) := {
 	"target": name,
 	"metric": m,
@@ -109,11 +120,11 @@ _action(m, s) := {
 	is_string(name)
 	target := input.targets[name]
 	is_object(target)
-	set := _set(rem, target, s)
+	set := _set(rem, target, object.get(rem, ["direction", s], {"High": "up", "Low": "down"}[s]))
 }
 
 # scale: replicas. step is a whole number >= 1 (default 1).
-_set(rem, target, status) := {"replicas": _replicas(target.replicas, step, status)} if {
+_set(rem, target, dir) := {"replicas": _replicas(target.replicas, step, dir)} if {
 	rem.scale == "replicas"
 	step := object.get(rem, "step", 1)
 	is_number(step)
@@ -125,7 +136,7 @@ _set(rem, target, status) := {"replicas": _replicas(target.replicas, step, statu
 }
 
 # scale: cpu or memory, on one container. step is a quantity.
-_set(rem, target, status) := {"resources": {rem.container: _changes(res, rem.scale, step, status)}} if {
+_set(rem, target, dir) := {"resources": {rem.container: _changes(res, rem.scale, step, dir)}} if {
 	rem.scale in {"cpu", "memory"}
 	is_string(rem.container)
 	step := _amount(rem.scale, rem.step)
@@ -133,19 +144,21 @@ _set(rem, target, status) := {"resources": {rem.container: _changes(res, rem.sca
 	res := object.get(target, ["resources", rem.container], {})
 }
 
-_replicas(n, step, "High") := round(n + step)
+_replicas(n, step, "up") := round(n + step)
 
-_replicas(n, step, "Low") := max([0, round(n - step)])
+_replicas(n, step, "down") := max([0, round(n - step)])
 
 # Each of requests and limits that has the resource moves by one step;
 # when neither has it, requests is set to the step.
-_changes(res, r, step, status) := c if {
-	c := {kind: {r: _format(r, _moved(cur, step, status))} |
+_changes(res, r, step, dir) := c if {
+	c := {kind: {r: _format(r, _moved(cur, step, dir))} |
 		some kind in ["requests", "limits"]
 		cur := _current(res, kind, r)
 	}
 	count(c) > 0
-} else := {"requests": {r: _format(r, step)}}
+} else := {"requests": {r: _format(r, step)}} if {
+	dir in {"up", "down"}
+}
 
 # A current amount: the number the controller gives beside the quantity
 # (cpu_millis, memory_bytes: {"requests": n, "limits": n}) when there is one,
@@ -157,10 +170,10 @@ _current(res, kind, r) := n if {
 
 _numbers := {"cpu": "cpu_millis", "memory": "memory_bytes"}
 
-_moved(cur, step, "High") := cur + step
+_moved(cur, step, "up") := cur + step
 
 # Down, but never below one step (a value already below it stays).
-_moved(cur, step, "Low") := max([cur - step, min([cur, step])])
+_moved(cur, step, "down") := max([cur - step, min([cur, step])])
 
 # Amounts: cpu in millicores, memory in bytes, both whole numbers. A whole
 # number of millicores ("250m") or with a suffix ("64Mi") takes integer
@@ -170,7 +183,14 @@ _amount("cpu", q) := to_number(trim_suffix(q, "m")) if {
 	regex.match(`^[0-9]+m$`, q)
 } else := round(_parse(q) * 1000)
 
-_amount("memory", q) := floor(_parse(q))
+_amount("memory", q) := to_number(digits) * _suffixes[suffix] if {
+	# The usual step, a whole number with a suffix ("64Mi"), without the
+	# call of _parse.
+	is_string(q)
+	suffix := trim_left(q, "0123456789")
+	digits := trim_suffix(q, suffix)
+	digits != ""
+} else := floor(_parse(q))
 
 _parse(q) := q if {
 	is_number(q)

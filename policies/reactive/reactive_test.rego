@@ -446,3 +446,121 @@ test_numbers_beside_quantities if {
 	dm := reactive.decision with input as resources_input(odd, {}, 10, 95)
 	sets(dm) == [{"resources": {"app": {"requests": {"memory": "128Mi"}}}}]
 }
+
+# ---------------------------------------------------------------------------
+# Direction per status (params.remedies.<m>.direction).
+
+# The Orange/WUT closed-loop demo: both thresholds inferior, Low is a
+# shortage, remedied upwards; cpu ranks first.
+orange_params := {
+	"monitor": {
+		"cpu": {"kind": "inferior", "threshold": 5},
+		"memory": {"kind": "inferior", "threshold": 50},
+	},
+	"priorities": ["cpu", "memory"],
+	"remedies": {
+		"cpu": {"target": "web", "scale": "cpu", "container": "app", "step": "100m", "direction": {"Low": "up", "High": "down"}},
+		"memory": {"target": "web", "scale": "memory", "container": "app", "step": "64Mi", "direction": {"Low": "up", "High": "down"}},
+	},
+}
+
+orange(cpu, memory) := object.union(base, {
+	"params": orange_params,
+	"metrics": {"cpu": {"value": cpu, "new": true}, "memory": {"value": memory, "new": true}},
+})
+
+test_orange_low_cpu_and_memory_remedies_cpu_up if {
+	d := reactive.decision with input as orange(2, 40)
+	d == {
+		"actions": [{"target": "web", "metric": "cpu", "set": {"resources": {"app": {"requests": {"cpu": "350m"}}}}, "reason": "cpu 2 below threshold 5"}],
+		"events": ["Low cpu", "Low memory"],
+	}
+}
+
+test_orange_low_memory_remedies_memory_up if {
+	d := reactive.decision with input as orange(5, 28)
+	d == {
+		"actions": [{"target": "web", "metric": "memory", "set": {"resources": {"app": {"requests": {"memory": "192Mi"}}}}, "reason": "memory 28 below threshold 50"}],
+		"events": ["Low memory"],
+	}
+}
+
+test_direction_down_for_high if {
+	inp := object.union(orange(50, 60), {"params": {"monitor": {"cpu": {"kind": "superior", "threshold": 40}}}})
+	d := reactive.decision with input as inp
+	d.actions[0].set == {"resources": {"app": {"requests": {"cpu": "150m"}}}}
+}
+
+test_direction_replicas if {
+	extra := {
+		"monitor": {"rps": {"kind": "inferior", "threshold": 10}},
+		"remedies": {"rps": {"target": "web", "scale": "replicas", "direction": {"Low": "up"}}},
+	}
+	d := reactive.decision with input as object.union(with_values(50, 60, extra), {"metrics": {"rps": {"value": 3}}})
+	d.actions[0].set == {"replicas": 4}
+	d.actions[0].reason == "rps 3 below threshold 10"
+
+	# High keeps its default, up.
+	high := object.union(extra, {"remedies": {"cpu": {"direction": {"Low": "up"}}}})
+	d2 := reactive.decision with input as with_values(91, 60, high)
+	d2.actions[0].set == {"replicas": 4}
+}
+
+test_direction_absent_for_a_status_is_the_default if {
+	d := reactive.decision with input as with_values(50, 90, {"remedies": {"memory": {"direction": {"Low": "up"}}}})
+	d.actions[0].set == {"resources": {"app": {"requests": {"memory": "192Mi"}}}}
+	d2 := reactive.decision with input as with_values(50, 90, {"remedies": {"memory": {"direction": "sideways"}}})
+	d2.actions[0].set == {"resources": {"app": {"requests": {"memory": "192Mi"}}}}
+}
+
+test_unknown_direction_is_no_remedy if {
+	d := reactive.decision with input as with_values(91, 60, {"remedies": {"cpu": {"direction": {"High": "sideways"}}}})
+	d == {"actions": [], "events": ["High cpu", "No remedy for cpu"]}
+	d2 := reactive.decision with input as with_values(50, 90, {"remedies": {"memory": {"direction": {"High": 1}}}})
+	d2 == {"actions": [], "events": ["High memory", "No remedy for memory"]}
+
+	# A resource the container does not have yet, set to the step: only in a known direction.
+	t := {"web": {"replicas": 3, "resources": {"app": {}}}}
+	d3 := reactive.decision with input as object.union(with_values(50, 90, {"remedies": {"memory": {"direction": {"High": "no"}}}}), {"targets": t})
+	d3.events == ["High memory", "No remedy for memory"]
+}
+
+# ---------------------------------------------------------------------------
+# act_on: new.
+
+test_act_on_new_acts_on_a_new_observation if {
+	inp := object.union(orange(2, 40), {"params": {"act_on": "new"}})
+	d := reactive.decision with input as inp
+	d.events == ["Low cpu", "Low memory"]
+	d.actions[0].metric == "cpu"
+}
+
+test_act_on_new_ignores_values_already_seen if {
+	seen := object.union(orange(2, 40), {"params": {"act_on": "new"}, "metrics": {"cpu": {"new": false}, "memory": {"new": false}}})
+	d := reactive.decision with input as seen
+	d == {"actions": [], "events": ["No Event"]}
+
+	# Only memory is new: only memory is classified and remedied.
+	memory := object.union(seen, {"metrics": {"memory": {"new": true}}})
+	d2 := reactive.decision with input as memory
+	d2.events == ["Low memory"]
+	d2.actions[0].metric == "memory"
+
+	# Without new (an input written by hand): not new.
+	d3 := reactive.decision with input as json.remove(object.union(orange(2, 40), {"params": {"act_on": "new"}}), ["metrics/cpu/new", "metrics/memory/new"])
+	d3 == {"actions": [], "events": ["No Event"]}
+}
+
+test_act_on_new_still_reports_missing_and_stale if {
+	inp := object.union(orange(2, 40), {"params": {"act_on": "new"}, "metrics": {"cpu": {"new": false, "stale": true}}})
+	d := reactive.decision with input as json.remove(inp, ["metrics/memory"])
+	d == {"actions": [], "events": ["Stale cpu", "Missing memory"]}
+}
+
+test_act_on_default_acts_on_every_tick if {
+	seen := object.union(orange(2, 40), {"metrics": {"cpu": {"new": false}, "memory": {"new": false}}})
+	d := reactive.decision with input as seen
+	d.events == ["Low cpu", "Low memory"]
+	d2 := reactive.decision with input as object.union(seen, {"params": {"act_on": "any"}})
+	d2.events == ["Low cpu", "Low memory"]
+}

@@ -117,7 +117,7 @@ func opaVerify(t *testing.T, file string, k key, extra ...string) result {
 func assertVerified(t *testing.T, res result, alg string) {
 	t.Helper()
 	require.Equal(t, 0, res.code, res.stderr)
-	assert.Contains(t, res.stdout, "verified reactive@reactive-3")
+	assert.Contains(t, res.stdout, "verified reactive@reactive-4")
 	assert.Contains(t, res.stdout, "signature verified with key id default ("+alg+")")
 }
 

@@ -406,7 +406,7 @@ func (r *failoverRig) start(tb testing.TB, name string) *replica {
 	manifest := filepath.Join(bundles, "reactive", ".manifest")
 	raw, err := os.ReadFile(manifest)
 	require.NoError(tb, err)
-	raw = []byte(strings.Replace(string(raw), `"revision": "reactive-3"`, `"revision": "reactive-`+name+`"`, 1))
+	raw = []byte(strings.Replace(string(raw), `"revision": "reactive-4"`, `"revision": "reactive-`+name+`"`, 1))
 	require.NoError(tb, os.WriteFile(manifest, raw, 0o644))
 
 	p := &replica{name: name, log: filepath.Join(r.dir, name+".log"), probe: freeAddr(tb), done: make(chan struct{})}

@@ -62,7 +62,7 @@ func TestSamplesRunAndDashboardHasData(t *testing.T) {
 	kubectl("apply", "--server-side", "-k", filepath.Join(repo, "config/crd"))
 	kubectl("wait", "--for=condition=Established", "--timeout=30s", "crd/controlloops.governor.dev")
 	out := kubectl("apply", "--server-side", "-k", filepath.Join(repo, "config/samples"))
-	samples := []string{"factory-qos", "factory-scaling", "factory-priorities"}
+	samples := []string{"factory-qos", "factory-scaling", "factory-priorities", "orange-scaling", "orange-priorities"}
 	for _, name := range samples {
 		assert.Contains(t, out, "controlloop.governor.dev/"+name+" serverside-applied")
 	}

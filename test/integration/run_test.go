@@ -88,7 +88,7 @@ func TestGovernorRun(t *testing.T) {
 	e.loop(t, ns, "scaling", spec)
 	eventually(t, 20*time.Second, func() (bool, string) {
 		l := e.get(t, ns, "scaling")
-		return l.Status.Tick >= 2 && l.Status.PolicyRevision == "reactive@reactive-3", fmt.Sprintf("tick %d %s", l.Status.Tick, l.Status.PolicyRevision)
+		return l.Status.Tick >= 2 && l.Status.PolicyRevision == "reactive@reactive-4", fmt.Sprintf("tick %d %s", l.Status.Tick, l.Status.PolicyRevision)
 	})
 
 	// The managed system reports through the push endpoint.

@@ -117,7 +117,7 @@ func TestNamespacedDeployment(t *testing.T) {
 
 	eventually(t, 60*time.Second, func() (bool, string) {
 		l := e.get(t, watched, "scaling")
-		return l.Status.Tick >= 2 && l.Status.PolicyRevision == "reactive@reactive-3", fmt.Sprintf("tick %d %q", l.Status.Tick, l.Status.PolicyRevision)
+		return l.Status.Tick >= 2 && l.Status.PolicyRevision == "reactive@reactive-4", fmt.Sprintf("tick %d %q", l.Status.Tick, l.Status.PolicyRevision)
 	})
 	var lease coordinationv1.Lease
 	require.NoError(t, c.Get(ctx, types.NamespacedName{Namespace: "governor-system", Name: controller.LeaderElectionID}, &lease))
@@ -155,7 +155,7 @@ func TestNamespacedDeployment(t *testing.T) {
 		l := e.get(t, watched, "helping")
 		policy := meta.FindStatusCondition(l.Status.Conditions, v1alpha1.ConditionPolicyReady)
 		return policy != nil && policy.Reason == "NotAnEntrypoint" &&
-				policy.Message == "decision governor/reactive/violations is not an entrypoint of reactive@reactive-3 (its entrypoints: governor/reactive/decision)",
+				policy.Message == "decision governor/reactive/violations is not an entrypoint of reactive@reactive-4 (its entrypoints: governor/reactive/decision)",
 			fmt.Sprintf("%+v", policy)
 	})
 
