@@ -168,6 +168,10 @@ func ParseConfig(raw []byte, lim Limits) (*Config, error) {
 			s.Service, s.URL = "", s.Resource
 		} else {
 			s.client, s.keys = m.Client(src.Service), publicKeys
+			if _, err := s.client.Config().AuthPlugin(s.client.AuthPluginLookup()); err != nil {
+				m.Stop(context.Background())
+				return nil, fmt.Errorf("bundle %q: service %q: credentials: %w", name, src.Service, err)
+			}
 			s.URL = strings.TrimSuffix(s.client.Config().URL, "/") + "/" + strings.TrimPrefix(s.Resource, "/")
 			if s.Verification == nil && !lim.AllowUnsignedBundles {
 				m.Stop(context.Background())
