@@ -129,7 +129,7 @@ func (f *Follower) Run(ctx context.Context) {
 		return
 	}
 	client, err := boundedClient(f.src.client, f.src.keys, f.sizeLimit())
-	if err != nil { // a credentials plugin OPA would not find either
+	if err != nil { // not expected: ParseConfig checked the credentials
 		f.record(time.Now(), "", &DownloadError{Bundle: f.src.Name, Err: err})
 		<-ctx.Done()
 		return

@@ -29,8 +29,10 @@ const boundedPlugin = "governor-bounded-bundle"
 
 // boundedClient is client's service (URL, headers, TLS, timeouts and
 // credentials as configured) with every bundle it downloads bounded by
-// limit: see boundedBody. keyConfigs are the configuration's keys, which credentials
-// such as OAuth2's JWT signing use.
+// limit: see boundedBody. keyConfigs are the configuration's keys, which
+// credentials such as OAuth2's JWT signing use. What a configuration cannot
+// hold is not carried over: OPA's manager options for TLS versions, cipher
+// suites and tracing, which governor does not set.
 func boundedClient(client rest.Client, keyConfigs map[string]*keys.Config, limit int64) (rest.Client, error) {
 	cfg := *client.Config()
 	configured, err := cfg.AuthPlugin(client.AuthPluginLookup())
@@ -133,7 +135,7 @@ func (b *boundedBody) check() (io.Reader, error) {
 	}
 	var buf bytes.Buffer
 	if b.length > 0 {
-		buf.Grow(int(b.length))
+		buf.Grow(int(b.length) + bytes.MinRead) // room to read the end without growing again
 	}
 	if _, err := buf.ReadFrom(io.LimitReader(b.body, b.limit+1)); err != nil {
 		return nil, err
