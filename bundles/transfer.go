@@ -129,7 +129,7 @@ func (b *boundedBody) Close() error {
 // check reads the whole body, if within the limit, and checks it; it closes
 // the response either way.
 func (b *boundedBody) check() (io.Reader, error) {
-	defer b.body.Close()
+	defer func() { _ = b.body.Close() }() // read to its end, or refused: nothing to report
 	if b.length > b.limit {
 		return nil, &tooLargeError{fmt.Sprintf("its transfer is %d bytes (compressed), more than %d (the size limit of a whole bundle)", b.length, b.limit)}
 	}
