@@ -14,6 +14,7 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/open-policy-agent/opa/v1/download"
+	"github.com/open-policy-agent/opa/v1/keys"
 	"github.com/open-policy-agent/opa/v1/logging"
 	"github.com/open-policy-agent/opa/v1/plugins"
 	bundleplugin "github.com/open-policy-agent/opa/v1/plugins/bundle"
@@ -60,6 +61,9 @@ type Source struct {
 	SizeLimitBytes int64
 
 	client rest.Client
+	// keys are the configuration's, for the downloader's client (see
+	// boundedClient).
+	keys map[string]*keys.Config
 }
 
 // File is the local path of a file:// resource, "" for a downloaded one.
@@ -122,7 +126,7 @@ func ParseConfig(raw []byte, lim Limits) (*Config, error) {
 		m.Stop(context.Background())
 		return nil, err
 	}
-	keys := m.PublicKeys()
+	publicKeys := m.PublicKeys()
 	trigger := plugins.TriggerPeriodic
 	bundlesRaw := m.Config.Bundles
 	if bundlesRaw == nil { // decision logs only
@@ -131,7 +135,7 @@ func ParseConfig(raw []byte, lim Limits) (*Config, error) {
 	parsed, err := bundleplugin.NewConfigBuilder().
 		WithBytes(bundlesRaw).
 		WithServices(m.Services()).
-		WithKeyConfigs(keys).
+		WithKeyConfigs(publicKeys).
 		WithTriggerMode(&trigger).
 		Parse()
 	if err != nil {
@@ -158,12 +162,16 @@ func ParseConfig(raw []byte, lim Limits) (*Config, error) {
 			SizeLimitBytes: src.SizeLimitBytes,
 		}
 		if s.Verification != nil && !s.Verification.SignatureRequired() {
-			s.Verification = bundle.NewVerificationConfig(keys, "", "", nil)
+			s.Verification = bundle.NewVerificationConfig(publicKeys, "", "", nil)
 		}
 		if s.File() != "" {
 			s.Service, s.URL = "", s.Resource
 		} else {
-			s.client = m.Client(src.Service)
+			s.client, s.keys = m.Client(src.Service), publicKeys
+			if _, err := s.client.Config().AuthPlugin(s.client.AuthPluginLookup()); err != nil {
+				m.Stop(context.Background())
+				return nil, fmt.Errorf("bundle %q: service %q: credentials: %w", name, src.Service, err)
+			}
 			s.URL = strings.TrimSuffix(s.client.Config().URL, "/") + "/" + strings.TrimPrefix(s.Resource, "/")
 			if s.Verification == nil && !lim.AllowUnsignedBundles {
 				m.Stop(context.Background())

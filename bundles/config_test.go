@@ -70,6 +70,8 @@ func TestParseConfigRefusesWhatItCannotDo(t *testing.T) {
 		{"unknown key id", "services: {s: {url: https://x}}\nbundles: {b: {signing: {keyid: nope}}}\n", "nope"},
 		{"bad polling", "services: {s: {url: https://x}}\nbundles: {b: {polling: {min_delay_seconds: 10, max_delay_seconds: 1}}}\n", "max polling delay"},
 		{"persist", "services: {s: {url: https://x}}\nbundles: {b: {persist: true}}\n", "persist is not supported"},
+		{"unknown credentials plugin", "services: {s: {url: https://x, credentials: {plugin: vault}}}\nbundles: {b: {service: s}}\n", `bundle "b": service "s": credentials: auth plugin "vault" not found`},
+		{"two credentials", "services: {s: {url: https://x, credentials: {bearer: {token: t}, client_tls: {cert: c, private_key: k}}}}\nbundles: {b: {service: s}}\n", "a maximum one credential method must be specified"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cfg, err := ParseConfig([]byte(c.config), Limits{})

@@ -117,8 +117,9 @@ func NewFollower(src *Source, engine *Engine, hooks Hooks) *Follower {
 
 // Run follows until ctx is done. A downloaded source is polled by OPA's
 // downloader (ETag / If-None-Match, long polling where the server supports
-// it, backoff on errors, the service's credentials); a file:// source is
-// read once.
+// it, backoff on errors, the service's credentials), each bundle bounded as
+// a whole before the downloader reads it (see boundedClient); a file://
+// source is read once.
 func (f *Follower) Run(ctx context.Context) {
 	if path := f.src.File(); path != "" {
 		if f.engine.Active() == nil {
@@ -127,7 +128,13 @@ func (f *Follower) Run(ctx context.Context) {
 		<-ctx.Done()
 		return
 	}
-	d := download.New(f.src.Download, f.src.client, f.src.Resource).
+	client, err := boundedClient(f.src.client, f.src.keys, f.sizeLimit())
+	if err != nil { // not expected: ParseConfig checked the credentials
+		f.record(time.Now(), "", &DownloadError{Bundle: f.src.Name, Err: err})
+		<-ctx.Done()
+		return
+	}
+	d := download.New(f.src.Download, client, f.src.Resource).
 		WithBundleName(f.src.Name).
 		WithBundleVerificationConfig(f.src.Verification).
 		WithSizeLimitBytes(f.sizeLimit()).
@@ -148,8 +155,8 @@ func (f *Follower) Status() Status {
 	return f.status
 }
 
-// sizeLimit bounds each file of a bundle: the source's size_limit_bytes,
-// at most the controller's limit.
+// sizeLimit bounds each file of a bundle, and all of them together: the
+// source's size_limit_bytes, at most the controller's limit.
 func (f *Follower) sizeLimit() int64 {
 	limit := f.hooks.Limits.OrDefaults().MaxBundleFileBytes
 	if f.src.SizeLimitBytes > 0 {
@@ -355,9 +362,14 @@ func (f *Follower) clearRefusal() {
 
 // downloadFailure tells a poll that got no bundle (the server unreachable,
 // an HTTP error, a transfer cut short: a *DownloadError) from a bundle that
-// came whole but could not be read (a *GateError at StepVerify or StepRead).
+// came whole but could not be read, or was too large to be (a *GateError at
+// StepVerify or StepRead).
 // OPA's downloader reports both as its Update's error.
 func (f *Follower) downloadFailure(err error) error {
+	var tooLarge *tooLargeError
+	if errors.As(err, &tooLarge) {
+		return &GateError{Bundle: f.src.Name, Step: StepRead, Err: tooLarge}
+	}
 	var httpErr download.HTTPError
 	var netErr net.Error
 	if errors.As(err, &httpErr) || errors.As(err, &netErr) || errors.Is(err, io.ErrUnexpectedEOF) ||

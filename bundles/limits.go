@@ -26,9 +26,9 @@ type Limits struct {
 	AllowBuiltins []string
 	// MaxBundleFileBytes bounds each file of a bundle, uncompressed,
 	// checked while it is read (OPA's size_limit_bytes): a gzip bomb stops
-	// there. A bundle read from a directory or a tarball is bounded as a
-	// whole too (the sum of its files); OPA's downloader bounds each file
-	// only. A bundle source's own size_limit_bytes applies when smaller.
+	// there. It bounds a whole bundle too (the sum of its files), and a
+	// downloaded bundle's transfer (compressed). A bundle source's own
+	// size_limit_bytes applies when smaller.
 	MaxBundleFileBytes int64
 	// MaxDecisionTimeout caps a loop's spec.policy.timeout.
 	MaxDecisionTimeout time.Duration

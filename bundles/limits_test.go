@@ -1,9 +1,6 @@
 package bundles
 
 import (
-	"archive/tar"
-	"bytes"
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -146,7 +143,7 @@ func TestBundleTotalSizeLimit(t *testing.T) {
 	require.NoError(t, err, "4 MiB in all, under the default 32 MiB")
 
 	path := filepath.Join(t.TempDir(), "b.tar.gz")
-	require.NoError(t, os.WriteFile(path, manyFilesBomb(t, 100, 1<<20), 0o644))
+	require.NoError(t, os.WriteFile(path, bundleserver.ManyFilesBomb(t, "1", 100, 1<<20), 0o644))
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 	_, err = LoadWithOptions(context.Background(), path, lim)
@@ -155,29 +152,6 @@ func TestBundleTotalSizeLimit(t *testing.T) {
 	assert.Contains(t, err.Error(), "bundle files total more than 4194304 bytes (the size limit of a whole bundle) with d3/data.json")
 	assert.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(16<<20), "read past the limit")
 	t.Logf("refusing a bomb of 100 files of 1 MiB allocated %d KiB", (after.TotalAlloc-before.TotalAlloc)>>10)
-}
-
-// manyFilesBomb is a bundle tarball (root t, one small policy) that also
-// holds n files d<i>/data.json of size zero bytes each.
-func manyFilesBomb(t *testing.T, n int, size int64) []byte {
-	t.Helper()
-	var out bytes.Buffer
-	gz := gzip.NewWriter(&out)
-	tw := tar.NewWriter(gz)
-	add := func(name string, body []byte) {
-		require.NoError(t, tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg}))
-		_, err := tw.Write(body)
-		require.NoError(t, err)
-	}
-	add("/.manifest", []byte(`{"revision":"1","roots":["t"]}`))
-	add("/t.rego", []byte("package t\n\ndecision := {}\n"))
-	zeros := make([]byte, size)
-	for i := range n {
-		add(fmt.Sprintf("/d%d/data.json", i), zeros)
-	}
-	require.NoError(t, tw.Close())
-	require.NoError(t, gz.Close())
-	return out.Bytes()
 }
 
 // TestFollowRefusesGzipBomb: a gzip bomb on the bundle server is refused

@@ -179,7 +179,7 @@ func (f *runFlags) limitFlags(fs *pflag.FlagSet) {
 	l := &f.limits
 	fs.StringArrayVar(&l.AllowBuiltins, "allow-builtin", nil, "let policies call this builtin that reaches outside the controller (repeatable; refused by default: "+strings.Join(bundles.OutsideBuiltins(), ", ")+")")
 	fs.DurationVar(&l.MaxDecisionTimeout, "max-decision-timeout", bundles.DefaultMaxDecisionTimeout, "the longest time limit a loop's spec.policy.timeout may give a decision")
-	fs.Int64Var(&l.MaxBundleFileBytes, "max-bundle-file-bytes", bundles.DefaultMaxBundleFileBytes, "bytes of each file of a bundle, uncompressed, checked while reading (a smaller size_limit_bytes in the OPA configuration wins)")
+	fs.Int64Var(&l.MaxBundleFileBytes, "max-bundle-file-bytes", bundles.DefaultMaxBundleFileBytes, "bytes of each file of a bundle and of all of them together, uncompressed, checked while reading, and of a downloaded bundle's transfer (a smaller size_limit_bytes in the OPA configuration wins)")
 	fs.Int64Var(&l.DecisionLogBufferBytes, "decision-log-buffer-bytes", bundles.DefaultDecisionLogBufferBytes, "bytes of decisions the decision log holds while its service does not take them (the oldest are dropped beyond)")
 	fs.IntVar(&l.Output.MaxActions, "max-decision-actions", decision.DefaultMaxActions, "actions a decision may return")
 	fs.IntVar(&l.Output.MaxEvents, "max-decision-events", decision.DefaultMaxEvents, "events a decision may return")
