@@ -145,6 +145,11 @@ func TestStateAndOverridesSurviveSIGKILL(t *testing.T) {
 		rig.run(t, func() { time.Sleep(time.Second + rig.upTo(3*time.Second)) })
 	}
 	rig.run(t, func() { time.Sleep(3 * time.Second) })
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the last governor run's output:\n%s", rig.runs[len(rig.runs)-1])
+		}
+	})
 
 	// What each restart went on from, against what the killed process had
 	// decided.

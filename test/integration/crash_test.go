@@ -3,6 +3,7 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -133,6 +134,11 @@ func TestCooldownsSurviveSIGKILL(t *testing.T) {
 	}
 	// A last run to its end: the loops must still act.
 	rig.run(t, func() { time.Sleep(2 * cooldown) })
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("governor run output:\n%s", bytes.Join(rig.runs, nil))
+		}
+	})
 
 	mu.Lock()
 	defer mu.Unlock()

@@ -26,7 +26,6 @@ type crashRig struct {
 
 // newCrashRig makes a rig whose processes run `governor run` on e's API
 // server without leader election and without listeners, with args added.
-// The last process's output is shown when the test fails.
 func newCrashRig(t *testing.T, e *env, args ...string) *crashRig {
 	t.Helper()
 	seed := uint64(time.Now().UnixNano())
@@ -37,11 +36,6 @@ func newCrashRig(t *testing.T, e *env, args ...string) *crashRig {
 			"--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--push-bind-address", "0"}, args...),
 		rnd: rand.New(rand.NewPCG(seed, 0)),
 	}
-	t.Cleanup(func() {
-		if t.Failed() && len(r.runs) > 0 {
-			t.Logf("the last governor run's output:\n%s", r.runs[len(r.runs)-1])
-		}
-	})
 	return r
 }
 
