@@ -30,13 +30,12 @@ func newCrashRig(t *testing.T, e *env, args ...string) *crashRig {
 	t.Helper()
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
-	r := &crashRig{
+	return &crashRig{
 		bin: governorBinary(t),
 		args: append([]string{"run", "--kubeconfig", e.api.Kubeconfig, "--leader-elect=false",
 			"--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--push-bind-address", "0"}, args...),
 		rnd: rand.New(rand.NewPCG(seed, 0)),
 	}
-	return r
 }
 
 // run starts governor, lets it run until until returns, then kills it with
