@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
@@ -151,13 +150,8 @@ func runBundleTests(ctx context.Context, name string, b *bundle.Bundle, lim Limi
 		return nil, err
 	}
 	defer store.Abort(ctx, txn)
-	compiler := ast.NewCompiler().
-		WithPathConflictsCheck(storage.NonEmpty(ctx, store, txn)).
-		WithEnablePrintStatements(true).
-		WithCapabilities(lim.capabilities()).
-		WithUseTypeCheckAnnotations(true)
 	runner := tester.NewRunner().
-		SetCompiler(compiler).
+		SetCompiler(testCompiler(ctx, store, txn, lim.capabilities())).
 		SetStore(store).
 		CapturePrintOutput(true).
 		SetBundles(map[string]*bundle.Bundle{name: b}).

@@ -63,6 +63,15 @@ func (s TestSummary) OK() bool {
 	return s.Failed == 0 && s.Errored == 0 && s.Passed+s.Skipped > 0
 }
 
+// testCompiler is the compiler `opa test` runs tests with, within caps.
+func testCompiler(ctx context.Context, store storage.Store, txn storage.Transaction, caps *ast.Capabilities) *ast.Compiler {
+	return ast.NewCompiler().
+		WithPathConflictsCheck(storage.NonEmpty(ctx, store, txn)).
+		WithEnablePrintStatements(true).
+		WithCapabilities(caps).
+		WithUseTypeCheckAnnotations(true)
+}
+
 // RunTests runs the Rego tests found under opts.Paths with OPA's tester,
 // configured as `opa test` configures it, so both report the same results.
 // The error is for what stops tests from running (load and compile errors)
@@ -88,11 +97,7 @@ func RunTests(ctx context.Context, opts TestOptions) (TestSummary, error) {
 	}
 	defer store.Abort(ctx, txn)
 
-	compiler := ast.NewCompiler().
-		WithPathConflictsCheck(storage.NonEmpty(ctx, store, txn)).
-		WithEnablePrintStatements(true).
-		WithCapabilities(ast.CapabilitiesForThisVersion()).
-		WithUseTypeCheckAnnotations(true).
+	compiler := testCompiler(ctx, store, txn, ast.CapabilitiesForThisVersion()).
 		WithRewriteTestRules(opts.VarValues)
 	runModules, runBundles, err := withContractLibrary(opts, modules, bundles)
 	if err != nil {

@@ -47,7 +47,17 @@ type loopsEnv struct {
 	stop func()
 }
 
+// startLoops starts Loops with metrics as its metric source; see
+// startLoopsWith.
 func startLoops(t *testing.T, metrics MetricSource, loops ...*v1alpha1.ControlLoop) *loopsEnv {
+	t.Helper()
+	return startLoopsWith(t, func(l *Loops) { l.Metrics = metrics }, loops...)
+}
+
+// startLoopsWith starts Loops on a fake client holding loops, with the echo
+// bundles, as configure leaves it, and ensures a runner for each loop. They
+// stop when the test ends.
+func startLoopsWith(t *testing.T, configure func(*Loops), loops ...*v1alpha1.ControlLoop) *loopsEnv {
 	t.Helper()
 	scheme := runtime.NewScheme()
 	require.NoError(t, v1alpha1.AddToScheme(scheme))
@@ -56,7 +66,8 @@ func startLoops(t *testing.T, metrics MetricSource, loops ...*v1alpha1.ControlLo
 		objs[i] = l
 	}
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).WithStatusSubresource(&v1alpha1.ControlLoop{}).Build()
-	l := &Loops{Client: c, APIReader: c, Bundles: echoRegistry(t), Metrics: metrics, Log: logr.Discard()}
+	l := &Loops{Client: c, APIReader: c, Bundles: echoRegistry(t), Log: logr.Discard()}
+	configure(l)
 	ctx, cancel := context.WithCancel(context.Background())
 	stopped := make(chan struct{})
 	go func() { _ = l.Start(ctx); close(stopped) }()

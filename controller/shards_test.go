@@ -6,12 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/shard"
@@ -47,25 +44,10 @@ func (f *fakeShard) lapse() {
 	f.ok = false
 }
 
+// startSharded starts Loops as a replica of s; see startLoopsWith.
 func startSharded(t *testing.T, s Sharding, loops ...*v1alpha1.ControlLoop) *loopsEnv {
 	t.Helper()
-	scheme := runtime.NewScheme()
-	require.NoError(t, v1alpha1.AddToScheme(scheme))
-	objs := make([]client.Object, len(loops))
-	for i, l := range loops {
-		objs[i] = l
-	}
-	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).WithStatusSubresource(&v1alpha1.ControlLoop{}).Build()
-	l := &Loops{Client: c, APIReader: c, Bundles: echoRegistry(t), Log: logr.Discard(), Shard: s}
-	ctx, cancel := context.WithCancel(context.Background())
-	stopped := make(chan struct{})
-	go func() { _ = l.Start(ctx); close(stopped) }()
-	e := &loopsEnv{c: c, l: l, stop: func() { cancel(); <-stopped }}
-	t.Cleanup(e.stop)
-	for _, loop := range loops {
-		l.Ensure(client.ObjectKeyFromObject(loop))
-	}
-	return e
+	return startLoopsWith(t, func(l *Loops) { l.Shard = s }, loops...)
 }
 
 // A sharded runner records its replica as the loop's owner with its

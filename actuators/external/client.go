@@ -103,6 +103,21 @@ func (a *Actuator) signingKey(ctx context.Context, c client.Reader, namespace, n
 	return key, nil
 }
 
+// endpoint is what a request to t's system needs: the key that signs it and the client
+// that trusts the system's certificate.
+func (a *Actuator) endpoint(ctx context.Context, c client.Reader, t *actuators.Target) ([]byte, *http.Client, error) {
+	spec := t.Spec.External
+	key, err := a.signingKey(ctx, c, t.Workload.Namespace, spec.SigningSecret)
+	if err != nil {
+		return nil, nil, err
+	}
+	hc, err := a.httpClient(spec.CABundle)
+	if err != nil {
+		return nil, nil, err
+	}
+	return key, hc, nil
+}
+
 // httpClient is the client that trusts caBundle (the system's roots when empty). It
 // follows no redirect: a signed change goes to the target's URL or nowhere.
 func (a *Actuator) httpClient(caBundle []byte) (*http.Client, error) {
@@ -208,11 +223,7 @@ func (a *Actuator) post(ctx context.Context, c client.Reader, t *actuators.Targe
 	if !ok {
 		return false, errors.New("external: acting outside a loop's tick (no idempotency key)")
 	}
-	key, err := a.signingKey(ctx, c, t.Workload.Namespace, spec.SigningSecret)
-	if err != nil {
-		return false, err
-	}
-	hc, err := a.httpClient(spec.CABundle)
+	key, hc, err := a.endpoint(ctx, c, t)
 	if err != nil {
 		return false, err
 	}
@@ -254,11 +265,7 @@ func (a *Actuator) post(ctx context.Context, c client.Reader, t *actuators.Targe
 // object of numbers. Names whose value is not a number of at least 0 are left out.
 func (a *Actuator) current(ctx context.Context, c client.Reader, t *actuators.Target) (Settings, error) {
 	spec := t.Spec.External
-	key, err := a.signingKey(ctx, c, t.Workload.Namespace, spec.SigningSecret)
-	if err != nil {
-		return nil, err
-	}
-	hc, err := a.httpClient(spec.CABundle)
+	key, hc, err := a.endpoint(ctx, c, t)
 	if err != nil {
 		return nil, err
 	}

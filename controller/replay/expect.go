@@ -1,9 +1,8 @@
 package replay
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -46,34 +45,16 @@ type ExpectedAction struct {
 // ReadExpectations reads an --expect file: JSON lines, blank lines and
 // lines starting with # ignored.
 func ReadExpectations(r io.Reader, name string) ([]Expectation, error) {
-	var out []Expectation
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for line := 1; sc.Scan(); line++ {
-		b := bytes.TrimSpace(sc.Bytes())
-		if len(b) == 0 || b[0] == '#' {
-			continue
-		}
-		var e Expectation
-		dec := json.NewDecoder(bytes.NewReader(b))
-		dec.DisallowUnknownFields()
-		dec.UseNumber()
-		if err := dec.Decode(&e); err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", name, line, err)
-		}
+	return readJSONLines(r, name, func(e *Expectation, at string) error {
 		if (e.Tick == nil) == (e.Time == nil) {
-			return nil, fmt.Errorf("%s:%d: give exactly one of tick and time", name, line)
+			return errors.New("give exactly one of tick and time")
 		}
 		if e.NoAction && e.Actions != nil && len(*e.Actions) > 0 {
-			return nil, fmt.Errorf("%s:%d: no_action with actions cannot both hold", name, line)
+			return errors.New("no_action with actions cannot both hold")
 		}
-		e.line = fmt.Sprintf("%s:%d", name, line)
-		out = append(out, e)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	return out, nil
+		e.line = at
+		return nil
+	})
 }
 
 // Failures are the replay's failures, one line each naming the tick: ticks

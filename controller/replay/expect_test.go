@@ -54,8 +54,9 @@ func TestExpectationsThatDoNotHoldNameTheTick(t *testing.T) {
 func TestBadExpectations(t *testing.T) {
 	for line, want := range map[string]string{
 		`{"targets": {}}`: "expect.jsonl:1: give exactly one of tick and time",
-		`{"tick": 1, "time": "2026-11-21T10:00:00Z"}`: "expect.jsonl:1: give exactly one of tick and time",
-		`{"tick": 1, "evnts": []}`:                    "expect.jsonl:1: json: unknown field \"evnts\"",
+		`{"tick": 1, "time": "2026-11-21T10:00:00Z"}`:           "expect.jsonl:1: give exactly one of tick and time",
+		`{"tick": 1, "evnts": []}`:                              "expect.jsonl:1: json: unknown field \"evnts\"",
+		"# comments and blank lines count\n\n{\"tick\": 1}\n{}": "expect.jsonl:4: give exactly one of tick and time",
 	} {
 		_, err := ReadExpectations(strings.NewReader(line), "expect.jsonl")
 		assert.EqualError(t, err, want, line)

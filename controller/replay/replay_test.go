@@ -101,6 +101,7 @@ func TestReplayRefusesBadInput(t *testing.T) {
 		`{"time": "2026-11-21T10:00:00Z", "x": 1}`: `unknown field "x"`,
 		`{"time": "2026-11-21T10:00:01Z", "metrics": {}}` + "\n" + `{"time": "2026-11-21T10:00:00Z", "metrics": {}}`: "trace.jsonl:2: time 2026-11-21T10:00:00Z is not after",
 		`{"time": "2026-11-21T10:00:00Z", "metrics": {"cpu": "high"}}`:                                               "a metric is a number or an object",
+		"# a comment\n\n" + `{"metrics": {}}`:                                                                        "trace.jsonl:3: a tick needs a time",
 	} {
 		_, err := ReadTrace(strings.NewReader(body), "trace.jsonl")
 		assert.ErrorContains(t, err, want, body)

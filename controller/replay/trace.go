@@ -4,7 +4,6 @@
 package replay
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -108,30 +107,19 @@ func (o *ObservedTarget) UnmarshalJSON(b []byte) error {
 
 // ReadTrace reads a trace: JSON lines, one tick each, in time order.
 func ReadTrace(r io.Reader, name string) ([]Tick, error) {
-	var ticks []Tick
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for line := 1; sc.Scan(); line++ {
-		b := bytes.TrimSpace(sc.Bytes())
-		if len(b) == 0 || b[0] == '#' {
-			continue
-		}
-		var t Tick
-		dec := json.NewDecoder(bytes.NewReader(b))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&t); err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", name, line, err)
-		}
+	var last time.Time
+	ticks, err := readJSONLines(r, name, func(t *Tick, _ string) error {
 		if t.Time.IsZero() {
-			return nil, fmt.Errorf("%s:%d: a tick needs a time", name, line)
+			return errors.New("a tick needs a time")
 		}
-		if n := len(ticks); n > 0 && !t.Time.After(ticks[n-1].Time) {
-			return nil, fmt.Errorf("%s:%d: time %s is not after the previous tick's", name, line, t.Time.Format(time.RFC3339Nano))
+		if !last.IsZero() && !t.Time.After(last) {
+			return fmt.Errorf("time %s is not after the previous tick's", t.Time.Format(time.RFC3339Nano))
 		}
-		ticks = append(ticks, t)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+		last = t.Time
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if len(ticks) == 0 {
 		return nil, fmt.Errorf("%s: no ticks", name)

@@ -177,38 +177,37 @@ func twoFreePorts() (kcmPort, schedPort int, err error) {
 // startControllerManager starts kube-controller-manager on port, with
 // extraArgs after its flags.
 func (c *Cluster) startControllerManager(port int, extraArgs []string) (*process, error) {
-	args := append([]string{
-		"--kubeconfig=" + c.Kubeconfig,
-		"--leader-elect=false",
-		"--bind-address=127.0.0.1",
-		fmt.Sprintf("--secure-port=%d", port),
+	args := append(c.componentArgs(port),
 		// Every default controller: deployment, replicaset,
 		// horizontalpodautoscaling, garbagecollector, namespace,
 		// serviceaccount, nodelifecycle, ...
 		"--controllers=*",
 		// The serviceaccount-token controller signs with the key envtest
 		// gave the API server (--service-account-signing-key-file).
-		"--service-account-private-key-file=" + filepath.Join(c.CertDir, "sa-signer.key"),
+		"--service-account-private-key-file="+filepath.Join(c.CertDir, "sa-signer.key"),
 		"--use-service-account-credentials=false",
-		"--horizontal-pod-autoscaler-sync-period=2s",
-		"--kube-api-qps=200",
-		"--kube-api-burst=400",
-	}, extraArgs...)
-	return c.startProcess(KubeControllerManager, args, nil)
+		"--horizontal-pod-autoscaler-sync-period=2s")
+	return c.startProcess(KubeControllerManager, append(args, extraArgs...), nil)
 }
 
 // startScheduler starts kube-scheduler on port, with extraArgs after its
 // flags.
 func (c *Cluster) startScheduler(port int, extraArgs []string) (*process, error) {
-	args := append([]string{
+	return c.startProcess(KubeScheduler, append(c.componentArgs(port), extraArgs...), nil)
+}
+
+// componentArgs are the flags kube-controller-manager and kube-scheduler
+// share: the admin's kubeconfig, no leader election, the secure port on
+// loopback, and the client's rate.
+func (c *Cluster) componentArgs(port int) []string {
+	return []string{
 		"--kubeconfig=" + c.Kubeconfig,
 		"--leader-elect=false",
 		"--bind-address=127.0.0.1",
 		fmt.Sprintf("--secure-port=%d", port),
 		"--kube-api-qps=200",
 		"--kube-api-burst=400",
-	}, extraArgs...)
-	return c.startProcess(KubeScheduler, args, nil)
+	}
 }
 
 // startKwok starts kwok with the stages of the assets directory, with

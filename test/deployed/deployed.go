@@ -1,9 +1,10 @@
 //go:build integration && linux
 
-// Package deployed runs governor as config/default deploys it, for the
-// tests and benchmarks about governor as shipped (test/perf, and
-// test/integration's least privilege): a local cluster (test/cluster) with
-// config/default applied as a user would (kubectl apply --server-side -k),
+// Package deployed runs governor as config/default (or an overlay of it,
+// such as config/namespaced) deploys it, for the tests and benchmarks about
+// governor as shipped (test/perf, and test/integration's least privilege,
+// metrics and scopes): a local cluster (test/cluster) with the configuration
+// applied as a user would (kubectl apply --server-side -k),
 // a kubeconfig with a token of the controller's ServiceAccount (TokenRequest,
 // as the kubelet mints one for a Pod), and `governor run` with the args of
 // the manager container. Only what a Pod has of its own differs: listen
@@ -54,14 +55,16 @@ const (
 	MetricsReader      = "governor-metrics-reader"
 )
 
-// Deployment is a local cluster with config/default applied: the CRD, the
-// ServiceAccount and its RBAC, the admission policy, and the manager's
-// Deployment (whose Pods kwok pretends to run: nothing of them executes).
+// Deployment is a local cluster with config/default (or an overlay of it)
+// applied: the CRD, the ServiceAccount and its RBAC, the admission policy,
+// and the manager's Deployment (whose Pods kwok pretends to run: nothing of
+// them executes).
 type Deployment struct {
 	// API is the cluster's API server (a whole cluster's, for Deploy).
 	API *cluster.APIServer
-	// Root is the repository's root directory.
-	Root string
+	// Root is the repository's root directory, Config the kustomization
+	// applied (relative to Root) and Applied kubectl apply's output.
+	Root, Config, Applied string
 	// Admin is a client of the test's own (system:masters): it makes
 	// workloads and loops and reads the results. Clientset is the same
 	// user's.
@@ -88,11 +91,18 @@ func Deploy(t testing.TB, binary string, opts cluster.Options) *Deployment {
 // DeployOn applies config/default to a running API server.
 func DeployOn(t testing.TB, binary string, api *cluster.APIServer) *Deployment {
 	t.Helper()
+	return DeployConfigOn(t, binary, api, "config/default")
+}
+
+// DeployConfigOn applies a kustomization of the repository (config/default
+// or an overlay of it, such as config/namespaced) to a running API server.
+func DeployConfigOn(t testing.TB, binary string, api *cluster.APIServer, kustomization string) *Deployment {
+	t.Helper()
 	checkBinary(t, binary)
 	root := repoRoot(t)
-	d := &Deployment{API: api, Root: root, Binary: binary}
-	config := filepath.Join(root, "config", "default")
-	d.Kubectl(t, "apply", "--server-side", "-k", config)
+	d := &Deployment{API: api, Root: root, Config: kustomization, Binary: binary}
+	config := filepath.Join(root, kustomization)
+	d.Applied = d.Kubectl(t, "apply", "--server-side", "-k", config)
 	d.Kubectl(t, "wait", "--for=condition=Established", "--timeout=60s", "crd/controlloops.governor.dev")
 	var err error
 	if d.Admin, err = client.New(api.Config, client.Options{Scheme: controller.Scheme()}); err != nil {
@@ -102,7 +112,7 @@ func DeployOn(t testing.TB, binary string, api *cluster.APIServer) *Deployment {
 		t.Fatal(err)
 	}
 	d.Kubeconfig = d.kubeconfig(t, d.Token(t, SystemNamespace, ServiceAccount))
-	d.Args = managerArgs(t, d.Kubectl(t, "kustomize", config))
+	d.Args = managerArgs(t, d.Kubectl(t, "kustomize", config), kustomization)
 	return d
 }
 
@@ -175,7 +185,7 @@ func (d *Deployment) kubeconfig(t testing.TB, token string) string {
 
 // managerArgs are the args of the manager container of the Deployment in
 // the rendered kustomization.
-func managerArgs(t testing.TB, rendered string) []string {
+func managerArgs(t testing.TB, rendered, kustomization string) []string {
 	t.Helper()
 	r := utilyaml.NewYAMLReader(bufio.NewReader(strings.NewReader(rendered)))
 	for {
@@ -196,7 +206,7 @@ func managerArgs(t testing.TB, rendered string) []string {
 			}
 		}
 	}
-	t.Fatalf("config/default renders no Deployment %s with a container manager", Manager)
+	t.Fatalf("%s renders no Deployment %s with a container manager", kustomization, Manager)
 	return nil
 }
 

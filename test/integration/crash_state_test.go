@@ -7,9 +7,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -140,31 +138,16 @@ func TestStateAndOverridesSurviveSIGKILL(t *testing.T) {
 		}
 	}()
 
-	bin := governorBinary(t)
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
-	rnd := rand.New(rand.NewPCG(seed, 0))
-	var runs [][]byte
-	run := func(until func()) {
-		var out bytes.Buffer
-		cmd := exec.Command(bin, "run", "--bundles", filepath.Join(dir, "bundles"), "--opa-config", opaConfig,
-			"--kubeconfig", e.api.Kubeconfig, "--leader-elect=false", "--status-flush-interval", flush.String(),
-			"--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--push-bind-address", "0")
-		cmd.Stdout, cmd.Stderr = &out, &out
-		require.NoError(t, cmd.Start())
-		until()
-		require.NoError(t, cmd.Process.Kill())
-		_ = cmd.Wait()
-		runs = append(runs, out.Bytes())
-	}
+	rig := newCrashRig(t, e, "--bundles", filepath.Join(dir, "bundles"), "--opa-config", opaConfig,
+		"--status-flush-interval", flush.String())
 	for range kills {
 		// Long enough, now and then, for quiet ticks to wait for a flush.
-		run(func() { time.Sleep(time.Second + time.Duration(rnd.Int64N(int64(3*time.Second)))) })
+		rig.run(t, func() { time.Sleep(time.Second + rig.upTo(3*time.Second)) })
 	}
-	run(func() { time.Sleep(3 * time.Second) })
+	rig.run(t, func() { time.Sleep(3 * time.Second) })
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("the last governor run's output:\n%s", runs[len(runs)-1])
+			t.Logf("the last governor run's output:\n%s", rig.runs[len(rig.runs)-1])
 		}
 	})
 
@@ -173,7 +156,7 @@ func TestStateAndOverridesSurviveSIGKILL(t *testing.T) {
 	bound := map[string]int64{ns + "/counter": int64(flush/interval) + 1, ns + "/writer": 1}
 	worst := map[string]int64{}
 	last := map[string]int64{}
-	for i, out := range runs {
+	for i, out := range rig.runs {
 		for loop, d := range decisionsOf(t, out) {
 			if prev, ok := last[loop]; ok {
 				lost := prev - d.from

@@ -6,9 +6,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -114,19 +112,13 @@ func TestCooldownsSurviveSIGKILL(t *testing.T) {
 		}
 	}()
 
-	bin := governorBinary(t)
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
-	rnd := rand.New(rand.NewPCG(seed, 0))
-	var logs bytes.Buffer
+	rig := newCrashRig(t, e, "--bundles", dir)
 	for k := range kills {
-		cmd := exec.Command(bin, "run", "--bundles", dir, "--kubeconfig", e.api.Kubeconfig, "--leader-elect=false",
-			"--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--push-bind-address", "0")
-		cmd.Stdout, cmd.Stderr = &logs, &logs
-		require.NoError(t, cmd.Start())
-		if k%2 == 0 {
-			time.Sleep(time.Duration(rnd.Int64N(int64(3 * time.Second))))
-		} else {
+		rig.run(t, func() {
+			if k%2 == 0 {
+				time.Sleep(rig.upTo(3 * time.Second))
+				return
+			}
 			// Drain a change seen before this start, then kill right after
 			// the next one (or at a random moment, if none comes).
 			select {
@@ -135,24 +127,16 @@ func TestCooldownsSurviveSIGKILL(t *testing.T) {
 			}
 			select {
 			case <-changed:
-				time.Sleep(time.Duration(rnd.Int64N(int64(30 * time.Millisecond))))
+				time.Sleep(rig.upTo(30 * time.Millisecond))
 			case <-time.After(3 * cooldown):
 			}
-		}
-		require.NoError(t, cmd.Process.Kill())
-		_ = cmd.Wait()
+		})
 	}
 	// A last run to its end: the loops must still act.
-	cmd := exec.Command(bin, "run", "--bundles", dir, "--kubeconfig", e.api.Kubeconfig, "--leader-elect=false",
-		"--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--push-bind-address", "0")
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	require.NoError(t, cmd.Start())
-	time.Sleep(2 * cooldown)
-	require.NoError(t, cmd.Process.Kill())
-	_ = cmd.Wait()
+	rig.run(t, func() { time.Sleep(2 * cooldown) })
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("governor run output:\n%s", logs.String())
+			t.Logf("governor run output:\n%s", bytes.Join(rig.runs, nil))
 		}
 	})
 

@@ -1,51 +1,37 @@
-//go:build integration
+//go:build integration && linux
 
 package integration
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	appsv1 "k8s.io/api/apps/v1"
-	authenticationv1 "k8s.io/api/authentication/v1"
-	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/yaml"
 
 	"governor.dev/governor/api/v1alpha1"
-	"governor.dev/governor/controller"
 	"governor.dev/governor/test/bundleserver"
 	"governor.dev/governor/test/cluster"
+	"governor.dev/governor/test/deployed"
 	"governor.dev/governor/test/testkeys"
 )
 
 // TestNamespacedDeployment applies config/namespaced to a real API server
-// and runs the governor binary as its ServiceAccount, whose rights are a
-// RoleBinding in the watched namespace (factory) and leader election's Role:
+// and runs the governor binary as it deploys it (test/deployed: its flags,
+// as its ServiceAccount), whose rights are a RoleBinding in the watched
+// namespace (factory) and leader election's Role:
 // a loop in factory ticks, is woken by a push and scales its Deployment; a
 // loop in another namespace is neither ticked nor written, and its pushes
 // get a stranger's answer; loops whose collectors reach outside the
@@ -54,29 +40,22 @@ import (
 // log has no "forbidden" in it.
 func TestNamespacedDeployment(t *testing.T) {
 	api := cluster.StartAPIServer(t)
-	kubectl := func(args ...string) string {
-		t.Helper()
-		out, err := api.Kubectl(args...)
-		require.NoError(t, err, out)
-		return out
-	}
 	const watched, other = "factory", "elsewhere"
-	kubectl("create", "namespace", watched)
-	kubectl("create", "namespace", other)
-	overlay := filepath.Join(repo, "config/namespaced")
-	out := kubectl("apply", "--server-side", "-k", overlay)
-	assert.Contains(t, out, "rolebinding.rbac.authorization.k8s.io/governor-manager-rolebinding serverside-applied")
+	for _, ns := range []string{watched, other} {
+		out, err := api.Kubectl("create", "namespace", ns)
+		require.NoError(t, err, out)
+	}
+	d := deployed.DeployConfigOn(t, governorBinary(t), api, "config/namespaced")
+	assert.Contains(t, d.Applied, "rolebinding.rbac.authorization.k8s.io/governor-manager-rolebinding serverside-applied")
 	// No right outside the watched namespaces but the metrics endpoint's
 	// TokenReviews and SubjectAccessReviews, which are cluster-scoped.
 	assert.Equal(t, []string{"clusterrolebinding.rbac.authorization.k8s.io/governor-metrics-auth-rolebinding serverside-applied"},
-		slices.DeleteFunc(strings.Split(out, "\n"), func(l string) bool { return !strings.Contains(l, "clusterrolebinding") }))
-	kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/controlloops.governor.dev")
-	watchFlag := managerArg(t, kubectl("kustomize", overlay), "--watch-namespaces=")
-	require.Equal(t, "--watch-namespaces="+watched, watchFlag)
+		slices.DeleteFunc(strings.Split(d.Applied, "\n"), func(l string) bool { return !strings.Contains(l, "clusterrolebinding") }))
+	watching, _ := deployed.ArgValue(d.Args, "--watch-namespaces")
+	require.Equal(t, watched, watching)
 
 	ctx := context.Background()
-	c, err := client.New(api.Config, client.Options{Scheme: controller.Scheme()})
-	require.NoError(t, err)
+	c := d.Admin
 	e := &env{api: api, c: c}
 	loop := func(ns, name string, change func(*v1alpha1.ControlLoopSpec)) {
 		spec := scalingByPush()
@@ -112,24 +91,21 @@ func TestNamespacedDeployment(t *testing.T) {
 	publishFile(t, root, "fleet.tar.gz", fleetTarball(t, "2", good, key))
 	e.loop(t, watched, "fleet", fleetSpec(""))
 
-	g := startAsServiceAccount(t, api.Config.Host, api.Config.CAData, serviceAccountToken(t, e),
-		watchFlag, "--leader-elect", "--leader-election-namespace=governor-system", "--opa-config", opa)
+	g := d.Start(t, "--opa-config="+opa)
+	g.WaitLeader(t, d)
 
 	eventually(t, 60*time.Second, func() (bool, string) {
 		l := e.get(t, watched, "scaling")
 		return l.Status.Tick >= 2 && l.Status.PolicyRevision == "reactive@reactive-4", fmt.Sprintf("tick %d %q", l.Status.Tick, l.Status.PolicyRevision)
 	})
-	var lease coordinationv1.Lease
-	require.NoError(t, c.Get(ctx, types.NamespacedName{Namespace: "governor-system", Name: controller.LeaderElectionID}, &lease))
-	require.NotNil(t, lease.Spec.HolderIdentity)
 
 	// A push wakes the watched loop, which scales its Deployment.
-	assert.Equal(t, http.StatusNoContent, g.push(t, watched, "scaling", "s3cret", `{"cpu": 95}`))
+	require.NoError(t, g.Push(watched, "scaling", "s3cret", map[string]float64{"cpu": 95}))
 	eventually(t, 30*time.Second, func() (bool, string) {
-		var d appsv1.Deployment
-		require.NoError(t, c.Get(ctx, types.NamespacedName{Namespace: watched, Name: "web"}, &d))
+		var web appsv1.Deployment
+		require.NoError(t, c.Get(ctx, types.NamespacedName{Namespace: watched, Name: "web"}, &web))
 		_, desc := lastEntry(e.get(t, watched, "scaling"))
-		return *d.Spec.Replicas == 3, fmt.Sprintf("replicas %d; last tick %s", *d.Spec.Replicas, desc)
+		return *web.Spec.Replicas == 3, fmt.Sprintf("replicas %d; last tick %s", *web.Spec.Replicas, desc)
 	})
 	eventually(t, 10*time.Second, func() (bool, string) {
 		return len(e.events(t, watched, "scaling")) > 0, "no Event about the loop"
@@ -179,18 +155,19 @@ func TestNamespacedDeployment(t *testing.T) {
 
 	// The loop of the other namespace: not ticked, not written, and its
 	// pushes answered as for a loop that does not exist.
-	assert.Equal(t, http.StatusForbidden, g.push(t, other, "scaling", "s3cret", `{"cpu": 95}`))
-	assert.Equal(t, http.StatusForbidden, g.push(t, watched, "no-such-loop", "s3cret", `{"cpu": 95}`))
+	assert.ErrorContains(t, g.Push(other, "scaling", "s3cret", map[string]float64{"cpu": 95}), "403 Forbidden")
+	assert.ErrorContains(t, g.Push(watched, "no-such-loop", "s3cret", map[string]float64{"cpu": 95}), "403 Forbidden")
 	stranger := e.get(t, other, "scaling")
 	assert.Zero(t, stranger.Status.Tick)
 	assert.Empty(t, stranger.Status.History)
 	assert.Empty(t, stranger.Status.Conditions)
 	assert.Empty(t, stranger.Status.Observations)
-	var d appsv1.Deployment
-	require.NoError(t, c.Get(ctx, types.NamespacedName{Namespace: other, Name: "web"}, &d))
-	assert.Equal(t, int32(2), *d.Spec.Replicas)
+	var web appsv1.Deployment
+	require.NoError(t, c.Get(ctx, types.NamespacedName{Namespace: other, Name: "web"}, &web))
+	assert.Equal(t, int32(2), *web.Spec.Replicas)
 
-	log := g.stop(t)
+	require.NoError(t, g.Terminate(), "SIGTERM, as a Pod is stopped")
+	log := g.Output()
 	assert.NotContains(t, strings.ToLower(log), "forbidden", "governor's log:\n%s", log)
 }
 
@@ -211,114 +188,4 @@ func scalingByPush() v1alpha1.ControlLoopSpec {
 		Safety: v1alpha1.SafetySpec{Cooldown: metav1.Duration{Duration: time.Hour},
 			StaleAfter: metav1.Duration{Duration: time.Minute}, MaxActions: 5},
 	}
-}
-
-// managerArg is the manager container's argument with the given prefix in
-// a rendered kustomization.
-func managerArg(t *testing.T, rendered, prefix string) string {
-	t.Helper()
-	r := utilyaml.NewYAMLReader(bufio.NewReader(strings.NewReader(rendered)))
-	for {
-		doc, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		require.NoError(t, err)
-		var d appsv1.Deployment
-		if yaml.Unmarshal(doc, &d) != nil || d.Kind != "Deployment" {
-			continue
-		}
-		for _, c := range d.Spec.Template.Spec.Containers {
-			for _, a := range c.Args {
-				if strings.HasPrefix(a, prefix) {
-					return a
-				}
-			}
-		}
-	}
-	t.Fatalf("the rendered Deployment has no argument %s...", prefix)
-	return ""
-}
-
-// serviceAccountToken mints a token of the controller's ServiceAccount
-// (TokenRequest, as the kubelet does for a Pod).
-func serviceAccountToken(t *testing.T, e *env) string {
-	t.Helper()
-	cs, err := kubernetes.NewForConfig(e.api.Config)
-	require.NoError(t, err)
-	expiry := int64(3600)
-	tr, err := cs.CoreV1().ServiceAccounts("governor-system").CreateToken(context.Background(), "governor-controller-manager",
-		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &expiry}}, metav1.CreateOptions{})
-	require.NoError(t, err)
-	return tr.Status.Token
-}
-
-// saGovernor is the governor binary running as the ServiceAccount.
-type saGovernor struct {
-	cmd      *exec.Cmd
-	logs     *bytes.Buffer
-	pushAddr string
-	exited   chan error
-}
-
-// startAsServiceAccount runs governor run with the shipped policies and a
-// kubeconfig holding token, plus args; it waits until the binary is ready.
-func startAsServiceAccount(t *testing.T, host string, ca []byte, token string, args ...string) *saGovernor {
-	t.Helper()
-	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["local"] = &clientcmdapi.Cluster{Server: host, CertificateAuthorityData: ca}
-	cfg.AuthInfos["governor"] = &clientcmdapi.AuthInfo{Token: token}
-	cfg.Contexts["governor"] = &clientcmdapi.Context{Cluster: "local", AuthInfo: "governor", Namespace: "governor-system"}
-	cfg.CurrentContext = "governor"
-	kubeconfig := filepath.Join(t.TempDir(), "governor.kubeconfig")
-	require.NoError(t, clientcmd.WriteToFile(*cfg, kubeconfig))
-
-	probe := freeAddr(t)
-	g := &saGovernor{logs: &bytes.Buffer{}, pushAddr: freeAddr(t), exited: make(chan error, 1)}
-	g.cmd = exec.Command(governorBinary(t), append([]string{"run", "--bundles", filepath.Join(repo, "policies"), "--kubeconfig", kubeconfig,
-		"--health-probe-bind-address", probe, "--metrics-bind-address", "0", "--push-bind-address", g.pushAddr}, args...)...)
-	g.cmd.Stdout, g.cmd.Stderr = g.logs, g.logs
-	require.NoError(t, g.cmd.Start())
-	go func() { g.exited <- g.cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = g.cmd.Process.Kill()
-		if t.Failed() {
-			t.Logf("governor run output:\n%s", g.logs.String())
-		}
-	})
-	eventually(t, 30*time.Second, func() (bool, string) {
-		resp, err := http.Get("http://" + probe + "/readyz")
-		if err != nil {
-			return false, err.Error()
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, resp.Status
-	})
-	return g
-}
-
-// push posts a body to a loop's push endpoint and returns the status.
-func (g *saGovernor) push(t *testing.T, ns, loop, token, body string) int {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, "http://"+g.pushAddr+"/v1/loops/"+ns+"/"+loop+"/observations", strings.NewReader(body))
-	require.NoError(t, err)
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	resp.Body.Close()
-	return resp.StatusCode
-}
-
-// stop stops governor with SIGTERM, as a Pod is stopped, and returns its log.
-func (g *saGovernor) stop(t *testing.T) string {
-	t.Helper()
-	require.NoError(t, g.cmd.Process.Signal(syscall.SIGTERM))
-	select {
-	case err := <-g.exited:
-		require.NoError(t, err, g.logs.String())
-	case <-time.After(30 * time.Second):
-		t.Fatal("governor run did not stop on SIGTERM")
-	}
-	return g.logs.String()
 }
