@@ -231,7 +231,7 @@ _actions := [] if {
 	targets := input.targets
 	[metric, reason] := _cause
 	some t in _known
-	set := _set(object.get(targets[t], ["bandwidth", "egress_bps"], object.get(targets[t], ["bandwidth", "egress"], null)))
+	set := _set(object.get(targets[t], "bandwidth", null))
 	set != false
 ]
 
@@ -243,14 +243,17 @@ _cause := [_latency, sprintf("%s %s ms above target %s ms", [_latency_label, _de
 	v := input.metrics[_latency][_latency_field]
 } else := [_jitter, _reason]
 
-# What an action sets on a target whose egress is x (egress_bps, else egress
-# as written, null when neither): false when there is nothing to change
-# (already at the bound). Functions are memoized per argument: targets at the
-# same egress share one computation, keyed by a number (a cheap key, unlike
-# an object). A function call costs as much as a dozen builtin calls, so the
-# usual case, egress_bps a whole number of M moved to another, is one body of
-# integer operations.
-_set(x) := {"bandwidth": {"egress": sprintf("%dM", [new / 1000000])}} if {
+# What an action sets on a target whose bandwidth is bw (input.targets.<t>.
+# bandwidth, null when absent); false when there is nothing to change
+# (already at the bound). Functions are memoized per argument: targets with
+# the same bandwidth share one computation. (Keying it by egress_bps instead,
+# a number, took two more builtin calls per target to pick the key, and
+# measured 2 more allocations and more time per target than hashing this
+# small object.) A function call costs as much as a dozen builtin calls, so
+# the usual case, egress_bps a whole number of M moved to another, is one
+# body of integer operations.
+_set(bw) := {"bandwidth": {"egress": sprintf("%dM", [new / 1000000])}} if {
+	x := bw.egress_bps
 	is_number(x)
 	x == floor(x)
 	x % 1000000 == 0
@@ -261,7 +264,7 @@ _set(x) := {"bandwidth": {"egress": sprintf("%dM", [new / 1000000])}} if {
 	new != x
 	new % 1000000 == 0
 } else := {"bandwidth": {"egress": _format(new)}} if {
-	current := _current(x)
+	current := _current(_egress(bw))
 	new := min([max([_moved(current), _min]), _max])
 	new != current
 } else := false
@@ -279,6 +282,11 @@ _step := [800000, 0] if {
 } else := [1000000, _increase_step] if {
 	_move == "up"
 }
+
+# egress_bps, else egress as written; null when there is neither.
+_egress(bw) := object.get(bw, "egress_bps", object.get(bw, "egress", null)) if {
+	is_object(bw)
+} else := null
 
 # Current egress in bits/s; max when absent (or unparsable).
 _current(x) := n if {
@@ -303,16 +311,14 @@ _format(v) := sprintf("%dM", [v / 1000000]) if {
 	v % 1000000 == 0
 } else := sprintf("%d", [v])
 
-_reason := sprintf("%s ewma %s ms %s target %s ms", [_jitter_label, _decimal(_ewma), word, _decimal(_target_ms)]) if {
+# The jitter's field is named when it is not the value: "jitter p95 ewma ...".
+_reason := sprintf("%s%s ewma %s ms %s target %s ms", [_jitter, field, _decimal(_ewma), word, _decimal(_target_ms)]) if {
+	field := object.get({"value": ""}, _jitter_field, concat("", [" ", _jitter_field]))
 	word := {"High": "above", "Low": "below"}[_class]
 }
 
-# A metric's name in a reason, with its field when not the value: "jitter",
-# "jitter p95".
-_jitter_label := _jitter if {
-	_jitter_field == "value"
-} else := concat(" ", [_jitter, _jitter_field])
-
+# The latency metric's name in a reason or event, with its field when not the
+# value: "latency", "jitter p99".
 _latency_label := _latency if {
 	_latency_field == "value"
 } else := concat(" ", [_latency, _latency_field])
