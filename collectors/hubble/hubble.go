@@ -133,7 +133,10 @@ func New(opts Options) *Collector {
 // blocks; the first Collect of a filter starts its stream.
 //
 //   - Value: the jitter, the mean absolute difference of successive latencies (ms), of the
-//     HTTP responses with a latency; nil with fewer than two.
+//     HTTP responses with a latency; nil with fewer than two. This is one of two definitions
+//     of jitter: the deterministic-networking controller's is field p95 below, the 95th
+//     percentile of the latency (histogram_quantile(0.95, ...) over Hubble's metrics); the
+//     bandwidth policy reads either (param jitter_field), and mean or p99 as a latency.
 //   - ObservedAt: the time of the newest flow received (in the window whenever there is a
 //     Value; never after now). It does not advance while the relay is down.
 //   - Fields: count (responses with a latency), drops (DROPPED flows), window_seconds,

@@ -4,8 +4,9 @@
 #   Jitter-driven egress bandwidth for best-effort workloads. The jitter
 #   metric is smoothed (EWMA, kept in state); above the target it lowers each
 #   best-effort target's egress multiplicatively, well below the target it
-#   raises it additively, in between it holds. Never below min or above max;
-#   no change within the cooldown of the last one.
+#   raises it additively, in between it holds. With a latency target, a
+#   latency above it lowers the egress too, whatever the jitter. Never below
+#   min or above max; no change within the cooldown of the last one.
 package governor.bandwidth
 
 # METADATA
@@ -32,6 +33,31 @@ _jitter := j if {
 	j := input.params.jitter
 	is_string(j)
 } else := "jitter"
+
+# The field of the jitter metric read as the jitter: "value" (the Hubble
+# collector's mean difference of successive latencies), "p95" (its 95th
+# percentile of latency, the deterministic-networking controller's jitter).
+_jitter_field := f if {
+	f := input.params.jitter_field
+	is_string(f)
+} else := "value"
+
+# Undefined without a latency target: the latency is then not looked at.
+_target_latency_ms := v if {
+	v := input.params.target_latency_ms
+	is_number(v)
+	v >= 0
+}
+
+_latency := l if {
+	l := input.params.latency
+	is_string(l)
+} else := "latency"
+
+_latency_field := f if {
+	f := input.params.latency_field
+	is_string(f)
+} else := "value"
 
 _target_ms := v if {
 	v := input.params.target_jitter_ms
@@ -100,7 +126,7 @@ _names := t if {
 # The jitter's value when it is a number and not stale; undefined otherwise.
 _value := v if {
 	m := input.metrics[_jitter]
-	v := m.value
+	v := m[_jitter_field]
 	is_number(v)
 	object.get(m, "stale", false) != true
 }
@@ -138,6 +164,35 @@ _class := "High" if {
 } else := "Hold"
 
 # ---------------------------------------------------------------------------
+# The latency, against target_latency_ms when there is one: "High" above it,
+# "OK" at or below it, "Stale" or "Missing" without a current number, "None"
+# without a target. It is compared as observed, not smoothed.
+
+_latency_class := "None" if {
+	not _target_latency_ms
+} else := c if {
+	m := input.metrics[_latency]
+	object.get(m, "stale", false) != true
+	v := m[_latency_field]
+	is_number(v)
+	c := {true: "High", false: "OK"}[v > _target_latency_ms]
+} else := "Stale" if {
+	input.metrics[_latency].stale == true
+} else := "Missing"
+
+# Which way the egress moves: down when the jitter or the latency is above
+# its target; up when the jitter is low and the latency, if it has a target,
+# is known and within it (a missing latency never lets the egress up).
+_move := "down" if {
+	_class == "High"
+} else := "down" if {
+	_latency_class == "High"
+} else := "up" if {
+	_class == "Low"
+	_latency_class in {"None", "OK"}
+} else := "hold"
+
+# ---------------------------------------------------------------------------
 # Time and cooldown. A change needs a valid time to be recorded: input.time_ns,
 # or input.time when there is no number. An unparsable state.last_change is
 # ignored.
@@ -169,23 +224,34 @@ _known := [t |
 ]
 
 _actions := [] if {
-	_class == "Hold"
+	_move == "hold"
 } else := [] if {
 	_cooling
-} else := [{"target": t, "metric": jitter, "set": set, "reason": reason} |
+} else := [{"target": t, "metric": metric, "set": set, "reason": reason} |
 	targets := input.targets
-	jitter := _jitter
-	reason := _reason
+	[metric, reason] := _cause
 	some t in _known
 	set := _set(object.get(targets[t], "bandwidth", null))
 	set != false
 ]
 
+# The metric an action names and its reason: the latency's when it alone
+# lowers the egress, else the jitter's.
+_cause := [_latency, sprintf("%s %s ms above target %s ms", [_latency_label, _decimal(v), _decimal(_target_latency_ms)])] if {
+	_class != "High"
+	_latency_class == "High"
+	v := input.metrics[_latency][_latency_field]
+} else := [_jitter, _reason]
+
 # What an action sets on a target whose bandwidth is bw (input.targets.<t>.
 # bandwidth, null when absent); false when there is nothing to change
-# (already at the bound). A function call costs as much as a dozen builtin
-# calls, so the usual case, egress_bps a whole number of M moved to another,
-# is one body of integer operations.
+# (already at the bound). Functions are memoized per argument: targets with
+# the same bandwidth share one computation. (Keying it by egress_bps instead,
+# a number, took two more builtin calls per target to pick the key, and
+# measured 2 more allocations and more time per target than hashing this
+# small object.) A function call costs as much as a dozen builtin calls, so
+# the usual case, egress_bps a whole number of M moved to another, is one
+# body of integer operations.
 _set(bw) := {"bandwidth": {"egress": sprintf("%dM", [new / 1000000])}} if {
 	x := bw.egress_bps
 	is_number(x)
@@ -203,24 +269,24 @@ _set(bw) := {"bandwidth": {"egress": sprintf("%dM", [new / 1000000])}} if {
 	new != current
 } else := false
 
-# egress_bps, else egress as written; null when there is neither.
-_egress(bw) := object.get(bw, "egress_bps", object.get(bw, "egress", null)) if {
-	is_object(bw)
-} else := null
-
 # How a whole number of M moves, as integers: times the first, then divided by a
 # million and plus the second. Lowered by a decrease factor of whole millionths
 # (0.8 is 800000), raised by a step.
 _step := [800000, 0] if {
-	_class == "High"
+	_move == "down"
 	_decrease_factor == 0.8
 } else := [f, 0] if {
-	_class == "High"
+	_move == "down"
 	f := _decrease_factor * 1000000
 	f == floor(f)
 } else := [1000000, _increase_step] if {
-	_class == "Low"
+	_move == "up"
 }
+
+# egress_bps, else egress as written; null when there is neither.
+_egress(bw) := object.get(bw, "egress_bps", object.get(bw, "egress", null)) if {
+	is_object(bw)
+} else := null
 
 # Current egress in bits/s; max when absent (or unparsable).
 _current(x) := n if {
@@ -230,7 +296,7 @@ _current(x) := n if {
 # The egress once lowered by decrease_factor or raised by increase_step,
 # rounded down to a whole M when at least 1M, else to whole bits.
 _moved(c) := _round_down(c * _decrease_factor) if {
-	_class == "High"
+	_move == "down"
 } else := _round_down(c + _increase_step)
 
 _round_down(x) := x - (x % 1000000) if {
@@ -245,9 +311,17 @@ _format(v) := sprintf("%dM", [v / 1000000]) if {
 	v % 1000000 == 0
 } else := sprintf("%d", [v])
 
-_reason := sprintf("%s ewma %s ms %s target %s ms", [_jitter, _decimal(_ewma), word, _decimal(_target_ms)]) if {
+# The jitter's field is named when it is not the value: "jitter p95 ewma ...".
+_reason := sprintf("%s%s ewma %s ms %s target %s ms", [_jitter, field, _decimal(_ewma), word, _decimal(_target_ms)]) if {
+	field := object.get({"value": ""}, _jitter_field, concat("", [" ", _jitter_field]))
 	word := {"High": "above", "Low": "below"}[_class]
 }
+
+# The latency metric's name in a reason or event, with its field when not the
+# value: "latency", "jitter p99".
+_latency_label := _latency if {
+	_latency_field == "value"
+} else := concat(" ", [_latency, _latency_field])
 
 # A number with one to three decimals: 2 -> "2.0", 2.4 -> "2.4", 2.3456 -> "2.346".
 # What sprintf prints with one to three decimals, or as a whole number, is
@@ -299,14 +373,23 @@ _suffixes := {
 # ---------------------------------------------------------------------------
 # Events and state (once the jitter metric is OK).
 
-_events := [_class_event] if {
+_events := _class_events if {
 	not _cooling
 	count(_known) == count(_names)
-} else := array.concat(array.concat([_class_event], _cooldown_event), _unknown_events)
+} else := array.concat(array.concat(_class_events, _cooldown_event), _unknown_events)
 
-_class_event := concat(" ", [_class, _jitter]) if {
-	_class != "Hold"
-} else := "No Event"
+# The jitter's class (High or Low <jitter>), then the latency's when it has a
+# target and is not within it (High, Stale or Missing <latency>, its field
+# after it when not the value: "High jitter p99"); "No Event"
+# when neither has one.
+_class_events := ["No Event"] if {
+	_class == "Hold"
+	_latency_class in {"None", "OK"}
+} else := [concat(" ", [_class, _jitter])] if {
+	_latency_class in {"None", "OK"}
+} else := [concat(" ", [_latency_class, _latency_label])] if {
+	_class == "Hold"
+} else := [concat(" ", [_class, _jitter]), concat(" ", [_latency_class, _latency_label])]
 
 _cooldown_event := ["Cooldown"] if {
 	_cooling

@@ -404,3 +404,122 @@ test_reason_with_many_decimals if {
 	far := bandwidth.decision with input as object.union(at(2.3456, {}), {"params": {"targets": ["backup"]}})
 	[a.reason | some a in far.actions] == ["jitter ewma 2.346 ms above target 2.0 ms"]
 }
+
+# ---------------------------------------------------------------------------
+# jitter_field: the jitter read from another field of the metric (p95, the
+# deterministic-networking controller's jitter).
+
+test_jitter_field_p95 if {
+	inp := object.union(at(1.5, {}), {
+		"params": {"jitter_field": "p95"},
+		"metrics": {"jitter": {"value": 1.5, "p95": 2.6}},
+	})
+	d := bandwidth.decision with input as inp
+	d.events == ["High jitter"]
+	d.state.ewma == 2.6
+	d.actions[0] == {
+		"target": "telemetry", "metric": "jitter",
+		"set": {"bandwidth": {"egress": "400M"}},
+		"reason": "jitter p95 ewma 2.6 ms above target 2.0 ms",
+	}
+}
+
+test_jitter_field_absent_is_missing if {
+	inp := object.union(at(1.5, {"ewma": 1.2}), {"params": {"jitter_field": "p99"}})
+	d := bandwidth.decision with input as inp
+	d == {"actions": [], "events": ["Missing jitter"], "state": {"ewma": 1.2}}
+}
+
+test_jitter_field_not_a_string_is_value if {
+	d := bandwidth.decision with input as object.union(at(2.4, {}), {"params": {"jitter_field": 95}})
+	d.events == ["High jitter"]
+	d.state.ewma == 2.4
+}
+
+# ---------------------------------------------------------------------------
+# target_latency_ms: above it the egress goes down whatever the jitter.
+
+latency(ms, jitter, state) := object.union(at(jitter, state), {
+	"params": {"target_latency_ms": 10},
+	"metrics": {"latency": {"value": ms, "stale": false}},
+})
+
+test_latency_above_target_lowers_when_jitter_holds if {
+	d := bandwidth.decision with input as latency(12.5, 1.5, {})
+	d.events == ["High latency"]
+	d.actions == [
+		{
+			"target": "telemetry", "metric": "latency",
+			"set": {"bandwidth": {"egress": "400M"}},
+			"reason": "latency 12.5 ms above target 10.0 ms",
+		},
+		{
+			"target": "backup", "metric": "latency",
+			"set": {"bandwidth": {"egress": "160M"}},
+			"reason": "latency 12.5 ms above target 10.0 ms",
+		},
+	]
+	d.state == {"ewma": 1.5, "last_change": "2026-11-21T10:00:00.250Z"}
+}
+
+test_latency_above_target_lowers_when_jitter_is_low if {
+	d := bandwidth.decision with input as latency(11, 0.4, {})
+	d.events == ["Low jitter", "High latency"]
+	egress(d) == {"telemetry": "400M", "backup": "160M"}
+	[a.metric | some a in d.actions] == ["latency", "latency"]
+}
+
+test_latency_and_jitter_above_name_the_jitter if {
+	d := bandwidth.decision with input as latency(11, 2.4, {})
+	d.events == ["High jitter", "High latency"]
+	[a.reason | some a in d.actions] == ["jitter ewma 2.4 ms above target 2.0 ms", "jitter ewma 2.4 ms above target 2.0 ms"]
+	[a.metric | some a in d.actions] == ["jitter", "jitter"]
+}
+
+test_latency_within_target_decides_on_jitter if {
+	d := bandwidth.decision with input as latency(10, 0.4, {})
+	d.events == ["Low jitter"]
+	egress(d) == {"telemetry": "510M", "backup": "210M"}
+	h := bandwidth.decision with input as latency(9.9, 1.5, {})
+	h == {"actions": [], "events": ["No Event"], "state": {"ewma": 1.5}}
+}
+
+test_latency_missing_or_stale_never_raises if {
+	missing := json.remove(latency(5, 0.4, {}), ["metrics/latency"])
+	dm := bandwidth.decision with input as missing
+	dm == {"actions": [], "events": ["Low jitter", "Missing latency"], "state": {"ewma": 0.4}}
+
+	stale := object.union(latency(5, 0.4, {}), {"metrics": {"latency": {"stale": true}}})
+	ds := bandwidth.decision with input as stale
+	ds == {"actions": [], "events": ["Low jitter", "Stale latency"], "state": {"ewma": 0.4}}
+
+	# Holding jitter: the latency's event alone; a high jitter still lowers.
+	dh := bandwidth.decision with input as json.remove(latency(5, 1.5, {}), ["metrics/latency"])
+	dh == {"actions": [], "events": ["Missing latency"], "state": {"ewma": 1.5}}
+	dl := bandwidth.decision with input as json.remove(latency(5, 2.4, {}), ["metrics/latency"])
+	dl.events == ["High jitter", "Missing latency"]
+	egress(dl) == {"telemetry": "400M", "backup": "160M"}
+}
+
+test_latency_metric_and_field_params if {
+	# The Hubble collector's own latency: the jitter metric's p99.
+	inp := object.union(at(1.5, {}), {
+		"params": {"target_latency_ms": 10, "latency": "jitter", "latency_field": "p99"},
+		"metrics": {"jitter": {"p99": 14}},
+	})
+	d := bandwidth.decision with input as inp
+	d.events == ["High jitter p99"]
+	[a.reason | some a in d.actions] == ["jitter p99 14.0 ms above target 10.0 ms", "jitter p99 14.0 ms above target 10.0 ms"]
+}
+
+test_latency_in_cooldown if {
+	d := bandwidth.decision with input as latency(12, 1.5, {"last_change": "2026-11-21T10:00:00Z"})
+	d == {"actions": [], "events": ["High latency", "Cooldown"], "state": {"ewma": 1.5, "last_change": "2026-11-21T10:00:00Z"}}
+}
+
+test_no_latency_target_ignores_latency if {
+	inp := object.union(at(0.4, {}), {"metrics": {"latency": {"value": 50}}, "params": {"target_latency_ms": "10"}})
+	d := bandwidth.decision with input as inp
+	d.events == ["Low jitter"]
+	egress(d) == {"telemetry": "510M", "backup": "210M"}
+}

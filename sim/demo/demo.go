@@ -13,7 +13,8 @@
 //
 //   - factory-qos (Reactive, bundle bandwidth): robot-control's jitter, measured by the
 //     Hubble collector over the relay's flows, against a 2 ms target; it lowers or raises the
-//     egress bandwidth of telemetry and video, every 500ms, with a 3s cooldown.
+//     egress bandwidth of telemetry and video, every 500ms, with a 30s cooldown (the
+//     deterministic-networking controller's).
 //   - factory-scaling (Reactive, bundle reactive): the web tier's cpu and memory load, which
 //     the demo reports in status.observations every second (a simulated load, both above
 //     their thresholds); it remedies the first violation in its priorities, cpu by a

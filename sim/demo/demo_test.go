@@ -77,8 +77,9 @@ func TestDemo(t *testing.T) {
 	}
 	assert.Equal(t, "Deliberative", res.Loops[LoopPriorities].Kind)
 
-	// The bandwidth loop changed the egress, down from the initial 1000M.
-	assert.GreaterOrEqual(t, res.EgressChanges, 2, "egress changes")
+	// The bandwidth loop changed the egress, down from the initial 1000M: once in 25 s, its
+	// cooldown being 30 s.
+	assert.GreaterOrEqual(t, res.EgressChanges, 1, "egress changes")
 
 	// The deliberative loop rewrote the priorities: memory raised above cpu.
 	require.GreaterOrEqual(t, len(res.Priorities), 2, "priorities over time: %v", res.Priorities)

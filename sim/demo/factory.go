@@ -172,7 +172,7 @@ func loops() []*v1alpha1.ControlLoop {
 		Spec: v1alpha1.ControlLoopSpec{
 			Kind: v1alpha1.Reactive, State: v1alpha1.Running, Interval: seconds(500 * time.Millisecond),
 			Policy: v1alpha1.PolicySpec{Bundle: "bandwidth", Decision: "governor/bandwidth/decision",
-				Params: rawJSON(map[string]any{"target_jitter_ms": targetJitter, "cooldown_seconds": 3, "targets": []string{"telemetry", "video"}})},
+				Params: rawJSON(map[string]any{"target_jitter_ms": targetJitter, "cooldown_seconds": 30, "targets": []string{"telemetry", "video"}})},
 			Collectors: []v1alpha1.CollectorSpec{{Name: "jitter", Hubble: &v1alpha1.HubbleCollector{
 				Destination: &v1alpha1.FlowEndpoint{Namespace: Namespace, Workload: Critical},
 				Window:      seconds(5 * time.Second)}}},
@@ -180,7 +180,7 @@ func loops() []*v1alpha1.ControlLoop {
 				{Name: "telemetry", Ref: v1alpha1.TargetRef{Kind: "Deployment", Name: Telemetry}, Bandwidth: bandwidthBounds()},
 				{Name: "video", Ref: v1alpha1.TargetRef{Kind: "Deployment", Name: Video}, Bandwidth: bandwidthBounds()},
 			},
-			Safety:       v1alpha1.SafetySpec{Cooldown: seconds(3 * time.Second), StaleAfter: seconds(10 * time.Second), MaxActions: 5},
+			Safety:       v1alpha1.SafetySpec{Cooldown: seconds(30 * time.Second), StaleAfter: seconds(10 * time.Second), MaxActions: 5},
 			HistoryLimit: historyLimit,
 		},
 	}

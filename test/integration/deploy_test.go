@@ -52,6 +52,7 @@ func TestDeployWithKubectl(t *testing.T) {
 
 	out = kubectl("apply", "--server-side", "--validate=strict", "-k", filepath.Join(repo, "config/samples"))
 	assert.Contains(t, out, "controlloop.governor.dev/factory-qos serverside-applied")
+	assert.Contains(t, out, "controlloop.governor.dev/factory-qos-p95 serverside-applied")
 	assert.Contains(t, out, "controlloop.governor.dev/factory-scaling serverside-applied")
 	assert.Contains(t, out, "controlloop.governor.dev/factory-priorities serverside-applied")
 

@@ -62,12 +62,13 @@ func TestSamplesRunAndDashboardHasData(t *testing.T) {
 	kubectl("apply", "--server-side", "-k", filepath.Join(repo, "config/crd"))
 	kubectl("wait", "--for=condition=Established", "--timeout=30s", "crd/controlloops.governor.dev")
 	out := kubectl("apply", "--server-side", "-k", filepath.Join(repo, "config/samples"))
-	samples := []string{"factory-qos", "factory-scaling", "factory-priorities", "orange-scaling", "orange-priorities"}
+	samples := []string{"factory-qos", "factory-qos-p95", "factory-scaling", "factory-priorities", "orange-scaling", "orange-priorities"}
 	for _, name := range samples {
 		assert.Contains(t, out, "controlloop.governor.dev/"+name+" serverside-applied")
 	}
 	e.deployment(t, "factory", "web", 2)
 	e.deployment(t, "factory", "telemetry-upload", 2)
+	e.deployment(t, "factory", "video-archive", 2)
 
 	// The test's loop: asks for 50 replicas of web (max 10, maxStep 2: clamped, then
 	// refused in its cooldown), names a pushed metric, and has a collector that fails.
