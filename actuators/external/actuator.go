@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -64,11 +65,12 @@ type Actuator struct {
 	mu      sync.Mutex
 	keys    map[string]cachedKey    // by namespace/name of the Secret
 	clients map[string]*http.Client // by the SHA-256 of the CA bundle
+	backoff time.Duration           // the wait before the first retry; each next one waits twice as long
 }
 
 // New returns an Actuator.
 func New() *Actuator {
-	return &Actuator{keys: map[string]cachedKey{}, clients: map[string]*http.Client{}}
+	return &Actuator{keys: map[string]cachedKey{}, clients: map[string]*http.Client{}, backoff: firstBackoff}
 }
 
 // Field implements actuators.Actuator.

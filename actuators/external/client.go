@@ -39,7 +39,7 @@ const (
 	defaultRetries = 2
 )
 
-// firstBackoff is the wait before the first retry; each next one waits twice as long.
+// firstBackoff is an Actuator's wait before its first retry.
 const firstBackoff = 100 * time.Millisecond
 
 // keyTTL is how long a signing key read from its Secret is used: a rotated key takes
@@ -237,7 +237,7 @@ func (a *Actuator) post(ctx context.Context, c client.Reader, t *actuators.Targe
 	maybe := false
 	n := 0
 	for n < tries {
-		if n > 0 && !wait(ctx, firstBackoff<<(n-1)) {
+		if n > 0 && !wait(ctx, a.backoff<<(n-1)) {
 			break
 		}
 		n++

@@ -113,7 +113,7 @@ func secretClient(key []byte) client.Client {
 func target(url string, ca []byte) *actuators.Target {
 	spec := &v1alpha1.TargetSpec{Name: "egress", Ref: v1alpha1.TargetRef{Kind: v1alpha1.TargetExternal, Name: "lupus"},
 		External: &v1alpha1.ExternalTarget{URL: url, SigningSecret: "egress-key", CABundle: ca,
-			Timeout: &metav1.Duration{Duration: 300 * time.Millisecond}, Retries: ptr.To[int32](2),
+			Timeout: &metav1.Duration{Duration: 10 * time.Second}, Retries: ptr.To[int32](2),
 			Settings: []v1alpha1.ExternalSetting{
 				{Name: "rate", QuantityRange: v1alpha1.QuantityRange{Min: resource.MustParse("10"), Max: resource.MustParse("100"), MaxStep: ptr.To(resource.MustParse("20"))}},
 				{Name: "ratio", QuantityRange: v1alpha1.QuantityRange{Min: resource.MustParse("0"), Max: resource.MustParse("1")}},
@@ -264,11 +264,14 @@ func TestApplyFailures(t *testing.T) {
 	})
 	t.Run("no answer in time: may have been applied", func(t *testing.T) {
 		sys := newSystem(t)
-		sys.delay = time.Second
-		changed, err := New().Apply(tickCtx(), secretClient(testKey), target(sys.URL, sys.caBundle()), settings("rate", "60"))
+		sys.delay = time.Hour // until the client gives up
+		tg := target(sys.URL, sys.caBundle())
+		tg.Spec.External.Timeout.Duration = 300 * time.Millisecond
+		changed, err := New().Apply(tickCtx(), secretClient(testKey), tg, settings("rate", "60"))
 		assert.True(t, changed, "the system may have acted: the cooldown must hold")
 		assert.ErrorContains(t, err, "POST "+sys.URL+": no answer within 300ms (3 tries): the change may have been applied, so the target's cooldown holds")
-		assert.Len(t, sys.posts, 3)
+		// A try may give up before its request reaches the handler on a loaded machine.
+		assert.LessOrEqual(t, len(sys.posts), 3)
 	})
 	t.Run("down: nothing sent, not applied", func(t *testing.T) {
 		sys := newSystem(t)
@@ -289,12 +292,14 @@ func TestApplyFailures(t *testing.T) {
 	t.Run("no try starts that could not end before the tick's deadline", func(t *testing.T) {
 		sys := newSystem(t)
 		sys.status = []int{500, 500, 500}
-		ctx, cancel := context.WithTimeout(tickCtx(), 150*time.Millisecond)
+		ctx, cancel := context.WithTimeout(tickCtx(), time.Minute)
 		defer cancel()
-		changed, err := New().Apply(ctx, secretClient(testKey), target(sys.URL, sys.caBundle()), settings("rate", "60"))
+		a := New()
+		a.backoff = time.Hour // past the deadline: the first retry never starts
+		changed, err := a.Apply(ctx, secretClient(testKey), target(sys.URL, sys.caBundle()), settings("rate", "60"))
 		assert.False(t, changed)
-		assert.Error(t, err)
-		assert.Less(t, len(sys.posts), 3, "3 tries wait 0.3 s between them")
+		assert.ErrorContains(t, err, "500 Internal Server Error (1 try)")
+		assert.Len(t, sys.posts, 1)
 	})
 	t.Run("a redirect is not followed", func(t *testing.T) {
 		sys := newSystem(t)
