@@ -41,8 +41,10 @@ type World interface {
 	Override(ctx context.Context, by, supervised *v1alpha1.ControlLoop, params map[string]any, source v1alpha1.OverridesSource) error
 	// Intend records durably, before any of them changes, that targets
 	// change at a time: their cooldowns then hold even when the controller
-	// dies before it records the tick. Nothing is acted on when it fails.
-	Intend(ctx context.Context, loop *v1alpha1.ControlLoop, targets []string, at time.Time) error
+	// dies before it records the tick. It returns the time recorded: at, or
+	// later when the record had to wait, since the cooldowns start from it.
+	// Nothing is acted on when it fails.
+	Intend(ctx context.Context, loop *v1alpha1.ControlLoop, targets []string, at time.Time) (time.Time, error)
 }
 
 // clusterWorld is the controller's World: the API server, for one runner.
@@ -52,19 +54,28 @@ type clusterWorld struct {
 }
 
 // Intend writes the targets' lastChange to the loop's status (with what
-// the runner has not written yet) before they change.
-func (w clusterWorld) Intend(ctx context.Context, loop *v1alpha1.ControlLoop, targets []string, at time.Time) error {
-	next := w.r.status.DeepCopy()
-	for _, t := range targets {
-		setLastChange(next, t, at)
-	}
-	if err := w.l.writeStatus(ctx, loop, w.r.written, next); err != nil {
-		return err
+// the runner has not written yet) before they change. The write waits for
+// the loop's status write in flight, if any: lastChange is the time it
+// starts, not the tick's, so that the wait does not shorten the cooldown
+// between the changes themselves.
+func (w clusterWorld) Intend(ctx context.Context, loop *v1alpha1.ControlLoop, targets []string, at time.Time) (time.Time, error) {
+	next, err := w.l.writes().writeNow(ctx, &w.r.out, loop, func() *v1alpha1.ControlLoopStatus {
+		if now := time.Now(); now.After(at) {
+			at = now
+		}
+		next := w.r.status.DeepCopy()
+		for _, t := range targets {
+			setLastChange(next, t, at)
+		}
+		return next
+	})
+	if err != nil {
+		return at, err
 	}
 	// The tick's record starts from r.status, without these: a target the
 	// tick then leaves unchanged gets its lastChange back when it is written.
-	w.r.written, w.r.writtenAt = next, time.Now()
-	return nil
+	w.r.handed, w.r.handedAt = next, time.Now()
+	return at, nil
 }
 
 // Metrics collects nothing of a loop whose collectors reach outside the

@@ -1,0 +1,187 @@
+package controller
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/util/workqueue"
+
+	"governor.dev/governor/api/v1alpha1"
+)
+
+// DefaultStatusWriteConcurrency is how many status writes are in flight at
+// most, by default: enough for about 1,000 writes a second where the API
+// server answers one in 10 ms, few enough that a slow API server is not
+// asked for hundreds at once (which slowed every request, the Lease's too).
+const DefaultStatusWriteConcurrency = 10
+
+// statusWriteTimeout bounds one status write; a write that fails is tried
+// again with the loop's newest status.
+const statusWriteTimeout = 10 * time.Second
+
+// writeStatusFunc writes a loop's status: what the runner owns, from what
+// was last written (old) to next.
+type writeStatusFunc func(ctx context.Context, loop *v1alpha1.ControlLoop, old, next *v1alpha1.ControlLoopStatus) error
+
+// statusWriter writes the loops' statuses off their ticks' path, a bounded
+// number at a time. A tick hands its status over (put) and goes on; a loop
+// whose status waits is written once, with its newest status, and never an
+// older status after a newer one. A slow API server thus makes the
+// written status older, never a tick late, and the Lease's renewal never
+// waits behind hundreds of writes.
+type statusWriter struct {
+	write writeStatusFunc
+	log   logr.Logger
+	queue workqueue.TypedRateLimitingInterface[*statusSlot]
+	wg    sync.WaitGroup
+	// draining is set once no more statuses come: a failed write is then
+	// logged, not tried again.
+	draining atomic.Bool
+	mu       sync.Mutex
+	// waiting are the slots with a status to write, also those waiting
+	// for a retry outside the queue: drain writes them all.
+	waiting map[*statusSlot]struct{}
+}
+
+// statusSlot is one runner's status on its way to the API server.
+type statusSlot struct {
+	// writing is held while the loop's status is written: one write of a
+	// loop at a time, in the order the statuses were made.
+	writing sync.Mutex
+	// written is the status the API server has (the base of the next
+	// patch); guarded by writing.
+	written *v1alpha1.ControlLoopStatus
+	mu      sync.Mutex
+	pending *pendingStatus // the newest status not yet written; guarded by mu
+	// gone is set when the loop was deleted: nothing is written to a loop
+	// that may since have been created again under the same name.
+	gone atomic.Bool
+}
+
+type pendingStatus struct {
+	loop   *v1alpha1.ControlLoop
+	status *v1alpha1.ControlLoopStatus
+}
+
+func newStatusWriter(write writeStatusFunc, log logr.Logger) *statusWriter {
+	return &statusWriter{
+		write:   write,
+		log:     log,
+		waiting: map[*statusSlot]struct{}{},
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.NewTypedItemExponentialFailureRateLimiter[*statusSlot](100*time.Millisecond, 10*time.Second),
+			workqueue.TypedRateLimitingQueueConfig[*statusSlot]{Name: "governor_status_writes"}),
+	}
+}
+
+// start runs workers that write statuses until drain.
+func (w *statusWriter) start(workers int) {
+	for range max(workers, 1) {
+		w.wg.Go(func() {
+			for {
+				s, shutdown := w.queue.Get()
+				if shutdown {
+					return
+				}
+				w.process(s)
+				w.queue.Done(s)
+			}
+		})
+	}
+}
+
+// drain writes every status handed over so far, then stops the workers.
+// Nothing may be handed over once it is called.
+func (w *statusWriter) drain() {
+	w.draining.Store(true)
+	w.mu.Lock()
+	for s := range w.waiting {
+		w.queue.Add(s) // also those waiting for a retry
+	}
+	w.mu.Unlock()
+	w.queue.ShutDownWithDrain()
+	w.wg.Wait()
+}
+
+// put hands a loop's status over to be written: it replaces one of the
+// loop's still waiting, if any.
+func (w *statusWriter) put(s *statusSlot, loop *v1alpha1.ControlLoop, status *v1alpha1.ControlLoopStatus) {
+	s.mu.Lock()
+	s.pending = &pendingStatus{loop: loop, status: status}
+	s.mu.Unlock()
+	w.mu.Lock()
+	w.waiting[s] = struct{}{}
+	w.mu.Unlock()
+	w.queue.Add(s)
+}
+
+// writeNow writes a loop's status at once, after the write of the loop in
+// flight, if any: the status build returns then, which must be newer than
+// any handed over before (one waiting is dropped once it is written).
+func (w *statusWriter) writeNow(ctx context.Context, s *statusSlot, loop *v1alpha1.ControlLoop, build func() *v1alpha1.ControlLoopStatus) (*v1alpha1.ControlLoopStatus, error) {
+	s.writing.Lock()
+	defer s.writing.Unlock()
+	status := build()
+	if err := w.write(ctx, loop, s.written, status); err != nil {
+		return nil, err
+	}
+	s.written = status
+	w.done(s, nil)
+	return status, nil
+}
+
+// reset says what the API server has of a loop's status, as read: what
+// is waiting (of a loop since deleted and created again) is dropped.
+func (w *statusWriter) reset(s *statusSlot, written *v1alpha1.ControlLoopStatus) {
+	s.writing.Lock()
+	defer s.writing.Unlock()
+	s.written = written
+	w.done(s, nil)
+}
+
+// process writes a loop's newest waiting status; a failure is tried again
+// later, with whatever is newest then.
+func (w *statusWriter) process(s *statusSlot) {
+	s.writing.Lock()
+	defer s.writing.Unlock()
+	s.mu.Lock()
+	p := s.pending
+	s.mu.Unlock()
+	if p == nil || s.gone.Load() {
+		w.done(s, nil)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), statusWriteTimeout)
+	defer cancel()
+	err := w.write(ctx, p.loop, s.written, p.status)
+	if err == nil || apierrors.IsNotFound(err) {
+		if err == nil {
+			s.written = p.status
+		}
+		w.done(s, p)
+		return
+	}
+	w.log.Error(err, "writing status", "loop", p.loop.Namespace+"/"+p.loop.Name)
+	if !w.draining.Load() {
+		w.queue.AddRateLimited(s)
+	}
+}
+
+// done says a slot's status p is written (or dropped), and the slot has
+// nothing left to write unless a newer one came meanwhile; p nil: whatever
+// is waiting.
+func (w *statusWriter) done(s *statusSlot, p *pendingStatus) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p == nil || s.pending == p {
+		s.pending = nil
+		delete(w.waiting, s)
+	}
+	w.queue.Forget(s)
+}
