@@ -5,20 +5,24 @@
 package controller
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"maps"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
-	jsonpatch "github.com/evanphx/json-patch/v5"
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
@@ -106,6 +110,9 @@ type runner struct {
 	loop *v1alpha1.ControlLoop // the loop as last read, for a final write
 	// minInterval is the loop's: woken runners wait for it since the last tick.
 	minInterval time.Duration
+	// actBy is when the actions of the tick acting must be done (its
+	// intent's lastChange and changesLand).
+	actBy time.Time
 	// telemetry is the loop's series on /metrics.
 	telemetry *loopTelemetry
 }
@@ -365,7 +372,7 @@ func (l *Loops) catchUp(ctx context.Context, r *runner, loop *v1alpha1.ControlLo
 	if r.loop != nil && r.loop.UID != loop.UID {
 		r.status, r.handed, r.handedAt = nil, nil, time.Time{}
 	}
-	if r.status == nil {
+	if r.status == nil || r.out.stale.Load() {
 		var fresh v1alpha1.ControlLoop
 		if err := l.APIReader.Get(ctx, r.key, &fresh); err != nil {
 			return err
@@ -377,12 +384,32 @@ func (l *Loops) catchUp(ctx context.Context, r *runner, loop *v1alpha1.ControlLo
 		}
 		r.status = fresh.Status.DeepCopy()
 		r.handed = r.status
-		l.writes().reset(&r.out, r.status)
+		l.writes().reset(&r.out, &fresh)
+		r.status = takenOver(r.status, time.Now())
 	}
 	if gone := removedCollectors(r.loop, loop); len(gone) > 0 {
 		return pruneObservations(ctx, l.Client, loop, gone)
 	}
 	return nil
+}
+
+// takenOver is a status as read by a runner that takes its loop over at a
+// time: a target changed less than changesLand before counts as changed
+// then. The runner before may have died acting, and its change land after
+// the lastChange its intent recorded: the cooldown must hold from the
+// change, not from the intent.
+func takenOver(st *v1alpha1.ControlLoopStatus, at time.Time) *v1alpha1.ControlLoopStatus {
+	out := st
+	for i, t := range st.Targets {
+		if t.LastChange == nil || at.Sub(t.LastChange.Time) >= changesLand || !t.LastChange.Time.Before(at) {
+			continue
+		}
+		if out == st {
+			out = st.DeepCopy()
+		}
+		out.Targets[i].LastChange = ptr.To(metav1.NewMicroTime(at))
+	}
+	return out
 }
 
 // save hands the runner's status to the status writer when the tick needs
@@ -435,13 +462,15 @@ func (l *Loops) flush(r *runner) {
 	r.handed = r.status
 }
 
-// writeStatus patches the fields the runner owns from what it last wrote
-// to what it writes now: a JSON merge patch of those fields alone, so that
-// fields others write (observations, overrides) are left as they are. The
-// API server answers with the loop's metadata only: the rest would be
-// encoded and decoded for nothing.
-func (l *Loops) writeStatus(ctx context.Context, loop *v1alpha1.ControlLoop, old, next *v1alpha1.ControlLoopStatus) error {
-	patch, err := statusPatch(old, next)
+// writeStatus writes the fields the runner owns, from base (what the API
+// server holds) to next, on the condition that the API server still holds
+// base: a JSON patch that tests status.sequence and moves it on by one (a
+// merge patch with the resourceVersion read, for a status with no sequence
+// yet). Fields others write (observations, overrides) are left as they
+// are. The API server answers with the loop's metadata only: the rest
+// would be encoded and decoded for nothing.
+func (l *Loops) writeStatus(ctx context.Context, loop *v1alpha1.ControlLoop, base statusBase, next *v1alpha1.ControlLoopStatus) error {
+	patch, err := statusPatch(base, next)
 	if err != nil {
 		return err
 	}
@@ -449,35 +478,77 @@ func (l *Loops) writeStatus(ctx context.Context, loop *v1alpha1.ControlLoop, old
 		TypeMeta:   metav1.TypeMeta{APIVersion: v1alpha1.GroupVersion.String(), Kind: "ControlLoop"},
 		ObjectMeta: metav1.ObjectMeta{Namespace: loop.Namespace, Name: loop.Name},
 	}
-	return l.Client.Status().Patch(ctx, target, client.RawPatch(types.MergePatchType, patch))
+	err = l.Client.Status().Patch(ctx, target, patch)
+	// The test failed (422), or the resourceVersion moved (409).
+	if apierrors.IsInvalid(err) || apierrors.IsConflict(err) {
+		return errors.Join(errStale, err)
+	}
+	return err
 }
 
-// statusPatch is the JSON merge patch of a loop from one status the runner
-// owns to another (nil old: from nothing).
-func statusPatch(old, next *v1alpha1.ControlLoopStatus) ([]byte, error) {
-	before, err := json.Marshal(owned(old))
+// statusPatch is the patch of a loop from the owned status fields of base
+// to next's, conditional on base (see writeStatus).
+func statusPatch(base statusBase, next *v1alpha1.ControlLoopStatus) (client.Patch, error) {
+	before, err := ownedFields(base.status)
 	if err != nil {
 		return nil, err
 	}
-	after, err := json.Marshal(owned(next))
+	after, err := ownedFields(next)
 	if err != nil {
 		return nil, err
 	}
-	diff, err := jsonpatch.CreateMergePatch(before, after)
-	if err != nil {
-		return nil, err
+	sequence, _ := json.Marshal(base.sequence + 1)
+	if base.sequence == 0 {
+		diff := map[string]json.RawMessage{"sequence": sequence}
+		for name, value := range after {
+			if !bytes.Equal(before[name], value) {
+				diff[name] = value
+			}
+		}
+		for name := range before {
+			if _, kept := after[name]; !kept {
+				diff[name] = json.RawMessage("null")
+			}
+		}
+		raw, err := json.Marshal(map[string]any{"metadata": map[string]string{"resourceVersion": base.resourceVersion}, "status": diff})
+		return client.RawPatch(types.MergePatchType, raw), err
 	}
-	return json.Marshal(map[string]json.RawMessage{"status": diff})
+	type op struct {
+		Op    string          `json:"op"`
+		Path  string          `json:"path"`
+		Value json.RawMessage `json:"value,omitempty"`
+	}
+	was, _ := json.Marshal(base.sequence)
+	ops := []op{{"test", "/status/sequence", was}, {"replace", "/status/sequence", sequence}}
+	for _, name := range slices.Sorted(maps.Keys(after)) {
+		if !bytes.Equal(before[name], after[name]) {
+			ops = append(ops, op{"add", "/status/" + name, after[name]})
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(before)) {
+		if _, kept := after[name]; !kept {
+			ops = append(ops, op{Op: "remove", Path: "/status/" + name})
+		}
+	}
+	raw, err := json.Marshal(ops)
+	return client.RawPatch(types.JSONPatchType, raw), err
 }
 
-// owned is a status without the fields others own.
-func owned(st *v1alpha1.ControlLoopStatus) v1alpha1.ControlLoopStatus {
+// ownedFields are the fields of a status the runner owns (all but the
+// sequence and those others write: observations, overrides), by name, as
+// JSON.
+func ownedFields(st *v1alpha1.ControlLoopStatus) (map[string]json.RawMessage, error) {
 	if st == nil {
-		return v1alpha1.ControlLoopStatus{}
+		return map[string]json.RawMessage{}, nil
 	}
 	own := *st
-	own.Observations, own.Overrides, own.OverridesBy = nil, nil, nil
-	return own
+	own.Observations, own.Overrides, own.OverridesBy, own.Sequence = nil, nil, nil, 0
+	raw, err := json.Marshal(own)
+	if err != nil {
+		return nil, err
+	}
+	var fields map[string]json.RawMessage
+	return fields, json.Unmarshal(raw, &fields)
 }
 
 // emit records a tick's refusals, clamps, rejections and changes as Events

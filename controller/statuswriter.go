@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,9 +24,34 @@ const DefaultStatusWriteConcurrency = 10
 // again with the loop's newest status.
 const statusWriteTimeout = 10 * time.Second
 
-// writeStatusFunc writes a loop's status: what the runner owns, from what
-// was last written (old) to next.
-type writeStatusFunc func(ctx context.Context, loop *v1alpha1.ControlLoop, old, next *v1alpha1.ControlLoopStatus) error
+// writeStatusFunc writes a loop's status: what the runner owns, from base
+// (what the API server holds, as last written or read) to next, on the
+// condition that the API server still holds base's sequence. It fails
+// with errStale when it does not.
+type writeStatusFunc func(ctx context.Context, loop *v1alpha1.ControlLoop, base statusBase, next *v1alpha1.ControlLoopStatus) error
+
+// statusBase is what the API server holds of a loop's owned status fields,
+// as a runner last wrote or read them: the base of its next write.
+type statusBase struct {
+	status *v1alpha1.ControlLoopStatus
+	// sequence is status.sequence on the API server; each write moves it
+	// on by one, on the condition that it is still this.
+	sequence int64
+	// resourceVersion is the loop's as read: the condition of the first
+	// write of a status with no sequence yet.
+	resourceVersion string
+}
+
+// next is the base once next is written on it.
+func (b statusBase) next(next *v1alpha1.ControlLoopStatus) statusBase {
+	return statusBase{status: next, sequence: b.sequence + 1}
+}
+
+// errStale says a status write was refused: the API server holds a status
+// written since this runner last wrote or read it (by a runner that
+// replaced it, or one of a crashed replica landing late). The runner reads
+// the loop again before it acts or writes.
+var errStale = errors.New("the loop's status was written by another runner since this one read it")
 
 // statusWriter writes the loops' statuses off their ticks' path, a bounded
 // number at a time. A tick hands its status over (put) and goes on; a loop
@@ -52,9 +78,12 @@ type statusSlot struct {
 	// writing is held while the loop's status is written: one write of a
 	// loop at a time, in the order the statuses were made.
 	writing sync.Mutex
-	// written is the status the API server has (the base of the next
-	// patch); guarded by writing.
-	written *v1alpha1.ControlLoopStatus
+	// written is what the API server has (the base of the next write);
+	// guarded by writing.
+	written statusBase
+	// stale is set when a write was refused as stale: nothing more is
+	// written until the runner has read the loop again (reset).
+	stale   atomic.Bool
 	mu      sync.Mutex
 	pending *pendingStatus // the newest status not yet written; guarded by mu
 	// gone is set when the loop was deleted: nothing is written to a loop
@@ -110,6 +139,9 @@ func (w *statusWriter) drain() {
 // put hands a loop's status over to be written: it replaces one of the
 // loop's still waiting, if any.
 func (w *statusWriter) put(s *statusSlot, loop *v1alpha1.ControlLoop, status *v1alpha1.ControlLoopStatus) {
+	if s.stale.Load() {
+		return // the runner reads the loop again before anything is written
+	}
 	s.mu.Lock()
 	s.pending = &pendingStatus{loop: loop, status: status}
 	s.mu.Unlock()
@@ -125,21 +157,40 @@ func (w *statusWriter) put(s *statusSlot, loop *v1alpha1.ControlLoop, status *v1
 func (w *statusWriter) writeNow(ctx context.Context, s *statusSlot, loop *v1alpha1.ControlLoop, build func() *v1alpha1.ControlLoopStatus) (*v1alpha1.ControlLoopStatus, error) {
 	s.writing.Lock()
 	defer s.writing.Unlock()
+	if s.stale.Load() {
+		return nil, errStale
+	}
 	status := build()
 	if err := w.write(ctx, loop, s.written, status); err != nil {
+		w.refused(s, err)
 		return nil, err
 	}
-	s.written = status
+	s.written = s.written.next(status)
 	w.done(s, nil)
 	return status, nil
 }
 
-// reset says what the API server has of a loop's status, as read: what
-// is waiting (of a loop since deleted and created again) is dropped.
-func (w *statusWriter) reset(s *statusSlot, written *v1alpha1.ControlLoopStatus) {
+// settle writes a loop's waiting status, if any, at once: a runner
+// released to another replica leaves its last status written.
+func (w *statusWriter) settle(s *statusSlot) { w.process(s) }
+
+// refused marks a slot stale when its write was refused as stale: what
+// waits is dropped, and nothing is written until reset.
+func (w *statusWriter) refused(s *statusSlot, err error) {
+	if errors.Is(err, errStale) {
+		s.stale.Store(true)
+		w.done(s, nil)
+	}
+}
+
+// reset says what the API server has of a loop, as read: what is waiting
+// (of a loop since deleted and created again, or refused as stale) is
+// dropped.
+func (w *statusWriter) reset(s *statusSlot, read *v1alpha1.ControlLoop) {
 	s.writing.Lock()
 	defer s.writing.Unlock()
-	s.written = written
+	s.written = statusBase{status: read.Status.DeepCopy(), sequence: read.Status.Sequence, resourceVersion: read.ResourceVersion}
+	s.stale.Store(false)
 	w.done(s, nil)
 }
 
@@ -151,18 +202,24 @@ func (w *statusWriter) process(s *statusSlot) {
 	s.mu.Lock()
 	p := s.pending
 	s.mu.Unlock()
-	if p == nil || s.gone.Load() {
+	if p == nil || s.gone.Load() || s.stale.Load() {
 		w.done(s, nil)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), statusWriteTimeout)
 	defer cancel()
 	err := w.write(ctx, p.loop, s.written, p.status)
-	if err == nil || apierrors.IsNotFound(err) {
-		if err == nil {
-			s.written = p.status
-		}
+	switch {
+	case err == nil:
+		s.written = s.written.next(p.status)
 		w.done(s, p)
+		return
+	case apierrors.IsNotFound(err):
+		w.done(s, p)
+		return
+	case errors.Is(err, errStale):
+		w.log.Info("status not written: another runner wrote it since; the loop is read again", "loop", p.loop.Namespace+"/"+p.loop.Name)
+		w.refused(s, err)
 		return
 	}
 	w.log.Error(err, "writing status", "loop", p.loop.Namespace+"/"+p.loop.Name)

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"governor.dev/governor/api/v1alpha1"
 )
@@ -24,9 +25,10 @@ type writeLog struct {
 	writes   []write
 	inFlight int
 	maxIn    int
-	hold     chan struct{}  // when set, each write waits for it to close
-	started  chan write     // when set, each write is sent here as it starts
-	fail     map[int64]bool // ticks whose first write fails
+	hold     chan struct{}    // when set, each write waits for it to close
+	started  chan write       // when set, each write is sent here as it starts
+	fail     map[int64]bool   // ticks whose first write fails
+	sequence map[string]int64 // status.sequence, by loop
 }
 
 type write struct {
@@ -34,13 +36,20 @@ type write struct {
 	base, put int64 // ticks; -1: no base
 }
 
-func (w *writeLog) write(_ context.Context, loop *v1alpha1.ControlLoop, old, next *v1alpha1.ControlLoopStatus) error {
+func (w *writeLog) write(_ context.Context, loop *v1alpha1.ControlLoop, b statusBase, next *v1alpha1.ControlLoopStatus) error {
 	base := int64(-1)
-	if old != nil {
-		base = old.Tick
+	if b.status != nil {
+		base = b.status.Tick
 	}
 	wr := write{loop: loop.Name, base: base, put: next.Tick}
 	w.mu.Lock()
+	if w.sequence == nil {
+		w.sequence = map[string]int64{}
+	}
+	if w.sequence[loop.Name] != b.sequence {
+		w.mu.Unlock()
+		return errStale // as the API server's test of status.sequence
+	}
 	w.inFlight++
 	w.maxIn = max(w.maxIn, w.inFlight)
 	hold, started := w.hold, w.started
@@ -60,6 +69,7 @@ func (w *writeLog) write(_ context.Context, loop *v1alpha1.ControlLoop, old, nex
 		return errors.New("the API server is busy")
 	}
 	w.writes = append(w.writes, wr)
+	w.sequence[loop.Name]++
 	return nil
 }
 
@@ -187,8 +197,81 @@ func TestStatusWriterSkipsGoneAndReset(t *testing.T) {
 	w.put(&gone, named("gone"), ticked(1))
 	gone.gone.Store(true)
 	w.put(&recreated, named("again"), ticked(7))
-	w.reset(&recreated, ticked(0))
+	w.reset(&recreated, &v1alpha1.ControlLoop{Status: *ticked(0)})
 	w.start(1)
 	w.drain()
 	assert.Empty(t, fake.written())
+}
+
+// A write of a runner that another has replaced (a crashed replica's,
+// landing late) is refused, however it is ordered with the successor's:
+// the older status never overwrites the newer, and the refused runner
+// writes nothing more until it has read the loop again.
+func TestStatusWriterNeverOlderOverNewer(t *testing.T) {
+	fake := &writeLog{sequence: map[string]int64{"web": 5}}
+	w := newStatusWriter(fake.write, logr.Discard())
+	loop := named("web")
+	read := &v1alpha1.ControlLoop{Status: v1alpha1.ControlLoopStatus{Tick: 9, Sequence: 5}}
+	var before, after statusSlot // two runners of the loop, both from the status read
+	w.reset(&before, read)
+	w.reset(&after, read)
+
+	_, err := w.writeNow(context.Background(), &after, loop, func() *v1alpha1.ControlLoopStatus { return ticked(11) })
+	require.NoError(t, err)
+	w.put(&before, loop, ticked(10)) // lands late
+	w.start(1)
+	w.drain()
+	assert.Equal(t, []write{{"web", 9, 11}}, fake.written())
+	assert.True(t, before.stale.Load(), "the replaced runner knows")
+
+	_, err = w.writeNow(context.Background(), &before, loop, func() *v1alpha1.ControlLoopStatus { return ticked(12) })
+	require.ErrorIs(t, err, errStale, "nothing written until it reads the loop again")
+	w.reset(&before, &v1alpha1.ControlLoop{Status: v1alpha1.ControlLoopStatus{Tick: 11, Sequence: 6}})
+	_, err = w.writeNow(context.Background(), &before, loop, func() *v1alpha1.ControlLoopStatus { return ticked(12) })
+	require.NoError(t, err)
+	assert.Equal(t, []write{{"web", 9, 11}, {"web", 11, 12}}, fake.written())
+}
+
+// A status write tests the sequence its runner last wrote or read, moves
+// it on, and carries the owned fields that changed alone: nothing of those
+// others write (observations, overrides). A status with no sequence yet is
+// written on the condition of the resourceVersion read.
+func TestStatusPatchIsConditional(t *testing.T) {
+	old := &v1alpha1.ControlLoopStatus{Tick: 1, Phase: v1alpha1.PhaseRunning, PolicyRevision: "r1",
+		Observations: map[string]v1alpha1.Observation{"jitter": {}}}
+	next := &v1alpha1.ControlLoopStatus{Tick: 2, Phase: v1alpha1.PhaseRunning, Sequence: 99}
+
+	patch, err := statusPatch(statusBase{status: old, sequence: 7}, next)
+	require.NoError(t, err)
+	raw, err := patch.Data(nil)
+	require.NoError(t, err)
+	assert.Equal(t, types.JSONPatchType, patch.Type())
+	assert.JSONEq(t, `[{"op": "test", "path": "/status/sequence", "value": 7},
+		{"op": "replace", "path": "/status/sequence", "value": 8},
+		{"op": "add", "path": "/status/tick", "value": 2},
+		{"op": "remove", "path": "/status/policyRevision"}]`, string(raw))
+
+	patch, err = statusPatch(statusBase{status: old, resourceVersion: "42"}, next)
+	require.NoError(t, err)
+	raw, err = patch.Data(nil)
+	require.NoError(t, err)
+	assert.Equal(t, types.MergePatchType, patch.Type())
+	assert.JSONEq(t, `{"metadata": {"resourceVersion": "42"}, "status": {"sequence": 1, "tick": 2, "policyRevision": null}}`, string(raw))
+}
+
+// A runner that takes a loop over counts a change recorded less than
+// changesLand before as made then: its predecessor may have died acting.
+func TestTakenOverRestartsRecentCooldowns(t *testing.T) {
+	at := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	change := func(d time.Duration) *metav1.MicroTime { m := metav1.NewMicroTime(at.Add(d)); return &m }
+	read := &v1alpha1.ControlLoopStatus{Targets: []v1alpha1.TargetStatus{
+		{Name: "recent", LastChange: change(-2 * time.Second)},
+		{Name: "old", LastChange: change(-changesLand)},
+		{Name: "never"},
+	}}
+	got := takenOver(read, at)
+	assert.Equal(t, at, got.Targets[0].LastChange.Time)
+	assert.Equal(t, at.Add(-changesLand), got.Targets[1].LastChange.Time)
+	assert.Nil(t, got.Targets[2].LastChange)
+	assert.Equal(t, at.Add(-2*time.Second), read.Targets[0].LastChange.Time, "the status read is left as read")
 }

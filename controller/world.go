@@ -53,11 +53,19 @@ type clusterWorld struct {
 	r *runner
 }
 
+// changesLand bounds how long after its intent an action may change its
+// target: the actions are cut then. A runner that takes a loop over (a
+// restart, a failover, a handover) counts a change recorded less than this
+// before as made when it took over: its predecessor may have died acting,
+// with its requests still landing after the intent, seconds later on a
+// loaded API server (TestCooldownsSurviveSIGKILL saw 2.6 s).
+const changesLand = 30 * time.Second
+
 // Intend writes the targets' lastChange to the loop's status (with what
 // the runner has not written yet) before they change. The write waits for
 // the loop's status write in flight, if any: lastChange is the time it
-// starts, not the tick's, so that the wait does not shorten the cooldown
-// between the changes themselves.
+// starts, not the tick's. The cooldowns start when it is acknowledged,
+// just before the actions, which must then be done within changesLand.
 func (w clusterWorld) Intend(ctx context.Context, loop *v1alpha1.ControlLoop, targets []string, at time.Time) (time.Time, error) {
 	next, err := w.l.writes().writeNow(ctx, &w.r.out, loop, func() *v1alpha1.ControlLoopStatus {
 		if now := time.Now(); now.After(at) {
@@ -74,8 +82,10 @@ func (w clusterWorld) Intend(ctx context.Context, loop *v1alpha1.ControlLoop, ta
 	}
 	// The tick's record starts from r.status, without these: a target the
 	// tick then leaves unchanged gets its lastChange back when it is written.
-	w.r.handed, w.r.handedAt = next, time.Now()
-	return at, nil
+	acked := time.Now()
+	w.r.handed, w.r.handedAt = next, acked
+	w.r.actBy = at.Add(changesLand)
+	return acked, nil
 }
 
 // Metrics collects nothing of a loop whose collectors reach outside the
@@ -115,6 +125,8 @@ func (w clusterWorld) Target(ctx context.Context, loop *v1alpha1.ControlLoop, t 
 }
 
 func (w clusterWorld) Act(ctx context.Context, t *actuators.Target, set decision.Set) (decision.Set, error) {
+	ctx, cancel := context.WithDeadline(ctx, w.r.actBy)
+	defer cancel()
 	return w.Actuators().Apply(ctx, w.l.Client, t, set)
 }
 

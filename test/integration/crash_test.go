@@ -93,6 +93,7 @@ func TestCooldownsSurviveSIGKILL(t *testing.T) {
 	require.NoError(t, err)
 	defer w.Stop()
 	var mu sync.Mutex
+	var loopLog bytes.Buffer
 	seen := map[string][]change{}
 	changed := make(chan struct{}, 1)
 	go func() {
@@ -105,6 +106,7 @@ func TestCooldownsSurviveSIGKILL(t *testing.T) {
 			h := seen[d.Name]
 			if len(h) == 0 || h[len(h)-1].replicas != *d.Spec.Replicas {
 				seen[d.Name] = append(h, change{replicas: *d.Spec.Replicas, at: time.Now()})
+			fmt.Fprintf(&loopLog, "%s DEPLOY %s replicas %d rv=%s\n", time.Now().Format("15:04:05.000"), d.Name, *d.Spec.Replicas, d.ResourceVersion)
 				select {
 				case changed <- struct{}{}:
 				default:
@@ -114,6 +116,30 @@ func TestCooldownsSurviveSIGKILL(t *testing.T) {
 		}
 	}()
 
+	lw, err := wc.Watch(ctx, &v1alpha1.ControlLoopList{}, client.InNamespace(ns))
+	require.NoError(t, err)
+	defer lw.Stop()
+	go func() {
+		last := map[string]string{}
+		for ev := range lw.ResultChan() {
+			l, ok := ev.Object.(*v1alpha1.ControlLoop)
+			if !ok {
+				continue
+			}
+			for _, tg := range l.Status.Targets {
+				if tg.LastChange == nil {
+					continue
+				}
+				v := tg.LastChange.Format("15:04:05.000")
+				if last[tg.Name] != v {
+					mu.Lock()
+					fmt.Fprintf(&loopLog, "%s WATCH %s %s lastChange %s -> %s rv=%s tick=%d\n", time.Now().Format("15:04:05.000"), l.Name, tg.Name, last[tg.Name], v, l.ResourceVersion, l.Status.Tick)
+					mu.Unlock()
+					last[tg.Name] = v
+				}
+			}
+		}
+	}()
 	bin := governorBinary(t)
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
@@ -124,6 +150,9 @@ func TestCooldownsSurviveSIGKILL(t *testing.T) {
 			"--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--push-bind-address", "0")
 		cmd.Stdout, cmd.Stderr = &logs, &logs
 		require.NoError(t, cmd.Start())
+		mu.Lock()
+		fmt.Fprintf(&loopLog, "%s START pid=%d\n", time.Now().Format("15:04:05.000"), cmd.Process.Pid)
+		mu.Unlock()
 		if k%2 == 0 {
 			time.Sleep(time.Duration(rnd.Int64N(int64(3 * time.Second))))
 		} else {
@@ -140,6 +169,9 @@ func TestCooldownsSurviveSIGKILL(t *testing.T) {
 			}
 		}
 		require.NoError(t, cmd.Process.Kill())
+		mu.Lock()
+		fmt.Fprintf(&loopLog, "%s KILL pid=%d\n", time.Now().Format("15:04:05.000"), cmd.Process.Pid)
+		mu.Unlock()
 		_ = cmd.Wait()
 	}
 	// A last run to its end: the loops must still act.
@@ -153,6 +185,9 @@ func TestCooldownsSurviveSIGKILL(t *testing.T) {
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("governor run output:\n%s", logs.String())
+			mu.Lock()
+			t.Logf("history:\n%s", loopLog.String())
+			mu.Unlock()
 		}
 	})
 
