@@ -102,7 +102,7 @@ func TestRunRefusesUnsignedBundlesAndInsecureServices(t *testing.T) {
 // said in the flags' terms.
 func TestRunFlagsCheckMetrics(t *testing.T) {
 	f := runFlags{bundleDir: "policies", qps: 1, burst: 1}
-	f.opts.StatusFlush = time.Second
+	f.opts.StatusFlush, f.opts.StatusWriteConcurrency = time.Second, 1
 	f.opts.LeaseDuration, f.opts.RenewDeadline, f.opts.RetryPeriod = 8*time.Second, 6*time.Second, time.Second
 	f.opts.MetricsServing.CertDir = "/etc/metrics-tls"
 	assert.EqualError(t, f.check(), "--metrics-cert-path serves HTTPS: it goes with --metrics-secure, not --metrics-secure=false")
