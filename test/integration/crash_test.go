@@ -93,6 +93,9 @@ func TestCooldownsSurviveSIGKILL(t *testing.T) {
 	require.NoError(t, err)
 	defer w.Stop()
 	var mu sync.Mutex
+	// loopLog is what happened in order, shown when the test fails: each
+	// start and kill, and each change of a Deployment's replicas and of a
+	// target's lastChange, as watches saw them, with resourceVersions.
 	var loopLog bytes.Buffer
 	seen := map[string][]change{}
 	changed := make(chan struct{}, 1)
@@ -106,7 +109,7 @@ func TestCooldownsSurviveSIGKILL(t *testing.T) {
 			h := seen[d.Name]
 			if len(h) == 0 || h[len(h)-1].replicas != *d.Spec.Replicas {
 				seen[d.Name] = append(h, change{replicas: *d.Spec.Replicas, at: time.Now()})
-			fmt.Fprintf(&loopLog, "%s DEPLOY %s replicas %d rv=%s\n", time.Now().Format("15:04:05.000"), d.Name, *d.Spec.Replicas, d.ResourceVersion)
+				fmt.Fprintf(&loopLog, "%s DEPLOY %s replicas %d rv=%s\n", time.Now().Format("15:04:05.000"), d.Name, *d.Spec.Replicas, d.ResourceVersion)
 				select {
 				case changed <- struct{}{}:
 				default:
