@@ -170,6 +170,27 @@ func (w *statusWriter) writeNow(ctx context.Context, s *statusSlot, loop *v1alph
 	return status, nil
 }
 
+// writeThrough makes a loop's status durable at once: it waits for the
+// write in flight, if any, then writes status unless it is what was
+// written. A supervising loop calls it before it writes overrides.
+func (w *statusWriter) writeThrough(ctx context.Context, s *statusSlot, loop *v1alpha1.ControlLoop, status *v1alpha1.ControlLoopStatus) error {
+	s.writing.Lock()
+	defer s.writing.Unlock()
+	if s.stale.Load() {
+		return errStale
+	}
+	if s.written.status == status {
+		return nil
+	}
+	if err := w.write(ctx, loop, s.written, status); err != nil {
+		w.refused(s, err)
+		return err
+	}
+	s.written = s.written.next(status)
+	w.done(s, nil)
+	return nil
+}
+
 // settle writes a loop's waiting status, if any, at once: a runner
 // released to another replica leaves its last status written.
 func (w *statusWriter) settle(s *statusSlot) { w.process(s) }

@@ -275,3 +275,20 @@ func TestTakenOverRestartsRecentCooldowns(t *testing.T) {
 	assert.Nil(t, got.Targets[2].LastChange)
 	assert.Equal(t, at.Add(-2*time.Second), read.Targets[0].LastChange.Time, "the status read is left as read")
 }
+
+// writeThrough makes the newest status durable before it returns (a
+// supervising loop's, before it writes overrides): the one waiting is
+// written now, and a status already written is not written again.
+func TestStatusWriterWriteThrough(t *testing.T) {
+	fake := &writeLog{}
+	w := newStatusWriter(fake.write, logr.Discard())
+	var s statusSlot
+	loop := named("writer")
+	w.put(&s, loop, ticked(1))
+	newest := ticked(2)
+	require.NoError(t, w.writeThrough(context.Background(), &s, loop, newest))
+	require.NoError(t, w.writeThrough(context.Background(), &s, loop, newest))
+	w.start(1)
+	w.drain()
+	assert.Equal(t, []write{{"writer", -1, 2}}, fake.written())
+}

@@ -141,7 +141,15 @@ func (w clusterWorld) Loop(ctx context.Context, namespace, name string) (*v1alph
 	return &s, nil
 }
 
+// Override writes the supervising loop's own record of its ticks before
+// (waiting for its status write in flight) and then the overrides: a crash
+// loses no more of its state than the tick that writes them, and an
+// override is never newer than its writer's recorded state by more.
 func (w clusterWorld) Override(ctx context.Context, by, supervised *v1alpha1.ControlLoop, params map[string]any, source v1alpha1.OverridesSource) error {
+	if err := w.l.writes().writeThrough(ctx, &w.r.out, by, w.r.status); err != nil {
+		return err
+	}
+	w.r.handed, w.r.handedAt = w.r.status, time.Now()
 	patch, err := json.Marshal(map[string]any{"status": map[string]any{"overrides": params, "overridesBy": source}})
 	if err != nil {
 		return err
