@@ -93,10 +93,6 @@ func TestCooldownsSurviveSIGKILL(t *testing.T) {
 	require.NoError(t, err)
 	defer w.Stop()
 	var mu sync.Mutex
-	// loopLog is what happened in order, shown when the test fails: each
-	// start and kill, and each change of a Deployment's replicas and of a
-	// target's lastChange, as watches saw them, with resourceVersions.
-	var loopLog bytes.Buffer
 	seen := map[string][]change{}
 	changed := make(chan struct{}, 1)
 	go func() {
@@ -109,7 +105,6 @@ func TestCooldownsSurviveSIGKILL(t *testing.T) {
 			h := seen[d.Name]
 			if len(h) == 0 || h[len(h)-1].replicas != *d.Spec.Replicas {
 				seen[d.Name] = append(h, change{replicas: *d.Spec.Replicas, at: time.Now()})
-				fmt.Fprintf(&loopLog, "%s DEPLOY %s replicas %d rv=%s\n", time.Now().Format("15:04:05.000"), d.Name, *d.Spec.Replicas, d.ResourceVersion)
 				select {
 				case changed <- struct{}{}:
 				default:
@@ -119,30 +114,6 @@ func TestCooldownsSurviveSIGKILL(t *testing.T) {
 		}
 	}()
 
-	lw, err := wc.Watch(ctx, &v1alpha1.ControlLoopList{}, client.InNamespace(ns))
-	require.NoError(t, err)
-	defer lw.Stop()
-	go func() {
-		last := map[string]string{}
-		for ev := range lw.ResultChan() {
-			l, ok := ev.Object.(*v1alpha1.ControlLoop)
-			if !ok {
-				continue
-			}
-			for _, tg := range l.Status.Targets {
-				if tg.LastChange == nil {
-					continue
-				}
-				v := tg.LastChange.Format("15:04:05.000")
-				if last[tg.Name] != v {
-					mu.Lock()
-					fmt.Fprintf(&loopLog, "%s WATCH %s %s lastChange %s -> %s rv=%s tick=%d\n", time.Now().Format("15:04:05.000"), l.Name, tg.Name, last[tg.Name], v, l.ResourceVersion, l.Status.Tick)
-					mu.Unlock()
-					last[tg.Name] = v
-				}
-			}
-		}
-	}()
 	bin := governorBinary(t)
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
@@ -153,9 +124,6 @@ func TestCooldownsSurviveSIGKILL(t *testing.T) {
 			"--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--push-bind-address", "0")
 		cmd.Stdout, cmd.Stderr = &logs, &logs
 		require.NoError(t, cmd.Start())
-		mu.Lock()
-		fmt.Fprintf(&loopLog, "%s START pid=%d\n", time.Now().Format("15:04:05.000"), cmd.Process.Pid)
-		mu.Unlock()
 		if k%2 == 0 {
 			time.Sleep(time.Duration(rnd.Int64N(int64(3 * time.Second))))
 		} else {
@@ -172,9 +140,6 @@ func TestCooldownsSurviveSIGKILL(t *testing.T) {
 			}
 		}
 		require.NoError(t, cmd.Process.Kill())
-		mu.Lock()
-		fmt.Fprintf(&loopLog, "%s KILL pid=%d\n", time.Now().Format("15:04:05.000"), cmd.Process.Pid)
-		mu.Unlock()
 		_ = cmd.Wait()
 	}
 	// A last run to its end: the loops must still act.
@@ -188,9 +153,6 @@ func TestCooldownsSurviveSIGKILL(t *testing.T) {
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("governor run output:\n%s", logs.String())
-			mu.Lock()
-			t.Logf("history:\n%s", loopLog.String())
-			mu.Unlock()
 		}
 	})
 
