@@ -5,21 +5,24 @@
 package controller
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"maps"
 	"runtime/debug"
+	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
-
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
@@ -67,6 +70,10 @@ type Loops struct {
 	// failure) are written to the status; 1s when zero. Longer trades the
 	// freshness of lastTick, history and policy state for API load.
 	StatusFlush time.Duration
+	// StatusWriteConcurrency bounds the status writes in flight
+	// (DefaultStatusWriteConcurrency when zero): they are made off the
+	// ticks' path, each loop's newest status once.
+	StatusWriteConcurrency int
 	// MaxStatusBytes bounds each loop's status as JSON; the oldest history
 	// entries go first (DefaultMaxStatusBytes when zero).
 	MaxStatusBytes int
@@ -79,6 +86,9 @@ type Loops struct {
 	mu      sync.Mutex
 	ctx     context.Context // set once started
 	runners map[types.NamespacedName]*runner
+
+	writerOnce sync.Once
+	writer     *statusWriter
 }
 
 type runner struct {
@@ -90,22 +100,28 @@ type runner struct {
 	// behind it, and a stale view of cooldowns or history must never drive
 	// an action.
 	status *v1alpha1.ControlLoopStatus
-	// written is the status last written, and when; status differs from it
-	// while a quiet tick waits to be written.
-	written   *v1alpha1.ControlLoopStatus
-	writtenAt time.Time
-	loop      *v1alpha1.ControlLoop // the loop as last read, for a final write
+	// handed is the status last handed to the status writer (or written),
+	// and when; status differs from it while a quiet tick waits for the
+	// flush interval.
+	handed   *v1alpha1.ControlLoopStatus
+	handedAt time.Time
+	// out is the loop's status on its way to the API server.
+	out  statusSlot
+	loop *v1alpha1.ControlLoop // the loop as last read, for a final write
 	// minInterval is the loop's: woken runners wait for it since the last tick.
 	minInterval time.Duration
-	// gone is set when the loop was deleted: nothing is flushed to a loop
-	// that may since have been created again under the same name.
-	gone atomic.Bool
+	// actBy is when the actions of the tick acting must be done (its
+	// intent's lastChange and changesLand).
+	actBy time.Time
 	// telemetry is the loop's series on /metrics.
 	telemetry *loopTelemetry
 }
 
-// Start runs the loops until ctx ends.
+// Start runs the loops until ctx ends, and returns once their last
+// statuses are written.
 func (l *Loops) Start(ctx context.Context) error {
+	writer := l.writes()
+	writer.start(cmp.Or(l.StatusWriteConcurrency, DefaultStatusWriteConcurrency))
 	l.mu.Lock()
 	l.ctx = ctx
 	for _, r := range l.runners {
@@ -123,10 +139,23 @@ func (l *Loops) Start(ctx context.Context) error {
 	for _, r := range runners {
 		if r.cancel != nil {
 			r.cancel()
+		}
+	}
+	for _, r := range runners {
+		if r.cancel != nil {
 			<-r.done
 		}
 	}
+	// The runners have handed their last statuses over: written before the
+	// manager hands the Lease back.
+	writer.drain()
 	return nil
+}
+
+// writes is the loops' status writer.
+func (l *Loops) writes() *statusWriter {
+	l.writerOnce.Do(func() { l.writer = newStatusWriter(l.writeStatus, l.Log.WithName("status")) })
+	return l.writer
 }
 
 // Ensure makes sure a loop has a runner, and wakes it to tick now: its spec
@@ -164,7 +193,7 @@ func (l *Loops) Remove(key types.NamespacedName) {
 	}
 	l.mu.Unlock()
 	if ok {
-		r.gone.Store(true)
+		r.out.gone.Store(true)
 	}
 	if ok && r.cancel != nil {
 		r.cancel()
@@ -222,7 +251,7 @@ func (l *Loops) exit(ctx context.Context, r *runner) bool {
 	if ctx.Err() != nil {
 		return true // stopped by Remove or Start: they unregister it
 	}
-	r.gone.Store(true)
+	r.out.gone.Store(true)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	select {
@@ -231,7 +260,7 @@ func (l *Loops) exit(ctx context.Context, r *runner) bool {
 		// again, or the cache catching up. Wakes are sent under l.mu, so
 		// none is lost between this check and the delete below.
 		r.wake <- struct{}{}
-		r.gone.Store(false)
+		r.out.gone.Store(false)
 		return false
 	default:
 	}
@@ -330,13 +359,7 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 	if l.stopping(ctx, r, &loop) {
 		return 0, false // what the tick changed is written by flush, if still ours
 	}
-	if err := l.save(ctx, r, &loop, res, interval); err != nil {
-		if apierrors.IsNotFound(err) || ctx.Err() != nil {
-			return 0, false // gone, or stopping: flush writes what is left
-		}
-		log.Error(err, "writing status")
-		return retryAfter, true
-	}
+	l.save(r, &loop, res, interval)
 	return interval, true
 }
 
@@ -347,9 +370,9 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 // since it last read the loop pruned.
 func (l *Loops) catchUp(ctx context.Context, r *runner, loop *v1alpha1.ControlLoop) error {
 	if r.loop != nil && r.loop.UID != loop.UID {
-		r.status, r.written, r.writtenAt = nil, nil, time.Time{}
+		r.status, r.handed, r.handedAt = nil, nil, time.Time{}
 	}
-	if r.status == nil {
+	if r.status == nil || r.out.stale.Load() {
 		var fresh v1alpha1.ControlLoop
 		if err := l.APIReader.Get(ctx, r.key, &fresh); err != nil {
 			return err
@@ -360,7 +383,9 @@ func (l *Loops) catchUp(ctx context.Context, r *runner, loop *v1alpha1.ControlLo
 			}
 		}
 		r.status = fresh.Status.DeepCopy()
-		r.written = r.status
+		r.handed = r.status
+		l.writes().reset(&r.out, &fresh)
+		r.status = takenOver(r.status, time.Now())
 	}
 	if gone := removedCollectors(r.loop, loop); len(gone) > 0 {
 		return pruneObservations(ctx, l.Client, loop, gone)
@@ -368,19 +393,35 @@ func (l *Loops) catchUp(ctx context.Context, r *runner, loop *v1alpha1.ControlLo
 	return nil
 }
 
-// save writes the runner's status when the tick needs it written now. A
-// quiet tick waits for the flush interval, unless the next tick is further
-// away than that: nothing would write it in time.
-func (l *Loops) save(ctx context.Context, r *runner, loop *v1alpha1.ControlLoop, res tickResult, interval time.Duration) error {
+// takenOver is a status as read by a runner that takes its loop over at a
+// time: a target changed less than changesLand before counts as changed
+// then. The runner before may have died acting, and its change land after
+// the lastChange its intent recorded: the cooldown must hold from the
+// change, not from the intent.
+func takenOver(st *v1alpha1.ControlLoopStatus, at time.Time) *v1alpha1.ControlLoopStatus {
+	out := st
+	for i, t := range st.Targets {
+		if t.LastChange == nil || at.Sub(t.LastChange.Time) >= changesLand || !t.LastChange.Time.Before(at) {
+			continue
+		}
+		if out == st {
+			out = st.DeepCopy()
+		}
+		out.Targets[i].LastChange = ptr.To(metav1.NewMicroTime(at))
+	}
+	return out
+}
+
+// save hands the runner's status to the status writer when the tick needs
+// it written now. A quiet tick waits for the flush interval, unless the
+// next tick is further away than that: nothing would hand it over in time.
+func (l *Loops) save(r *runner, loop *v1alpha1.ControlLoop, res tickResult, interval time.Duration) {
 	flush := cmp.Or(l.StatusFlush, defaultStatusFlush)
-	if !urgent(res, r.written, r.status) && time.Since(r.writtenAt) < flush && interval < flush {
-		return nil
+	if !urgent(res, r.handed, r.status) && time.Since(r.handedAt) < flush && interval < flush {
+		return
 	}
-	if err := l.writeStatus(ctx, loop, r.written, r.status); err != nil {
-		return err
-	}
-	r.written, r.writtenAt = r.status, time.Now()
-	return nil
+	l.writes().put(&r.out, loop, r.status)
+	r.handed, r.handedAt = r.status, time.Now()
 }
 
 // urgent says whether a tick's status must be written now: it acted on a
@@ -402,9 +443,10 @@ func urgent(res tickResult, written, next *v1alpha1.ControlLoopStatus) bool {
 	return false
 }
 
-// flush writes what a stopping runner has not written yet.
+// flush hands over what a stopping runner has not: Start (or Release)
+// writes it before it returns.
 func (l *Loops) flush(r *runner) {
-	if r.loop == nil || r.gone.Load() {
+	if r.loop == nil || r.out.gone.Load() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -413,33 +455,100 @@ func (l *Loops) flush(r *runner) {
 		return
 	}
 	l.released(r)
-	if r.status == r.written {
+	if r.status == r.handed {
 		return
 	}
-	if err := l.writeStatus(ctx, r.loop, r.written, r.status); err != nil && !apierrors.IsNotFound(err) {
-		l.Log.Error(err, "writing status on stop", "loop", r.key)
+	l.writes().put(&r.out, r.loop, r.status)
+	r.handed = r.status
+}
+
+// writeStatus writes the fields the runner owns, from base (what the API
+// server holds) to next, on the condition that the API server still holds
+// base: a JSON patch that tests status.sequence and moves it on by one (a
+// merge patch with the resourceVersion read, for a status with no sequence
+// yet). Fields others write (observations, overrides) are left as they
+// are. The API server answers with the loop's metadata only: the rest
+// would be encoded and decoded for nothing.
+func (l *Loops) writeStatus(ctx context.Context, loop *v1alpha1.ControlLoop, base statusBase, next *v1alpha1.ControlLoopStatus) error {
+	patch, err := statusPatch(base, next)
+	if err != nil {
+		return err
 	}
+	target := &metav1.PartialObjectMetadata{
+		TypeMeta:   metav1.TypeMeta{APIVersion: v1alpha1.GroupVersion.String(), Kind: "ControlLoop"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: loop.Namespace, Name: loop.Name},
+	}
+	err = l.Client.Status().Patch(ctx, target, patch)
+	// The test failed (422), or the resourceVersion moved (409).
+	if apierrors.IsInvalid(err) || apierrors.IsConflict(err) {
+		return errors.Join(errStale, err)
+	}
+	return err
 }
 
-// writeStatus patches the fields the runner owns from what it last wrote
-// to what it writes now; fields others write (observations, overrides) are
-// left as they are.
-func (l *Loops) writeStatus(ctx context.Context, loop *v1alpha1.ControlLoop, old, next *v1alpha1.ControlLoopStatus) error {
-	base := loop.DeepCopy()
-	base.Status = *withOthers(old, &loop.Status)
-	updated := base.DeepCopy()
-	updated.Status = *withOthers(next, &loop.Status)
-	return l.Client.Status().Patch(ctx, updated, client.MergeFrom(base))
+// statusPatch is the patch of a loop from the owned status fields of base
+// to next's, conditional on base (see writeStatus).
+func statusPatch(base statusBase, next *v1alpha1.ControlLoopStatus) (client.Patch, error) {
+	before, err := ownedFields(base.status)
+	if err != nil {
+		return nil, err
+	}
+	after, err := ownedFields(next)
+	if err != nil {
+		return nil, err
+	}
+	sequence, _ := json.Marshal(base.sequence + 1)
+	if base.sequence == 0 {
+		diff := map[string]json.RawMessage{"sequence": sequence}
+		for name, value := range after {
+			if !bytes.Equal(before[name], value) {
+				diff[name] = value
+			}
+		}
+		for name := range before {
+			if _, kept := after[name]; !kept {
+				diff[name] = json.RawMessage("null")
+			}
+		}
+		raw, err := json.Marshal(map[string]any{"metadata": map[string]string{"resourceVersion": base.resourceVersion}, "status": diff})
+		return client.RawPatch(types.MergePatchType, raw), err
+	}
+	type op struct {
+		Op    string          `json:"op"`
+		Path  string          `json:"path"`
+		Value json.RawMessage `json:"value,omitempty"`
+	}
+	was, _ := json.Marshal(base.sequence)
+	ops := []op{{"test", "/status/sequence", was}, {"replace", "/status/sequence", sequence}}
+	for _, name := range slices.Sorted(maps.Keys(after)) {
+		if !bytes.Equal(before[name], after[name]) {
+			ops = append(ops, op{"add", "/status/" + name, after[name]})
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(before)) {
+		if _, kept := after[name]; !kept {
+			ops = append(ops, op{Op: "remove", Path: "/status/" + name})
+		}
+	}
+	raw, err := json.Marshal(ops)
+	return client.RawPatch(types.JSONPatchType, raw), err
 }
 
-// withOthers is a status the runner owns, with the fields others own as
-// the cache has them.
-func withOthers(owned, cached *v1alpha1.ControlLoopStatus) *v1alpha1.ControlLoopStatus {
-	st := owned.DeepCopy()
-	st.Observations = cached.Observations
-	st.Overrides = cached.Overrides
-	st.OverridesBy = cached.OverridesBy
-	return st
+// ownedFields are the fields of a status the runner owns (all but the
+// sequence and those others write: observations, overrides), by name, as
+// JSON.
+func ownedFields(st *v1alpha1.ControlLoopStatus) (map[string]json.RawMessage, error) {
+	if st == nil {
+		return map[string]json.RawMessage{}, nil
+	}
+	own := *st
+	own.Observations, own.Overrides, own.OverridesBy, own.Sequence = nil, nil, nil, 0
+	raw, err := json.Marshal(own)
+	if err != nil {
+		return nil, err
+	}
+	var fields map[string]json.RawMessage
+	return fields, json.Unmarshal(raw, &fields)
 }
 
 // emit records a tick's refusals, clamps, rejections and changes as Events

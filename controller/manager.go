@@ -102,6 +102,9 @@ type Options struct {
 	// StatusFlush is how often quiet ticks are written to the status (see
 	// Loops.StatusFlush); 1s when zero.
 	StatusFlush time.Duration
+	// StatusWriteConcurrency bounds the status writes in flight (see
+	// Loops.StatusWriteConcurrency); DefaultStatusWriteConcurrency when zero.
+	StatusWriteConcurrency int
 	// MaxStatusBytes bounds each loop's status (see Loops.MaxStatusBytes).
 	MaxStatusBytes int
 }
@@ -300,8 +303,9 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		Recorder:  mgr.GetEventRecorder("governor"),
 		Log:       mgr.GetLogger().WithName("loops"),
 
-		StatusFlush:    opts.StatusFlush,
-		MaxStatusBytes: opts.MaxStatusBytes,
+		StatusFlush:            opts.StatusFlush,
+		StatusWriteConcurrency: opts.StatusWriteConcurrency,
+		MaxStatusBytes:         opts.MaxStatusBytes,
 	}
 	if err := addLoops(mgr, loops, opts); err != nil {
 		return nil, err

@@ -51,7 +51,8 @@ func (l *Loops) owns(loop *v1alpha1.ControlLoop) bool {
 // claim makes this replica the loop's recorded owner, on the status as the
 // API server has it (fresh): with its resourceVersion as precondition, so
 // that of two replicas claiming at once one fails. It refuses while
-// another live replica is recorded.
+// another live replica is recorded. The claim moves status.sequence on: a
+// write of the loop's previous runner, landing late, is refused.
 func (l *Loops) claim(ctx context.Context, r *runner, fresh *v1alpha1.ControlLoop) error {
 	self, ok := l.Shard.Self()
 	if !ok {
@@ -61,6 +62,7 @@ func (l *Loops) claim(ctx context.Context, r *runner, fresh *v1alpha1.ControlLoo
 		return errors.Join(errNotOwner, err)
 	}
 	fresh.Status.Owner = &v1alpha1.LoopOwner{Member: self.Member, Epoch: self.Epoch}
+	fresh.Status.Sequence++
 	if err := l.Client.Status().Update(ctx, fresh); err != nil {
 		return errors.Join(errNotOwner, err)
 	}
@@ -155,6 +157,7 @@ func (l *Loops) Release(key types.NamespacedName) {
 		r.cancel()
 		<-r.done
 	}
+	l.writes().settle(&r.out)
 	l.mu.Lock()
 	if l.runners[key] == r {
 		delete(l.runners, key)
@@ -176,6 +179,7 @@ func (l *Loops) has(key types.NamespacedName) bool {
 // The cached resourceVersion is the precondition: a claim since then wins.
 func (l *Loops) disown(ctx context.Context, loop *v1alpha1.ControlLoop) {
 	loop.Status.Owner = nil
+	loop.Status.Sequence++
 	if err := l.Client.Status().Update(ctx, loop); err != nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) && ctx.Err() == nil {
 		l.Log.Error(err, "clearing this replica as a loop's owner", "loop", client.ObjectKeyFromObject(loop))
 	}

@@ -238,37 +238,38 @@ func carryOut(ctx context.Context, w World, loop *v1alpha1.ControlLoop, status *
 		}
 		return
 	}
-	if intend(ctx, w, loop, guarded.Actions, now, res) {
+	if changeAt, ok := intend(ctx, w, loop, guarded.Actions, now, res); ok {
 		at := actuators.Tick{Loop: types.NamespacedName{Namespace: loop.Namespace, Name: loop.Name}, UID: loop.UID, Number: res.entry.Tick}
-		act(actuators.WithTick(ctx, at), w, guarded.Actions, state.targets, now, res)
+		act(actuators.WithTick(ctx, at), w, guarded.Actions, state.targets, changeAt, res)
 	}
 }
 
 // intend records that the actions' targets change now, before they do, so
-// that no crash lets a target change twice within its cooldown. It says
-// false when that failed: then nothing is acted on.
-func intend(ctx context.Context, w World, loop *v1alpha1.ControlLoop, actions []decision.Action, now time.Time, res *tickResult) bool {
+// that no crash lets a target change twice within its cooldown, and says
+// when their cooldowns start (now, or later if the record had to wait). It
+// says false when that failed: then nothing is acted on.
+func intend(ctx context.Context, w World, loop *v1alpha1.ControlLoop, actions []decision.Action, now time.Time, res *tickResult) (time.Time, bool) {
 	if len(actions) == 0 {
-		return false
+		return now, false
 	}
 	targets := make([]string, len(actions))
 	for i, a := range actions {
 		targets[i] = a.Target
 	}
-	err := w.Intend(ctx, loop, targets, now)
+	at, err := w.Intend(ctx, loop, targets, now)
 	switch {
 	case err == nil:
-		return true
+		return at, true
 	case ctx.Err() != nil:
 		res.interrupted = true
-		return false
+		return now, false
 	}
 	for _, a := range actions {
 		note := guard.Note{Target: a.Target, Verdict: guard.Failed, Message: "not acted on: recording the change before making it failed: " + err.Error()}
 		res.notes = append(res.notes, note)
 		res.entry.Guard = append(res.entry.Guard, note.String())
 	}
-	return false
+	return now, false
 }
 
 // act carries out the guarded actions. What an action applied is recorded

@@ -89,12 +89,12 @@ func (w *world) Loop(_ context.Context, namespace, name string) (*v1alpha1.Contr
 	return w.loops[namespace+"/"+name], nil
 }
 
-func (w *world) Intend(_ context.Context, _ *v1alpha1.ControlLoop, targets []string, _ time.Time) error {
+func (w *world) Intend(_ context.Context, _ *v1alpha1.ControlLoop, targets []string, at time.Time) (time.Time, error) {
 	if w.intendErr != nil {
-		return w.intendErr
+		return at, w.intendErr
 	}
 	w.intended = append(w.intended, targets)
-	return nil
+	return at, nil
 }
 
 func (w *world) Override(_ context.Context, _, _ *v1alpha1.ControlLoop, params map[string]any, _ v1alpha1.OverridesSource) error {

@@ -41,8 +41,10 @@ type World interface {
 	Override(ctx context.Context, by, supervised *v1alpha1.ControlLoop, params map[string]any, source v1alpha1.OverridesSource) error
 	// Intend records durably, before any of them changes, that targets
 	// change at a time: their cooldowns then hold even when the controller
-	// dies before it records the tick. Nothing is acted on when it fails.
-	Intend(ctx context.Context, loop *v1alpha1.ControlLoop, targets []string, at time.Time) error
+	// dies before it records the tick. It returns the time recorded: at, or
+	// later when the record had to wait, since the cooldowns start from it.
+	// Nothing is acted on when it fails.
+	Intend(ctx context.Context, loop *v1alpha1.ControlLoop, targets []string, at time.Time) (time.Time, error)
 }
 
 // clusterWorld is the controller's World: the API server, for one runner.
@@ -51,20 +53,39 @@ type clusterWorld struct {
 	r *runner
 }
 
+// changesLand bounds how long after its intent an action may change its
+// target: the actions are cut then. A runner that takes a loop over (a
+// restart, a failover, a handover) counts a change recorded less than this
+// before as made when it took over: its predecessor may have died acting,
+// with its requests still landing after the intent, seconds later on a
+// loaded API server (TestCooldownsSurviveSIGKILL saw 2.6 s).
+const changesLand = 30 * time.Second
+
 // Intend writes the targets' lastChange to the loop's status (with what
-// the runner has not written yet) before they change.
-func (w clusterWorld) Intend(ctx context.Context, loop *v1alpha1.ControlLoop, targets []string, at time.Time) error {
-	next := w.r.status.DeepCopy()
-	for _, t := range targets {
-		setLastChange(next, t, at)
-	}
-	if err := w.l.writeStatus(ctx, loop, w.r.written, next); err != nil {
-		return err
+// the runner has not written yet) before they change. The write waits for
+// the loop's status write in flight, if any: lastChange is the time it
+// starts, not the tick's. The cooldowns start when it is acknowledged,
+// just before the actions, which must then be done within changesLand.
+func (w clusterWorld) Intend(ctx context.Context, loop *v1alpha1.ControlLoop, targets []string, at time.Time) (time.Time, error) {
+	next, err := w.l.writes().writeNow(ctx, &w.r.out, loop, func() *v1alpha1.ControlLoopStatus {
+		if now := time.Now(); now.After(at) {
+			at = now
+		}
+		next := w.r.status.DeepCopy()
+		for _, t := range targets {
+			setLastChange(next, t, at)
+		}
+		return next
+	})
+	if err != nil {
+		return at, err
 	}
 	// The tick's record starts from r.status, without these: a target the
 	// tick then leaves unchanged gets its lastChange back when it is written.
-	w.r.written, w.r.writtenAt = next, time.Now()
-	return nil
+	acked := time.Now()
+	w.r.handed, w.r.handedAt = next, acked
+	w.r.actBy = at.Add(changesLand)
+	return acked, nil
 }
 
 // Metrics collects nothing of a loop whose collectors reach outside the
@@ -104,6 +125,8 @@ func (w clusterWorld) Target(ctx context.Context, loop *v1alpha1.ControlLoop, t 
 }
 
 func (w clusterWorld) Act(ctx context.Context, t *actuators.Target, set decision.Set) (decision.Set, error) {
+	ctx, cancel := context.WithDeadline(ctx, w.r.actBy)
+	defer cancel()
 	return w.Actuators().Apply(ctx, w.l.Client, t, set)
 }
 
@@ -118,7 +141,15 @@ func (w clusterWorld) Loop(ctx context.Context, namespace, name string) (*v1alph
 	return &s, nil
 }
 
+// Override writes the supervising loop's own record of its ticks before
+// (waiting for its status write in flight) and then the overrides: a crash
+// loses no more of its state than the tick that writes them, and an
+// override is never newer than its writer's recorded state by more.
 func (w clusterWorld) Override(ctx context.Context, by, supervised *v1alpha1.ControlLoop, params map[string]any, source v1alpha1.OverridesSource) error {
+	if err := w.l.writes().writeThrough(ctx, &w.r.out, by, w.r.status); err != nil {
+		return err
+	}
+	w.r.handed, w.r.handedAt = w.r.status, time.Now()
 	patch, err := json.Marshal(map[string]any{"status": map[string]any{"overrides": params, "overridesBy": source}})
 	if err != nil {
 		return err

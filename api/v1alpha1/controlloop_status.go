@@ -72,6 +72,13 @@ type ControlLoopStatus struct {
 	// loop's runner gracefully.
 	// +optional
 	Owner *LoopOwner `json:"owner,omitempty"`
+	// Sequence counts the controller's writes of the fields above and
+	// below that it owns. Each write must find the sequence its runner
+	// last wrote or read (a JSON patch test), so that a write of a runner
+	// that since stopped, crashed or lost the loop, landing late, never
+	// overwrites a newer one.
+	// +optional
+	Sequence int64 `json:"sequence,omitempty"`
 
 	// Overrides are the policy parameters a Deliberative loop wrote; they
 	// win over spec.policy.params.

@@ -145,6 +145,7 @@ func newRunCommand() *cobra.Command {
 	fs.Float32Var(&f.qps, "kube-api-qps", defaultQPS, "requests per second the controller's API client may send (client-side limit; the API server's priority and fairness protects the server)")
 	fs.IntVar(&f.burst, "kube-api-burst", defaultBurst, "requests the controller's API client may send at once, above --kube-api-qps")
 	fs.DurationVar(&f.opts.StatusFlush, "status-flush-interval", time.Second, "how often a loop's quiet ticks (no change, refusal or failure) are written to its status; every other tick is written at once")
+	fs.IntVar(&f.opts.StatusWriteConcurrency, "status-write-concurrency", controller.DefaultStatusWriteConcurrency, "status writes in flight at most; they are made off the ticks' path, each loop's newest status once, so a slow API server delays the status, not the ticks")
 	f.limitFlags(fs)
 	f.trustFlags(fs)
 	f.scopeFlags(fs)
@@ -256,6 +257,9 @@ func (f *runFlags) check() error {
 	}
 	if f.opts.StatusFlush <= 0 {
 		return fmt.Errorf("--status-flush-interval must be above 0 (got %s)", f.opts.StatusFlush)
+	}
+	if f.opts.StatusWriteConcurrency < 1 {
+		return fmt.Errorf("--status-write-concurrency must be at least 1 (got %d)", f.opts.StatusWriteConcurrency)
 	}
 	f.opts.MetricsServing.Insecure = !f.metricsSecure
 	if f.opts.MetricsServing.Insecure && f.opts.MetricsServing.CertDir != "" {

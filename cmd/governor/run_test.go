@@ -40,9 +40,16 @@ func TestCheckLease(t *testing.T) {
 // Every flag check speaks of the lease timings in governor run's terms.
 func TestRunFlagsCheckLease(t *testing.T) {
 	f := runFlags{bundleDir: "policies", qps: 1, burst: 1}
-	f.opts.StatusFlush = time.Second
+	f.opts.StatusFlush, f.opts.StatusWriteConcurrency = time.Second, 1
 	f.opts.LeaseDuration, f.opts.RenewDeadline, f.opts.RetryPeriod = 4*time.Second, 5*time.Second, time.Second
 	assert.EqualError(t, f.check(), "--leader-elect-renew-deadline (5s) must be below --leader-elect-lease-duration (4s)")
+}
+
+// Status writes need at least one in flight.
+func TestRunFlagsCheckStatusWriteConcurrency(t *testing.T) {
+	f := runFlags{bundleDir: "policies", qps: 1, burst: 1}
+	f.opts.StatusFlush = time.Second
+	assert.EqualError(t, f.check(), "--status-write-concurrency must be at least 1 (got 0)")
 }
 
 // The push endpoint's limits are refused out of range, with the flag's name.
@@ -95,7 +102,7 @@ func TestRunRefusesUnsignedBundlesAndInsecureServices(t *testing.T) {
 // said in the flags' terms.
 func TestRunFlagsCheckMetrics(t *testing.T) {
 	f := runFlags{bundleDir: "policies", qps: 1, burst: 1}
-	f.opts.StatusFlush = time.Second
+	f.opts.StatusFlush, f.opts.StatusWriteConcurrency = time.Second, 1
 	f.opts.LeaseDuration, f.opts.RenewDeadline, f.opts.RetryPeriod = 8*time.Second, 6*time.Second, time.Second
 	f.opts.MetricsServing.CertDir = "/etc/metrics-tls"
 	assert.EqualError(t, f.check(), "--metrics-cert-path serves HTTPS: it goes with --metrics-secure, not --metrics-secure=false")

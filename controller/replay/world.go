@@ -82,8 +82,8 @@ func (w *world) Loop(_ context.Context, namespace, name string) (*v1alpha1.Contr
 // Override merges params into the supervised loop's overrides, as the API
 // server's JSON merge patch does: null removes a key.
 // Intend has nothing to make durable: a replay's status lives in memory.
-func (w *world) Intend(context.Context, *v1alpha1.ControlLoop, []string, time.Time) error {
-	return nil
+func (w *world) Intend(_ context.Context, _ *v1alpha1.ControlLoop, _ []string, at time.Time) (time.Time, error) {
+	return at, nil
 }
 
 func (w *world) Override(_ context.Context, _, supervised *v1alpha1.ControlLoop, params map[string]any, source v1alpha1.OverridesSource) error {
