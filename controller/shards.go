@@ -48,6 +48,10 @@ func (l *Loops) owns(loop *v1alpha1.ControlLoop) bool {
 	return l.Shard == nil || l.Shard.Owns(string(loop.UID))
 }
 
+// A claim is an update (not a patch): it carries the status's
+// resourceVersion, so that of two replicas claiming at once one fails.
+// +kubebuilder:rbac:groups=governor.dev,resources=controlloops/status,verbs=update
+
 // claim makes this replica the loop's recorded owner, on the status as the
 // API server has it (fresh): with its resourceVersion as precondition, so
 // that of two replicas claiming at once one fails. It refuses while

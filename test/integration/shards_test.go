@@ -39,7 +39,7 @@ func TestShards(t *testing.T) {
 	// The Deployment's lease timings: shorter ones make replicas of this
 	// loaded machine miss their renew deadline.
 	timings := leaseTimings{lease: 8 * time.Second, renew: 6 * time.Second, retry: 500 * time.Millisecond}
-	r := newFailoverRig(t, map[string]string{"--shards": "auto"})
+	r := newFailoverRig(t, nil) // the manifest's --shards=auto
 	ctx := context.Background()
 	for i := range shardedLoops {
 		var base v1alpha1.ControlLoop
