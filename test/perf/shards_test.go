@@ -292,6 +292,7 @@ func (s *shardRun) steady(b *testing.B, n int, label string) {
 	for _, m := range slices.Sorted(maps.Keys(s.replicas)) {
 		rss, err := peakRSS(s.replicas[m].Cmd.Process.Pid)
 		if err != nil {
+			s.check(b) // it exited meanwhile
 			b.Fatal(err)
 		}
 		b.ReportMetric(float64(len(perReplica["bandwidth-"+m])), p+m+"-loops")
@@ -373,6 +374,7 @@ func (s *shardRun) rebalance(b *testing.B, joiner string) {
 	before := slices.Sorted(maps.Keys(s.replicas))
 	started := time.Now()
 	s.start(b, joiner)
+	ready := time.Now()
 	members := append(slices.Clone(before), joiner)
 	var mine []string
 	for uid, o := range s.owners(b) {
@@ -380,14 +382,15 @@ func (s *shardRun) rebalance(b *testing.B, joiner string) {
 			mine = append(mine, o.name)
 		}
 	}
-	var taken []time.Duration
+	var taken, stopped []time.Duration
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
 		s.check(b)
-		taken = taken[:0]
+		taken, stopped = taken[:0], stopped[:0]
 		for _, loop := range mine {
-			if t, ok := s.rec.firstBy(loop, "bandwidth-"+joiner); ok {
+			if t, gap, ok := s.rec.firstBy(loop, "bandwidth-"+joiner); ok {
 				taken = append(taken, t.at.Sub(started))
+				stopped = append(stopped, gap)
 			}
 		}
 		if len(taken) == len(mine) {
@@ -414,15 +417,17 @@ func (s *shardRun) rebalance(b *testing.B, joiner string) {
 	// to a few intervals after the last handover.
 	time.Sleep(statusFlush(b, s.replicas[joiner].Args) + 2*recordEvery)
 	gap := s.rec.longestGap(joined.Add(-2*shardInterval), last.Add(3*shardInterval))
-	sorted := sortedCopy(taken)
+	sorted, handoffs := sortedCopy(taken), sortedCopy(stopped)
 	b.ReportMetric(float64(len(mine))/float64(len(s.rec.loops())), "rebalance-share")
 	b.ReportMetric(percentile(sorted, 0.5), "rebalance-ms-p50")
 	b.ReportMetric(percentile(sorted, 1), "rebalance-ms-max")
+	b.ReportMetric(percentile(handoffs, 0.5), "rebalance-handoff-gap-ms-p50")
+	b.ReportMetric(percentile(handoffs, 1), "rebalance-handoff-gap-ms-max")
 	b.ReportMetric(float64(gap.Milliseconds()), "rebalance-longest-gap-ms")
-	b.Logf("%s: %s joined %v (its member Lease %s after its start): it takes %d of %d loops (%.1f%%), each first ticked by it p50 %.0f ms, max %.0f ms after its Lease (two renewals: %s); longest gap between two ticks of any loop %s (interval %s)",
-		time.Now().Format(time.TimeOnly), joiner, before, joined.Sub(started).Round(time.Millisecond), len(mine), len(s.rec.loops()),
-		100*float64(len(mine))/float64(len(s.rec.loops())), percentile(sorted, 0.5), percentile(sorted, 1),
-		2*s.timings.RetryPeriod, gap.Round(time.Millisecond), shardInterval)
+	b.Logf("%s: %s joined %v (its member Lease %s, ready %s after its start): it takes %d of %d loops (%.1f%%), each first ticked by it p50 %.0f ms, max %.0f ms after its Lease (two renewals: %s); a moved loop's gap between its last tick by the old owner and its first by %s p50 %.0f ms, max %.0f ms; longest gap between two ticks of any loop %s (interval %s)",
+		time.Now().Format(time.TimeOnly), joiner, before, joined.Sub(started).Round(time.Millisecond), ready.Sub(started).Round(time.Millisecond),
+		len(mine), len(s.rec.loops()), 100*float64(len(mine))/float64(len(s.rec.loops())), percentile(sorted, 0.5), percentile(sorted, 1),
+		2*s.timings.RetryPeriod, joiner, percentile(handoffs, 0.5), percentile(handoffs, 1), gap.Round(time.Millisecond), shardInterval)
 }
 
 // leaseTimings are the manifest's lease timings, which the member Leases
@@ -569,16 +574,22 @@ func (rec *tickRecorder) firstAfter(loop string, since time.Time) (tick, bool) {
 	return tick{}, false
 }
 
-// firstBy is a loop's first tick run by revision by.
-func (rec *tickRecorder) firstBy(loop, by string) (tick, bool) {
+// firstBy is a loop's first tick run by revision by, and how long after
+// the tick before it (by another replica) it started.
+func (rec *tickRecorder) firstBy(loop, by string) (tick, time.Duration, bool) {
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
-	for _, t := range rec.sorted(loop) {
+	ticks := rec.sorted(loop)
+	for i, t := range ticks {
 		if t.by == by {
-			return t, true
+			var gap time.Duration
+			if i > 0 {
+				gap = t.at.Sub(ticks[i-1].at)
+			}
+			return t, gap, true
 		}
 	}
-	return tick{}, false
+	return tick{}, 0, false
 }
 
 // longestGap is the longest time between two consecutive ticks of any
