@@ -66,6 +66,11 @@ func (l *Loops) claim(ctx context.Context, r *runner, fresh *v1alpha1.ControlLoo
 	}
 	fresh.Status.Owner = &v1alpha1.LoopOwner{Member: self.Member, Epoch: self.Epoch}
 	if err := l.Client.Status().Update(ctx, fresh); err != nil {
+		// A conflict is another claim or write winning; anything else
+		// (a forbidden update) would leave the loop unrun without a word.
+		if !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) && ctx.Err() == nil {
+			l.Log.Error(err, "claiming a loop", "loop", r.key)
+		}
 		return errors.Join(errNotOwner, err)
 	}
 	return nil
