@@ -280,6 +280,9 @@ func (s *shardRun) steady(b *testing.B, n int, label string) {
 	}
 	secs := to.at.Sub(from.at).Seconds()
 	rate := float64(len(ticks)) / secs
+	if f := s.rec.listsFailed(); f > 0 {
+		b.Logf("%d lists of the loops failed so far: ticks may be missing from the counts", f)
+	}
 	p := "replicas=" + label + "/"
 	b.ReportMetric(rate/float64(n), p+"of-demand")
 	b.ReportMetric(percentile(lags, 0.5), p+"lag-ms-p50")
@@ -466,8 +469,9 @@ type tick struct {
 // tickRecorder keeps every tick of the loops of a namespace it saw in
 // their status.history, listing them every recordEvery.
 type tickRecorder struct {
-	mu    sync.Mutex
-	ticks map[string]map[time.Time]string // loop → start → by
+	mu     sync.Mutex
+	ticks  map[string]map[time.Time]string // loop → start → by
+	failed int                             // lists that failed: their ticks may be missing
 }
 
 func recordTicks(b *testing.B, d *deployment, ns string) *tickRecorder {
@@ -481,11 +485,12 @@ func recordTicks(b *testing.B, d *deployment, ns string) *tickRecorder {
 		// a list's encoding, not an etcd read.
 		err := d.Admin.List(context.Background(), &list, client.InNamespace(ns),
 			&client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: "0"}})
-		if err != nil {
-			return
-		}
 		rec.mu.Lock()
 		defer rec.mu.Unlock()
+		if err != nil {
+			rec.failed++
+			return
+		}
 		for _, l := range list.Items {
 			m := rec.ticks[l.Name]
 			if m == nil {
@@ -511,6 +516,12 @@ func recordTicks(b *testing.B, d *deployment, ns string) *tickRecorder {
 		}
 	}()
 	return rec
+}
+
+func (rec *tickRecorder) listsFailed() int {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	return rec.failed
 }
 
 func (rec *tickRecorder) loops() []string {
