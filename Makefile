@@ -12,6 +12,11 @@ BENCH       ?= .
 PERF_COUNT        ?= 3
 PERF_LOOPS        ?= 100
 PERF_STATUS_FLUSH ?=
+# BenchmarkShards (bench-shards): its loops at 1s, and a --status-flush-interval
+# for every replica (empty: the manifest's); see README, "Sharded loops through
+# the deployed binary" (the issue's 600 loops completed here only below load 10).
+PERF_SHARD_LOOPS ?= 100
+PERF_SHARD_FLUSH ?= 10s
 
 # Files controller-gen writes from the API types and the code's markers.
 GENERATED := api/v1alpha1/zz_generated.deepcopy.go config/crd/bases/governor.dev_controlloops.yaml config/rbac/role.yaml
@@ -20,7 +25,7 @@ CONTROLLER_GEN ?= $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.2
 # golangci-lint, pinned, run from the module proxy (configuration: .golangci.yml).
 GOLANGCI_LINT ?= $(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 
-.PHONY: help build test test-fast lint bench bench-policies bench-deployed fuzz clean manifests generate test-servers
+.PHONY: help build test test-fast lint bench bench-policies bench-deployed bench-shards fuzz clean manifests generate test-servers
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-21s %s\n", $$1, $$2}'
@@ -93,11 +98,16 @@ bench: bin/opa envtest-assets test-servers ## benchmarks: the shipped policies i
 	$(GO) test -tags integration -run '^$$' -bench 'Failover' -benchtime 1x -count $(BENCH_COUNT) ./test/integration/
 	$(MAKE) --no-print-directory bench-deployed
 
-bench-deployed: bin/governor envtest-assets ## benchmarks through bin/governor run as config/ deploys it, on the local cluster: push-to-Pod reaction, ticks/s, scale (PERF_LOOPS, PERF_STATUS_FLUSH, PERF_COUNT)
+bench-deployed: bin/governor envtest-assets ## benchmarks through bin/governor run as config/ deploys it, on the local cluster: push-to-Pod reaction, ticks/s, scale (PERF_LOOPS, PERF_STATUS_FLUSH, PERF_COUNT), then bench-shards
 	$(GO) test -tags integration -run '^$$' -bench 'Reaction' -benchtime 100x -count $(PERF_COUNT) -timeout 30m ./test/perf/
 	$(GO) test -tags integration -run '^$$' -bench 'TickRate' -benchtime 1x -count $(PERF_COUNT) -timeout 30m ./test/perf/
 	PERF_LOOPS=$(PERF_LOOPS) PERF_STATUS_FLUSH=$(PERF_STATUS_FLUSH) \
 		$(GO) test -tags integration -run '^$$' -bench 'Scale' -benchtime 1x -count $(PERF_COUNT) -timeout 120m ./test/perf/
+	$(MAKE) --no-print-directory bench-shards
+
+bench-shards: bin/governor envtest-assets ## sharded loops through bin/governor as deployed: 3 replicas, failover on SIGKILL, a 4th joining, 3/2/1 replicas (PERF_SHARD_LOOPS, PERF_SHARD_FLUSH, PERF_COUNT)
+	PERF_SHARD_LOOPS=$(PERF_SHARD_LOOPS) PERF_SHARD_FLUSH=$(PERF_SHARD_FLUSH) \
+		$(GO) test -tags integration -run '^$$' -bench 'Shards' -benchtime 1x -count $(PERF_COUNT) -timeout 120m ./test/perf/
 
 bench-policies: bin/opa ## the shipped policies in upstream opa bench against a trivial policy (hack/policy-bench.sh): medians and ratios
 	COUNT=$(BENCH_COUNT) hack/policy-bench.sh

@@ -371,8 +371,10 @@ func addLoops(mgr manager.Manager, loops *Loops, opts Options) error {
 		RetryPeriod:   cmp.Or(opts.RetryPeriod, 2*time.Second),
 	}
 	// Leases are read from the API server: a cache of them would watch
-	// every namespace's.
-	c, err := client.New(mgr.GetConfig(), client.Options{Scheme: mgr.GetScheme(), HTTPClient: mgr.GetHTTPClient(), Mapper: mgr.GetRESTMapper()})
+	// every namespace's. On a connection of their own, as leader
+	// election's, so that renewals do not wait behind the loops' status
+	// writes and watch events.
+	c, err := client.New(ownConnection(mgr.GetConfig()), client.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper()})
 	if err != nil {
 		return err
 	}

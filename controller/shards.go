@@ -48,6 +48,10 @@ func (l *Loops) owns(loop *v1alpha1.ControlLoop) bool {
 	return l.Shard == nil || l.Shard.Owns(string(loop.UID))
 }
 
+// A claim is an update (not a patch): it carries the status's
+// resourceVersion, so that of two replicas claiming at once one fails.
+// +kubebuilder:rbac:groups=governor.dev,resources=controlloops/status,verbs=update
+
 // claim makes this replica the loop's recorded owner, on the status as the
 // API server has it (fresh): with its resourceVersion as precondition, so
 // that of two replicas claiming at once one fails. It refuses while
@@ -64,6 +68,11 @@ func (l *Loops) claim(ctx context.Context, r *runner, fresh *v1alpha1.ControlLoo
 	fresh.Status.Owner = &v1alpha1.LoopOwner{Member: self.Member, Epoch: self.Epoch}
 	fresh.Status.Sequence++
 	if err := l.Client.Status().Update(ctx, fresh); err != nil {
+		// A conflict is another claim or write winning; anything else
+		// (a forbidden update) would leave the loop unrun without a word.
+		if !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) && ctx.Err() == nil {
+			l.Log.Error(err, "claiming a loop", "loop", r.key)
+		}
 		return errors.Join(errNotOwner, err)
 	}
 	return nil

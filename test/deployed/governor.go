@@ -263,6 +263,14 @@ func (g *Governor) Terminate() error {
 	return g.termErr
 }
 
+// Kill SIGKILLs governor, as a crash or an OOM would, and waits until it
+// is gone; the test's end does not stop it again.
+func (g *Governor) Kill() {
+	g.terminated = true
+	_ = g.Cmd.Process.Kill()
+	<-g.exited
+}
+
 // Stop terminates governor and fails the test unless it stopped cleanly.
 func (g *Governor) Stop(t testing.TB) {
 	t.Helper()

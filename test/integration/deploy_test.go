@@ -61,6 +61,9 @@ func TestDeployWithKubectl(t *testing.T) {
 	assert.Equal(t, "20", kubectl("get", "controlloop", "-n", "factory", "factory-scaling", "-o", "jsonpath={.spec.historyLimit}"))
 	header := strings.SplitN(kubectl("get", "loops", "-n", "factory"), "\n", 2)[0]
 	assert.Equal(t, []string{"NAME", "KIND", "STATE", "PHASE", "POLICY", "TICK", "LAST", "TICK", "LAST", "ACTION", "ACTED", "AGE"}, strings.Fields(header))
+	// -o wide adds the replica that runs each loop (--shards=auto).
+	wide := strings.SplitN(kubectl("get", "loops", "-n", "factory", "-o", "wide"), "\n", 2)[0]
+	assert.Equal(t, "OWNER", strings.Fields(wide)[len(strings.Fields(wide))-1])
 
 	// The manager's ClusterRole grants what the code's markers ask for.
 	rules := kubectl("get", "clusterrole", "governor-manager-role", "-o", "jsonpath={.rules}")

@@ -65,14 +65,17 @@ func (l leaseTimings) maxRetryWait() time.Duration {
 
 // TestFailover runs two governor binaries as config/default deploys them
 // (the shipped ServiceAccount's token, the Deployment's arguments) with
-// short lease timings, and one loop ticking every 100ms. SIGKILL of the
+// short lease timings and --shards=1 (the leader runs every loop), and one
+// loop ticking every 100ms. SIGKILL of the
 // leader: the standby takes the Lease once it has expired, not before, and
 // ticks within the lease duration and a few retries. SIGTERM of the leader:
 // it writes its last ticks, hands the Lease back, and the standby ticks
 // within 2 s, going on from the very next tick.
 func TestFailover(t *testing.T) {
 	timings := leaseTimings{lease: 5 * time.Second, renew: 3 * time.Second, retry: 250 * time.Millisecond}
-	r := newFailoverRig(t, timings.flags())
+	flags := timings.flags()
+	flags["--shards"] = "1" // the leader runs the loop (TestShards: shared by the replicas)
+	r := newFailoverRig(t, flags)
 	ctx := context.Background()
 
 	a := r.start(t, "a")
@@ -140,14 +143,15 @@ func TestFailover(t *testing.T) {
 }
 
 // BenchmarkFailover measures failover between two governor binaries as
-// config/default deploys them, with the shipped lease timings: each op
+// config/default deploys them, with the shipped lease timings and
+// --shards=1 (test/perf's BenchmarkShards: sharded loops): each op
 // SIGKILLs the leader (kill → the standby's first tick), starts it again
 // as the standby, then SIGTERMs the new leader (SIGTERM → the standby's
 // first tick) and starts it again.
 //
 //	go test -tags integration -run '^$' -bench Failover -benchtime 1x -count 5 ./test/integration/
 func BenchmarkFailover(b *testing.B) {
-	r := newFailoverRig(b, nil)
+	r := newFailoverRig(b, map[string]string{"--shards": "1"}) // the leader runs the loop
 	n := 0
 	start := func() *replica {
 		n++
@@ -198,19 +202,14 @@ type failoverRig struct {
 	records []coordinationv1.LeaseSpec          // in the order written
 }
 
-// newFailoverRig applies config/default (config/sharded with --shards
-// auto), makes a kubeconfig with a token of
+// newFailoverRig applies config/default, makes a kubeconfig with a token of
 // the shipped ServiceAccount, builds governor, creates a loop that ticks
 // every 100ms on the shipped reactive policy, and starts recording its
 // ticks and the Lease. flags replace the Deployment's (or are added).
 func newFailoverRig(tb testing.TB, flags map[string]string) *failoverRig {
 	tb.Helper()
 	api := cluster.StartAPIServer(tb)
-	overlay := "config/default"
-	if flags["--shards"] == "auto" {
-		overlay = "config/sharded" // its Role lists the member Leases
-	}
-	out, err := api.Kubectl("apply", "--server-side", "-k", filepath.Join(repo, overlay))
+	out, err := api.Kubectl("apply", "--server-side", "-k", filepath.Join(repo, "config/default"))
 	require.NoError(tb, err, out)
 	out, err = api.Kubectl("wait", "--for=condition=Established", "--timeout=30s", "crd/controlloops.governor.dev")
 	require.NoError(tb, err, out)

@@ -44,8 +44,9 @@ import (
 // loop ticks without error; a loop of the test's acts, is clamped and
 // refused, and is pushed to; then every query of every panel of the Grafana
 // dashboard (config/grafana), its template variables set to that loop,
-// returns data from Prometheus. kubectl shows the CRD's descriptions and
-// the last action's columns.
+// returns data from Prometheus (governor runs sharded, --shards=auto, for
+// the shards panel). kubectl shows the CRD's descriptions, the last
+// action's columns, and with -o wide the loop's owner.
 func TestSamplesRunAndDashboardHasData(t *testing.T) {
 	cl := cluster.StartCluster(t, cluster.Options{})
 	c, err := client.New(cl.Config, client.Options{Scheme: controller.Scheme()})
@@ -94,7 +95,10 @@ func TestSamplesRunAndDashboardHasData(t *testing.T) {
 		Destination: relay.Workload{Namespace: "factory", Name: "robot-control"},
 		Plant:       sim.NewScripted(5*time.Millisecond, 3*time.Millisecond), Rate: 100,
 	}}})
-	pushAddr := runGovernor(t, cl.Kubeconfig, metricsAddr, "--hubble-relay", hubble.Addr(), "--prometheus-address", prom)
+	// Sharded as config/manager runs it, so that the shards panel has its
+	// data: one member, its Lease in namespace default.
+	pushAddr := runGovernor(t, cl.Kubeconfig, metricsAddr, "--hubble-relay", hubble.Addr(), "--prometheus-address", prom,
+		"--shards=auto", "--shard-member=ops", "--leader-election-namespace=default")
 	stopPushing := pushEvery(t, "http://"+pushAddr+"/v1/loops/"+ns+"/dash/observations", "s3cret", 500*time.Millisecond)
 	defer stopPushing()
 
@@ -143,6 +147,11 @@ func TestSamplesRunAndDashboardHasData(t *testing.T) {
 		require.Len(t, lines, 2)
 		assert.Equal(t, []string{"NAME", "KIND", "STATE", "PHASE", "POLICY", "TICK", "LAST", "TICK", "LAST", "ACTION", "ACTED", "AGE"}, strings.Fields(lines[0]))
 		assert.Contains(t, lines[1], `web {"replicas":`)
+		wide := strings.Split(strings.TrimSpace(kubectl("get", "loop", "-n", ns, "dash", "-o", "wide")), "\n")
+		require.Len(t, wide, 2)
+		header, row := strings.Fields(wide[0]), strings.Fields(wide[1])
+		assert.Equal(t, "OWNER", header[len(header)-1])
+		assert.Equal(t, "ops", row[len(row)-1], "the replica that runs the loop")
 	})
 
 	t.Run("every dashboard panel has data", func(t *testing.T) {

@@ -39,7 +39,7 @@ func TestShards(t *testing.T) {
 	// The Deployment's lease timings: shorter ones make replicas of this
 	// loaded machine miss their renew deadline.
 	timings := leaseTimings{lease: 8 * time.Second, renew: 6 * time.Second, retry: 500 * time.Millisecond}
-	r := newFailoverRig(t, map[string]string{"--shards": "auto"})
+	r := newFailoverRig(t, nil) // the manifest's --shards=auto
 	ctx := context.Background()
 	for i := range shardedLoops {
 		var base v1alpha1.ControlLoop
@@ -81,6 +81,23 @@ func TestShards(t *testing.T) {
 	rec.waitAllTick(t, r, stopped.Add(timings.lease), "every loop ticking while b is suspended")
 	require.NoError(t, b.cmd.Process.Signal(syscall.SIGCONT))
 	resumed := time.Now()
+	// b exits on resume when it held the leader Lease (after a's SIGKILL,
+	// any replica may): its Deployment would start it again.
+	r.waitFor(t, 60*time.Second, "b running a share again, or gone", func() bool {
+		select {
+		case <-b.done:
+			return true
+		default:
+			return rec.shares(resumed)["b"] > 0
+		}
+	})
+	select {
+	case <-b.done:
+		require.Contains(t, b.output(t), "leader election lost", "b exited on resume, but not as the leader it was")
+		t.Logf("b exited on resume (it led): started again")
+		b = r.start(t, "b")
+	default:
+	}
 	r.waitFor(t, 60*time.Second, "b running a share again", func() bool { return rec.shares(resumed)["b"] > 0 })
 	rec.waitAllTick(t, r, time.Now(), "every loop ticking after b resumed")
 

@@ -1,0 +1,621 @@
+//go:build integration && linux
+
+package perf
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"governor.dev/governor/api/v1alpha1"
+	"governor.dev/governor/shard"
+	"governor.dev/governor/test/deployed"
+)
+
+// shardInterval is the interval of BenchmarkShards' loops.
+const shardInterval = time.Second
+
+// BenchmarkShards runs replicas of the deployed binary sharing N loops at
+// 1s (the manifest's --shards=auto, each replica a member of its own,
+// --shard-member=rK), each loop on the shipped bandwidth bundle with one of
+// 10 Deployments as its target and a jitter in the hold band, on one
+// cluster, in this order:
+//
+//  1. three replicas: a steady window (scale, 3 replicas);
+//  2. failover: SIGKILL of r3; for each loop r3 owned, the time from the
+//     kill to its first tick by another replica (against the lease
+//     duration plus one interval);
+//  3. r3 started again (as its Deployment would), then rebalance: r4 joins;
+//     the share it takes (against the loops rendezvous hashing assigns
+//     it), from its member Lease's acquisition to each of those loops'
+//     first tick by r4, and the longest any loop went without a tick;
+//  4. r4, r3, then r2 stopped gracefully: steady windows with 3, 2 and 1
+//     replicas.
+//
+// A steady window (30s) reports the loops each replica runs, its CPU
+// (/proc) and peak RSS, the ticks per second against demand, the tick lag
+// (a tick's start against its predecessor's plus the interval), and the
+// API server's and etcd's CPU. Every replica runs its own copy of the
+// shipped policies, whose bandwidth revision names it (bandwidth-rK), so a
+// tick in status.history says which replica ran it; the benchmark lists
+// the loops every 5s and keeps every tick it saw.
+//
+// PERF_SHARD_LOOPS is N (default 600, the issue's), PERF_SHARD_FLUSH a
+// --status-flush-interval for every replica (default: the manifest's).
+// Figures are logged as soon as they are measured (a run that fails later
+// keeps them) and reported at the end.
+func BenchmarkShards(b *testing.B) {
+	n := 600
+	if env := os.Getenv("PERF_SHARD_LOOPS"); env != "" {
+		var err error
+		if n, err = strconv.Atoi(env); err != nil || n < 1 {
+			b.Fatalf("PERF_SHARD_LOOPS=%q: want a number of loops", env)
+		}
+	}
+	var extra []string
+	name := fmt.Sprintf("loops=%d/flush=manifest", n)
+	if flush := os.Getenv("PERF_SHARD_FLUSH"); flush != "" {
+		extra = append(extra, "--status-flush-interval="+flush)
+		name = fmt.Sprintf("loops=%d/flush=%s", n, flush)
+	}
+	b.Run(name, func(b *testing.B) {
+		for range b.N {
+			shards(b, n, extra)
+		}
+	})
+}
+
+func shards(b *testing.B, n int, extra []string) {
+	d := deploy(b)
+	if v, _ := deployed.ArgValue(d.Args, "--shards"); v != "auto" {
+		b.Fatalf("config/default's manager runs --shards=%q: BenchmarkShards measures --shards=auto", v)
+	}
+	s := &shardRun{d: d, extra: extra, replicas: map[string]*governor{}, timings: leaseTimings(b, d.Args)}
+	s.ns = d.newNamespace(b, "shards")
+	targets := make([]string, 10)
+	for i := range targets {
+		targets[i] = fmt.Sprintf("t%02d", i)
+	}
+	d.workloads(b, s.ns, targets, 1)
+	flush := statusFlush(b, append(slices.Clone(d.Args), extra...))
+	// Every tick stays in the history until the recorder has read it.
+	limit := int32(max(30, (flush+3*recordEvery)/shardInterval))
+
+	for _, m := range []string{"r1", "r2", "r3"} {
+		s.start(b, m)
+	}
+	// 100 loops at a time, each lot ticking before the next is made.
+	for from := 0; from < n; from += 100 {
+		makeLoops(b, d, s.ns, from, min(from+100, n), func(name string) *v1alpha1.ControlLoop {
+			i, _ := strconv.Atoi(strings.TrimPrefix(name, "l"))
+			return bandwidthLoop(s.ns, name, shardInterval, 0, []string{targets[i%len(targets)]}, nil, limit)
+		})
+		s.waitTicked(b)
+		b.Logf("%s: %d loops ticking", time.Now().Format(time.TimeOnly), min(from+100, n))
+	}
+	pushAll(b, d, s.replicas["r1"], s.ns, n)
+	s.rec = recordTicks(b, d, s.ns)
+	time.Sleep(10 * time.Second) // the pushes' ticks are behind
+
+	s.steady(b, n, "3")
+	s.failover(b, "r3")
+	s.start(b, "r3")
+	s.settle(b)
+	s.rebalance(b, "r4")
+	for _, m := range []string{"r4", "r3", "r2"} {
+		s.stop(b, m)
+		s.settle(b)
+		if m != "r4" {
+			s.steady(b, n, strconv.Itoa(len(s.replicas)))
+		}
+	}
+	for m, g := range s.replicas {
+		if out := g.Output(); strings.Contains(out, "forbidden") {
+			i := strings.Index(out, "forbidden")
+			b.Errorf("replica %s met a forbidden: %s", m, out[max(0, i-200):min(len(out), i+200)])
+		}
+	}
+}
+
+// shardRun is one run of BenchmarkShards.
+type shardRun struct {
+	d        *deployment
+	ns       string
+	extra    []string
+	timings  shard.Timings
+	replicas map[string]*governor // running, by member
+	rec      *tickRecorder
+}
+
+// start runs a replica named member, with bundles of its own whose
+// bandwidth revision names it, and waits until it is ready.
+func (s *shardRun) start(b *testing.B, member string) {
+	b.Helper()
+	dir := filepath.Join(b.TempDir(), "policies")
+	if err := os.CopyFS(dir, os.DirFS(filepath.Join(repo, "policies"))); err != nil {
+		b.Fatal(err)
+	}
+	manifest := filepath.Join(dir, "bandwidth", ".manifest")
+	raw, err := os.ReadFile(manifest)
+	if err != nil {
+		b.Fatal(err)
+	}
+	stamped := strings.Replace(string(raw), `"revision": "bandwidth-3"`, `"revision": "bandwidth-`+member+`"`, 1)
+	if stamped == string(raw) {
+		b.Fatalf("%s: no revision bandwidth-3 to replace: update BenchmarkShards", manifest)
+	}
+	if err := os.WriteFile(manifest, []byte(stamped), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	args := append([]string{"--bundles=" + dir, "--shard-member=" + member}, s.extra...)
+	s.replicas[member] = s.d.start(b, args...)
+}
+
+// stop stops a replica gracefully (SIGTERM): its runners write their last
+// ticks with no owner, and it hands its member Lease back.
+func (s *shardRun) stop(b *testing.B, member string) {
+	b.Helper()
+	s.replicas[member].Stop(b)
+	delete(s.replicas, member)
+}
+
+// check fails the benchmark when a replica has exited.
+func (s *shardRun) check(b *testing.B) {
+	b.Helper()
+	for _, g := range s.replicas {
+		g.Check(b)
+	}
+}
+
+// waitTicked waits until every loop has ticked at least once.
+func (s *shardRun) waitTicked(b *testing.B) {
+	b.Helper()
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		s.check(b)
+		var list v1alpha1.ControlLoopList
+		if err := s.d.Admin.List(context.Background(), &list, client.InNamespace(s.ns)); err != nil {
+			b.Fatal(err)
+		}
+		behind := 0
+		for _, l := range list.Items {
+			if l.Status.Tick < 1 {
+				behind++
+			}
+		}
+		if behind == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%d of %d loops never ticked after 5 minutes", behind, len(list.Items))
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// settle waits until every loop is owned by the member rendezvous hashing
+// assigns it among the running replicas, and a lease duration more.
+func (s *shardRun) settle(b *testing.B) {
+	b.Helper()
+	members := slices.Sorted(maps.Keys(s.replicas))
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		s.check(b)
+		misplaced := 0
+		for uid, owner := range s.owners(b) {
+			if owner.member != shard.Assign(uid, members) {
+				misplaced++
+			}
+		}
+		if misplaced == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%d loops not owned by their assigned replica (of %v) after 3 minutes", misplaced, members)
+		}
+		time.Sleep(time.Second)
+	}
+	time.Sleep(s.timings.LeaseDuration)
+}
+
+// loopOwner is a loop's name and its recorded owner's member.
+type loopOwner struct{ name, member string }
+
+// owners are the loops' recorded owners, by UID.
+func (s *shardRun) owners(b *testing.B) map[string]loopOwner {
+	b.Helper()
+	var list v1alpha1.ControlLoopList
+	if err := s.d.Admin.List(context.Background(), &list, client.InNamespace(s.ns)); err != nil {
+		b.Fatal(err)
+	}
+	out := map[string]loopOwner{}
+	for _, l := range list.Items {
+		o := loopOwner{name: l.Name}
+		if l.Status.Owner != nil {
+			o.member = l.Status.Owner.Member
+		}
+		out[string(l.UID)] = o
+	}
+	return out
+}
+
+// steady measures a 30s window with the replicas running now.
+func (s *shardRun) steady(b *testing.B, n int, label string) {
+	b.Helper()
+	const span = 30 * time.Second
+	s.check(b)
+	from, err := s.sampleCPU()
+	if err != nil {
+		b.Fatal(err)
+	}
+	time.Sleep(span)
+	s.check(b)
+	to, err := s.sampleCPU()
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The window's ticks are in the statuses a flush later, and read at
+	// the recorder's next round.
+	time.Sleep(statusFlush(b, s.replicas[slices.Sorted(maps.Keys(s.replicas))[0]].Args) + 2*recordEvery)
+	ticks := s.rec.between(from.at, to.at)
+	lags := s.rec.lags(from.at, to.at)
+	perReplica := map[string]map[string]bool{}
+	for _, t := range ticks {
+		if perReplica[t.by] == nil {
+			perReplica[t.by] = map[string]bool{}
+		}
+		perReplica[t.by][t.loop] = true
+	}
+	secs := to.at.Sub(from.at).Seconds()
+	rate := float64(len(ticks)) / secs
+	if f := s.rec.listsFailed(); f > 0 {
+		b.Logf("%d lists of the loops failed so far: ticks may be missing from the counts", f)
+	}
+	p := "replicas=" + label + "/"
+	b.ReportMetric(rate/float64(n), p+"of-demand")
+	b.ReportMetric(percentile(lags, 0.5), p+"lag-ms-p50")
+	b.ReportMetric(percentile(lags, 0.99), p+"lag-ms-p99")
+	b.ReportMetric(cores(from, to, "kube-apiserver"), p+"apiserver-cores")
+	b.ReportMetric(cores(from, to, "etcd"), p+"etcd-cores")
+	line := fmt.Sprintf("%d replicas, %d loops at %s: ticks/s %.1f (%.0f%% of demand), lag p50 %.1f ms p99 %.1f ms, kube-apiserver %.3f cores, etcd %.3f cores, machine %.2f busy cores",
+		len(s.replicas), n, shardInterval, rate, 100*rate/float64(n), percentile(lags, 0.5), percentile(lags, 0.99),
+		cores(from, to, "kube-apiserver"), cores(from, to, "etcd"), (to.busy-from.busy).Seconds()/secs)
+	for _, m := range slices.Sorted(maps.Keys(s.replicas)) {
+		rss, err := peakRSS(s.replicas[m].Cmd.Process.Pid)
+		if err != nil {
+			s.check(b) // it exited meanwhile
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(len(perReplica["bandwidth-"+m])), p+m+"-loops")
+		b.ReportMetric(cores(from, to, m), p+m+"-cores")
+		b.ReportMetric(float64(rss)/(1<<20), p+m+"-peak-MiB")
+		line += fmt.Sprintf("; %s: %d loops, %.3f cores, peak RSS %.0f MiB", m, len(perReplica["bandwidth-"+m]),
+			cores(from, to, m), float64(rss)/(1<<20))
+	}
+	b.Logf("%s: %s", time.Now().Format(time.TimeOnly), line)
+}
+
+// sampleCPU reads the CPU time of every replica and of the control plane's
+// components, and the machine's.
+func (s *shardRun) sampleCPU() (sample, error) {
+	out := sample{at: time.Now(), cpu: map[string]time.Duration{}}
+	pids := components()
+	for m, g := range s.replicas {
+		pids[m] = g.Cmd.Process.Pid
+	}
+	for name, pid := range pids {
+		t, err := cpuTime(pid)
+		if err != nil {
+			return out, err
+		}
+		out.cpu[name] = t
+	}
+	var err error
+	out.busy, err = machineBusy()
+	return out, err
+}
+
+// failover SIGKILLs a replica and measures, for each loop it owned, the
+// time from the kill to the loop's first tick by another replica.
+func (s *shardRun) failover(b *testing.B, victim string) {
+	b.Helper()
+	var owned []string
+	for _, o := range s.owners(b) {
+		if o.member == victim {
+			owned = append(owned, o.name)
+		}
+	}
+	killed := time.Now()
+	s.replicas[victim].Kill()
+	delete(s.replicas, victim)
+	var delays []time.Duration
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		s.check(b)
+		delays = delays[:0]
+		for _, loop := range owned {
+			if t, ok := s.rec.firstAfter(loop, killed); ok {
+				delays = append(delays, t.at.Sub(killed))
+			}
+		}
+		if len(delays) == len(owned) {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%d of %s's %d loops not ticking 3 minutes after its SIGKILL", len(owned)-len(delays), victim, len(owned))
+		}
+		time.Sleep(recordEvery)
+	}
+	sorted := sortedCopy(delays)
+	bound := s.timings.LeaseDuration + shardInterval
+	b.ReportMetric(float64(len(owned)), "failover-loops")
+	b.ReportMetric(percentile(sorted, 0.5), "failover-ms-p50")
+	b.ReportMetric(percentile(sorted, 0.99), "failover-ms-p99")
+	b.ReportMetric(percentile(sorted, 1), "failover-ms-max")
+	b.Logf("%s: SIGKILL of %s (%d loops) → each ticked again by another replica after p50 %.0f ms, p99 %.0f ms, max %.0f ms (lease duration + interval: %s)",
+		time.Now().Format(time.TimeOnly), victim, len(owned), percentile(sorted, 0.5), percentile(sorted, 0.99), percentile(sorted, 1), bound)
+}
+
+// rebalance starts a replica and measures the share it takes: the loops
+// rendezvous hashing assigns it among the members then, the time from its
+// member Lease's acquisition to each one's first tick by it, and the
+// longest any loop went without a tick meanwhile.
+func (s *shardRun) rebalance(b *testing.B, joiner string) {
+	b.Helper()
+	before := slices.Sorted(maps.Keys(s.replicas))
+	started := time.Now()
+	s.start(b, joiner)
+	ready := time.Now()
+	members := append(slices.Clone(before), joiner)
+	var mine []string
+	for uid, o := range s.owners(b) {
+		if shard.Assign(uid, members) == joiner {
+			mine = append(mine, o.name)
+		}
+	}
+	var taken, stopped []time.Duration
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		s.check(b)
+		taken, stopped = taken[:0], stopped[:0]
+		for _, loop := range mine {
+			if t, gap, ok := s.rec.firstBy(loop, "bandwidth-"+joiner); ok {
+				taken = append(taken, t.at.Sub(started))
+				stopped = append(stopped, gap)
+			}
+		}
+		if len(taken) == len(mine) {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%d of the %d loops assigned to %s not ticked by it after 3 minutes", len(mine)-len(taken), len(mine), joiner)
+		}
+		time.Sleep(recordEvery)
+	}
+	var lease coordinationv1.Lease
+	if err := s.d.Admin.Get(context.Background(), client.ObjectKey{Namespace: deployed.SystemNamespace, Name: shard.LeasePrefix + joiner}, &lease); err != nil {
+		b.Fatal(err)
+	}
+	joined := lease.Spec.AcquireTime.Time
+	last := started
+	for i := range taken {
+		taken[i] -= joined.Sub(started)
+		if t := joined.Add(taken[i]); t.After(last) {
+			last = t
+		}
+	}
+	// The longest gap between two ticks of any loop, from before the join
+	// to a few intervals after the last handover.
+	time.Sleep(statusFlush(b, s.replicas[joiner].Args) + 2*recordEvery)
+	gap := s.rec.longestGap(joined.Add(-2*shardInterval), last.Add(3*shardInterval))
+	sorted, handoffs := sortedCopy(taken), sortedCopy(stopped)
+	b.ReportMetric(float64(len(mine))/float64(len(s.rec.loops())), "rebalance-share")
+	b.ReportMetric(percentile(sorted, 0.5), "rebalance-ms-p50")
+	b.ReportMetric(percentile(sorted, 1), "rebalance-ms-max")
+	b.ReportMetric(percentile(handoffs, 0.5), "rebalance-handoff-gap-ms-p50")
+	b.ReportMetric(percentile(handoffs, 1), "rebalance-handoff-gap-ms-max")
+	b.ReportMetric(float64(gap.Milliseconds()), "rebalance-longest-gap-ms")
+	b.Logf("%s: %s joined %v (its member Lease %s, ready %s after its start): it takes %d of %d loops (%.1f%%), each first ticked by it p50 %.0f ms, max %.0f ms after its Lease (two renewals: %s); a moved loop's gap between its last tick by the old owner and its first by %s p50 %.0f ms, max %.0f ms; longest gap between two ticks of any loop %s (interval %s)",
+		time.Now().Format(time.TimeOnly), joiner, before, joined.Sub(started).Round(time.Millisecond), ready.Sub(started).Round(time.Millisecond),
+		len(mine), len(s.rec.loops()), 100*float64(len(mine))/float64(len(s.rec.loops())), percentile(sorted, 0.5), percentile(sorted, 1),
+		2*s.timings.RetryPeriod, joiner, percentile(handoffs, 0.5), percentile(handoffs, 1), gap.Round(time.Millisecond), shardInterval)
+}
+
+// leaseTimings are the manifest's lease timings, which the member Leases
+// share with leader election.
+func leaseTimings(b *testing.B, args []string) shard.Timings {
+	b.Helper()
+	get := func(name string) time.Duration {
+		v, ok := deployed.ArgValue(args, name)
+		if !ok {
+			b.Fatalf("config/default's manager has no %s", name)
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			b.Fatalf("%s=%s: %v", name, v, err)
+		}
+		return d
+	}
+	return shard.Timings{
+		LeaseDuration: get("--leader-elect-lease-duration"),
+		RenewDeadline: get("--leader-elect-renew-deadline"),
+		RetryPeriod:   get("--leader-elect-retry-period"),
+	}
+}
+
+// recordEvery is how often the recorder lists the loops.
+const recordEvery = 5 * time.Second
+
+// tick is one recorded tick: its loop, start, and the revision it ran
+// (the replica: bandwidth-rK).
+type tick struct {
+	loop string
+	at   time.Time
+	by   string
+}
+
+// tickRecorder keeps every tick of the loops of a namespace it saw in
+// their status.history, listing them every recordEvery.
+type tickRecorder struct {
+	mu     sync.Mutex
+	ticks  map[string]map[time.Time]string // loop → start → by
+	failed int                             // lists that failed: their ticks may be missing
+}
+
+func recordTicks(b *testing.B, d *deployment, ns string) *tickRecorder {
+	rec := &tickRecorder{ticks: map[string]map[time.Time]string{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	b.Cleanup(func() { cancel(); <-done })
+	read := func() {
+		var list v1alpha1.ControlLoopList
+		// From the API server's watch cache: the recorder's own load is
+		// a list's encoding, not an etcd read.
+		err := d.Admin.List(context.Background(), &list, client.InNamespace(ns),
+			&client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: "0"}})
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		if err != nil {
+			rec.failed++
+			return
+		}
+		for _, l := range list.Items {
+			m := rec.ticks[l.Name]
+			if m == nil {
+				m = map[time.Time]string{}
+				rec.ticks[l.Name] = m
+			}
+			for _, h := range l.Status.History {
+				_, by, _ := strings.Cut(h.Revision, "@")
+				m[h.Time.Time] = by
+			}
+		}
+	}
+	read()
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(recordEvery):
+				read()
+			}
+		}
+	}()
+	return rec
+}
+
+func (rec *tickRecorder) listsFailed() int {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	return rec.failed
+}
+
+func (rec *tickRecorder) loops() []string {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	return slices.Collect(maps.Keys(rec.ticks))
+}
+
+// sorted are a loop's ticks, oldest first.
+func (rec *tickRecorder) sorted(loop string) []tick {
+	var out []tick
+	for at, by := range rec.ticks[loop] {
+		out = append(out, tick{loop: loop, at: at, by: by})
+	}
+	slices.SortFunc(out, func(a, b tick) int { return a.at.Compare(b.at) })
+	return out
+}
+
+// between are the ticks that started in [from, to).
+func (rec *tickRecorder) between(from, to time.Time) []tick {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	var out []tick
+	for loop := range rec.ticks {
+		for _, t := range rec.sorted(loop) {
+			if !t.at.Before(from) && t.at.Before(to) {
+				out = append(out, t)
+			}
+		}
+	}
+	return out
+}
+
+// lags are, for each tick started in [from, to), how late it started
+// against its predecessor's start plus the interval; sorted.
+func (rec *tickRecorder) lags(from, to time.Time) []time.Duration {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	var out []time.Duration
+	for loop := range rec.ticks {
+		ticks := rec.sorted(loop)
+		for i := 1; i < len(ticks); i++ {
+			if !ticks[i].at.Before(from) && ticks[i].at.Before(to) {
+				out = append(out, ticks[i].at.Sub(ticks[i-1].at.Add(shardInterval)))
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// firstAfter is a loop's first tick that started after since.
+func (rec *tickRecorder) firstAfter(loop string, since time.Time) (tick, bool) {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for _, t := range rec.sorted(loop) {
+		if t.at.After(since) {
+			return t, true
+		}
+	}
+	return tick{}, false
+}
+
+// firstBy is a loop's first tick run by revision by, and how long after
+// the tick before it (by another replica) it started.
+func (rec *tickRecorder) firstBy(loop, by string) (tick, time.Duration, bool) {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	ticks := rec.sorted(loop)
+	for i, t := range ticks {
+		if t.by == by {
+			var gap time.Duration
+			if i > 0 {
+				gap = t.at.Sub(ticks[i-1].at)
+			}
+			return t, gap, true
+		}
+	}
+	return tick{}, 0, false
+}
+
+// longestGap is the longest time between two consecutive ticks of any
+// loop, the later of them started in [from, to).
+func (rec *tickRecorder) longestGap(from, to time.Time) time.Duration {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	var longest time.Duration
+	for loop := range rec.ticks {
+		ticks := rec.sorted(loop)
+		for i := 1; i < len(ticks); i++ {
+			if !ticks[i].at.Before(from) && ticks[i].at.Before(to) {
+				longest = max(longest, ticks[i].at.Sub(ticks[i-1].at))
+			}
+		}
+	}
+	return longest
+}
