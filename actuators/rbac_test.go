@@ -23,6 +23,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"governor.dev/governor/actuators/bandwidth"
 	"governor.dev/governor/actuators/hpa"
@@ -78,7 +79,9 @@ func TestRBACMarkersSuffice(t *testing.T) {
 	// The actuators run as in the controller: reading through the
 	// manager's cache (list and watch: the markers grant no get on what
 	// the cache holds), writing to the API server.
-	gc := acttest.StartManager(t, user.Config(), bandwidth.SetupPodPropagation).GetClient()
+	gc := acttest.StartManager(t, user.Config(), func(mgr manager.Manager) error {
+		return bandwidth.SetupPodPropagation(mgr, bandwidth.PropagationOptions{})
+	}).GetClient()
 
 	webT := workload.Ref{Kind: "Deployment", Namespace: ns, Name: "web"}
 	dbT := workload.Ref{Kind: "StatefulSet", Namespace: ns, Name: "db"}

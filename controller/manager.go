@@ -58,7 +58,8 @@ type Options struct {
 	// serves: HTTPS for callers the API server authenticates and
 	// authorises, unless Insecure.
 	MetricsServing MetricsServing
-	// LeaderElection makes only one replica run loops at a time. A replica
+	// LeaderElection makes only one replica run loops at a time, unless
+	// Shards is set (every replica runs a share: there is no leader). A replica
 	// that stops gracefully hands the Lease back once its runners have
 	// stopped and written their status (the manager stops its runnables
 	// before it releases the Lease): a standby takes over at its next
@@ -260,7 +261,7 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		Scheme:                        Scheme(),
 		Metrics:                       metricsOpts,
 		HealthProbeBindAddress:        opts.ProbeAddr,
-		LeaderElection:                opts.LeaderElection,
+		LeaderElection:                opts.LeaderElection && opts.Shards == nil,
 		LeaderElectionID:              LeaderElectionID,
 		LeaderElectionNamespace:       opts.LeaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
@@ -307,13 +308,14 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		StatusWriteConcurrency: opts.StatusWriteConcurrency,
 		MaxStatusBytes:         opts.MaxStatusBytes,
 	}
-	if err := addLoops(mgr, loops, opts); err != nil {
+	member, err := addLoops(mgr, loops, opts)
+	if err != nil {
 		return nil, err
 	}
 	if err := (&Reconciler{Loops: loops}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
-	if err := bandwidth.SetupPodPropagation(mgr); err != nil {
+	if err := bandwidth.SetupPodPropagation(mgr, propagationOptions(member)); err != nil {
 		return nil, err
 	}
 	if err := addBundlesAndChecks(mgr, opts, loops); err != nil {
@@ -360,10 +362,10 @@ func ownConnection(cfg *rest.Config) *rest.Config {
 }
 
 // addLoops adds the loop runners to the manager: behind leader election,
-// or sharded across replicas.
-func addLoops(mgr manager.Manager, loops *Loops, opts Options) error {
+// or sharded across replicas (and then it returns this replica's member).
+func addLoops(mgr manager.Manager, loops *Loops, opts Options) (*shard.Member, error) {
 	if opts.Shards == nil {
-		return mgr.Add(loops)
+		return nil, mgr.Add(loops)
 	}
 	t := shard.Timings{
 		LeaseDuration: cmp.Or(opts.LeaseDuration, 15*time.Second),
@@ -376,11 +378,22 @@ func addLoops(mgr manager.Manager, loops *Loops, opts Options) error {
 	// writes and watch events.
 	c, err := client.New(ownConnection(mgr.GetConfig()), client.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper()})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	member := shard.NewMember(c, opts.Shards.Namespace, opts.Shards.Member, t, mgr.GetLogger().WithName("shard"))
 	loops.Shard = member
-	return mgr.Add(&shardedLoops{loops: loops, member: member})
+	return member, mgr.Add(&shardedLoops{loops: loops, member: member})
+}
+
+// propagationOptions share the propagation of bandwidth to new Pods among
+// sharded replicas, with no leader to do it: the member a workload hashes
+// to gives its Pods their bandwidth at once, any other after a lease
+// duration (the time the member's loops take to move when it is gone).
+func propagationOptions(member *shard.Member) bandwidth.PropagationOptions {
+	if member == nil {
+		return bandwidth.PropagationOptions{}
+	}
+	return bandwidth.PropagationOptions{Owns: member.Owns, Grace: member.Timings.LeaseDuration}
 }
 
 // nonZero is d, or nil (controller-runtime's default) when zero.

@@ -5,11 +5,9 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
@@ -44,11 +42,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 }
 
 // SetupWithManager watches ControlLoops' specs and observations: either
-// wakes the loop's runner (the runners' own status writes do not). With
-// sharded loops it runs in every replica, not only the leader.
+// wakes the loop's runner (the runners' own status writes do not).
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
-		WithOptions(controller.Options{NeedLeaderElection: ptr.To(r.Loops.Shard == nil)}).
 		For(&v1alpha1.ControlLoop{}, builder.WithPredicates(predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, newObservations))).
 		Named("controlloop").
 		Complete(r)

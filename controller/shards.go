@@ -201,7 +201,7 @@ func (l *Loops) running() int {
 	return len(l.runners)
 }
 
-// shardedLoops runs, in every replica (not only the leader), the loops
+// shardedLoops runs, in every replica (there is no leader), the loops
 // assigned to it: it holds the replica's member Lease, and after each
 // renewal starts the runners of loops assigned to it and stops the others.
 // On stop, the runners stop and write their status first, then the Lease
@@ -210,9 +210,6 @@ type shardedLoops struct {
 	loops  *Loops
 	member *shard.Member
 }
-
-// NeedLeaderElection implements manager.LeaderElectionRunnable.
-func (*shardedLoops) NeedLeaderElection() bool { return false }
 
 // Start implements manager.Runnable.
 func (s *shardedLoops) Start(ctx context.Context) error {

@@ -15,12 +15,18 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"governor.dev/governor/actuators"
 	"governor.dev/governor/actuators/bandwidth"
 	"governor.dev/governor/actuators/internal/acttest"
 	"governor.dev/governor/workload"
 )
+
+// propagation is the leader's propagation controller: every Pod is its.
+func propagation(mgr manager.Manager) error {
+	return bandwidth.SetupPodPropagation(mgr, bandwidth.PropagationOptions{})
+}
 
 func q(s string) *resource.Quantity {
 	v := resource.MustParse(s)
@@ -307,7 +313,7 @@ func TestBandwidth(t *testing.T) {
 	t.Run("PropagationAnnotatesPodsCreatedLater", func(t *testing.T) {
 		ctx := acttest.Ctx(t, 2*time.Minute)
 		ns := env.Namespace(t)
-		acttest.StartManager(t, env.Config, bandwidth.SetupPodPropagation)
+		acttest.StartManager(t, env.Config, propagation)
 
 		w := newWorkload(t, env, ns, "web")
 		quiet := newWorkload(t, env, ns, "quiet")
@@ -357,5 +363,45 @@ func TestBandwidth(t *testing.T) {
 		quiet.dep.Annotations[bandwidth.DesiredEgressAnnotation] = "20M"
 		require.NoError(t, env.Client.Update(ctx, quiet.dep, client.FieldOwner("someone")))
 		acttest.Eventually(t, 30*time.Second, annotated(quietPod, map[string]string{bandwidth.EgressAnnotation: "20M"}))
+	})
+
+	// Loops sharded across replicas: a replica gives a new Pod its bandwidth
+	// at once when it owns the Pod's workload, and otherwise leaves it to
+	// the owner for the grace, then gives it itself (the owner may be gone).
+	t.Run("PropagationSharedAmongReplicas", func(t *testing.T) {
+		ctx := acttest.Ctx(t, 2*time.Minute)
+		ns := env.Namespace(t)
+		mine := newWorkload(t, env, ns, "mine")
+		theirs := newWorkload(t, env, ns, "theirs")
+		const grace = 3 * time.Second
+		acttest.StartManager(t, env.Config, func(mgr manager.Manager) error {
+			return bandwidth.SetupPodPropagation(mgr, bandwidth.PropagationOptions{
+				Owns:  func(uid string) bool { return uid == string(mine.dep.UID) },
+				Grace: grace,
+			})
+		})
+		for _, w := range []deployment{mine, theirs} {
+			_, err := bandwidth.Apply(ctx, env.Client, workload.Ref{Kind: "Deployment", Namespace: ns, Name: w.dep.Name}, q("300M"), nil, "")
+			require.NoError(t, err)
+		}
+		egress := func(p *corev1.Pod) string {
+			got := &corev1.Pod{}
+			require.NoError(t, env.Client.Get(ctx, client.ObjectKeyFromObject(p), got))
+			return got.Annotations[bandwidth.EgressAnnotation]
+		}
+		created := time.Now()
+		minePod, theirPod := mine.pod(t, env, "mine-late"), theirs.pod(t, env, "theirs-late")
+		acttest.Eventually(t, 30*time.Second, func() (bool, string) {
+			return egress(minePod) == "300M", "the owned workload's new Pod not annotated yet"
+		})
+		// Before the grace has passed since the Pod was created, the other
+		// replica's Pod cannot have been given its bandwidth by this one.
+		if time.Since(created) < grace-time.Second {
+			assert.Empty(t, egress(theirPod), "a Pod of another replica's workload annotated within the grace")
+		}
+		acttest.Eventually(t, 30*time.Second, func() (bool, string) {
+			return egress(theirPod) == "300M", "the other replica's Pod not annotated after the grace"
+		})
+		assert.GreaterOrEqual(t, time.Since(created), grace, "annotated before the grace had passed")
 	})
 }

@@ -74,7 +74,7 @@ func TestEndToEndLiveBandwidth(t *testing.T) {
 	env := &acttest.Env{APIServer: cl.APIServer, Client: c}
 	ctx := acttest.Ctx(t, 4*time.Minute)
 	ns := env.Namespace(t)
-	acttest.StartManager(t, cl.Config, bandwidth.SetupPodPropagation)
+	acttest.StartManager(t, cl.Config, propagation)
 
 	dep := acttest.Deployment(ns, "telemetry", 3, acttest.Container("upload", acttest.Requests("cpu", "10m")))
 	env.Create(t, dep)

@@ -2,6 +2,8 @@ package bandwidth
 
 import (
 	"context"
+	"sync"
+	"time"
 
 	"governor.dev/governor/workload"
 
@@ -29,6 +31,18 @@ const PropagationControllerName = "bandwidth-propagation"
 // +kubebuilder:rbac:groups=apps,resources=replicasets,verbs=list;watch
 // +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets,verbs=list;watch
 
+// PropagationOptions share the propagation among replicas.
+type PropagationOptions struct {
+	// Owns says whether the workload of this UID is this replica's to
+	// propagate to at once (loops sharded across replicas, with no leader
+	// to do it alone); nil: every Pod is (the leader's controller).
+	Owns func(uid string) bool
+	// Grace is how long a replica that does not own a Pod's workload
+	// leaves that Pod to the owner: after it, the Pod still lacking its
+	// bandwidth, any replica gives it (the owner may have left).
+	Grace time.Duration
+}
+
 // SetupPodPropagation registers with mgr the controller that gives Pods the bandwidth
 // recorded on their workload in Live mode: a Pod whose controller is a ReplicaSet controlled
 // by a Deployment, or a StatefulSet, that carries governor.dev/egress-bandwidth or
@@ -40,8 +54,8 @@ const PropagationControllerName = "bandwidth-propagation"
 //
 // It reads through the manager's cache (Pods, ReplicaSets as metadata, Deployments and
 // StatefulSets, which must keep their managedFields) and writes with the manager's client.
-func SetupPodPropagation(mgr ctrl.Manager) error {
-	r := &propagator{c: mgr.GetClient()}
+func SetupPodPropagation(mgr ctrl.Manager, opts PropagationOptions) error {
+	r := &propagator{c: mgr.GetClient(), opts: opts, waiting: map[types.NamespacedName]time.Time{}}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named(PropagationControllerName).
 		For(&corev1.Pod{}, builder.WithPredicates(podPredicate())).
@@ -51,24 +65,44 @@ func SetupPodPropagation(mgr ctrl.Manager) error {
 		Complete(r)
 }
 
-type propagator struct{ c client.Client }
+type propagator struct {
+	c    client.Client
+	opts PropagationOptions
+
+	mu sync.Mutex
+	// waiting holds when this replica first found each Pod lacking its
+	// bandwidth while another owned the Pod's workload.
+	waiting map[types.NamespacedName]time.Time
+}
 
 // Reconcile annotates one Pod with its workload's recorded bandwidth.
 func (r *propagator) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	pod := &corev1.Pod{}
 	if err := r.c.Get(ctx, req.NamespacedName, pod); err != nil {
+		r.settled(req.NamespacedName)
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
 	if !live(pod) {
+		r.settled(req.NamespacedName)
 		return reconcile.Result{}, nil
 	}
-	want, err := r.recorded(ctx, pod)
-	if err != nil || want.empty() {
+	owner, want, err := r.recorded(ctx, pod)
+	if err != nil || want.empty() || len(changes(pod.Annotations, want, podKey)) == 0 {
+		if err == nil {
+			r.settled(req.NamespacedName)
+		}
 		return reconcile.Result{}, err
+	}
+	if wait := r.leftToOwner(req.NamespacedName, owner); wait > 0 {
+		return reconcile.Result{RequeueAfter: wait}, nil
 	}
 	changed, err := annotatePod(ctx, r.c, pod, want)
 	if workload.IsNotFound(err) {
+		r.settled(req.NamespacedName)
 		return reconcile.Result{}, nil
+	}
+	if err == nil {
+		r.settled(req.NamespacedName)
 	}
 	if changed {
 		ctrl.LoggerFrom(ctx).V(1).Info("bandwidth propagated to pod", "egress", want[0], "ingress", want[1])
@@ -76,21 +110,45 @@ func (r *propagator) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	return reconcile.Result{}, err
 }
 
-// recorded returns the bandwidth recorded on the workload that controls pod (through its
+// leftToOwner is how much longer this replica leaves a Pod needing its
+// bandwidth to the replica that owns its workload: 0 when it owns it
+// itself, or once the grace has passed since it first saw the need.
+func (r *propagator) leftToOwner(pod types.NamespacedName, owner client.Object) time.Duration {
+	if r.opts.Owns == nil || r.opts.Owns(string(owner.GetUID())) {
+		return 0
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	first, ok := r.waiting[pod]
+	if !ok {
+		first = time.Now()
+		r.waiting[pod] = first
+	}
+	return time.Until(first.Add(r.opts.Grace))
+}
+
+// settled forgets a Pod that needs nothing more.
+func (r *propagator) settled(pod types.NamespacedName) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.waiting, pod)
+}
+
+// recorded returns the workload that controls pod and the bandwidth recorded on it (through its
 // ReplicaSet for a Deployment); none when there is no such workload or it records none. A
 // record that does not parse is logged and ignored (retrying would not fix it).
-func (r *propagator) recorded(ctx context.Context, pod *corev1.Pod) (values, error) {
+func (r *propagator) recorded(ctx context.Context, pod *corev1.Pod) (client.Object, values, error) {
 	workload, err := r.controllingWorkload(ctx, pod)
 	if err != nil || workload == nil {
-		return values{}, err
+		return nil, values{}, err
 	}
 	v, err := parse(workload.GetAnnotations(), desiredKey)
 	if err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "ignoring the bandwidth recorded on the pod's workload",
 			"workload", client.ObjectKeyFromObject(workload))
-		return values{}, nil
+		return nil, values{}, nil
 	}
-	return v, nil
+	return workload, v, nil
 }
 
 // controllingWorkload returns the Deployment (through a ReplicaSet) or the StatefulSet that

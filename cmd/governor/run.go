@@ -51,13 +51,16 @@ there is then enough: config/namespaced); --observe-namespaces and
 --prometheus-namespaces bound what loops' hubble and prometheus collectors
 may observe.
 
-Leader election (on by default) makes only one replica run the loops; every
-replica follows the bundles. A standby takes over a crashed leader's Lease
-once it expires (--leader-elect-lease-duration, and a few retries), and at
-its next retry (--leader-elect-retry-period) after a graceful stop, which
-hands the Lease back once the loops' last ticks are written. With --shards
-auto every replica runs a share of the loops instead: each holds a member
-Lease and runs the loops assigned to it by rendezvous hashing. /healthz and /readyz answer on the probe address
+With --shards auto every replica runs a share of the loops: each holds a
+member Lease and runs the loops assigned to it by rendezvous hashing; there is
+no leader (a replica that loses its Lease for a while stops its loops and takes
+its share back, it does not exit), and the replica a workload hashes to gives
+its new Pods their bandwidth. With --shards 1, leader election (on by default)
+makes only one replica run the loops. A standby takes over a crashed leader's
+Lease once it expires (--leader-elect-lease-duration, and a few retries), and
+at its next retry (--leader-elect-retry-period) after a graceful stop, which
+hands the Lease back once the loops' last ticks are written. Every replica
+follows the bundles. /healthz and /readyz answer on the probe address
 (ready once every bundle has a revision); Prometheus metrics and GET /bundles
 (each bundle's status, JSON) on the metrics address, over HTTPS to callers
 the API server authenticates and authorises (--metrics-secure).`
@@ -123,7 +126,7 @@ func newRunCommand() *cobra.Command {
 	fs.StringVar(&f.opts.MetricsAddr, "metrics-bind-address", ":8443", "metrics endpoint address, /metrics and /bundles (0 turns it off)")
 	f.metricsFlags(fs)
 	fs.StringVar(&f.opts.ProbeAddr, "health-probe-bind-address", ":8081", "health probe address")
-	fs.BoolVar(&f.opts.LeaderElection, "leader-elect", true, "run loops only while holding the leader Lease")
+	fs.BoolVar(&f.opts.LeaderElection, "leader-elect", true, "with --shards 1: run loops only while holding the leader Lease")
 	fs.StringVar(&f.opts.LeaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader Lease (default: the pod's own)")
 	fs.DurationVar(&f.opts.LeaseDuration, "leader-elect-lease-duration", defaultLeaseDuration, "how long standbys wait, after the leader's last renewal, before taking its Lease (whole seconds)")
 	fs.DurationVar(&f.opts.RenewDeadline, "leader-elect-renew-deadline", defaultRenewDeadline, "how long the leader tries to renew its Lease before it stops leading (below the lease duration)")
@@ -375,7 +378,7 @@ func (f *runFlags) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ctrl.Log.Info("starting", "bundles", registry.Names(), "leaderElection", f.opts.LeaderElection, "watchNamespaces", f.opts.WatchNamespaces, "shards", f.shards)
+	ctrl.Log.Info("starting", "bundles", registry.Names(), "leaderElection", f.opts.LeaderElection && f.opts.Shards == nil, "watchNamespaces", f.opts.WatchNamespaces, "shards", f.shards)
 	return mgr.Start(ctrl.SetupSignalHandler())
 }
 

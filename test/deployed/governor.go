@@ -24,6 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"governor.dev/governor/controller"
+	"governor.dev/governor/shard"
 	"governor.dev/governor/test/testkeys"
 )
 
@@ -57,7 +58,7 @@ type Governor struct {
 // the controller's namespace, the kubeconfig is the ServiceAccount's, and
 // the push endpoint's certificate is one of a CA of the test's (in place of
 // the Secret the Deployment mounts). extra flags come last (a later flag
-// wins). It returns at once; WaitLeader waits until it leads. The process
+// wins). It returns at once; WaitRunning waits until it holds its Lease. The process
 // is stopped when the test ends.
 func (d *Deployment) Start(t testing.TB, extra ...string) *Governor {
 	t.Helper()
@@ -173,29 +174,48 @@ func (g *Governor) Get(path, token string) (int, string, error) {
 	return resp.StatusCode, string(body), err
 }
 
-// WaitLeader waits until governor is ready, the Lease has a holder and the
-// metrics endpoint listens (it makes its self-signed certificate first,
-// after readiness at times).
-func (g *Governor) WaitLeader(t testing.TB, d *Deployment) {
+// WaitRunning waits until governor is ready, holds its Lease (Running)
+// and its metrics endpoint listens (it makes its self-signed certificate
+// first, after readiness at times).
+func (g *Governor) WaitRunning(t testing.TB, d *Deployment) {
 	t.Helper()
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		g.Check(t)
-		if g.Leading(d) && g.Ready() && g.listening(g.Metrics) {
+		if g.Running(d) && g.Ready() && g.listening(g.Metrics) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("governor not ready and leading after 2 minutes\n%s", g.Tail())
+			t.Fatalf("governor not ready and holding its Lease after 2 minutes\n%s", g.Tail())
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 }
 
-// Leading tells whether the leader Lease has a holder.
-func (g *Governor) Leading(d *Deployment) bool {
+// Running tells whether governor holds the Lease it runs loops under
+// (LeaseName).
+func (g *Governor) Running(d *Deployment) bool {
 	var lease coordinationv1.Lease
-	err := d.Admin.Get(context.Background(), types.NamespacedName{Namespace: SystemNamespace, Name: controller.LeaderElectionID}, &lease)
+	err := d.Admin.Get(context.Background(), types.NamespacedName{Namespace: SystemNamespace, Name: g.LeaseName()}, &lease)
 	return err == nil && lease.Spec.HolderIdentity != nil && *lease.Spec.HolderIdentity != ""
+}
+
+// LeaseName is the Lease governor runs loops under (LeaseName of its args).
+func (g *Governor) LeaseName() string { return LeaseName(g.Args) }
+
+// LeaseName is the Lease a governor of these args runs loops under, in
+// SystemNamespace: its member Lease with --shards=auto (named after
+// --shard-member, else the host name: there is no POD_NAME here), the
+// leader Lease otherwise.
+func LeaseName(args []string) string {
+	if shards, _ := ArgValue(args, "--shards"); shards != "auto" {
+		return controller.LeaderElectionID
+	}
+	member, ok := ArgValue(args, "--shard-member")
+	if !ok {
+		member, _ = os.Hostname()
+	}
+	return shard.LeasePrefix + member
 }
 
 // Ready tells whether /readyz answers 200.

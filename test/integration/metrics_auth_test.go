@@ -28,7 +28,7 @@ import (
 func TestMetricsAuth(t *testing.T) {
 	d := deployed.DeployOn(t, governorBinary(t), cluster.StartAPIServer(t))
 	g := d.Start(t)
-	g.WaitLeader(t, d)
+	g.WaitRunning(t, d)
 
 	reader := d.MetricsToken(t)
 	require.NoError(t, d.Admin.Create(context.Background(),

@@ -30,7 +30,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"governor.dev/governor/api/v1alpha1"
-	"governor.dev/governor/controller"
 	"governor.dev/governor/test/cluster"
 	"governor.dev/governor/test/deployed"
 )
@@ -54,7 +53,7 @@ decision := {
 const opaConfigMap = "governor-opa-config"
 
 // TestLeastPrivilege runs governor as config/default deploys it (its
-// ServiceAccount, ClusterRole and leader-election Role, the manifest's
+// ServiceAccount, ClusterRole and Lease Role, the manifest's
 // flags) through the whole path (privilegePath): the path must complete
 // and governor's log must say "forbidden" nowhere. Then it removes each
 // rule of the ClusterRole and of the Role, one verb of one resource at a
@@ -105,8 +104,8 @@ func TestLeastPrivilege(t *testing.T) {
 	})
 }
 
-// privilegePath is what governor does as deployed, step by step: lead,
-// record its leadership, take a push, act on a Deployment's replicas,
+// privilegePath is what governor does as deployed, step by step: hold its
+// Lease (a member's, with the manifest's --shards=auto), take a push, act on a Deployment's replicas,
 // Pods' bandwidth and resources, a StatefulSet's replicas and resources
 // and an HPA's bounds, propagate bandwidth to new Pods, record Events
 // (series of them too), read pod metrics (metrics.k8s.io, which this
@@ -162,8 +161,7 @@ func (p *privilegePath) run(t *testing.T) string {
 		what string
 		done func() (bool, error)
 	}{
-		{"leads, ready, serving metrics", r.leads},
-		{"records its leadership (core Event)", r.leadershipEvent},
+		{"holds its Lease, ready, serving metrics", r.running},
 		{"takes a push", r.push},
 		{"acts on every target", r.acted},
 		{"propagates bandwidth to every Pod", r.bandwidth},
@@ -179,7 +177,7 @@ func (p *privilegePath) run(t *testing.T) string {
 		return fmt.Sprintf("step \"stops cleanly\": %v: %s", err, forbiddenLine(g.Output()))
 	}
 	var lease coordinationv1.Lease
-	if err := p.d.Admin.Get(ctx, types.NamespacedName{Namespace: deployed.SystemNamespace, Name: controller.LeaderElectionID}, &lease); err != nil {
+	if err := p.d.Admin.Get(ctx, types.NamespacedName{Namespace: deployed.SystemNamespace, Name: g.LeaseName()}, &lease); err != nil {
 		return fmt.Sprintf("step \"hands the Lease back\": %v", err)
 	}
 	if h := lease.Spec.HolderIdentity; h != nil && *h != "" {
@@ -191,15 +189,14 @@ func (p *privilegePath) run(t *testing.T) string {
 	return ""
 }
 
-// prepare starts a run from scratch: no Lease (leader election creates
-// it), no Events of the previous run's leader in the controller's
-// namespace, and a namespace with the push token, the workloads (their
+// prepare starts a run from scratch: no Lease (governor creates it), no
+// Events in the controller's namespace, and a namespace with the push token, the workloads (their
 // Pods running), an HPA and the two loops.
 func (p *privilegePath) prepare(t *testing.T, ns string) {
 	t.Helper()
 	ctx := context.Background()
 	c := p.d.Admin
-	err := c.Delete(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: deployed.SystemNamespace, Name: controller.LeaderElectionID}})
+	err := c.Delete(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: deployed.SystemNamespace, Name: deployed.LeaseName(p.d.Args)}})
 	require.True(t, err == nil || apierrors.IsNotFound(err), "%v", err)
 	require.NoError(t, c.DeleteAllOf(ctx, &corev1.Event{}, client.InNamespace(deployed.SystemNamespace)))
 
@@ -363,25 +360,12 @@ func forbiddenLine(s string) string {
 	return ""
 }
 
-func (r *pathRun) leads() (bool, error) {
-	if !r.g.Leading(r.p.d) || !r.g.Ready() {
-		return false, errors.New("not leading and ready yet")
+func (r *pathRun) running() (bool, error) {
+	if !r.g.Running(r.p.d) || !r.g.Ready() {
+		return false, errors.New("not holding its Lease and ready yet")
 	}
 	code, _, err := r.g.Get("/healthz", "")
 	return err == nil && code != 0, err // listening: any answer
-}
-
-func (r *pathRun) leadershipEvent() (bool, error) {
-	var events corev1.EventList
-	if err := r.p.d.Admin.List(context.Background(), &events, client.InNamespace(deployed.SystemNamespace)); err != nil {
-		return false, err
-	}
-	for _, e := range events.Items {
-		if e.Reason == "LeaderElection" && strings.Contains(e.Message, "became leader") {
-			return true, nil
-		}
-	}
-	return false, fmt.Errorf("%d Events, none LeaderElection", len(events.Items))
 }
 
 func (r *pathRun) push() (bool, error) {

@@ -92,7 +92,7 @@ func TestNamespacedDeployment(t *testing.T) {
 	e.loop(t, watched, "fleet", fleetSpec(""))
 
 	g := d.Start(t, "--opa-config="+opa)
-	g.WaitLeader(t, d)
+	g.WaitRunning(t, d)
 
 	eventually(t, 60*time.Second, func() (bool, string) {
 		l := e.get(t, watched, "scaling")

@@ -52,7 +52,7 @@ type governor struct {
 func (d *deployment) start(b *testing.B, extra ...string) *governor {
 	b.Helper()
 	g := d.Start(b, extra...)
-	g.WaitLeader(b, d.Deployment)
+	g.WaitRunning(b, d.Deployment)
 	return &governor{Governor: g, flush: statusFlush(b, g.Args)}
 }
 
