@@ -21,6 +21,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"time"
 
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -100,6 +101,10 @@ type Tick struct {
 	Loop   types.NamespacedName
 	UID    types.UID
 	Number int64
+	// Intent is when the tick recorded that it changes its targets
+	// (status.targets[].lastChange), before acting: a crash before the
+	// tick is recorded makes its number come again, never this time.
+	Intent time.Time
 }
 
 type tickKey struct{}

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/collectors"
@@ -35,24 +36,42 @@ func TestEffectiveParamsOverridesWinDeeply(t *testing.T) {
 
 func TestMetricDocStalenessAndNew(t *testing.T) {
 	now := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
-	previous := now.Add(-500 * time.Millisecond)
 	v := 2.5
-	doc, stale := metricDoc(collectors.Metric{Value: &v, ObservedAt: now.Add(-2 * time.Second), Fields: map[string]any{"p95": 3.1}}, now, 15*time.Second, previous)
+	doc, stale := metricDoc(collectors.Metric{Value: &v, ObservedAt: now.Add(-2 * time.Second), Fields: map[string]any{"p95": 3.1}}, now, 15*time.Second, false)
 	assert.False(t, stale)
-	assert.Equal(t, map[string]any{"value": 2.5, "age_seconds": 2.0, "observed_ns": now.Add(-2 * time.Second).UnixNano(), "stale": false, "new": false, "p95": 3.1}, doc,
-		"observed before the previous tick: seen already")
+	assert.Equal(t, map[string]any{"value": 2.5, "age_seconds": 2.0, "observed_ns": now.Add(-2 * time.Second).UnixNano(), "stale": false, "new": false, "p95": 3.1}, doc)
+	doc, _ = metricDoc(collectors.Metric{Value: &v, ObservedAt: now.Add(-100 * time.Millisecond)}, now, 15*time.Second, true)
+	assert.Equal(t, true, doc["new"])
 
-	doc, _ = metricDoc(collectors.Metric{Value: &v, ObservedAt: now.Add(-100 * time.Millisecond)}, now, 15*time.Second, previous)
-	assert.Equal(t, true, doc["new"], "observed since the previous tick")
-	doc, _ = metricDoc(collectors.Metric{Value: &v, ObservedAt: now.Add(-time.Hour)}, now, 0, time.Time{})
-	assert.Equal(t, true, doc["new"], "the first tick sees everything for the first time")
-
-	_, stale = metricDoc(collectors.Metric{Value: &v, ObservedAt: now.Add(-16 * time.Second)}, now, 15*time.Second, previous)
+	_, stale = metricDoc(collectors.Metric{Value: &v, ObservedAt: now.Add(-16 * time.Second)}, now, 15*time.Second, true)
 	assert.True(t, stale, "older than staleAfter")
 
-	doc, stale = metricDoc(collectors.Metric{Err: "no observation reported"}, now, 15*time.Second, time.Time{})
+	doc, stale = metricDoc(collectors.Metric{Err: "no observation reported"}, now, 15*time.Second, true)
 	assert.True(t, stale, "no value")
 	assert.Equal(t, map[string]any{"value": nil, "stale": true, "new": false, "error": "no observation reported"}, doc)
+}
+
+// An observation is new until a decision has read it, whatever its time
+// says against the ticks': one report, one pass.
+func TestNewObservation(t *testing.T) {
+	now := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	v := 2.5
+	at := func(d time.Duration) collectors.Metric { return collectors.Metric{Value: &v, ObservedAt: now.Add(d)} }
+	previous := &v1alpha1.ControlLoopStatus{LastTick: ptr.To(metav1.NewMicroTime(now.Add(-500 * time.Millisecond)))}
+
+	// A status from before status.seen: observed since the previous tick.
+	assert.False(t, newObservation(previous, "cpu", at(-2*time.Second)), "observed before the previous tick")
+	assert.True(t, newObservation(previous, "cpu", at(-100*time.Millisecond)), "observed since the previous tick")
+	assert.True(t, newObservation(&v1alpha1.ControlLoopStatus{}, "cpu", at(-time.Hour)), "the first tick sees everything for the first time")
+
+	// With status.seen: another observation time is new, before or after.
+	seen := previous.DeepCopy()
+	seen.Seen = map[string]metav1.MicroTime{"cpu": metav1.NewMicroTime(now.Add(30 * time.Second))}
+	assert.False(t, newObservation(seen, "cpu", at(30*time.Second)), "a report dated ahead of the clock, read already")
+	assert.False(t, newObservation(seen, "cpu", at(30*time.Second+400*time.Nanosecond)), "the same microsecond (as the status keeps it)")
+	assert.True(t, newObservation(seen, "cpu", at(-2*time.Second)), "a report dated before the previous tick, not read yet")
+	assert.True(t, newObservation(seen, "cpu", at(31*time.Second)), "a later report")
+	assert.True(t, newObservation(seen, "memory", at(-time.Hour)), "a metric the last decision did not read")
 }
 
 // The input's numbers say what its strings say: input.time_ns is input.time, each history
@@ -106,4 +125,17 @@ func TestRecordBoundsHistoryAndKeepsCooldowns(t *testing.T) {
 	assert.Equal(t, start.Add(time.Second), st.Targets[0].LastChange.Time)
 	assert.Equal(t, int64(4), st.ObservedGeneration)
 	assert.Len(t, st.Conditions, 2)
+}
+
+// status.seen holds what the last decision read: a tick that made no
+// decision (no revision, a failed policy) leaves it as it was.
+func TestRecordKeepsWhatTheLastDecisionRead(t *testing.T) {
+	loop := &v1alpha1.ControlLoop{Spec: v1alpha1.ControlLoopSpec{HistoryLimit: 3}}
+	read := map[string]metav1.MicroTime{"cpu": metav1.NewMicroTime(tickNow)}
+	st, err := record(loop, &v1alpha1.ControlLoopStatus{}, tickResult{entry: v1alpha1.HistoryEntry{Tick: 1}, seen: read}, 0)
+	require.NoError(t, err)
+	assert.Equal(t, read, st.Seen)
+	st, err = record(loop, st, tickResult{entry: v1alpha1.HistoryEntry{Tick: 2}}, 0)
+	require.NoError(t, err)
+	assert.Equal(t, read, st.Seen, "a tick without a decision")
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/collectors"
 )
@@ -15,10 +17,11 @@ type MetricSource interface {
 }
 
 // metricDoc is a metric as input.metrics shows it, and whether it is stale:
-// no value, or older than staleAfter. It is new when it was observed after
-// since, the previous tick: a policy may act once per observation. When it has
-// a value, observed_ns is when, in nanoseconds since the Unix epoch.
-func metricDoc(m collectors.Metric, now time.Time, staleAfter time.Duration, since time.Time) (map[string]any, bool) {
+// no value, or older than staleAfter. isNew says whether the loop's last
+// decision read another observation of it (newObservation): a policy may
+// act once per observation. When it has a value, observed_ns is when, in
+// nanoseconds since the Unix epoch.
+func metricDoc(m collectors.Metric, now time.Time, staleAfter time.Duration, isNew bool) (map[string]any, bool) {
 	doc := map[string]any{}
 	for k, v := range m.Fields {
 		doc[k] = v
@@ -34,11 +37,35 @@ func metricDoc(m collectors.Metric, now time.Time, staleAfter time.Duration, sin
 		doc["error"] = m.Err
 	}
 	doc["stale"] = stale
-	doc["new"] = m.Value != nil && m.ObservedAt.After(since)
+	doc["new"] = m.Value != nil && isNew
 	if m.Value != nil {
 		doc["observed_ns"] = m.ObservedAt.UnixNano()
 	}
 	return doc, stale
+}
+
+// newObservation says whether a metric's observation is not the one the
+// loop's last decision read (status.seen, to the microsecond the status
+// keeps). A status from before status.seen falls back to the observation
+// time against the previous tick's.
+func newObservation(status *v1alpha1.ControlLoopStatus, name string, m collectors.Metric) bool {
+	if status.Seen == nil {
+		return m.ObservedAt.After(previousTick(status))
+	}
+	seen, ok := status.Seen[name]
+	return !ok || !seen.Time.Truncate(time.Microsecond).Equal(m.ObservedAt.Truncate(time.Microsecond))
+}
+
+// seenObservations are the observation times of the metrics with a value,
+// for status.seen.
+func seenObservations(observed map[string]collectors.Metric) map[string]metav1.MicroTime {
+	seen := map[string]metav1.MicroTime{}
+	for name, m := range observed {
+		if m.Value != nil {
+			seen[name] = metav1.NewMicroTime(m.ObservedAt)
+		}
+	}
+	return seen
 }
 
 // metricFreshness is the age of a metric's value at now, and whether it is

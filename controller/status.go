@@ -45,6 +45,9 @@ func record(loop *v1alpha1.ControlLoop, old *v1alpha1.ControlLoopStatus, res tic
 	case loop.Spec.Policy.Revision != "":
 		st.LastInput = nil // a pinned loop's decisions are no new revision's to make
 	}
+	if res.seen != nil {
+		st.Seen = res.seen
+	}
 	if res.decision != nil && res.decision.State != nil {
 		state, err := encodeJSON(res.decision.State)
 		if err != nil {

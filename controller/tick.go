@@ -38,6 +38,9 @@ type tickResult struct {
 	decision *decision.Decision
 	notes    []guard.Note
 	changed  map[string]time.Time // targets changed, and when
+	// seen are the observations the decision read (status.seen); nil when
+	// the policy made no decision.
+	seen map[string]metav1.MicroTime
 	phase    v1alpha1.Phase
 	policy   metav1.Condition
 	// overridden is the Overridden condition; nil when the loop runs with
@@ -217,6 +220,7 @@ func decisionRequest(spec *v1alpha1.ControlLoopSpec, fields *actuators.Registry,
 func carryOut(ctx context.Context, w World, loop *v1alpha1.ControlLoop, status *v1alpha1.ControlLoopStatus, state loopState, out *bundles.Result, now time.Time, res *tickResult) {
 	spec := &loop.Spec
 	res.decision = &out.Decision
+	res.seen = state.seen
 	res.entry.Events = out.Decision.Events
 	for _, a := range out.Decision.Actions {
 		res.entry.Actions = append(res.entry.Actions, apiAction(a))
@@ -239,7 +243,7 @@ func carryOut(ctx context.Context, w World, loop *v1alpha1.ControlLoop, status *
 		return
 	}
 	if changeAt, ok := intend(ctx, w, loop, guarded.Actions, now, res); ok {
-		at := actuators.Tick{Loop: types.NamespacedName{Namespace: loop.Namespace, Name: loop.Name}, UID: loop.UID, Number: res.entry.Tick}
+		at := actuators.Tick{Loop: types.NamespacedName{Namespace: loop.Namespace, Name: loop.Name}, UID: loop.UID, Number: res.entry.Tick, Intent: changeAt}
 		act(actuators.WithTick(ctx, at), w, guarded.Actions, state.targets, changeAt, res)
 	}
 }
@@ -339,6 +343,8 @@ func policyFailure(err error) string {
 type loopState struct {
 	targets map[string]*actuators.Target
 	metrics map[string]bool // true when fresh
+	// seen are the metrics' observation times, for status.seen.
+	seen map[string]metav1.MicroTime
 	// supervised is the loop a Deliberative loop supervises.
 	supervised *v1alpha1.ControlLoop
 }
@@ -350,9 +356,10 @@ func buildInput(ctx context.Context, w World, loop *v1alpha1.ControlLoop, status
 	if err != nil {
 		return nil, st, err
 	}
+	st.seen = seenObservations(observed)
 	metrics := map[string]any{}
 	for name, m := range observed {
-		doc, stale := metricDoc(m, now, loop.Spec.Safety.StaleAfter.Duration, previousTick(status))
+		doc, stale := metricDoc(m, now, loop.Spec.Safety.StaleAfter.Duration, newObservation(status, name, m))
 		metrics[name] = doc
 		st.metrics[name] = !stale
 	}

@@ -65,9 +65,11 @@ type Change struct {
 }
 
 // idempotencyKey names a change: the loop (its UID: a loop deleted and made again is
-// another), the tick and the target.
+// another), the tick, its intent (in microseconds since the epoch: after a crash
+// before the tick was recorded, the next tick has the same number and another
+// change) and the target.
 func idempotencyKey(t actuators.Tick, target string) string {
-	return fmt.Sprintf("%s/%d/%s", t.UID, t.Number, target)
+	return fmt.Sprintf("%s/%d/%d/%s", t.UID, t.Number, t.Intent.UnixMicro(), target)
 }
 
 type cachedKey struct {

@@ -122,7 +122,8 @@ func target(url string, ca []byte) *actuators.Target {
 }
 
 func tickCtx() context.Context {
-	return actuators.WithTick(context.Background(), actuators.Tick{Loop: types.NamespacedName{Namespace: "lab", Name: "lupus"}, UID: "u-1", Number: 7})
+	return actuators.WithTick(context.Background(), actuators.Tick{Loop: types.NamespacedName{Namespace: "lab", Name: "lupus"}, UID: "u-1", Number: 7,
+		Intent: time.UnixMicro(1796205600123456)})
 }
 
 // same compares settings by value, as numbers.
@@ -212,12 +213,12 @@ func TestApplySignsAndNamesTheChange(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, changed)
 	require.Len(t, sys.posts, 1)
-	assert.Equal(t, "u-1/7/egress", sys.posts[0].Header.Get(IdempotencyKeyHeader))
+	assert.Equal(t, "u-1/7/1796205600123456/egress", sys.posts[0].Header.Get(IdempotencyKeyHeader))
 	assert.Equal(t, "application/json", sys.posts[0].Header.Get("Content-Type"))
 	assert.Equal(t, "/settings", sys.posts[0].URL.Path)
 	same(t, settings("rate", "60", "ratio", "500m"), sys.bodies[0].Settings, "the settings")
 	sys.bodies[0].Settings = nil
-	assert.Equal(t, Change{Loop: "lab/lupus", Target: "egress", Tick: 7, IdempotencyKey: "u-1/7/egress"}, sys.bodies[0])
+	assert.Equal(t, Change{Loop: "lab/lupus", Target: "egress", Tick: 7, IdempotencyKey: "u-1/7/1796205600123456/egress"}, sys.bodies[0])
 	assert.Equal(t, map[string]json.Number{"rate": "60", "ratio": "0.5"}, sys.settings)
 }
 

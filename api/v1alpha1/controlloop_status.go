@@ -121,6 +121,15 @@ type ControlLoopStatus struct {
 	// +optional
 	Observations map[string]Observation `json:"observations,omitempty"`
 
+	// Seen is when each metric the loop's last decision read was observed
+	// (input.metrics.<name>.observed_ns, to the microsecond). The next tick
+	// shows a metric as new (input.metrics.<name>.new) only when it was
+	// observed at another time: one observation, one pass, whatever its
+	// time tag says against the ticks' (a report tagged ahead of the
+	// controller's clock, or behind it, or arriving while a tick ran).
+	// +optional
+	Seen map[string]metav1.MicroTime `json:"seen,omitempty"`
+
 	// Targets records when each target was last changed (for cooldowns).
 	// +listType=map
 	// +listMapKey=name

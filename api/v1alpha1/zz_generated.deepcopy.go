@@ -262,6 +262,13 @@ func (in *ControlLoopStatus) DeepCopyInto(out *ControlLoopStatus) {
 			(*out)[key] = *val.DeepCopy()
 		}
 	}
+	if in.Seen != nil {
+		in, out := &in.Seen, &out.Seen
+		*out = make(map[string]metav1.MicroTime, len(*in))
+		for key, val := range *in {
+			(*out)[key] = *val.DeepCopy()
+		}
+	}
 	if in.Targets != nil {
 		in, out := &in.Targets, &out.Targets
 		*out = make([]TargetStatus, len(*in))

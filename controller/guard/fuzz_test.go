@@ -23,7 +23,7 @@ import (
 	"governor.dev/governor/workload"
 )
 
-// The world of FuzzGuard: flags say which bounds the two targets declare and what is true of
+// The world of FuzzGuard: flags say which bounds the three targets declare and what is true of
 // them at the tick.
 const (
 	webSnap       = 1 << iota // web's outOfBounds is Snap

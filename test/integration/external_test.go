@@ -213,7 +213,10 @@ func TestExternalTarget(t *testing.T) {
 		assert.Equal(t, map[string]json.Number{"rate": "60"}, settings)
 		require.Len(t, posts, 1, "one change within the cooldown")
 		l := e.get(t, ns, "steady")
-		assert.Equal(t, string(l.UID)+"/"+itoa(entry.Tick)+"/egress", posts[0].header.Get(external.IdempotencyKeyHeader))
+		require.Len(t, l.Status.Targets, 1)
+		require.NotNil(t, l.Status.Targets[0].LastChange)
+		assert.Equal(t, string(l.UID)+"/"+itoa(entry.Tick)+"/"+itoa(l.Status.Targets[0].LastChange.UnixMicro())+"/egress",
+			posts[0].header.Get(external.IdempotencyKeyHeader), "the loop, the tick, its intent, the target")
 		assert.Contains(t, string(posts[0].body), `"settings":{"rate":60}`)
 		assert.Equal(t, external.Change{Settings: posts[0].change.Settings, Loop: ns + "/steady", Target: "egress", Tick: entry.Tick,
 			IdempotencyKey: posts[0].header.Get(external.IdempotencyKeyHeader)}, posts[0].change)

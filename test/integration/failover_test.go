@@ -70,7 +70,7 @@ func (l leaseTimings) maxRetryWait() time.Duration {
 // leader: the standby takes the Lease once it has expired, not before, and
 // ticks. SIGTERM of the leader: it writes its last ticks, hands the Lease
 // back, and the standby goes on from the very next tick. How long each takes
-// is BenchmarkFailover's figure (test/perf), not asserted here: a loaded
+// is BenchmarkFailover's figure (below), not asserted here: a loaded
 // machine stretches it.
 func TestFailover(t *testing.T) {
 	timings := leaseTimings{lease: 5 * time.Second, renew: 3 * time.Second, retry: 250 * time.Millisecond}
