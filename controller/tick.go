@@ -40,9 +40,9 @@ type tickResult struct {
 	changed  map[string]time.Time // targets changed, and when
 	// seen are the observations the decision read (status.seen); nil when
 	// the policy made no decision.
-	seen map[string]metav1.MicroTime
-	phase    v1alpha1.Phase
-	policy   metav1.Condition
+	seen   map[string]metav1.MicroTime
+	phase  v1alpha1.Phase
+	policy metav1.Condition
 	// overridden is the Overridden condition; nil when the loop runs with
 	// no overrides.
 	overridden *metav1.Condition
