@@ -1,13 +1,20 @@
 package bundles
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -271,4 +278,103 @@ func TestDecisionLogBuffer(t *testing.T) {
 		_, err := ParseConfig([]byte(config), Limits{})
 		assert.ErrorContains(t, err, want)
 	}
+}
+
+// TestDecisionLogBufferHoldsWhileServiceIsDown: while the decision log
+// service refuses every upload, what OPA's plugin holds stays within the
+// buffer limit however many decisions are logged, the oldest dropped; once
+// the service is back, what was held arrives (no more than the limit, the
+// newest decision among it) and new decisions flow again.
+func TestDecisionLogBufferHoldsWhileServiceIsDown(t *testing.T) {
+	// The plugin's default upload_size_limit_bytes: the encoder holds up to
+	// one such chunk besides the buffer.
+	const limit, chunk = 64 << 10, 32 << 10
+	svc := &downLogs{}
+	svc.down.Store(true)
+	url, ca := bundleserver.ServeTLS(t, svc)
+	cfg, err := ParseConfig([]byte(fmt.Sprintf(`services: {logs: {url: %q, tls: {ca_cert: %q}}}
+decision_logs: {service: logs, reporting: {min_delay_seconds: 1, max_delay_seconds: 1}}
+`, url, ca)), Limits{DecisionLogBufferBytes: limit})
+	require.NoError(t, err)
+	defer cfg.Close()
+	reg := NewRegistry()
+	require.NoError(t, reg.AddSources(cfg))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- reg.Start(ctx) }()
+
+	// 2,000 decisions of 1 KiB of random base64 each: the buffer holds
+	// gzipped chunks, and random input hardly compresses (~0.75 KiB), so
+	// they are some 1.5 MiB to hold, over 20 times the limit.
+	const n = 2000
+	logged := func(tick int) Logged {
+		noise := make([]byte, 768)
+		_, _ = rand.Read(noise)
+		return Logged{Loop: "ns/l", Tick: int64(tick), Decision: "t/decision",
+			Input: map[string]any{"noise": base64.StdEncoding.EncodeToString(noise)}, Result: map[string]any{}, Time: time.Now()}
+	}
+	var peak int64
+	for tick := range n {
+		require.NoError(t, reg.LogDecision(ctx, logged(tick)))
+		_, held := cfg.DecisionLog.plugin.BufferSize()
+		peak = max(peak, held)
+	}
+	// Two more refusals: an upload started after the last decision, which
+	// flushed the encoder's last chunk into the buffer.
+	refused := svc.refused.Load()
+	require.Eventually(t, func() bool { return svc.refused.Load() >= refused+2 }, 30*time.Second, 50*time.Millisecond)
+	_, held := cfg.DecisionLog.plugin.BufferSize()
+	assert.Positive(t, held)
+	assert.LessOrEqual(t, held, int64(limit))
+	assert.LessOrEqual(t, peak, int64(limit))
+	assert.Empty(t, svc.Events())
+
+	svc.down.Store(false)
+	require.Eventually(t, func() bool { return slices.Contains(svc.ticks(), n-1) }, 30*time.Second, 50*time.Millisecond,
+		"the newest decision arrives once the service is back")
+	ticks := svc.ticks()
+	assert.LessOrEqual(t, svc.received.Load(), int64(limit+chunk), "bytes uploaded after the service came back")
+	assert.False(t, slices.Contains(ticks, 0), "the oldest decisions were dropped")
+	assert.Less(t, len(ticks), n/10)
+	t.Logf("%d uploads refused; %d bytes held at most; %d decisions (%d bytes) uploaded once back", svc.refused.Load(), peak, len(ticks), svc.received.Load())
+
+	require.NoError(t, reg.LogDecision(ctx, logged(n)))
+	require.Eventually(t, func() bool { return slices.Contains(svc.ticks(), n) }, 30*time.Second, 50*time.Millisecond,
+		"a decision logged after the service came back arrives")
+	cancel()
+	require.NoError(t, <-done)
+}
+
+// downLogs is a decision log service that refuses every upload (503) while
+// down, and takes them otherwise, counting the bytes it takes (gzipped, as
+// sent).
+type downLogs struct {
+	bundleserver.DecisionLogs
+	down              atomic.Bool
+	refused, received atomic.Int64
+}
+
+func (s *downLogs) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.down.Load() {
+		s.refused.Add(1)
+		http.Error(w, "down", http.StatusServiceUnavailable)
+		return
+	}
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	s.received.Add(int64(len(body)))
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	s.DecisionLogs.ServeHTTP(w, r)
+}
+
+// ticks are the ticks of the events taken.
+func (s *downLogs) ticks() []int {
+	var ticks []int
+	for _, ev := range s.Events() {
+		ticks = append(ticks, int(ev["custom"].(map[string]any)["tick"].(float64)))
+	}
+	return ticks
 }
