@@ -67,12 +67,13 @@ func appliedText(r Row) string {
 }
 
 // Plot draws the replay: the trace's metrics, the targets' bandwidth,
-// replicas and memory requests as the loops left them, and the priority
+// replicas and cpu and memory requests as the loops left them, and the priority
 // rank of each metric of loops that have priorities.
 func Plot(path, title string, rows []Row) error {
 	metrics := map[string]*plot.Series{}
 	egress := map[string]*plot.Series{}
 	replicaSeries := map[string]*plot.Series{}
+	cpu := map[string]*plot.Series{}
 	memory := map[string]*plot.Series{}
 	ranks := map[string]*plot.Series{}
 	add := func(m map[string]*plot.Series, name, unit string, step bool, t time.Time, v float64) {
@@ -103,6 +104,9 @@ func Plot(path, title string, rows []Row) error {
 			}
 			containers, _ := tg[resources.Field].(resources.Containers)
 			for c, res := range containers {
+				if q, ok := res.Requests["cpu"]; ok {
+					add(cpu, r.Loop+"/"+name+"/"+c, "m", true, t, float64(q.MilliValue()))
+				}
 				if q, ok := res.Requests["memory"]; ok {
 					add(memory, r.Loop+"/"+name+"/"+c, "MiB", true, t, q.AsApproximateFloat64()/(1<<20))
 				}
@@ -120,6 +124,7 @@ func Plot(path, title string, rows []Row) error {
 		{"Metrics", "value", metrics},
 		{"Egress bandwidth", "Mbit/s", egress},
 		{"Replicas", "replicas", replicaSeries},
+		{"CPU requests", "millicores", cpu},
 		{"Memory requests", "MiB", memory},
 		{"Priority rank (1 = remedied first)", "rank", ranks},
 	} {
