@@ -23,6 +23,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
@@ -124,8 +125,9 @@ func TestFailover(t *testing.T) {
 	assert.Empty(t, holders[2], "b hands the Lease back on SIGTERM")
 	assert.NotContains(t, []string{"", holders[0], holders[1]}, holders[3])
 
-	// Leader election's Events are recorded with the shipped RBAC, and no
-	// replica met a refusal of it.
+	// Leader election's Events are recorded with the shipped Role and the
+	// events right README tells a user of --shards 1 to add, and no replica
+	// met a refusal of it.
 	r.waitFor(t, 10*time.Second, "c's LeaderElection Event", func() bool {
 		var events corev1.EventList
 		require.NoError(t, r.c.List(ctx, &events, client.InNamespace(systemNamespace)))
@@ -212,6 +214,9 @@ func newFailoverRig(tb testing.TB, flags map[string]string) *failoverRig {
 	c, err := client.NewWithWatch(api.Config, client.Options{Scheme: controller.Scheme()})
 	require.NoError(tb, err)
 	r := &failoverRig{c: c, dir: tb.TempDir(), ticks: map[time.Time]v1alpha1.HistoryEntry{}}
+	if flags["--shards"] == "1" {
+		grantLeaderElectionEvents(tb, c)
+	}
 
 	token, err := api.Kubectl("create", "token", serviceAccount, "-n", systemNamespace, "--duration=1h")
 	require.NoError(tb, err, token)
@@ -238,6 +243,18 @@ func newFailoverRig(tb testing.TB, flags map[string]string) *failoverRig {
 	require.NoError(tb, err)
 	done.Go(func() { r.recordLease(leases) })
 	return r
+}
+
+// grantLeaderElectionEvents adds to the shipped Lease Role what README's
+// "Failover" tells a user of --shards 1 to add: create core Events, which
+// leader election records its transitions as (the manifest, sharded, has
+// no leader and does not grant it).
+func grantLeaderElectionEvents(tb testing.TB, c client.Client) {
+	tb.Helper()
+	var role rbacv1.Role
+	require.NoError(tb, c.Get(context.Background(), types.NamespacedName{Namespace: systemNamespace, Name: "governor-leader-election-role"}, &role))
+	role.Rules = append(role.Rules, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create"}})
+	require.NoError(tb, c.Update(context.Background(), &role))
 }
 
 // withFlags replaces the --name=value arguments of args that flags name,
