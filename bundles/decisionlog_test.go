@@ -34,9 +34,7 @@ decision_logs:
 	reg := NewRegistry()
 	require.NoError(t, reg.AddSources(cfg))
 	require.NoError(t, reg.AddDir(context.Background(), "../policies"))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- reg.Start(ctx) }()
+	ctx, stop := running(t, reg)
 
 	engine, _ := reg.Engine("reactive")
 	input := map[string]any{"params": map[string]any{}, "metrics": map[string]any{}, "targets": map[string]any{}}
@@ -49,8 +47,7 @@ decision_logs:
 	for len(svc.Events()) == 0 && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
-	cancel()
-	require.NoError(t, <-done)
+	stop()
 	events := svc.Events()
 	require.Len(t, events, 1)
 	ev := events[0]
@@ -75,15 +72,12 @@ func TestDecisionLogConsole(t *testing.T) {
 	defer cfg.Close()
 	reg := NewRegistry()
 	require.NoError(t, reg.AddSources(cfg))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- reg.Start(ctx) }()
+	ctx, stop := running(t, reg)
 	require.Eventually(t, func() bool {
 		return reg.LogDecision(ctx, Logged{Loop: "factory/qos", Tick: 3, Decision: "governor/bandwidth/decision",
 			Input: map[string]any{"tick": 3}, Result: map[string]any{}, Time: time.Now()}) == nil
 	}, 5*time.Second, 50*time.Millisecond)
-	cancel()
-	require.NoError(t, <-done)
+	stop()
 	w.Close()
 	line, err := bufio.NewReader(r).ReadString('\n')
 	require.NoError(t, err)
@@ -107,9 +101,7 @@ func TestDecisionLogMask(t *testing.T) {
 
 	svc := &bundleserver.DecisionLogs{}
 	reg := startDecisionLog(t, svc, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- reg.Start(ctx) }()
+	ctx, stop := running(t, reg)
 
 	for tick, rev := range []*Revision{plain, masked, masked, plain} {
 		input := map[string]any{"secret": "s3cret", "token": "t0ken", "visible": tick, "drop": tick == 2}
@@ -117,8 +109,7 @@ func TestDecisionLogMask(t *testing.T) {
 			Revision: rev, Input: input, Result: map[string]any{}, Time: time.Now()}))
 	}
 	require.Eventually(t, func() bool { return len(svc.Events()) >= 3 }, 10*time.Second, 50*time.Millisecond)
-	cancel()
-	require.NoError(t, <-done)
+	stop()
 
 	events := svc.Events()
 	require.Len(t, events, 3, "tick 2 is dropped")
@@ -156,14 +147,11 @@ decision_logs: {service: logs, mask_decision: t/mask, reporting: {min_delay_seco
 	defer cfg.Close()
 	reg := NewRegistry()
 	require.NoError(t, reg.AddSources(cfg))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- reg.Start(ctx) }()
+	ctx, stop := running(t, reg)
 	require.NoError(t, reg.LogDecision(ctx, Logged{Loop: "ns/l", Decision: "t/decision", Revision: rev,
 		Input: map[string]any{"secret": "s3cret", "visible": 1}, Result: map[string]any{}, Time: time.Now()}))
 	require.Eventually(t, func() bool { return len(svc.Events()) == 1 }, 10*time.Second, 50*time.Millisecond)
-	cancel()
-	require.NoError(t, <-done)
+	stop()
 	assert.Equal(t, map[string]any{"visible": float64(1)}, svc.Events()[0]["input"])
 }
 
@@ -177,9 +165,7 @@ func TestDecisionLogMaskConcurrent(t *testing.T) {
 	require.NoError(t, err)
 	svc := &bundleserver.DecisionLogs{}
 	reg := startDecisionLog(t, svc, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- reg.Start(ctx) }()
+	ctx, stop := running(t, reg)
 
 	const loops, ticks = 8, 25
 	var wg sync.WaitGroup
@@ -195,8 +181,7 @@ func TestDecisionLogMaskConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 	require.Eventually(t, func() bool { return len(svc.Events()) == loops*ticks }, 10*time.Second, 50*time.Millisecond)
-	cancel()
-	require.NoError(t, <-done)
+	stop()
 	for _, ev := range svc.Events() {
 		want := map[string]any{"secret": "s3cret", "token": "t0ken", "drop": false}
 		if _, ok := ev["bundles"].(map[string]any)[masked.Name()]; ok {
@@ -240,4 +225,17 @@ decision_logs: {service: logs, reporting: {min_delay_seconds: %d, max_delay_seco
 	reg := NewRegistry()
 	require.NoError(t, reg.AddSources(cfg))
 	return reg
+}
+
+// running starts reg (its decision log with it) until stop, which checks
+// that it ended cleanly.
+func running(t *testing.T, reg *Registry) (ctx context.Context, stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- reg.Start(ctx) }()
+	return ctx, func() {
+		cancel()
+		require.NoError(t, <-done)
+	}
 }

@@ -299,9 +299,7 @@ decision_logs: {service: logs, reporting: {min_delay_seconds: 1, max_delay_secon
 	defer cfg.Close()
 	reg := NewRegistry()
 	require.NoError(t, reg.AddSources(cfg))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- reg.Start(ctx) }()
+	ctx, stop := running(t, reg)
 
 	// 2,000 decisions of 1 KiB of random base64 each: the buffer holds
 	// gzipped chunks, and random input hardly compresses (~0.75 KiB), so
@@ -341,8 +339,7 @@ decision_logs: {service: logs, reporting: {min_delay_seconds: 1, max_delay_secon
 	require.NoError(t, reg.LogDecision(ctx, logged(n)))
 	require.Eventually(t, func() bool { return slices.Contains(svc.ticks(), n) }, 30*time.Second, 50*time.Millisecond,
 		"a decision logged after the service came back arrives")
-	cancel()
-	require.NoError(t, <-done)
+	stop()
 }
 
 // downLogs is a decision log service that refuses every upload (503) while
