@@ -35,6 +35,7 @@ import (
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/controller"
 	"governor.dev/governor/test/cluster"
+	"governor.dev/governor/test/deployed"
 )
 
 // The controller as config/default deploys it.
@@ -415,11 +416,7 @@ func (r *failoverRig) start(tb testing.TB, name string) *replica {
 	tb.Helper()
 	bundles := filepath.Join(r.dir, "bundles-"+name)
 	require.NoError(tb, os.CopyFS(filepath.Join(bundles, "reactive"), os.DirFS(filepath.Join(repo, "policies", "reactive"))))
-	manifest := filepath.Join(bundles, "reactive", ".manifest")
-	raw, err := os.ReadFile(manifest)
-	require.NoError(tb, err)
-	raw = []byte(strings.Replace(string(raw), `"revision": "reactive-4"`, `"revision": "reactive-`+name+`"`, 1))
-	require.NoError(tb, os.WriteFile(manifest, raw, 0o644))
+	deployed.StampRevision(tb, filepath.Join(bundles, "reactive"), "reactive-"+name)
 
 	p := &replica{name: name, log: filepath.Join(r.dir, name+".log"), probe: freeAddr(tb), done: make(chan struct{})}
 	own := map[string]string{

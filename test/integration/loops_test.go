@@ -4,7 +4,10 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -88,7 +91,7 @@ func TestControlLoops(t *testing.T) {
 		assert.JSONEq(t, `{"bandwidth": {"egress": "800M"}}`, string(acted.Applied[0].Set.Raw))
 		assert.Contains(t, acted.Applied[0].Reason, "jitter ewma 3.5 ms above target 2.0 ms")
 		assert.True(t, acted.Time.After(observed.Add(-time.Second)), "acted on the observation, within a tick")
-		assert.Equal(t, "bandwidth@bandwidth-3", l.Status.PolicyRevision)
+		assert.Equal(t, "bandwidth@"+shippedRevision(t, "bandwidth"), l.Status.PolicyRevision)
 		assert.Equal(t, v1alpha1.PhaseRunning, l.Status.Phase)
 		require.Len(t, l.Status.Targets, 1)
 		assert.NotNil(t, l.Status.Targets[0].LastChange)
@@ -340,3 +343,16 @@ func TestControlLoops(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// shippedRevision is the revision of a shipped bundle, as its .manifest
+// names it.
+func shippedRevision(t *testing.T, bundle string) string {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(repo, "policies", bundle, ".manifest"))
+	require.NoError(t, err)
+	var manifest struct {
+		Revision string `json:"revision"`
+	}
+	require.NoError(t, json.Unmarshal(raw, &manifest))
+	return manifest.Revision
+}

@@ -147,18 +147,7 @@ func (s *shardRun) start(b *testing.B, member string) {
 	if err := os.CopyFS(dir, os.DirFS(filepath.Join(repo, "policies"))); err != nil {
 		b.Fatal(err)
 	}
-	manifest := filepath.Join(dir, "bandwidth", ".manifest")
-	raw, err := os.ReadFile(manifest)
-	if err != nil {
-		b.Fatal(err)
-	}
-	stamped := strings.Replace(string(raw), `"revision": "bandwidth-3"`, `"revision": "bandwidth-`+member+`"`, 1)
-	if stamped == string(raw) {
-		b.Fatalf("%s: no revision bandwidth-3 to replace: update BenchmarkShards", manifest)
-	}
-	if err := os.WriteFile(manifest, []byte(stamped), 0o644); err != nil {
-		b.Fatal(err)
-	}
+	deployed.StampRevision(b, filepath.Join(dir, "bandwidth"), "bandwidth-"+member)
 	args := append([]string{"--bundles=" + dir, "--shard-member=" + member}, s.extra...)
 	s.replicas[member] = s.d.start(b, args...)
 }
