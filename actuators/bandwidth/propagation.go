@@ -75,22 +75,26 @@ type propagator struct {
 	waiting map[types.NamespacedName]time.Time
 }
 
-// Reconcile annotates one Pod with its workload's recorded bandwidth.
+// Reconcile annotates one Pod with its workload's recorded bandwidth. A Pod
+// it is not waiting on for another replica is forgotten (settled).
 func (r *propagator) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	res, err := r.propagate(ctx, req)
+	if err == nil && res.RequeueAfter == 0 {
+		r.settled(req.NamespacedName)
+	}
+	return res, err
+}
+
+func (r *propagator) propagate(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	pod := &corev1.Pod{}
 	if err := r.c.Get(ctx, req.NamespacedName, pod); err != nil {
-		r.settled(req.NamespacedName)
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
 	if !live(pod) {
-		r.settled(req.NamespacedName)
 		return reconcile.Result{}, nil
 	}
 	owner, want, err := r.recorded(ctx, pod)
 	if err != nil || want.empty() || len(changes(pod.Annotations, want, podKey)) == 0 {
-		if err == nil {
-			r.settled(req.NamespacedName)
-		}
 		return reconcile.Result{}, err
 	}
 	if wait := r.leftToOwner(req.NamespacedName, owner); wait > 0 {
@@ -98,11 +102,7 @@ func (r *propagator) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	}
 	changed, err := annotatePod(ctx, r.c, pod, want)
 	if workload.IsNotFound(err) {
-		r.settled(req.NamespacedName)
 		return reconcile.Result{}, nil
-	}
-	if err == nil {
-		r.settled(req.NamespacedName)
 	}
 	if changed {
 		ctrl.LoggerFrom(ctx).V(1).Info("bandwidth propagated to pod", "egress", want[0], "ingress", want[1])
