@@ -21,6 +21,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+
+	"golang.org/x/sync/errgroup"
 
 	"governor.dev/governor/decision"
 	"governor.dev/governor/workload"
@@ -196,6 +199,9 @@ func parse(annotations map[string]string, key func(direction) string) (values, e
 	return v, nil
 }
 
+// podApplyConcurrency bounds the Pod applies of one action in flight at once.
+const podApplyConcurrency = 8
+
 // annotatePods sets the kubernetes.io annotations of want on every live Pod the selector
 // selects in the target's namespace.
 func annotatePods(ctx context.Context, c client.Client, t workload.Ref, selector *metav1.LabelSelector, want values) (bool, error) {
@@ -210,19 +216,33 @@ func annotatePods(ctx context.Context, c client.Client, t workload.Ref, selector
 	if err := c.List(ctx, pods, client.InNamespace(t.Namespace), client.MatchingLabelsSelector{Selector: sel}); err != nil {
 		return false, t.Errorf("list pods: %w", err)
 	}
-	changed := false
-	var errs []error
+	// The Pods are annotated side by side: one after another, each apply's round trip to
+	// the API server would add up, and the last Pod of a large workload would get its new
+	// bandwidth long after the first.
+	var (
+		mu      sync.Mutex
+		changed bool
+		errs    []error
+		g       errgroup.Group
+	)
+	g.SetLimit(podApplyConcurrency)
 	for i := range pods.Items {
 		pod := &pods.Items[i]
 		if !live(pod) {
 			continue
 		}
-		ok, err := annotatePod(ctx, c, pod, want)
-		changed = changed || ok
-		if err != nil && !workload.IsNotFound(err) { // a Pod gone meanwhile needs nothing
-			errs = append(errs, err)
-		}
+		g.Go(func() error {
+			ok, err := annotatePod(ctx, c, pod, want)
+			mu.Lock()
+			defer mu.Unlock()
+			changed = changed || ok
+			if err != nil && !workload.IsNotFound(err) { // a Pod gone meanwhile needs nothing
+				errs = append(errs, err)
+			}
+			return nil
+		})
 	}
+	_ = g.Wait() // the goroutines keep their errors in errs: one Pod's failure does not stop the others
 	if len(errs) > 0 {
 		return changed, t.Errorf("annotating pods: %w", errors.Join(errs...))
 	}

@@ -4,7 +4,10 @@ package bandwidth_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -283,6 +286,60 @@ func TestBandwidth(t *testing.T) {
 		assert.Equal(t, "yes", w.dep.Labels["raced"])
 		assert.Equal(t, "10M", p.Annotations[bandwidth.EgressAnnotation])
 		assert.Equal(t, "yes", p.Labels["raced"])
+	})
+
+	// The Pods are annotated side by side, at most PodApplyConcurrency at once: every
+	// Pod's apply waits until that many are in flight, which one at a time would never
+	// reach (it then goes on after 10 s, and the count fails). A Pod whose apply fails does not stop the others, and the error names it.
+	t.Run("LiveAnnotatesPodsSideBySide", func(t *testing.T) {
+		ctx := acttest.Ctx(t, time.Minute)
+		ns := env.Namespace(t)
+		w := newWorkload(t, env, ns, "web")
+		const n = bandwidth.PodApplyConcurrency + 4
+		pods := make([]*corev1.Pod, n)
+		for i := range pods {
+			pods[i] = w.pod(t, env, fmt.Sprintf("web-%02d", i))
+		}
+		var (
+			writes         acttest.Writes
+			inFlight, most atomic.Int64
+			full           = make(chan struct{})
+			fullOnce       sync.Once
+			failing        = errors.New("refused for the test")
+		)
+		c := acttest.Counting(env.Client, &writes, func(ctx context.Context, k int64, verb string) error {
+			if k == 1 { // the Deployment's apply, before any Pod's
+				return nil
+			}
+			now := inFlight.Add(1)
+			defer inFlight.Add(-1)
+			for m := most.Load(); now > m && !most.CompareAndSwap(m, now); m = most.Load() {
+			}
+			if now == bandwidth.PodApplyConcurrency {
+				fullOnce.Do(func() { close(full) })
+			}
+			select {
+			case <-full:
+			case <-time.After(10 * time.Second): // one at a time: never full
+			}
+			if k == 2 {
+				return failing
+			}
+			return nil
+		})
+		_, err := bandwidth.Apply(ctx, c, workload.Ref{Kind: "Deployment", Namespace: ns, Name: "web"}, q("10M"), nil, "")
+		require.ErrorIs(t, err, failing)
+		assert.EqualValues(t, bandwidth.PodApplyConcurrency, most.Load(), "Pod applies in flight at once")
+		assert.EqualValues(t, 1+n, writes.N(), "the Deployment and every Pod, the refused one too")
+		var lacking []string
+		for _, p := range pods {
+			env.Get(t, p)
+			if p.Annotations[bandwidth.EgressAnnotation] != "10M" {
+				lacking = append(lacking, p.Name)
+			}
+		}
+		require.Len(t, lacking, 1, "only the refused Pod lacks the bandwidth")
+		assert.Contains(t, err.Error(), "pod "+ns+"/"+lacking[0]+": apply: refused for the test")
 	})
 
 	// Errors say what and where; an unknown mode and an unparsable record are refused.
