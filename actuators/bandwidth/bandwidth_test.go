@@ -15,9 +15,12 @@ import (
 	"github.com/stretchr/testify/require"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"governor.dev/governor/actuators"
@@ -360,6 +363,41 @@ func TestBandwidth(t *testing.T) {
 		_, _, err = bandwidth.Current(ctx, env.Client, target, bandwidth.ModeLive)
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), `deployment `+ns+`/web: annotation governor.dev/egress-bandwidth: "fast" is not a Kubernetes quantity`)
+	})
+
+	// The propagation controller leaves a workload's Pods to the Apply that records a new
+	// value for a while (replaceAfter): a Pod carrying the old value reconciled at once, each
+	// Pod was written by both, and one of the two applies refused as a Conflict.
+	t.Run("ApplyDoesNotRaceThePropagation", func(t *testing.T) {
+		ctx := acttest.Ctx(t, time.Minute)
+		ns := env.Namespace(t)
+		acttest.StartManager(t, env.Config, propagation)
+		w := newWorkload(t, env, ns, "web")
+		pods := make([]*corev1.Pod, 4)
+		for i := range pods {
+			pods[i] = w.pod(t, env, fmt.Sprintf("web-%d", i))
+		}
+		var conflicts atomic.Int64
+		c := interceptor.NewClient(env.Client, interceptor.Funcs{
+			Apply: func(ctx context.Context, c client.WithWatch, obj runtime.ApplyConfiguration, opts ...client.ApplyOption) error {
+				err := c.Apply(ctx, obj, opts...)
+				if apierrors.IsConflict(err) {
+					conflicts.Add(1)
+				}
+				return err
+			},
+		})
+		target := workload.Ref{Kind: "Deployment", Namespace: ns, Name: "web"}
+		for _, egress := range []string{"10M", "20M", "30M", "40M", "50M", "60M"} {
+			changed, err := bandwidth.Apply(ctx, c, target, q(egress), nil, "")
+			require.NoError(t, err)
+			require.True(t, changed)
+			for _, p := range pods {
+				env.Get(t, p)
+				require.Equal(t, egress, p.Annotations[bandwidth.EgressAnnotation], p.Name)
+			}
+		}
+		assert.Zero(t, conflicts.Load(), "applies refused as Conflicts")
 	})
 
 	// The propagation controller, in a controller-runtime manager: a Pod created after

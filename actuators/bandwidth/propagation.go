@@ -50,7 +50,8 @@ type PropagationOptions struct {
 // kubernetes.io/ingress-bandwidth set to that value (server-side apply as "governor") where
 // it differs. It reconciles a Pod when it appears or its bandwidth annotations change, and
 // the Pods of a workload whose recorded value changes (so that a Pod created while Apply
-// ran is not missed).
+// ran is not missed). A Pod without the annotation gets it at once; a Pod that carries
+// another value is left replaceAfter to the Apply that recorded the new one.
 //
 // It reads through the manager's cache (Pods, ReplicaSets as metadata, Deployments and
 // StatefulSets, which must keep their managedFields) and writes with the manager's client.
@@ -97,7 +98,7 @@ func (r *propagator) propagate(ctx context.Context, req reconcile.Request) (reco
 	if err != nil || want.empty() || len(changes(pod.Annotations, want, podKey)) == 0 {
 		return reconcile.Result{}, err
 	}
-	if wait := r.leftToOwner(req.NamespacedName, owner); wait > 0 {
+	if wait := r.wait(req.NamespacedName, owner, replacing(pod, want)); wait > 0 {
 		return reconcile.Result{RequeueAfter: wait}, nil
 	}
 	changed, err := annotatePod(ctx, r.c, pod, want)
@@ -110,11 +111,36 @@ func (r *propagator) propagate(ctx context.Context, req reconcile.Request) (reco
 	return reconcile.Result{}, err
 }
 
-// leftToOwner is how much longer this replica leaves a Pod needing its
-// bandwidth to the replica that owns its workload: 0 when it owns it
-// itself, or once the grace has passed since it first saw the need.
-func (r *propagator) leftToOwner(pod types.NamespacedName, owner client.Object) time.Duration {
-	if r.opts.Owns == nil || r.opts.Owns(string(owner.GetUID())) {
+// replaceAfter is how long a Pod that carries another bandwidth than its workload records
+// is left to the Apply that recorded the new one, which annotates the workload's Pods right
+// after: annotated by both at once, one of the two applies on every Pod was refused as a
+// Conflict (BenchmarkReaction saw it on every Pod of every change). A Pod without the
+// annotation (new, or someone removed it) needs it at once.
+const replaceAfter = 2 * time.Second
+
+// replacing reports whether pod carries a value of want's directions that differs from it.
+func replacing(pod *corev1.Pod, want values) bool {
+	for key := range changes(pod.Annotations, want, podKey) {
+		if pod.Annotations[key] != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// wait is how much longer this replica leaves a Pod that needs its bandwidth to another
+// writer: to the replica that owns its workload (the grace) unless it owns it itself, and
+// to the Apply in progress when the Pod is being replaced a value (replaceAfter); counted
+// from when it first saw the need.
+func (r *propagator) wait(pod types.NamespacedName, owner client.Object, replace bool) time.Duration {
+	var leave time.Duration
+	if r.opts.Owns != nil && !r.opts.Owns(string(owner.GetUID())) {
+		leave = r.opts.Grace
+	}
+	if replace {
+		leave = max(leave, replaceAfter)
+	}
+	if leave == 0 {
 		return 0
 	}
 	r.mu.Lock()
@@ -124,7 +150,7 @@ func (r *propagator) leftToOwner(pod types.NamespacedName, owner client.Object) 
 		first = time.Now()
 		r.waiting[pod] = first
 	}
-	return time.Until(first.Add(r.opts.Grace))
+	return time.Until(first.Add(leave))
 }
 
 // settled forgets a Pod that needs nothing more.
