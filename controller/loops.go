@@ -147,8 +147,9 @@ func (l *Loops) Start(ctx context.Context) error {
 		}
 	}
 	// The runners have handed their last statuses over: written before the
-	// manager hands the Lease back.
-	writer.drain()
+	// manager hands the Lease back, or dropped if the API server is too
+	// slow for that.
+	writer.drain(statusDrainTimeout)
 	return nil
 }
 

@@ -24,6 +24,12 @@ const DefaultStatusWriteConcurrency = 10
 // again with the loop's newest status.
 const statusWriteTimeout = 10 * time.Second
 
+// statusDrainTimeout bounds how long a stopping replica writes the loops'
+// last statuses: config/manager gives the Pod 10 s from SIGTERM to
+// SIGKILL, and the runners' own stop and the Lease's release come before
+// and after. A saturated API server took longer than 30 s for 200 loops.
+const statusDrainTimeout = 5 * time.Second
+
 // writeStatusFunc writes a loop's status: what the runner owns, from base
 // (what the API server holds, as last written or read) to next, on the
 // condition that the API server still holds base's sequence. It fails
@@ -67,6 +73,12 @@ type statusWriter struct {
 	// draining is set once no more statuses come: a failed write is then
 	// logged, not tried again.
 	draining atomic.Bool
+	// abandoned is set when drain's time is up: what is left is dropped
+	// (and counted in dropped), and stop cuts the writes in flight.
+	abandoned atomic.Bool
+	dropped   atomic.Int64
+	stopping  context.Context
+	stop      context.CancelFunc
 	mu       sync.Mutex
 	// waiting are the slots with a status to write, also those waiting
 	// for a retry outside the queue: drain writes them all.
@@ -97,10 +109,13 @@ type pendingStatus struct {
 }
 
 func newStatusWriter(write writeStatusFunc, log logr.Logger) *statusWriter {
+	stopping, stop := context.WithCancel(context.Background())
 	return &statusWriter{
-		write:   write,
-		log:     log,
-		waiting: map[*statusSlot]struct{}{},
+		write:    write,
+		log:      log,
+		stopping: stopping,
+		stop:     stop,
+		waiting:  map[*statusSlot]struct{}{},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[*statusSlot](100*time.Millisecond, 10*time.Second),
 			workqueue.TypedRateLimitingQueueConfig[*statusSlot]{Name: "governor_status_writes"}),
@@ -124,16 +139,28 @@ func (w *statusWriter) start(workers int) {
 }
 
 // drain writes every status handed over so far, then stops the workers.
-// Nothing may be handed over once it is called.
-func (w *statusWriter) drain() {
+// Nothing may be handed over once it is called. What is not written
+// within is dropped, the writes in flight cut short: as a crash would
+// leave them (the claim and status.sequence keep a successor's statuses
+// safe from them), but with the Lease handed back before the Pod's
+// termination grace period ends.
+func (w *statusWriter) drain(within time.Duration) {
 	w.draining.Store(true)
 	w.mu.Lock()
 	for s := range w.waiting {
 		w.queue.Add(s) // also those waiting for a retry
 	}
 	w.mu.Unlock()
+	late := time.AfterFunc(within, func() {
+		w.abandoned.Store(true)
+		w.stop()
+	})
+	defer late.Stop()
 	w.queue.ShutDownWithDrain()
 	w.wg.Wait()
+	if n := w.dropped.Load(); n > 0 {
+		w.log.Info("statuses not written: stopping", "loops", n, "within", within)
+	}
 }
 
 // put hands a loop's status over to be written: it replaces one of the
@@ -227,7 +254,11 @@ func (w *statusWriter) process(s *statusSlot) {
 		w.done(s, nil)
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), statusWriteTimeout)
+	if w.abandoned.Load() {
+		w.drop(s)
+		return
+	}
+	ctx, cancel := context.WithTimeout(w.stopping, statusWriteTimeout)
 	defer cancel()
 	err := w.write(ctx, p.loop, s.written, p.status)
 	switch {
@@ -243,10 +274,20 @@ func (w *statusWriter) process(s *statusSlot) {
 		w.refused(s, err)
 		return
 	}
+	if w.abandoned.Load() {
+		w.drop(s)
+		return
+	}
 	w.log.Error(err, "writing status", "loop", p.loop.Namespace+"/"+p.loop.Name)
 	if !w.draining.Load() {
 		w.queue.AddRateLimited(s)
 	}
+}
+
+// drop gives up a slot's waiting status, once drain's time is up.
+func (w *statusWriter) drop(s *statusSlot) {
+	w.dropped.Add(1)
+	w.done(s, nil)
 }
 
 // done says a slot's status p is written (or dropped), and the slot has

@@ -26,6 +26,8 @@ type writeLog struct {
 	inFlight int
 	maxIn    int
 	hold     chan struct{}    // when set, each write waits for it to close
+	stuck    bool             // each write waits until its context ends, and fails
+	calls    int              // writes started, also those that failed
 	started  chan write       // when set, each write is sent here as it starts
 	fail     map[int64]bool   // ticks whose first write fails
 	sequence map[string]int64 // status.sequence, by loop
@@ -36,7 +38,7 @@ type write struct {
 	base, put int64 // ticks; -1: no base
 }
 
-func (w *writeLog) write(_ context.Context, loop *v1alpha1.ControlLoop, b statusBase, next *v1alpha1.ControlLoopStatus) error {
+func (w *writeLog) write(ctx context.Context, loop *v1alpha1.ControlLoop, b statusBase, next *v1alpha1.ControlLoopStatus) error {
 	base := int64(-1)
 	if b.status != nil {
 		base = b.status.Tick
@@ -52,7 +54,8 @@ func (w *writeLog) write(_ context.Context, loop *v1alpha1.ControlLoop, b status
 	}
 	w.inFlight++
 	w.maxIn = max(w.maxIn, w.inFlight)
-	hold, started := w.hold, w.started
+	w.calls++
+	hold, started, stuck := w.hold, w.started, w.stuck
 	fail := w.fail[next.Tick]
 	delete(w.fail, next.Tick)
 	w.mu.Unlock()
@@ -62,9 +65,15 @@ func (w *writeLog) write(_ context.Context, loop *v1alpha1.ControlLoop, b status
 	if hold != nil {
 		<-hold
 	}
+	if stuck {
+		<-ctx.Done()
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.inFlight--
+	if stuck {
+		return ctx.Err()
+	}
 	if fail {
 		return errors.New("the API server is busy")
 	}
@@ -100,7 +109,7 @@ func TestStatusWriterCoalesces(t *testing.T) {
 		w.put(&s, loop, ticked(tick)) // while tick 1 is in flight
 	}
 	close(fake.hold)
-	w.drain()
+	w.drain(time.Minute)
 	assert.Equal(t, []write{{"web", -1, 1}, {"web", 1, 5}}, fake.written())
 }
 
@@ -124,7 +133,7 @@ func TestStatusWriterWriteNowWinsOverOlder(t *testing.T) {
 		time.Sleep(50 * time.Millisecond) // time for a write that did not wait to start
 		close(fake.hold)
 		require.NoError(t, <-now)
-		w.drain()
+		w.drain(time.Minute)
 		assert.Equal(t, 1, fake.maxIn, "two writes of one loop at once")
 		assert.Equal(t, []write{{"web", -1, 1}, {"web", 1, 3}}, fake.written())
 	})
@@ -137,7 +146,7 @@ func TestStatusWriterWriteNowWinsOverOlder(t *testing.T) {
 		_, err := w.writeNow(context.Background(), &s, loop, func() *v1alpha1.ControlLoopStatus { return ticked(3) })
 		require.NoError(t, err)
 		w.start(1)
-		w.drain()
+		w.drain(time.Minute)
 		assert.Equal(t, []write{{"web", -1, 3}}, fake.written(), "tick 2 is older than the intent of tick 3")
 	})
 }
@@ -159,7 +168,7 @@ func TestStatusWriterBoundsWritesAndDrainsEveryLoop(t *testing.T) {
 		w.put(&slots[i], named(fmt.Sprint(i)), ticked(int64(200+i))) // their final statuses
 	}
 	close(fake.hold)
-	w.drain()
+	w.drain(time.Minute)
 
 	assert.LessOrEqual(t, fake.maxIn, workers)
 	last := map[string]int64{}
@@ -170,6 +179,30 @@ func TestStatusWriterBoundsWritesAndDrainsEveryLoop(t *testing.T) {
 	for i := range slots {
 		assert.Equal(t, int64(200+i), last[fmt.Sprint(i)], "loop %d's final status", i)
 	}
+}
+
+// A drain that cannot write everything in its time (an API server that
+// answers nothing) cuts the writes in flight, starts no other and returns:
+// the rest are dropped, as a crash would leave them, and the replica can
+// hand its Lease back before it is killed.
+func TestStatusWriterDrainGivesUpInTime(t *testing.T) {
+	const loops, workers = 20, 3
+	fake := &writeLog{stuck: true, started: make(chan write, loops)}
+	w := newStatusWriter(fake.write, logr.Discard())
+	w.start(workers)
+	slots := make([]statusSlot, loops)
+	for i := range slots {
+		w.put(&slots[i], named(fmt.Sprint(i)), ticked(1))
+	}
+	for range workers {
+		<-fake.started // every worker is stuck in a write
+	}
+	w.drain(100 * time.Millisecond)
+	assert.Empty(t, fake.written())
+	fake.mu.Lock()
+	defer fake.mu.Unlock()
+	assert.Equal(t, workers, fake.calls, "writes started: those in flight when the time was up, no other")
+	assert.EqualValues(t, loops, w.dropped.Load(), "every loop's status dropped")
 }
 
 // A failed write is tried again, with the loop's newest status, from what
@@ -184,7 +217,7 @@ func TestStatusWriterRetriesWithNewest(t *testing.T) {
 	<-fake.started // fails
 	w.put(&s, loop, ticked(2))
 	require.Equal(t, write{"web", -1, 2}, <-fake.started)
-	w.drain()
+	w.drain(time.Minute)
 	assert.Equal(t, []write{{"web", -1, 2}}, fake.written())
 }
 
@@ -199,7 +232,7 @@ func TestStatusWriterSkipsGoneAndReset(t *testing.T) {
 	w.put(&recreated, named("again"), ticked(7))
 	w.reset(&recreated, &v1alpha1.ControlLoop{Status: *ticked(0)})
 	w.start(1)
-	w.drain()
+	w.drain(time.Minute)
 	assert.Empty(t, fake.written())
 }
 
@@ -220,7 +253,7 @@ func TestStatusWriterNeverOlderOverNewer(t *testing.T) {
 	require.NoError(t, err)
 	w.put(&before, loop, ticked(10)) // lands late
 	w.start(1)
-	w.drain()
+	w.drain(time.Minute)
 	assert.Equal(t, []write{{"web", 9, 11}}, fake.written())
 	assert.True(t, before.stale.Load(), "the replaced runner knows")
 
@@ -289,6 +322,6 @@ func TestStatusWriterWriteThrough(t *testing.T) {
 	require.NoError(t, w.writeThrough(context.Background(), &s, loop, newest))
 	require.NoError(t, w.writeThrough(context.Background(), &s, loop, newest))
 	w.start(1)
-	w.drain()
+	w.drain(time.Minute)
 	assert.Equal(t, []write{{"writer", -1, 2}}, fake.written())
 }
