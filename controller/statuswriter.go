@@ -79,7 +79,7 @@ type statusWriter struct {
 	dropped   atomic.Int64
 	stopping  context.Context
 	stop      context.CancelFunc
-	mu       sync.Mutex
+	mu        sync.Mutex
 	// waiting are the slots with a status to write, also those waiting
 	// for a retry outside the queue: drain writes them all.
 	waiting map[*statusSlot]struct{}
