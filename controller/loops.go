@@ -72,7 +72,8 @@ type Loops struct {
 	StatusFlush time.Duration
 	// StatusWriteConcurrency bounds the status writes in flight
 	// (DefaultStatusWriteConcurrency when zero): they are made off the
-	// ticks' path, each loop's newest status once.
+	// ticks' path, each loop's newest status once. It bounds the loops
+	// taken over at once too (each read afresh and claimed).
 	StatusWriteConcurrency int
 	// MaxStatusBytes bounds each loop's status as JSON; the oldest history
 	// entries go first (DefaultMaxStatusBytes when zero).
@@ -89,6 +90,9 @@ type Loops struct {
 
 	writerOnce sync.Once
 	writer     *statusWriter
+	// takeovers holds a turn per runner reading and claiming its loop:
+	// set when started.
+	takeovers chan struct{}
 }
 
 type runner struct {
@@ -123,6 +127,7 @@ func (l *Loops) Start(ctx context.Context) error {
 	writer := l.writes()
 	writer.start(cmp.Or(l.StatusWriteConcurrency, DefaultStatusWriteConcurrency))
 	l.mu.Lock()
+	l.takeovers = make(chan struct{}, cmp.Or(l.StatusWriteConcurrency, DefaultStatusWriteConcurrency))
 	l.ctx = ctx
 	for _, r := range l.runners {
 		l.startLocked(r)
@@ -374,6 +379,11 @@ func (l *Loops) catchUp(ctx context.Context, r *runner, loop *v1alpha1.ControlLo
 		r.status, r.handed, r.handedAt = nil, nil, time.Time{}
 	}
 	if r.status == nil || r.out.stale.Load() {
+		done, err := l.takeoverTurn(ctx)
+		if err != nil {
+			return err
+		}
+		defer done()
 		var fresh v1alpha1.ControlLoop
 		if err := l.APIReader.Get(ctx, r.key, &fresh); err != nil {
 			return err
@@ -392,6 +402,27 @@ func (l *Loops) catchUp(ctx context.Context, r *runner, loop *v1alpha1.ControlLo
 		return pruneObservations(ctx, l.Client, loop, gone)
 	}
 	return nil
+}
+
+// takeoverTurn waits for a turn to read and claim a loop, and returns the
+// function that ends it. Every runner does it at once when a replica
+// starts or takes its share back: a thousand reads of loops with their
+// histories and a thousand claims sent together made every request of a
+// saturated API server slow, the member Lease's renewal too, and the
+// replica lost it again.
+func (l *Loops) takeoverTurn(ctx context.Context) (func(), error) {
+	l.mu.Lock()
+	turns := l.takeovers
+	l.mu.Unlock()
+	if turns == nil {
+		return func() {}, nil
+	}
+	select {
+	case turns <- struct{}{}:
+		return func() { <-turns }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // takenOver is a status as read by a runner that takes its loop over at a

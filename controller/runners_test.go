@@ -2,6 +2,8 @@ package controller
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/collectors"
@@ -196,4 +199,49 @@ func panics(t *testing.T, loop string) float64 {
 	var m dto.Metric
 	require.NoError(t, loopPanics.WithLabelValues("factory", loop).Write(&m))
 	return m.GetCounter().GetValue()
+}
+
+// Runners take their loops over (a fresh read and, sharded, a claim) a
+// bounded number at a time, however many start together: each read here
+// waits for a third one in flight, which the bound of 2 never lets come.
+func TestTakeoversAreBounded(t *testing.T) {
+	const bound = 2
+	var (
+		mu            sync.Mutex
+		inFlight, top int
+		third         = make(chan struct{})
+		thirdOnce     sync.Once
+	)
+	loops := make([]*v1alpha1.ControlLoop, 6)
+	for i := range loops {
+		loops[i] = quietLoop(t, fmt.Sprintf("loop-%d", i), types.UID(fmt.Sprintf("uid-%d", i)), time.Hour)
+	}
+	e := startLoopsWith(t, func(l *Loops) {
+		l.StatusWriteConcurrency = bound
+		l.APIReader = interceptor.NewClient(l.Client.(client.WithWatch), interceptor.Funcs{
+			Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+				mu.Lock()
+				inFlight++
+				top = max(top, inFlight)
+				if inFlight > bound {
+					thirdOnce.Do(func() { close(third) })
+				}
+				mu.Unlock()
+				select {
+				case <-third:
+				case <-time.After(200 * time.Millisecond):
+				}
+				mu.Lock()
+				inFlight--
+				mu.Unlock()
+				return c.Get(ctx, key, obj, opts...)
+			},
+		})
+	}, loops...)
+	for _, loop := range loops {
+		require.Eventually(t, func() bool { return e.status(t, client.ObjectKeyFromObject(loop)).Tick >= 1 }, 10*time.Second, 10*time.Millisecond, loop.Name)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	assert.LessOrEqual(t, top, bound, "loops read to be taken over at once")
 }

@@ -218,8 +218,8 @@ func waitTicked(b *testing.B, d *deployment, g *governor, ns string, ticks int64
 	deadline := time.Now().Add(5 * time.Minute)
 	for {
 		g.Check(b)
-		var list v1alpha1.ControlLoopList
-		if err := d.Admin.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
+		list, err := listLoops(d.Admin, ns)
+		if err != nil {
 			b.Fatal(err)
 		}
 		behind := 0
@@ -566,6 +566,32 @@ func median(v []float64) float64 {
 	return s[len(s)/2]
 }
 
+// listLoops lists the loops of a namespace a page of 100 at a time (1,000
+// loops with their histories in one answer are tens of MB, which a
+// saturated API server cut off: "stream error ... INTERNAL_ERROR"), each
+// page tried again for up to a minute.
+func listLoops(c client.Client, ns string) (v1alpha1.ControlLoopList, error) {
+	var all v1alpha1.ControlLoopList
+	next := ""
+	for {
+		var page v1alpha1.ControlLoopList
+		var err error
+		for try := 0; try < 30; try++ {
+			if err = c.List(context.Background(), &page, client.InNamespace(ns), client.Limit(100), client.Continue(next)); err == nil {
+				break
+			}
+			time.Sleep(2 * time.Second)
+		}
+		if err != nil {
+			return all, err
+		}
+		all.Items = append(all.Items, page.Items...)
+		if next = page.Continue; next == "" {
+			return all, nil
+		}
+	}
+}
+
 // caughtUp waits, for up to 5 minutes, until the status of every loop of a
 // namespace shows its ticks up to a time (status writes are made off the
 // ticks' path, and lag behind them on a slow API server), and returns the
@@ -575,8 +601,8 @@ func caughtUp(b *testing.B, d *deployment, g *governor, ns string, until time.Ti
 	deadline := time.Now().Add(5 * time.Minute)
 	for {
 		g.Check(b)
-		var list v1alpha1.ControlLoopList
-		if err := d.Admin.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
+		list, err := listLoops(d.Admin, ns)
+		if err != nil {
 			b.Fatal(err)
 		}
 		behind := 0

@@ -174,8 +174,8 @@ func (s *shardRun) waitTicked(b *testing.B) {
 	deadline := time.Now().Add(5 * time.Minute)
 	for {
 		s.check(b)
-		var list v1alpha1.ControlLoopList
-		if err := s.d.Admin.List(context.Background(), &list, client.InNamespace(s.ns)); err != nil {
+		list, err := listLoops(s.d.Admin, s.ns)
+		if err != nil {
 			b.Fatal(err)
 		}
 		behind := 0
@@ -225,8 +225,8 @@ type loopOwner struct{ name, member string }
 // owners are the loops' recorded owners, by UID.
 func (s *shardRun) owners(b *testing.B) map[string]loopOwner {
 	b.Helper()
-	var list v1alpha1.ControlLoopList
-	if err := s.d.Admin.List(context.Background(), &list, client.InNamespace(s.ns)); err != nil {
+	list, err := listLoops(s.d.Admin, s.ns)
+	if err != nil {
 		b.Fatal(err)
 	}
 	out := map[string]loopOwner{}
