@@ -73,13 +73,12 @@ type statusWriter struct {
 	// draining is set once no more statuses come: a failed write is then
 	// logged, not tried again.
 	draining atomic.Bool
-	// abandoned is set when drain's time is up: what is left is dropped
-	// (and counted in dropped), and stop cuts the writes in flight.
-	abandoned atomic.Bool
-	dropped   atomic.Int64
-	stopping  context.Context
-	stop      context.CancelFunc
-	mu        sync.Mutex
+	// stopping ends when drain's time is up: the writes in flight are cut,
+	// what is left is dropped (and counted in dropped).
+	stopping context.Context
+	stop     context.CancelFunc
+	dropped  atomic.Int64
+	mu       sync.Mutex
 	// waiting are the slots with a status to write, also those waiting
 	// for a retry outside the queue: drain writes them all.
 	waiting map[*statusSlot]struct{}
@@ -151,10 +150,7 @@ func (w *statusWriter) drain(within time.Duration) {
 		w.queue.Add(s) // also those waiting for a retry
 	}
 	w.mu.Unlock()
-	late := time.AfterFunc(within, func() {
-		w.abandoned.Store(true)
-		w.stop()
-	})
+	late := time.AfterFunc(within, w.stop)
 	defer late.Stop()
 	w.queue.ShutDownWithDrain()
 	w.wg.Wait()
@@ -254,7 +250,7 @@ func (w *statusWriter) process(s *statusSlot) {
 		w.done(s, nil)
 		return
 	}
-	if w.abandoned.Load() {
+	if w.stopping.Err() != nil {
 		w.drop(s)
 		return
 	}
@@ -274,7 +270,7 @@ func (w *statusWriter) process(s *statusSlot) {
 		w.refused(s, err)
 		return
 	}
-	if w.abandoned.Load() {
+	if w.stopping.Err() != nil {
 		w.drop(s)
 		return
 	}

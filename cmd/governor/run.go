@@ -148,7 +148,7 @@ func newRunCommand() *cobra.Command {
 	fs.Float32Var(&f.qps, "kube-api-qps", defaultQPS, "requests per second the controller's API client may send (client-side limit; the API server's priority and fairness protects the server)")
 	fs.IntVar(&f.burst, "kube-api-burst", defaultBurst, "requests the controller's API client may send at once, above --kube-api-qps")
 	fs.DurationVar(&f.opts.StatusFlush, "status-flush-interval", time.Second, "how often a loop's quiet ticks (no change, refusal or failure) are written to its status; every other tick is written at once")
-	fs.IntVar(&f.opts.StatusWriteConcurrency, "status-write-concurrency", controller.DefaultStatusWriteConcurrency, "status writes in flight at most; they are made off the ticks' path, each loop's newest status once, so a slow API server delays the status, not the ticks")
+	fs.IntVar(&f.opts.StatusWriteConcurrency, "status-write-concurrency", controller.DefaultStatusWriteConcurrency, "status writes in flight at most; they are made off the ticks' path, each loop's newest status once, so a slow API server delays the status, not the ticks (also the loops taken over at once)")
 	f.limitFlags(fs)
 	f.trustFlags(fs)
 	f.scopeFlags(fs)
