@@ -321,7 +321,14 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 		log.Error(err, "reading loop")
 		return retryAfter, true
 	}
-	if loop.DeletionTimestamp != nil || !l.acting(ctx, r, &loop) {
+	if loop.DeletionTimestamp != nil {
+		return 0, false
+	}
+	switch acting, err := l.acting(ctx, r, &loop); {
+	case err != nil:
+		log.Error(err, "not ticking")
+		return retryAfter, true
+	case !acting:
 		return 0, false
 	}
 	interval := cmp.Or(loop.Spec.Interval.Duration, defaultInterval)
@@ -362,8 +369,16 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 	r.status = next
 	r.telemetry.ticked(&loop, res, next)
 	l.emit(&loop, res)
-	if l.stopping(ctx, r, &loop) {
+	if ctx.Err() != nil {
 		return 0, false // what the tick changed is written by flush, if still ours
+	}
+	switch acting, err := l.acting(ctx, r, &loop); {
+	case err != nil:
+		// Written with the next tick's status, if the loop is still ours.
+		log.Error(err, "not writing the tick's status")
+		return retryAfter, true
+	case !acting:
+		return 0, false
 	}
 	l.save(r, &loop, res, interval)
 	return interval, true
@@ -483,8 +498,8 @@ func (l *Loops) flush(r *runner) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if !l.acting(ctx, r, r.loop) {
-		return
+	if acting, err := l.acting(ctx, r, r.loop); !acting || err != nil {
+		return // another replica may own it
 	}
 	l.released(r)
 	if r.status == r.handed {

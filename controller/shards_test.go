@@ -3,12 +3,16 @@ package controller
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/shard"
@@ -21,6 +25,9 @@ type fakeShard struct {
 	self shard.Owner
 	ok   bool
 	live map[string]int64 // member → epoch
+	// unreadable is how many MayTake calls fail, as a read of a
+	// member's Lease that times out.
+	unreadable int
 }
 
 func (f *fakeShard) Owns(string) bool { return true }
@@ -32,6 +39,10 @@ func (f *fakeShard) Self() (shard.Owner, bool) {
 func (f *fakeShard) MayTake(_ context.Context, o *shard.Owner) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.unreadable > 0 {
+		f.unreadable--
+		return false, apierrors.NewTimeoutError("reading the Lease", 1)
+	}
 	if o == nil || o.Member == f.self.Member {
 		return true, nil
 	}
@@ -84,6 +95,36 @@ func TestShardedRunnerLeavesALoopOwnedElsewhere(t *testing.T) {
 	e.l.Keep(key)
 	require.Eventually(t, func() bool { return e.status(t, key).Tick >= 2 }, 10*time.Second, 10*time.Millisecond)
 	assert.Equal(t, "me", e.status(t, key).Owner.Member)
+}
+
+// A claim that fails without another live owner (a conflict with a status
+// write of this replica's own, a timeout, a Lease that could not be read)
+// is tried again: the loop is not left without a runner. Each failure
+// here stopped the runner for good.
+func TestShardedRunnerTriesAFailedClaimAgain(t *testing.T) {
+	loop := quietLoop(t, "web", "web-uid", 20*time.Millisecond)
+	loop.Status.Owner = &v1alpha1.LoopOwner{Member: "gone", Epoch: 1} // MayTake reads its Lease
+	key := client.ObjectKeyFromObject(loop)
+	var claims atomic.Int32
+	failures := []error{
+		apierrors.NewConflict(schema.GroupResource{Group: v1alpha1.GroupVersion.Group, Resource: "controlloops"}, loop.Name, nil),
+		apierrors.NewTimeoutError("the claim", 1),
+	}
+	s := &fakeShard{self: shard.Owner{Member: "me", Epoch: 1}, ok: true, unreadable: 1}
+	e := startLoopsWith(t, func(l *Loops) {
+		l.Shard = s
+		l.Client = interceptor.NewClient(l.Client.(client.WithWatch), interceptor.Funcs{
+			SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
+				if n := int(claims.Add(1)) - 1; n < len(failures) {
+					return failures[n]
+				}
+				return c.SubResource(sub).Update(ctx, obj, opts...)
+			},
+		})
+	}, loop)
+	require.Eventually(t, func() bool { return e.status(t, key).Tick >= 2 }, 10*time.Second, 10*time.Millisecond)
+	assert.Equal(t, "me", e.status(t, key).Owner.Member)
+	assert.GreaterOrEqual(t, int(claims.Load()), len(failures)+1, "the failed claims were not made")
 }
 
 // A replica that may no longer act (its Lease lapsed) stops its runners at

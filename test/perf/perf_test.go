@@ -560,6 +560,27 @@ func window(b *testing.B, d *deployment, g *governor, ns string, span, interval 
 	return m
 }
 
+// behindReport says, of the first loops whose statuses stayed behind, what
+// their statuses show and what governor logged about them.
+func behindReport(g *governor, behind []v1alpha1.ControlLoop) string {
+	var out strings.Builder
+	log := strings.Split(g.Output(), "\n")
+	for _, l := range behind[:min(len(behind), 3)] {
+		fmt.Fprintf(&out, "\n%s: lastTick %v, sequence %d, owner %+v, conditions %+v; governor's log about it:", l.Name, l.Status.LastTick, l.Status.Sequence, l.Status.Owner, l.Status.Conditions)
+		name := `"name":"` + l.Name + `"`
+		var lines []string
+		for _, line := range log {
+			if strings.Contains(line, name) || strings.Contains(line, "/"+l.Name+`"`) {
+				lines = append(lines, line)
+			}
+		}
+		for _, line := range lines[max(len(lines)-10, 0):] {
+			fmt.Fprintf(&out, "\n  %.600s", line)
+		}
+	}
+	return out.String()
+}
+
 func median(v []float64) float64 {
 	s := slices.Clone(v)
 	slices.Sort(s)
@@ -605,17 +626,17 @@ func caughtUp(b *testing.B, d *deployment, g *governor, ns string, until time.Ti
 		if err != nil {
 			b.Fatal(err)
 		}
-		behind := 0
+		var behind []v1alpha1.ControlLoop
 		for _, l := range list.Items {
 			if l.Status.LastTick == nil || l.Status.LastTick.Add(interval).Before(until) {
-				behind++
+				behind = append(behind, l)
 			}
 		}
-		if behind == 0 {
+		if len(behind) == 0 {
 			return list
 		}
 		if time.Now().After(deadline) {
-			b.Fatalf("%d loops' statuses still behind the window's end after 5 minutes", behind)
+			b.Fatalf("%d loops' statuses still behind the window's end after 5 minutes%s", len(behind), behindReport(g, behind))
 		}
 		time.Sleep(time.Second)
 	}
