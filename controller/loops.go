@@ -109,6 +109,11 @@ type runner struct {
 	// flush interval.
 	handed   *v1alpha1.ControlLoopStatus
 	handedAt time.Time
+	// owed is set when a tick's status was not handed over because this
+	// replica could not tell whether the loop was still its own: the next
+	// tick's is written at once, whatever it did (the one before may have
+	// acted, and its cooldown must survive a crash).
+	owed bool
 	// out is the loop's status on its way to the API server.
 	out  statusSlot
 	loop *v1alpha1.ControlLoop // the loop as last read, for a final write
@@ -324,12 +329,9 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 	if loop.DeletionTimestamp != nil {
 		return 0, false
 	}
-	switch acting, err := l.acting(ctx, r, &loop); {
-	case err != nil:
-		log.Error(err, "not ticking")
-		return retryAfter, true
-	case !acting:
-		return 0, false
+	l.reclaim(r)
+	if next, ok, stop := l.mayAct(ctx, r, &loop, "not ticking"); stop {
+		return next, ok
 	}
 	interval := cmp.Or(loop.Spec.Interval.Duration, defaultInterval)
 	r.minInterval = defaultMinInterval
@@ -372,16 +374,30 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 	if ctx.Err() != nil {
 		return 0, false // what the tick changed is written by flush, if still ours
 	}
-	switch acting, err := l.acting(ctx, r, &loop); {
-	case err != nil:
-		// Written with the next tick's status, if the loop is still ours.
-		log.Error(err, "not writing the tick's status")
-		return retryAfter, true
-	case !acting:
-		return 0, false
+	if next, ok, stop := l.mayAct(ctx, r, &loop, "not writing the tick's status"); stop {
+		// Written with the next tick's, if the loop is still ours.
+		r.owed = true
+		return next, ok
 	}
 	l.save(r, &loop, res, interval)
 	return interval, true
+}
+
+// mayAct is acting as once uses it: stop says the runner must not go on
+// with this tick, and next and ok are then once's answer (retry, or stop
+// for good).
+func (l *Loops) mayAct(ctx context.Context, r *runner, loop *v1alpha1.ControlLoop, why string) (next time.Duration, ok, stop bool) {
+	acting, err := l.acting(ctx, r, loop)
+	switch {
+	case err != nil:
+		if !errors.Is(err, errLapsed) { // the member logs why
+			l.Log.Error(err, why, "loop", r.key)
+		}
+		return retryAfter, true, true
+	case !acting:
+		return 0, false, true
+	}
+	return 0, true, false
 }
 
 // catchUp brings a runner up to its loop as read for a tick: the status
@@ -464,11 +480,11 @@ func takenOver(st *v1alpha1.ControlLoopStatus, at time.Time) *v1alpha1.ControlLo
 // next tick is further away than that: nothing would hand it over in time.
 func (l *Loops) save(r *runner, loop *v1alpha1.ControlLoop, res tickResult, interval time.Duration) {
 	flush := cmp.Or(l.StatusFlush, defaultStatusFlush)
-	if !urgent(res, r.handed, r.status) && time.Since(r.handedAt) < flush && interval < flush {
+	if !r.owed && !urgent(res, r.handed, r.status) && time.Since(r.handedAt) < flush && interval < flush {
 		return
 	}
 	l.writes().put(&r.out, loop, r.status)
-	r.handed, r.handedAt = r.status, time.Now()
+	r.handed, r.handedAt, r.owed = r.status, time.Now(), false
 }
 
 // urgent says whether a tick's status must be written now: it acted on a

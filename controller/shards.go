@@ -32,6 +32,14 @@ type Sharding interface {
 // replica runs its loop, or this one may no longer.
 var errNotOwner = errors.New("loop owned by another replica")
 
+// errLapsed holds a runner back, acting on nothing, while this replica
+// could not renew its member Lease in time: renewed before it expires, the
+// runner goes on with its claim; renewed later, under a new epoch, it reads
+// and claims its loop again (reclaim). Either costs less than stopping
+// every runner and starting them again (BenchmarkScale, 1,000 loops: each
+// lapse of a saturated API server's replica took minutes to recover).
+var errLapsed = errors.New("member Lease not renewed in time")
+
 var shardLoops = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 	Name: "governor_shard_loops",
 	Help: "Loops this replica runs, by member (governor run --shards auto).",
@@ -61,7 +69,7 @@ func (l *Loops) owns(loop *v1alpha1.ControlLoop) bool {
 func (l *Loops) claim(ctx context.Context, r *runner, fresh *v1alpha1.ControlLoop) error {
 	self, ok := l.Shard.Self()
 	if !ok {
-		return errNotOwner
+		return errLapsed
 	}
 	may, err := l.Shard.MayTake(ctx, ownerOf(fresh.Status.Owner))
 	if err != nil {
@@ -93,15 +101,18 @@ func (l *Loops) claim(ctx context.Context, r *runner, fresh *v1alpha1.ControlLoo
 // this replica still holds its membership under the epoch it claimed the
 // loop with, and the loop names no other owner. When the cache names
 // another (it may lag behind the claim), the API server says; an error
-// reading it says neither: the runner tries again, acting meanwhile on
-// nothing.
+// reading it, or errLapsed, says neither: the runner tries again, acting
+// meanwhile on nothing.
 func (l *Loops) acting(ctx context.Context, r *runner, cached *v1alpha1.ControlLoop) (bool, error) {
 	if l.Shard == nil || r.status == nil {
 		return true, nil
 	}
 	self, ok := l.Shard.Self()
+	if !ok {
+		return false, errLapsed
+	}
 	claimed := ownerOf(r.status.Owner)
-	if !ok || claimed == nil || *claimed != self {
+	if claimed == nil || *claimed != self {
 		return false, nil
 	}
 	if o := ownerOf(cached.Status.Owner); o == nil || *o == self {
@@ -116,6 +127,19 @@ func (l *Loops) acting(ctx context.Context, r *runner, cached *v1alpha1.ControlL
 	}
 	o := ownerOf(fresh.Status.Owner)
 	return o != nil && *o == self, nil
+}
+
+// reclaim makes a runner read its loop again and claim it anew when it
+// claimed it under an earlier epoch of this replica: the member Lease
+// expired since, and another replica may have run the loop meanwhile.
+func (l *Loops) reclaim(r *runner) {
+	if l.Shard == nil || r.status == nil || r.status.Owner == nil {
+		return
+	}
+	self, ok := l.Shard.Self()
+	if ok && r.status.Owner.Member == self.Member && r.status.Owner.Epoch != self.Epoch {
+		r.status, r.handed = nil, nil
+	}
 }
 
 // handoverWait is how long a sharded runner waits before it ticks: until
@@ -138,7 +162,9 @@ func caughtUpFailed(log logr.Logger, err error) (time.Duration, bool) {
 	if errors.Is(err, errNotOwner) {
 		return 0, false
 	}
-	log.Error(err, "catching up with the loop's status")
+	if !errors.Is(err, errLapsed) { // the member logs why
+		log.Error(err, "catching up with the loop's status")
+	}
 	return retryAfter, true
 }
 
@@ -242,8 +268,12 @@ func (s *shardedLoops) Start(ctx context.Context) error {
 }
 
 // rebalance starts the runners of the loops assigned to this replica and
-// stops, in parallel, those of loops assigned elsewhere.
+// stops, in parallel, those of loops assigned elsewhere. While the replica
+// may not act it changes nothing: its runners wait (errLapsed).
 func (s *shardedLoops) rebalance(ctx context.Context) {
+	if _, ok := s.member.Self(); !ok {
+		return
+	}
 	var list v1alpha1.ControlLoopList
 	if err := s.loops.Client.List(ctx, &list); err != nil {
 		if ctx.Err() == nil {

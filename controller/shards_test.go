@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	"governor.dev/governor/api/v1alpha1"
+	"governor.dev/governor/collectors"
 	"governor.dev/governor/shard"
 )
 
@@ -28,12 +29,18 @@ type fakeShard struct {
 	// unreadable is how many MayTake calls fail, as a read of a
 	// member's Lease that times out.
 	unreadable int
+	// saidNo is when Self first said this replica may not act since it
+	// lapsed.
+	saidNo time.Time
 }
 
 func (f *fakeShard) Owns(string) bool { return true }
 func (f *fakeShard) Self() (shard.Owner, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if !f.ok && f.saidNo.IsZero() {
+		f.saidNo = time.Now()
+	}
 	return f.self, f.ok
 }
 func (f *fakeShard) MayTake(_ context.Context, o *shard.Owner) (bool, error) {
@@ -52,7 +59,37 @@ func (f *fakeShard) MayTake(_ context.Context, o *shard.Owner) (bool, error) {
 func (f *fakeShard) lapse() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.ok = false
+	f.ok, f.saidNo = false, time.Time{}
+}
+
+// renew makes the replica live again under epoch.
+func (f *fakeShard) renew(epoch int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.ok, f.self.Epoch = true, epoch
+}
+
+// refused is when a runner first found the replica lapsed; zero until then.
+func (f *fakeShard) refused() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.saidNo
+}
+
+// lapseDuring is a metric source that lapses its shard during the tick that
+// makes its call number at: after the tick began, before its status is
+// handed over.
+type lapseDuring struct {
+	shard *fakeShard
+	calls atomic.Int32
+	at    int32
+}
+
+func (m *lapseDuring) Metrics(context.Context, *v1alpha1.ControlLoop, time.Time) map[string]collectors.Metric {
+	if m.calls.Add(1) == m.at {
+		m.shard.lapse()
+	}
+	return nil
 }
 
 // startSharded starts Loops as a replica of s; see startLoopsWith.
@@ -127,20 +164,68 @@ func TestShardedRunnerTriesAFailedClaimAgain(t *testing.T) {
 	assert.GreaterOrEqual(t, int(claims.Load()), len(failures)+1, "the failed claims were not made")
 }
 
-// A replica that may no longer act (its Lease lapsed) stops its runners at
-// once and writes nothing more, not even on stop: another may own them.
-func TestShardedRunnerStopsWhenLeaseLapses(t *testing.T) {
+// A replica whose Lease lapsed holds its runners: they tick no more and
+// write nothing, not even the tick that was running, nor on stop (another
+// replica may own the loop by then). Renewed under the same epoch, they go
+// on without claiming their loops again, and the held tick's status is
+// written at once; renewed under a new epoch, they claim them anew.
+func TestShardedRunnerWaitsOutALapse(t *testing.T) {
 	loop := quietLoop(t, "web", "web-uid", 20*time.Millisecond)
 	key := client.ObjectKeyFromObject(loop)
 	s := &fakeShard{self: shard.Owner{Member: "me", Epoch: 1}, ok: true}
-	e := startSharded(t, s, loop)
-	require.Eventually(t, func() bool { return e.status(t, key).Tick >= 2 }, 10*time.Second, 10*time.Millisecond)
-	s.lapse()
-	require.Eventually(t, func() bool { return !e.registered(key) }, 10*time.Second, 10*time.Millisecond)
-	before := e.status(t, key)
+	var claims atomic.Int32
+	e := startLoopsWith(t, func(l *Loops) {
+		l.Shard = s
+		l.Metrics = &lapseDuring{shard: s, at: 3}
+		l.StatusFlush = time.Hour // quiet ticks are not written: only urgent or owed ones
+		l.Client = interceptor.NewClient(l.Client.(client.WithWatch), interceptor.Funcs{
+			SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
+				claims.Add(1)
+				return c.SubResource(sub).Update(ctx, obj, opts...)
+			},
+		})
+	}, loop)
+	e.l.mu.Lock()
+	runner := e.l.runners[key]
+	e.l.mu.Unlock()
+
+	require.Eventually(t, func() bool { return !s.refused().IsZero() }, 10*time.Second, 10*time.Millisecond)
 	time.Sleep(100 * time.Millisecond) // five intervals
+	st := e.status(t, key)
+	assert.Less(t, st.Tick, int64(3), "the tick during which the Lease lapsed was written")
+	for _, h := range st.History {
+		assert.True(t, h.Time.Time.Before(s.refused()), "tick %d started after the runner found the Lease lapsed", h.Tick)
+	}
+	assert.True(t, e.registered(key), "a lapse stopped the runner")
+
+	s.renew(1)
+	require.Eventually(t, func() bool { return e.status(t, key).Tick >= 4 }, 10*time.Second, 10*time.Millisecond,
+		"the status owed since the lapse was not written with the next tick")
+	assert.Contains(t, ticksOf(e.status(t, key)), int64(3), "the held tick's entry was lost")
+	assert.Equal(t, int32(1), claims.Load(), "a renewal under the same epoch claimed the loop again")
+
+	s.lapse()
+	s.renew(2)
+	require.Eventually(t, func() bool { return e.status(t, key).Owner.Epoch == 2 }, 10*time.Second, 10*time.Millisecond,
+		"a runner did not claim its loop under the new epoch")
+	assert.Equal(t, int32(2), claims.Load())
+	e.l.mu.Lock()
+	assert.Same(t, runner, e.l.runners[key], "the runner was replaced: lapses stopped it")
+	e.l.mu.Unlock()
+
+	s.lapse()
+	require.Eventually(t, func() bool { return !s.refused().IsZero() }, 10*time.Second, 10*time.Millisecond)
+	before := e.status(t, key)
 	e.stop()
 	after := e.status(t, key)
-	assert.Equal(t, before.Tick, after.Tick, "a runner ticked after its replica's Lease lapsed")
-	assert.Equal(t, "me", after.Owner.Member, "a lapsed replica must not clear the owner: another may have taken it")
+	assert.Equal(t, before.Tick, after.Tick, "a lapsed replica wrote a status on stop")
+	assert.Equal(t, &v1alpha1.LoopOwner{Member: "me", Epoch: 2}, after.Owner, "a lapsed replica must not clear the owner: another may have taken it")
+}
+
+func ticksOf(st v1alpha1.ControlLoopStatus) []int64 {
+	out := make([]int64, len(st.History))
+	for i, h := range st.History {
+		out[i] = h.Tick
+	}
+	return out
 }

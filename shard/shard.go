@@ -27,7 +27,7 @@ import (
 const LeasePrefix = "governor-member-"
 
 // Owner is who runs a loop: a member, and the epoch of its Lease (its
-// leaseTransitions when it took the Lease). A member whose Lease lapsed
+// leaseTransitions when it took the Lease). A member whose Lease expired
 // comes back under a new epoch: what it ran under the old one has stopped.
 type Owner struct {
 	Member string
@@ -88,7 +88,8 @@ func held(l *coordinationv1.Lease, now time.Time) bool {
 
 // Timings are a member's Lease timings, as leader election's: others take
 // the member for gone LeaseDuration after its last renewal; it stops acting
-// itself when it could not renew for RenewDeadline; it renews every
+// itself when it could not renew for RenewDeadline (and acts again, under
+// the same epoch, if it renews before LeaseDuration); it renews every
 // RetryPeriod.
 type Timings struct {
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
@@ -173,12 +174,7 @@ func (m *Member) Run(ctx context.Context, onRenew func()) error {
 	ticker := time.NewTicker(m.Timings.RetryPeriod)
 	defer ticker.Stop()
 	for {
-		if err := m.renew(ctx); err != nil && ctx.Err() == nil {
-			m.Log.Error(err, "renewing the member Lease")
-		}
-		if err := m.list(ctx); err != nil && ctx.Err() == nil {
-			m.Log.Error(err, "listing member Leases")
-		}
+		m.round(ctx)
 		if ctx.Err() == nil && onRenew != nil {
 			onRenew()
 		}
@@ -187,6 +183,20 @@ func (m *Member) Run(ctx context.Context, onRenew func()) error {
 			return nil
 		case <-ticker.C:
 		}
+	}
+}
+
+// round renews the Lease and lists the members, for at most a lease
+// duration: a request that hangs longer (a connection lost without a word)
+// could no longer keep the epoch, and must not hold the next round back.
+func (m *Member) round(ctx context.Context) {
+	roundCtx, cancel := context.WithTimeout(ctx, m.Timings.LeaseDuration)
+	defer cancel()
+	if err := m.renew(roundCtx); err != nil && ctx.Err() == nil {
+		m.Log.Error(err, "renewing the member Lease")
+	}
+	if err := m.list(roundCtx); err != nil && ctx.Err() == nil {
+		m.Log.Error(err, "listing member Leases")
 	}
 }
 
@@ -209,8 +219,8 @@ func (m *Member) Release(ctx context.Context) error {
 }
 
 // renew takes or renews the Lease. A Lease another process holds (an older
-// process of the same pod) is waited for until it expires; a renewal after
-// the member could not renew within its deadline starts a new epoch.
+// process of the same pod) is waited for until it expires; a renewal that
+// did not land before this member's Lease expired starts a new epoch.
 func (m *Member) renew(ctx context.Context) error {
 	sent := time.Now()
 	key := client.ObjectKey{Namespace: m.Namespace, Name: LeasePrefix + m.Name}
@@ -234,14 +244,24 @@ func (m *Member) renew(ctx context.Context) error {
 	}
 	epoch := int64(ptr.Deref(l.Spec.LeaseTransitions, 0))
 	m.mu.Lock()
-	lapsed := m.epoch == 0 || epoch != m.epoch || time.Since(m.renewed) >= m.Timings.RenewDeadline
+	expires := m.renewed.Add(m.Timings.LeaseDuration)
+	// Past the renew deadline but before the Lease expired, no other
+	// member can have taken this one's loops: it goes on under its epoch,
+	// and its runners, which waited, resume without claiming them again.
+	goesOn := m.epoch > 0 && epoch == m.epoch && holder == m.identity && sent.Before(expires)
 	m.mu.Unlock()
-	if holder != m.identity || lapsed {
+	if !goesOn {
 		epoch++
 	}
 	m.stamp(&l, sent, epoch)
 	if err := m.Client.Update(ctx, &l); err != nil {
 		return err
+	}
+	if goesOn && !time.Now().Before(expires) {
+		// It may have landed after others saw the Lease expire and took
+		// its loops: the epoch is not renewed, the next renewal starts a
+		// new one.
+		return fmt.Errorf("lease %s renewed after it expired: taking a new epoch", key.Name)
 	}
 	m.renewedAt(sent, epoch)
 	return nil

@@ -13,6 +13,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 )
 
 func uids(n int) []string {
@@ -133,22 +134,74 @@ func TestMemberTakesRenewsAndReleases(t *testing.T) {
 }
 
 // A member that could not renew within its deadline (suspended, cut off)
-// stops acting and comes back under a new epoch.
-func TestMemberLapseStartsNewEpoch(t *testing.T) {
+// stops acting; renewed before its Lease expired it acts again under the
+// same epoch (no other member can have taken its loops), renewed after, it
+// comes back under a new epoch.
+func TestMemberLapseKeepsEpochUntilExpiry(t *testing.T) {
 	ctx := context.Background()
 	c := fake.NewClientBuilder().WithScheme(scheme.Scheme).Build()
 	a := newMember(c, "a")
 	must(t, a.renew(ctx))
-	a.mu.Lock()
-	a.renewed = time.Now().Add(-7 * time.Second)
-	a.mu.Unlock()
+	setRenewed(a, time.Now().Add(-7*time.Second))
 	if _, ok := a.Self(); ok || a.Owns("x") {
 		t.Fatal("a member past its renew deadline must not act")
 	}
 	must(t, a.renew(ctx))
-	if self, ok := a.Self(); !ok || self.Epoch != 2 {
-		t.Fatalf("after a lapse Self = %v %v, want epoch 2", self, ok)
+	if self, ok := a.Self(); !ok || self.Epoch != 1 {
+		t.Fatalf("renewed before expiry Self = %v %v, want epoch 1", self, ok)
 	}
+	setRenewed(a, time.Now().Add(-9*time.Second))
+	must(t, a.renew(ctx))
+	if self, ok := a.Self(); !ok || self.Epoch != 2 {
+		t.Fatalf("renewed after expiry Self = %v %v, want epoch 2", self, ok)
+	}
+}
+
+// A renewal sent before the Lease expired but answered after it may have
+// landed once others took the member for gone: it does not renew the
+// epoch, and the next renewal starts a new one.
+func TestMemberRenewalLandingAfterExpiryStartsNewEpoch(t *testing.T) {
+	ctx := context.Background()
+	var sent []int32
+	var a *Member
+	slow := false
+	c := interceptor.NewClient(fake.NewClientBuilder().WithScheme(scheme.Scheme).Build(), interceptor.Funcs{
+		Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
+			l := obj.(*coordinationv1.Lease)
+			sent = append(sent, ptr.Deref(l.Spec.LeaseTransitions, 0))
+			if slow {
+				slow = false
+				a.mu.Lock()
+				expires := a.renewed.Add(a.Timings.LeaseDuration)
+				a.mu.Unlock()
+				time.Sleep(time.Until(expires) + 10*time.Millisecond)
+			}
+			return c.Update(ctx, obj, opts...)
+		},
+	})
+	a = newMember(c, "a")
+	must(t, a.renew(ctx), a.renew(ctx))
+	setRenewed(a, time.Now().Add(-6500*time.Millisecond))
+	slow = true
+	if err := a.renew(ctx); err == nil {
+		t.Fatal("a renewal answered after the Lease expired renewed it")
+	}
+	if _, ok := a.Self(); ok {
+		t.Fatal("a member whose renewal landed late acts")
+	}
+	must(t, a.renew(ctx))
+	if self, ok := a.Self(); !ok || self.Epoch != 2 {
+		t.Fatalf("after a late renewal Self = %v %v, want epoch 2", self, ok)
+	}
+	if fmt.Sprint(sent) != "[1 1 2]" { // the first renewal creates the Lease
+		t.Errorf("epochs sent = %v, want [1 1 2]: the late renewal was sent under the epoch", sent)
+	}
+}
+
+func setRenewed(m *Member, at time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.renewed = at
 }
 
 func TestMayTake(t *testing.T) {
