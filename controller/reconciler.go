@@ -33,6 +33,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	case loop.DeletionTimestamp != nil:
 		r.Loops.Remove(req.NamespacedName)
 		return ctrl.Result{}, nil
+	case r.Loops.lapsed():
+		// Which loops this replica owns is not known: its runners wait
+		// (errLapsed), and the rebalance after its renewal decides.
+		return ctrl.Result{}, nil
 	case !r.Loops.owns(&loop):
 		r.Loops.Release(req.NamespacedName)
 		return ctrl.Result{}, nil

@@ -52,6 +52,16 @@ func ownerOf(o *v1alpha1.LoopOwner) *shard.Owner {
 	return &shard.Owner{Member: o.Member, Epoch: o.Epoch}
 }
 
+// lapsed says whether this replica, sharded, may not act now: its member
+// Lease was not renewed in time.
+func (l *Loops) lapsed() bool {
+	if l.Shard == nil {
+		return false
+	}
+	_, ok := l.Shard.Self()
+	return !ok
+}
+
 // owns says whether this replica runs the loop.
 func (l *Loops) owns(loop *v1alpha1.ControlLoop) bool {
 	return l.Shard == nil || l.Shard.Owns(string(loop.UID))
@@ -271,7 +281,7 @@ func (s *shardedLoops) Start(ctx context.Context) error {
 // stops, in parallel, those of loops assigned elsewhere. While the replica
 // may not act it changes nothing: its runners wait (errLapsed).
 func (s *shardedLoops) rebalance(ctx context.Context) {
-	if _, ok := s.member.Self(); !ok {
+	if s.loops.lapsed() {
 		return
 	}
 	var list v1alpha1.ControlLoopList

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/collectors"
@@ -34,7 +35,12 @@ type fakeShard struct {
 	saidNo time.Time
 }
 
-func (f *fakeShard) Owns(string) bool { return true }
+// Owns is true while the replica may act, as shard.Member's.
+func (f *fakeShard) Owns(string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.ok
+}
 func (f *fakeShard) Self() (shard.Owner, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -197,6 +203,10 @@ func TestShardedRunnerWaitsOutALapse(t *testing.T) {
 		assert.True(t, h.Time.Time.Before(s.refused()), "tick %d started after the runner found the Lease lapsed", h.Tick)
 	}
 	assert.True(t, e.registered(key), "a lapse stopped the runner")
+	// A push meanwhile (the reconciler) must not stop it either.
+	_, err := (&Reconciler{Loops: e.l}).Reconcile(context.Background(), reconcile.Request{NamespacedName: key})
+	require.NoError(t, err)
+	assert.True(t, e.registered(key), "the reconciler stopped a runner while its replica's Lease lapsed")
 
 	s.renew(1)
 	require.Eventually(t, func() bool { return e.status(t, key).Tick >= 4 }, 10*time.Second, 10*time.Millisecond,

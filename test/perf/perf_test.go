@@ -578,6 +578,17 @@ func behindReport(g *governor, behind []v1alpha1.ControlLoop) string {
 			fmt.Fprintf(&out, "\n  %.600s", line)
 		}
 	}
+	// The member Lease's renewals and epochs: a lapse holds every runner.
+	var member []string
+	for _, line := range log {
+		if strings.Contains(line, `"logger":"shard"`) {
+			member = append(member, line)
+		}
+	}
+	fmt.Fprintf(&out, "\nthe member Lease (%d lines, the last 20):", len(member))
+	for _, line := range member[max(len(member)-20, 0):] {
+		fmt.Fprintf(&out, "\n  %.400s", line)
+	}
 	return out.String()
 }
 
