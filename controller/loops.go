@@ -114,6 +114,9 @@ type runner struct {
 	// tick's is written at once, whatever it did (the one before may have
 	// acted, and its cooldown must survive a crash).
 	owed bool
+	// claimed is the status.sequence this replica's claim of the loop
+	// wrote: a cached loop below it was read before the claim.
+	claimed int64
 	// out is the loop's status on its way to the API server.
 	out  statusSlot
 	loop *v1alpha1.ControlLoop // the loop as last read, for a final write
@@ -423,6 +426,7 @@ func (l *Loops) catchUp(ctx context.Context, r *runner, loop *v1alpha1.ControlLo
 			if err := l.claim(ctx, r, &fresh); err != nil {
 				return err
 			}
+			r.claimed = fresh.Status.Sequence
 		}
 		r.status = fresh.Status.DeepCopy()
 		r.handed = r.status

@@ -54,6 +54,9 @@ type Options struct {
 	// and health endpoints; "0" turns one off.
 	MetricsAddr string
 	ProbeAddr   string
+	// PprofAddr serves Go's profiles (/debug/pprof/) when set, with no
+	// authentication: for profiling on localhost, off in the manifest.
+	PprofAddr string
 	// MetricsServing is how the metrics endpoint (/metrics and /bundles)
 	// serves: HTTPS for callers the API server authenticates and
 	// authorises, unless Insecure.
@@ -261,6 +264,7 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		Scheme:                        Scheme(),
 		Metrics:                       metricsOpts,
 		HealthProbeBindAddress:        opts.ProbeAddr,
+		PprofBindAddress:              opts.PprofAddr,
 		LeaderElection:                opts.LeaderElection && opts.Shards == nil,
 		LeaderElectionID:              LeaderElectionID,
 		LeaderElectionNamespace:       opts.LeaderElectionNamespace,

@@ -109,10 +109,13 @@ func (l *Loops) claim(ctx context.Context, r *runner, fresh *v1alpha1.ControlLoo
 
 // acting says whether a runner may tick its loop as read from the cache:
 // this replica still holds its membership under the epoch it claimed the
-// loop with, and the loop names no other owner. When the cache names
-// another (it may lag behind the claim), the API server says; an error
-// reading it, or errLapsed, says neither: the runner tries again, acting
-// meanwhile on nothing.
+// loop with, and the loop names no other owner. A cache older than the
+// claim (a lower status.sequence) may name another: it says nothing new.
+// When a cache as new as the claim names another, the API server says; an
+// error reading it, or errLapsed, says neither: the runner tries again,
+// acting meanwhile on nothing. (Reading the API server whenever the cache
+// lagged behind the claim made every tick of a thousand loops a GET of a
+// saturated API server: a quarter of governor's CPU, BenchmarkScale.)
 func (l *Loops) acting(ctx context.Context, r *runner, cached *v1alpha1.ControlLoop) (bool, error) {
 	if l.Shard == nil || r.status == nil {
 		return true, nil
@@ -125,7 +128,7 @@ func (l *Loops) acting(ctx context.Context, r *runner, cached *v1alpha1.ControlL
 	if claimed == nil || *claimed != self {
 		return false, nil
 	}
-	if o := ownerOf(cached.Status.Owner); o == nil || *o == self {
+	if o := ownerOf(cached.Status.Owner); o == nil || *o == self || cached.Status.Sequence < r.claimed {
 		return true, nil
 	}
 	var fresh v1alpha1.ControlLoop
@@ -284,8 +287,10 @@ func (s *shardedLoops) rebalance(ctx context.Context) {
 	if s.loops.lapsed() {
 		return
 	}
+	// The cache's own objects, read only: a copy of every loop with its
+	// history, twice a second, was most of the garbage of 1,000 loops.
 	var list v1alpha1.ControlLoopList
-	if err := s.loops.Client.List(ctx, &list); err != nil {
+	if err := s.loops.Client.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
 		if ctx.Err() == nil {
 			s.loops.Log.Error(err, "listing loops to rebalance")
 		}
@@ -302,7 +307,7 @@ func (s *shardedLoops) rebalance(ctx context.Context) {
 		case s.loops.has(key):
 			wg.Go(func() { s.loops.Release(key) })
 		case loop.Status.Owner != nil && loop.Status.Owner.Member == s.member.Name:
-			wg.Go(func() { s.loops.disown(ctx, loop) })
+			wg.Go(func() { s.loops.disown(ctx, loop.DeepCopy()) })
 		}
 	}
 	wg.Wait()

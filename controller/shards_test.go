@@ -170,6 +170,56 @@ func TestShardedRunnerTriesAFailedClaimAgain(t *testing.T) {
 	assert.GreaterOrEqual(t, int(claims.Load()), len(failures)+1, "the failed claims were not made")
 }
 
+// A cache that lags behind a runner's claim (it shows the loop's previous
+// owner, at a lower status.sequence) says nothing new: the runner ticks on
+// without asking the API server, which it does once the cache, as new as
+// the claim, names another owner.
+func TestShardedRunnerTrustsItsClaimOverAnOlderCache(t *testing.T) {
+	loop := quietLoop(t, "web", "web-uid", 20*time.Millisecond)
+	loop.Status.Owner = &v1alpha1.LoopOwner{Member: "gone", Epoch: 1}
+	loop.Status.Sequence = 5
+	key := client.ObjectKeyFromObject(loop)
+	var lagging atomic.Bool
+	lagging.Store(true)
+	var reads atomic.Int32
+	e := startLoopsWith(t, func(l *Loops) {
+		l.Shard = &fakeShard{self: shard.Owner{Member: "me", Epoch: 1}, ok: true}
+		api := l.Client.(client.WithWatch)
+		l.APIReader = interceptor.NewClient(api, interceptor.Funcs{
+			Get: func(ctx context.Context, c client.WithWatch, k client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+				reads.Add(1)
+				return c.Get(ctx, k, obj, opts...)
+			},
+		})
+		l.Client = interceptor.NewClient(api, interceptor.Funcs{
+			Get: func(ctx context.Context, c client.WithWatch, k client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+				if err := c.Get(ctx, k, obj, opts...); err != nil {
+					return err
+				}
+				if cl, ok := obj.(*v1alpha1.ControlLoop); ok && lagging.Load() {
+					cl.Status.Owner = &v1alpha1.LoopOwner{Member: "gone", Epoch: 1}
+					cl.Status.Sequence = 5 // as before the claim
+				}
+				return nil
+			},
+		})
+	}, loop)
+	require.Eventually(t, func() bool { return e.status(t, key).Tick >= 5 }, 10*time.Second, 10*time.Millisecond)
+	assert.Equal(t, int32(1), reads.Load(), "the runner read the API server for a cache older than its claim (the claim's own read is the one)")
+	assert.Equal(t, "me", e.status(t, key).Owner.Member)
+
+	// Another replica claims it: the cache, now as new, names it.
+	lagging.Store(false)
+	var fresh v1alpha1.ControlLoop
+	require.NoError(t, e.c.Get(context.Background(), key, &fresh))
+	fresh.Status.Owner = &v1alpha1.LoopOwner{Member: "other", Epoch: 1}
+	fresh.Status.Sequence++
+	require.NoError(t, e.c.Status().Update(context.Background(), &fresh))
+	require.Eventually(t, func() bool { return !e.registered(key) }, 10*time.Second, 10*time.Millisecond,
+		"the runner went on while a cache as new as its claim named another owner")
+	assert.Greater(t, reads.Load(), int32(1), "the runner stopped without asking the API server")
+}
+
 // A replica whose Lease lapsed holds its runners: they tick no more and
 // write nothing, not even the tick that was running, nor on stop (another
 // replica may own the loop by then). Renewed under the same epoch, they go

@@ -126,6 +126,7 @@ func newRunCommand() *cobra.Command {
 	fs.StringVar(&f.opts.MetricsAddr, "metrics-bind-address", ":8443", "metrics endpoint address, /metrics and /bundles (0 turns it off)")
 	f.metricsFlags(fs)
 	fs.StringVar(&f.opts.ProbeAddr, "health-probe-bind-address", ":8081", "health probe address")
+	fs.StringVar(&f.opts.PprofAddr, "pprof-bind-address", "", "Go's profiles (/debug/pprof/) on this address, unauthenticated: bind it to localhost (default: off)")
 	fs.BoolVar(&f.opts.LeaderElection, "leader-elect", true, "with --shards 1: run loops only while holding the leader Lease")
 	fs.StringVar(&f.opts.LeaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader Lease (default: the pod's own)")
 	fs.DurationVar(&f.opts.LeaseDuration, "leader-elect-lease-duration", defaultLeaseDuration, "how long standbys wait, after the leader's last renewal, before taking its Lease (whole seconds)")

@@ -7,8 +7,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,16 +21,19 @@ import (
 	"time"
 
 	"go.uber.org/zap/zapcore"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"governor.dev/governor/api/v1alpha1"
+	"governor.dev/governor/shard"
 	"governor.dev/governor/test/deployed"
 )
 
@@ -320,6 +326,11 @@ func scale(b *testing.B, n int, extra []string) {
 	}
 	d.workloads(b, ns, targets, 1)
 	limit := historyLimit(span, statusFlush(b, append(d.Args, extra...)), interval)
+	profiles := os.Getenv("PERF_GOVERNOR_PROFILE")
+	pprofAddr := deployed.FreeAddr(b)
+	if profiles != "" {
+		extra = append(slices.Clone(extra), "--pprof-bind-address="+pprofAddr)
+	}
 	g := d.start(b, extra...)
 	// 100 loops at a time, each lot ticking before the next is made: a
 	// governor that starts with 1,000 loops writes 1,000 first statuses at
@@ -336,8 +347,12 @@ func scale(b *testing.B, n int, extra []string) {
 	for range b.N {
 		time.Sleep(5 * time.Second) // the pushes' ticks are behind
 		profiled := profileAPIServer(b, d, span)
+		governorProfiled := profileGovernor(b, profiles, pprofAddr, span)
+		epochs := memberEpochs(b, d)
 		w := window(b, d, g, ns, span, interval)
 		<-profiled
+		<-governorProfiled
+		b.ReportMetric(float64(memberEpochs(b, d)-epochs), "member-new-epochs")
 		rss, err := peakRSS(g.Cmd.Process.Pid)
 		if err != nil {
 			b.Fatal(err)
@@ -392,6 +407,59 @@ func reportRequests(b *testing.B, w measured) {
 			"verb": "PATCH", "resource": "controlloops", "subresource": "status"}, field)
 	})
 	b.ReportMetric(patch[""], "apiserver-status-patch-ms")
+}
+
+// memberEpochs is the sum of the member Leases' epochs (leaseTransitions):
+// its growth over a window is how often a replica's Lease expired, each
+// time holding its loops until they were claimed again.
+func memberEpochs(b *testing.B, d *deployment) int64 {
+	var leases coordinationv1.LeaseList
+	if err := d.Admin.List(context.Background(), &leases, client.InNamespace(deployed.SystemNamespace)); err != nil {
+		b.Fatal(err)
+	}
+	var sum int64
+	for _, l := range leases.Items {
+		if strings.HasPrefix(l.Name, shard.LeasePrefix) {
+			sum += int64(ptr.Deref(l.Spec.LeaseTransitions, 0))
+		}
+	}
+	return sum
+}
+
+// profileGovernor takes governor's CPU profile over most of a window, then
+// its heap profile, into dir (cpu.prof, heap.prof) when dir is set
+// (PERF_GOVERNOR_PROFILE): where governor's CPU and memory go. The channel
+// is closed once both are written.
+func profileGovernor(b *testing.B, dir, addr string, span time.Duration) <-chan struct{} {
+	done := make(chan struct{})
+	if dir == "" {
+		close(done)
+		return done
+	}
+	get := func(path, file string) error {
+		c := http.Client{Timeout: span + time.Minute}
+		resp, err := c.Get("http://" + addr + path)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = resp.Body.Close() }()
+		raw, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s: %s: %s", path, resp.Status, raw)
+		}
+		return os.WriteFile(filepath.Join(dir, file), raw, 0o644)
+	}
+	go func() {
+		defer close(done)
+		seconds := strconv.Itoa(int((span - 5*time.Second) / time.Second))
+		if err := errors.Join(get("/debug/pprof/profile?seconds="+seconds, "cpu.prof"), get("/debug/pprof/heap", "heap.prof")); err != nil {
+			b.Errorf("profiling governor: %v", err)
+		}
+	}()
+	return done
 }
 
 // profileAPIServer takes a CPU profile of the API server over most of a
