@@ -40,7 +40,8 @@ type Actuator interface {
 	// contract and returns it typed; problems go to p.
 	Parse(p *decision.Parser, path string, raw any) any
 	// Read reads the field's current state on a target that exists (t.Object is its
-	// workload as read this tick).
+	// workload as read this tick, the cache's own object: read it, never change it, and
+	// copy what the state keeps of it that could be changed later).
 	Read(ctx context.Context, c client.Reader, t *Target) (any, error)
 	// Doc is a current state as input.targets.<name>.<field> shows it; nil leaves it out.
 	Doc(current any) any
@@ -67,7 +68,8 @@ type Target struct {
 	Spec *v1alpha1.TargetSpec
 	// Exists is false when the workload is not there: nothing may act on it.
 	Exists bool
-	// Object is the workload as read this tick; nil in governor replay.
+	// Object is the workload as read this tick, shared with the cache (workload.View):
+	// read only. nil in governor replay.
 	Object client.Object
 	// Current is each field's current state, as its actuator read it.
 	Current map[string]any
@@ -179,7 +181,7 @@ func (r *Registry) Read(ctx context.Context, c client.Reader, namespace string, 
 	if IsExternal(spec) {
 		t.Exists, t.Applied = true, applied(recorded)
 	} else {
-		obj, err := workload.Get(ctx, c, t.Workload)
+		obj, err := workload.View(ctx, c, t.Workload)
 		if workload.IsNotFound(err) {
 			doc["exists"] = false
 			return t, doc, nil

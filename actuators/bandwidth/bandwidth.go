@@ -148,7 +148,7 @@ func Current(ctx context.Context, c client.Reader, t workload.Ref, mode string) 
 	if err != nil {
 		return nil, nil, t.Errorf("%w", err)
 	}
-	obj, err := workload.Get(ctx, c, t)
+	obj, err := workload.View(ctx, c, t) // read only
 	if err != nil {
 		return nil, nil, err
 	}

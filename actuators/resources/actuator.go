@@ -89,7 +89,7 @@ func (Actuator) Read(_ context.Context, _ client.Reader, t *actuators.Target) (a
 	out := Containers{}
 	if tpl := workload.PodTemplate(t.Object); tpl != nil {
 		for _, c := range tpl.Spec.Containers {
-			out[c.Name] = Container{Requests: c.Resources.Requests, Limits: c.Resources.Limits}
+			out[c.Name] = Container{Requests: c.Resources.Requests.DeepCopy(), Limits: c.Resources.Limits.DeepCopy()} // t.Object is the cache's
 		}
 	}
 	return out, nil

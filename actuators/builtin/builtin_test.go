@@ -1,0 +1,86 @@
+package builtin
+
+import (
+	"context"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"governor.dev/governor/actuators/resources"
+	"governor.dev/governor/api/v1alpha1"
+)
+
+// sharedCache answers as controller-runtime's cache does for a read without a copy
+// (client.UnsafeDisableDeepCopy): the caller's Deployment shares every map and slice with
+// the cached one.
+type sharedCache struct {
+	client.Reader
+	cached *appsv1.Deployment
+}
+
+func (c sharedCache) Get(_ context.Context, key client.ObjectKey, obj client.Object, _ ...client.GetOption) error {
+	d, ok := obj.(*appsv1.Deployment)
+	if !ok || key != client.ObjectKeyFromObject(c.cached) {
+		return apierrors.NewNotFound(schema.GroupResource{}, key.Name)
+	}
+	*d = *c.cached
+	return nil
+}
+
+// List finds nothing (no HPA scales the workload).
+func (sharedCache) List(context.Context, client.ObjectList, ...client.ListOption) error { return nil }
+
+// Reading a target's state (workload.View: the cache's own object) leaves the cached
+// workload as it was, also when the state read is changed afterwards: every actuator
+// copies what it keeps.
+func TestReadLeavesTheCachedWorkloadAlone(t *testing.T) {
+	cached := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web", Annotations: map[string]string{
+			"governor.dev/egress-bandwidth": "10M",
+		}},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](2),
+			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{
+				Name: "app",
+				Resources: corev1.ResourceRequirements{
+					Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m")},
+					Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1")},
+				},
+			}}}},
+		},
+	}
+	pristine := cached.DeepCopy()
+	spec := &v1alpha1.TargetSpec{
+		Name:      "web",
+		Ref:       v1alpha1.TargetRef{Name: "web"},
+		Replicas:  &v1alpha1.ReplicaBounds{Min: 1, Max: 5},
+		Bandwidth: &v1alpha1.BandwidthBounds{Min: resource.MustParse("1M"), Max: resource.MustParse("100M")},
+		Resources: &v1alpha1.ResourceBounds{Containers: []string{"app"}},
+	}
+	target, doc, err := Actuators.Read(context.Background(), sharedCache{cached: cached}, "ns", spec, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !target.Exists || doc["replicas"] != int64(2) {
+		t.Fatalf("read %v, want the workload with 2 replicas", doc)
+	}
+	containers, ok := target.Current[resources.Field].(resources.Containers)
+	if !ok || len(containers) != 1 {
+		t.Fatalf("resources read %#v, want container app", target.Current[resources.Field])
+	}
+	for _, c := range containers {
+		c.Requests[corev1.ResourceCPU] = resource.MustParse("9")
+		c.Limits[corev1.ResourceMemory] = resource.MustParse("9Gi")
+	}
+	if !equality.Semantic.DeepEqual(cached, pristine) {
+		t.Errorf("reading the target changed the cached workload:\n%+v\nwas\n%+v", cached.Spec.Template.Spec.Containers, pristine.Spec.Template.Spec.Containers)
+	}
+}
