@@ -288,7 +288,7 @@ func (s *shardedLoops) rebalance(ctx context.Context) {
 		return
 	}
 	// The cache's own objects, read only: a copy of every loop with its
-	// history, twice a second, was most of the garbage of 1,000 loops.
+	// history, twice a second, was 7 % of governor's CPU with 1,000 loops.
 	var list v1alpha1.ControlLoopList
 	if err := s.loops.Client.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
 		if ctx.Err() == nil {
