@@ -116,12 +116,12 @@ func WrapGet(what string, err error) error {
 
 // Get reads the target's workload: *appsv1.Deployment or *appsv1.StatefulSet. A workload
 // that does not exist is a *NotFoundError.
-func Get(ctx context.Context, c client.Reader, t Ref) (client.Object, error) {
+func Get(ctx context.Context, c client.Reader, t Ref, opts ...client.GetOption) (client.Object, error) {
 	obj, err := t.NewObject()
 	if err != nil {
 		return nil, err
 	}
-	if err := c.Get(ctx, t.Key(), obj); err != nil {
+	if err := c.Get(ctx, t.Key(), obj, opts...); err != nil {
 		return nil, WrapGet(t.String(), err)
 	}
 	return obj, nil
@@ -132,14 +132,7 @@ func Get(ctx context.Context, c client.Reader, t Ref) (client.Object, error) {
 // reader of the cache). A copy of every target's workload at every tick was a tenth of
 // governor's CPU with 1,000 loops (BenchmarkScale). Other readers copy, as Get.
 func View(ctx context.Context, c client.Reader, t Ref) (client.Object, error) {
-	obj, err := t.NewObject()
-	if err != nil {
-		return nil, err
-	}
-	if err := c.Get(ctx, t.Key(), obj, client.UnsafeDisableDeepCopy); err != nil {
-		return nil, WrapGet(t.String(), err)
-	}
-	return obj, nil
+	return Get(ctx, c, t, client.UnsafeDisableDeepCopy)
 }
 
 // PodTemplate returns the pod template of a Deployment or StatefulSet (nil for other types).

@@ -326,9 +326,9 @@ func scale(b *testing.B, n int, extra []string) {
 	}
 	d.workloads(b, ns, targets, 1)
 	limit := historyLimit(span, statusFlush(b, append(d.Args, extra...)), interval)
-	profiles := os.Getenv("PERF_GOVERNOR_PROFILE")
-	pprofAddr := deployed.FreeAddr(b)
+	profiles, pprofAddr := os.Getenv("PERF_GOVERNOR_PROFILE"), ""
 	if profiles != "" {
+		pprofAddr = deployed.FreeAddr(b)
 		extra = append(slices.Clone(extra), "--pprof-bind-address="+pprofAddr)
 	}
 	g := d.start(b, extra...)
