@@ -261,10 +261,17 @@ func TestBundleDistribution(t *testing.T) {
 			return h.Revision == "fleet@3" && c != nil && c.Status == metav1.ConditionTrue, name + ": " + desc
 		})
 	}
+	// The pinned loop's status says fleet@3 is active once a tick of its
+	// own after 3 went live is written (a quiet tick waits for the flush).
+	eventually(t, 10*time.Second, func() (bool, string) {
+		pinned := e.get(t, ns, "pinned")
+		h, desc := lastEntry(pinned)
+		return h.Revision == "fleet@2" && pinned.Status.Bundle != nil && pinned.Status.Bundle.ActiveRevision == "fleet@3",
+			"pinned: must decide with fleet@2 and see fleet@3 active: " + desc
+	})
 	pinned := e.get(t, ns, "pinned")
 	h, desc := lastEntry(pinned)
 	assert.Equal(t, "fleet@2", h.Revision, desc)
-	assert.Equal(t, "fleet@3", pinned.Status.Bundle.ActiveRevision)
 
 	// Per-bundle status and metrics.
 	code, body := get("/bundles")
