@@ -44,7 +44,7 @@ func benchInput(b *testing.B, policy string, n int) map[string]any {
 		"tick":    1204,
 		"targets": targets,
 		"state":   map[string]any{},
-		"history": []any{},
+		"history": benchHistory(names),
 	}
 	switch policy {
 	case "reactive":
@@ -89,6 +89,23 @@ func benchInput(b *testing.B, policy string, n int) map[string]any {
 		b.Fatal(err)
 	}
 	return out
+}
+
+// benchHistory is a full status.history (the default limit, 20 ticks) of
+// ticks that each acted on every target, as input.history shows it.
+func benchHistory(targets []string) []any {
+	var history []any
+	for i := range 20 {
+		var actions []any
+		for _, t := range targets {
+			actions = append(actions, map[string]any{"target": t, "metric": "jitter", "set": map[string]any{"egress": "400M"}, "reason": "jitter 3.1 ms over 2 ms"})
+		}
+		history = append(history, map[string]any{
+			"time": fmt.Sprintf("2026-11-21T09:59:%02d.250Z", 40+i), "time_ns": 1795255180250000000 + int64(i)*1000000000, "tick": 1184 + i,
+			"actions": actions, "applied": actions, "events": []any{"jitter 3.1 ms over 2 ms"}, "revision": "bench@1",
+		})
+	}
+	return history
 }
 
 func metric(v float64) map[string]any {

@@ -166,14 +166,15 @@ func (r *Revision) Decide(ctx context.Context, req Request) (*Result, error) {
 	if req.Input == nil {
 		return nil, &InputError{Source: "input", Reason: "input must be a JSON object"}
 	}
-	pq, err := r.Prepare(ctx, req.Decision)
+	pq, err := r.prepare(ctx, req.Decision)
 	if err != nil {
 		return nil, err
 	}
 	// Inputs are decoded JSON already: convert them straight to Rego values,
 	// skipping the defensive deep copy rego.EvalInput makes of arbitrary Go
-	// values (a third of the cost of a decision on a large input).
-	input, err := ast.InterfaceToValue(req.Input)
+	// values (a third of the cost of a decision on a large input), and only
+	// the keys the decision reads (the rest is converted for nothing).
+	input, err := ast.InterfaceToValue(pq.reads.of(req.Input))
 	if err != nil {
 		return nil, &InputError{Source: "input", Reason: err.Error()}
 	}
@@ -187,7 +188,7 @@ func (r *Revision) Decide(ctx context.Context, req Request) (*Result, error) {
 		evalCtx, cancel = context.WithTimeout(ctx, req.Timeout)
 		defer cancel()
 	}
-	rs, err := pq.Eval(evalCtx, opts...)
+	rs, err := pq.query.Eval(evalCtx, opts...)
 	if err != nil {
 		if ctx.Err() == nil && evalCtx.Err() != nil {
 			return nil, &TimeoutError{Decision: req.Decision, Revision: r.String(), Timeout: req.Timeout}

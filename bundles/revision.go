@@ -39,6 +39,9 @@ type Revision struct {
 type preparedQuery struct {
 	once  sync.Once
 	query rego.PreparedEvalQuery
+	// reads is the part of the input the decision reads; it is evaluated
+	// on that part alone.
+	reads inputReads
 	err   error
 }
 
@@ -210,9 +213,17 @@ func (r *Revision) String() string {
 // Prepare compiles the query for a decision path once per revision; later
 // calls return the same prepared query.
 func (r *Revision) Prepare(ctx context.Context, decision string) (rego.PreparedEvalQuery, error) {
-	ref, err := DecisionRef(decision)
+	pq, err := r.prepare(ctx, decision)
 	if err != nil {
 		return rego.PreparedEvalQuery{}, err
+	}
+	return pq.query, nil
+}
+
+func (r *Revision) prepare(ctx context.Context, decision string) (*preparedQuery, error) {
+	ref, err := DecisionRef(decision)
+	if err != nil {
+		return nil, err
 	}
 	key := ref.String()
 	r.mu.Lock()
@@ -223,7 +234,8 @@ func (r *Revision) Prepare(ctx context.Context, decision string) (rego.PreparedE
 	}
 	r.mu.Unlock()
 	pq.once.Do(func() {
-		if len(r.compiler.GetRules(ref)) == 0 || isPackage(r.compiler, ref) {
+		rules := r.compiler.GetRules(ref)
+		if len(rules) == 0 || isPackage(r.compiler, ref) {
 			pq.err = &UndefinedDecisionError{Decision: decision, Revision: r.String(), Reason: undefinedReason(r.compiler, ref)}
 			return
 		}
@@ -232,8 +244,12 @@ func (r *Revision) Prepare(ctx context.Context, decision string) (rego.PreparedE
 			rego.Compiler(r.compiler),
 			rego.Store(r.store),
 		).PrepareForEval(ctx)
+		pq.reads = readsOf(r.compiler.Graph, rules)
 	})
-	return pq.query, pq.err
+	if pq.err != nil {
+		return nil, pq.err
+	}
+	return pq, nil
 }
 
 // DecisionRef turns a decision path ("governor/reactive/decision", or the

@@ -91,7 +91,7 @@ func TestReplayOfAReactiveLoopWithItsSupervisor(t *testing.T) {
 	assert.Equal(t, []string{"cpu", "cpu", "cpu", "cpu", "cpu", `rewrite {"priorities":["memory","cpu"]}`, "memory"}, story[:7])
 	require.NotNil(t, scaling.Status.OverridesBy)
 	assert.Equal(t, "factory-priorities", scaling.Status.OverridesBy.Loop)
-	assert.Equal(t, "deliberative@deliberative-4", scaling.Status.OverridesBy.Revision)
+	assert.Equal(t, "deliberative@deliberative-5", scaling.Status.OverridesBy.Revision)
 }
 
 func TestReplayRefusesBadInput(t *testing.T) {

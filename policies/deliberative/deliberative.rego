@@ -31,20 +31,20 @@ _outcome := {"events": ["No priorities to rewrite"], "state": _state} if {
 # ---------------------------------------------------------------------------
 # Input and params, with defaults.
 
-_params := _object(_input, "params")
-
-_state := _object(_input, "state")
-
-_supervised := _object(_input, "supervised")
-
-# The input document; an empty object when there is none.
-_input := i if {
-	i := input
-	is_object(i)
+# Each read by its name: the controller converts for the policy only the
+# parts of the input it names (not input.history, say).
+_params := v if {
+	v := input.params
+	is_object(v)
 } else := {}
 
-_object(x, key) := v if {
-	v := x[key]
+_state := v if {
+	v := input.state
+	is_object(v)
+} else := {}
+
+_supervised := v if {
+	v := input.supervised
 	is_object(v)
 } else := {}
 

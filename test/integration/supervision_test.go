@@ -99,7 +99,7 @@ func TestDeliberativeLoopRewritesPriorities(t *testing.T) {
 	l = e.get(t, ns, "scaling")
 	require.NotNil(t, l.Status.OverridesBy)
 	assert.Equal(t, "priorities", l.Status.OverridesBy.Loop)
-	assert.Equal(t, "deliberative@deliberative-4", l.Status.OverridesBy.Revision)
+	assert.Equal(t, "deliberative@deliberative-5", l.Status.OverridesBy.Revision)
 	d := e.get(t, ns, "priorities")
 	var rewrote *v1alpha1.HistoryEntry
 	for i := range d.Status.History {
