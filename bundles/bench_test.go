@@ -69,6 +69,7 @@ func benchInput(b *testing.B, policy string, n int) map[string]any {
 			history = append(history, map[string]any{
 				"time": fmt.Sprintf("2026-11-21T09:59:%02d.000Z", 30+i), "time_ns": 1795255170000000000 + int64(i)*1000000000, "tick": 1000 + i,
 				"actions": []any{map[string]any{"target": "web", "metric": "cpu", "set": map[string]any{"replicas": 4}}},
+				"applied": []any{map[string]any{"target": "web", "metric": "cpu", "set": map[string]any{"replicas": 4}}},
 				"events":  []any{"High cpu", "High memory"},
 			})
 		}
@@ -130,7 +131,7 @@ func BenchmarkDecide(b *testing.B) {
 	for _, policy := range []string{"reactive", "bandwidth", "deliberative"} {
 		rev := loadShipped(b, policy)
 		path := "governor/" + policy + "/decision"
-		for _, n := range []int{1, 100, 1000} {
+		for _, n := range []int{1, 10, 100} { // 100: the default --max-decision-actions
 			input := benchInput(b, policy, n)
 			res, err := rev.Decide(ctx, Request{Decision: path, Input: input})
 			if err != nil {

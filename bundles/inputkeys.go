@@ -1,6 +1,8 @@
 package bundles
 
 import (
+	"context"
+
 	"github.com/open-policy-agent/opa/v1/ast"
 )
 
@@ -65,6 +67,13 @@ func readsOf(graph *ast.Graph, decision []*ast.Rule) inputReads {
 		}
 	}
 	return reads
+}
+
+// Reads says whether a decision may read input.<key>: whether the input it
+// is evaluated on must hold the key. An undefined decision reads nothing.
+func (r *Revision) Reads(ctx context.Context, decision, key string) bool {
+	pq, err := r.prepare(ctx, decision)
+	return err == nil && (pq.reads.all || pq.reads.keys[key])
 }
 
 // refKey is the constant top-level key of an input reference.

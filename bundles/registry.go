@@ -188,6 +188,9 @@ func (r *Registry) Start(ctx context.Context) error {
 	return nil
 }
 
+// LogsDecisions says whether decisions are logged: their whole input then is.
+func (r *Registry) LogsDecisions() bool { return r.log != nil }
+
 // LogDecision sends a decision to the decision log, if one is configured.
 func (r *Registry) LogDecision(ctx context.Context, l Logged) error {
 	if r.log == nil {

@@ -3,6 +3,8 @@ package controller
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"governor.dev/governor/api/v1alpha1"
+	"governor.dev/governor/bundles"
 	"governor.dev/governor/collectors"
 )
 
@@ -84,7 +87,7 @@ func TestInputNumbersAgreeWithStrings(t *testing.T) {
 	status := &v1alpha1.ControlLoopStatus{History: []v1alpha1.HistoryEntry{
 		{Time: metav1.NewMicroTime(now.Add(-1500 * time.Microsecond)), Tick: 7, Events: []string{"No Event"}},
 	}}
-	in, _, err := buildInput(context.Background(), w, loop, status, now, 8)
+	in, _, err := buildInput(context.Background(), w, loop, status, now, 8, true)
 	require.NoError(t, err)
 
 	sameInstant := func(s any, ns any, what string) {
@@ -138,4 +141,46 @@ func TestRecordKeepsWhatTheLastDecisionRead(t *testing.T) {
 	st, err = record(loop, st, tickResult{entry: v1alpha1.HistoryEntry{Tick: 2}}, 0)
 	require.NoError(t, err)
 	assert.Equal(t, read, st.Seen, "a tick without a decision")
+}
+
+// input.history is built only for those who read it: a decision whose rules
+// name it, the decision log (it records the whole input), and governor
+// replay (whole); a decision that never reads it decides without it.
+func TestInputHistoryOnlyWhenRead(t *testing.T) {
+	ctx := context.Background()
+	status := &v1alpha1.ControlLoopStatus{Tick: 7, History: []v1alpha1.HistoryEntry{
+		{Time: metav1.NewMicroTime(tickNow.Add(-time.Second)), Tick: 7, Events: []string{"No Event"}},
+	}}
+	hasHistory := func(reg *bundles.Registry, loop *v1alpha1.ControlLoop, whole bool) bool {
+		res := tick(ctx, freshWorld(), reg, loop, status, tickNow, whole)
+		require.Empty(t, res.entry.Error)
+		_, ok := res.input["history"]
+		return ok
+	}
+	echo := echoLoop(t, `{"actions": []}`)
+	assert.False(t, hasHistory(echoRegistry(t), echo, false), "echo reads input.params alone")
+	assert.True(t, hasHistory(echoRegistry(t), echo, true), "replay keeps the whole input")
+
+	logged := echoRegistry(t)
+	cfg, err := bundles.ParseConfig([]byte("decision_logs: {console: true}\n"), bundles.Limits{})
+	require.NoError(t, err)
+	defer cfg.Close()
+	require.NoError(t, logged.AddSources(cfg))
+	logging, stop := context.WithCancel(ctx)
+	started := make(chan error, 1)
+	go func() { started <- logged.Start(logging) }()
+	assert.True(t, hasHistory(logged, echo, false), "the decision log records the whole input")
+	stop()
+	require.NoError(t, <-started)
+
+	dir := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "echo"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "echo", "policy.rego"), []byte(`package echo
+
+decision := {"actions": [], "events": [sprintf("%d ticks", [count(input.history)])]}
+`), 0o644))
+	counting, err := bundles.LoadRegistry(ctx, dir)
+	require.NoError(t, err)
+	res := tick(ctx, freshWorld(), counting, echo, status, tickNow, false)
+	assert.Equal(t, []string{"1 ticks"}, res.entry.Events, "a decision that reads input.history gets it")
 }

@@ -114,6 +114,10 @@ type runner struct {
 	// tick's is written at once, whatever it did (the one before may have
 	// acted, and its cooldown must survive a crash).
 	owed bool
+	// decided is the input of the last decision whose status.lastInput
+	// status does not hold yet: it is encoded when the status is handed
+	// over (most quiet ticks' statuses never are).
+	decided map[string]any
 	// claimed is the status.sequence this replica's claim of the loop
 	// wrote: a cached loop below it was read before the claim.
 	claimed int64
@@ -357,7 +361,7 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 		}
 		next = paused(&loop, r.status)
 	} else {
-		res = tick(ctx, clusterWorld{l, r}, l.Bundles, &loop, r.status, time.Now())
+		res = tick(ctx, clusterWorld{l, r}, l.Bundles, &loop, r.status, time.Now(), false)
 		reportPanic(log, res)
 		if (res.interrupted || ctx.Err() != nil) && !res.wrote() {
 			// Cut by shutdown, lost leadership or the loop's removal before
@@ -372,6 +376,12 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 		}
 	}
 	r.status = next
+	switch {
+	case res.probe != nil:
+		r.decided = res.probe.Input
+	case loop.Spec.Policy.Revision != "":
+		r.decided = nil
+	}
 	r.telemetry.ticked(&loop, res, next)
 	l.emit(&loop, res)
 	if ctx.Err() != nil {
@@ -429,7 +439,7 @@ func (l *Loops) catchUp(ctx context.Context, r *runner, loop *v1alpha1.ControlLo
 			r.claimed = fresh.Status.Sequence
 		}
 		r.status = fresh.Status.DeepCopy()
-		r.handed = r.status
+		r.handed, r.decided = r.status, nil
 		l.writes().reset(&r.out, &fresh)
 		r.status = takenOver(r.status, time.Now())
 	}
@@ -487,8 +497,19 @@ func (l *Loops) save(r *runner, loop *v1alpha1.ControlLoop, res tickResult, inte
 	if !r.owed && !urgent(res, r.handed, r.status) && time.Since(r.handedAt) < flush && interval < flush {
 		return
 	}
+	l.handOver(r, loop)
+	r.handedAt, r.owed = time.Now(), false
+}
+
+// handOver gives the runner's status, not handed over yet, to the status
+// writer, with the last decision's input.
+func (l *Loops) handOver(r *runner, loop *v1alpha1.ControlLoop) {
+	if r.decided != nil {
+		withLastInput(r.status, r.decided, l.MaxStatusBytes)
+		r.decided = nil
+	}
 	l.writes().put(&r.out, loop, r.status)
-	r.handed, r.handedAt, r.owed = r.status, time.Now(), false
+	r.handed = r.status
 }
 
 // urgent says whether a tick's status must be written now: it acted on a
@@ -525,8 +546,7 @@ func (l *Loops) flush(r *runner) {
 	if r.status == r.handed {
 		return
 	}
-	l.writes().put(&r.out, r.loop, r.status)
-	r.handed = r.status
+	l.handOver(r, r.loop)
 }
 
 // writeStatus writes the fields the runner owns, from base (what the API

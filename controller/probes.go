@@ -48,7 +48,7 @@ func recordedInput(loop, supervised *v1alpha1.ControlLoop) (map[string]any, erro
 			return nil, err
 		}
 	}
-	return inputDoc(loop, &loop.Status, read, sup)
+	return inputDoc(loop, &loop.Status, read, sup, true)
 }
 
 // lastDecisions is bundles.Hooks.Probes: the last decision of each loop

@@ -35,10 +35,11 @@ func TestLastInputRebuiltFromTheStatus(t *testing.T) {
 	reg := limitedRegistry(t, bundles.Limits{})
 	loop := echoLoop(t, `{"events": ["hello"], "state": {"n": 1}}`)
 	st := &v1alpha1.ControlLoopStatus{}
-	res := tick(context.Background(), freshWorld(), reg, loop, st, tickNow)
+	res := tick(context.Background(), freshWorld(), reg, loop, st, tickNow, false)
 	require.NotNil(t, res.probe)
 	next, err := record(loop, st, res, 0)
 	require.NoError(t, err)
+	withLastInput(next, res.probe.Input, 0)
 	require.NotNil(t, next.LastInput)
 	assert.ElementsMatch(t, readKeys, keys(t, next.LastInput))
 
@@ -54,10 +55,11 @@ func TestLastInputRebuiltFromTheStatus(t *testing.T) {
 	// A pinned loop's decisions are not kept; nor is an input over a quarter
 	// of the status's limit.
 	loop.Spec.Policy.Revision = "1"
-	res = tick(context.Background(), freshWorld(), reg, loop, next, tickNow.Add(time.Second))
+	res = tick(context.Background(), freshWorld(), reg, loop, next, tickNow.Add(time.Second), false)
 	require.Empty(t, res.entry.Error)
 	pinned, err := record(loop, next, res, 0)
 	require.NoError(t, err)
+	assert.Nil(t, res.probe)
 	assert.Nil(t, pinned.LastInput)
 	assert.Nil(t, lastInput(map[string]any{"metrics": strings.Repeat("x", 1000)}, 4000))
 	assert.NotNil(t, lastInput(map[string]any{"metrics": strings.Repeat("x", 900)}, 4000))
@@ -81,9 +83,10 @@ func keys(t *testing.T, j *apiextensionsv1.JSON) []string {
 func TestLastDecisionsForTheGate(t *testing.T) {
 	reg := limitedRegistry(t, bundles.Limits{})
 	decided := echoLoop(t, `{"events": ["hello"]}`)
-	res := tick(context.Background(), freshWorld(), reg, decided, &v1alpha1.ControlLoopStatus{}, tickNow)
+	res := tick(context.Background(), freshWorld(), reg, decided, &v1alpha1.ControlLoopStatus{}, tickNow, false)
 	next, err := record(decided, &v1alpha1.ControlLoopStatus{}, res, 0)
 	require.NoError(t, err)
+	withLastInput(next, res.probe.Input, 0)
 	decided.Status = *next
 
 	named := func(name string, change func(l *v1alpha1.ControlLoop)) client.Object {

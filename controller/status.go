@@ -29,7 +29,9 @@ const DefaultMaxStatusBytes = 256 << 10
 
 // record folds a tick into the loop's status: the next status the
 // controller owns (observations and overrides belong to others), at most
-// maxStatusBytes (DefaultMaxStatusBytes when 0) as JSON.
+// maxStatusBytes (DefaultMaxStatusBytes when 0) as JSON. status.lastInput
+// is left to the caller (withLastInput): a runner encodes it only into the
+// statuses it writes, not at every quiet tick.
 func record(loop *v1alpha1.ControlLoop, old *v1alpha1.ControlLoopStatus, res tickResult, maxStatusBytes int) (*v1alpha1.ControlLoopStatus, error) {
 	st := old.DeepCopy()
 	st.Tick = res.entry.Tick
@@ -39,10 +41,7 @@ func record(loop *v1alpha1.ControlLoop, old *v1alpha1.ControlLoopStatus, res tic
 	if res.entry.Revision != "" {
 		st.PolicyRevision = res.entry.Revision
 	}
-	switch {
-	case res.probe != nil:
-		st.LastInput = lastInput(res.probe.Input, cmp.Or(maxStatusBytes, DefaultMaxStatusBytes))
-	case loop.Spec.Policy.Revision != "":
+	if loop.Spec.Policy.Revision != "" {
 		st.LastInput = nil // a pinned loop's decisions are no new revision's to make
 	}
 	if res.seen != nil {
@@ -88,6 +87,15 @@ func record(loop *v1alpha1.ControlLoop, old *v1alpha1.ControlLoopStatus, res tic
 	}
 	fitStatus(st, cmp.Or(maxStatusBytes, DefaultMaxStatusBytes))
 	return st, nil
+}
+
+// withLastInput sets status.lastInput from the input of the last decision
+// made within the contract on the active revision, and keeps the status
+// within maxStatusBytes (DefaultMaxStatusBytes when 0).
+func withLastInput(st *v1alpha1.ControlLoopStatus, input map[string]any, maxStatusBytes int) {
+	maxStatusBytes = cmp.Or(maxStatusBytes, DefaultMaxStatusBytes)
+	st.LastInput = lastInput(input, maxStatusBytes)
+	fitStatus(st, maxStatusBytes)
 }
 
 // fitStatus keeps a status the controller writes under maxBytes as JSON

@@ -86,7 +86,12 @@ func (r tickResult) wrote() bool {
 // A panic anywhere in the tick (a collector, an actuator, the engine) ends
 // the tick as a failure of this loop alone: what it applied before is kept,
 // and the loop goes Degraded with the panic's message.
-func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.ControlLoop, status *v1alpha1.ControlLoopStatus, now time.Time) (res tickResult) {
+//
+// The input leaves out input.history unless the decision reads it, the
+// decision log records it, or whole asks for the whole input (governor
+// replay keeps it for authors): converting twenty ticks of history at each
+// tick was a fifth of the memory of a thousand loops ticking.
+func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.ControlLoop, status *v1alpha1.ControlLoopStatus, now time.Time, whole bool) (res tickResult) {
 	spec := &loop.Spec
 	res = tickResult{
 		entry:   v1alpha1.HistoryEntry{Time: metav1.NewMicroTime(now), Tick: status.Tick + 1},
@@ -103,14 +108,7 @@ func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.Co
 		res.policy = metav1.Condition{Type: v1alpha1.ConditionPolicyReady, Status: metav1.ConditionFalse, Reason: reason, Message: err.Error()}
 		return res
 	}
-	defer func() {
-		if p := recover(); p != nil {
-			res.panicked = fmt.Sprint(p)
-			res.stack = debug.Stack()
-			res.entry.Error = "panic: " + res.panicked
-			res.phase = v1alpha1.PhaseDegraded
-		}
-	}()
+	defer recoverTick(&res)
 
 	res.overridden = overriddenCondition(ctx, w, loop)
 	engine, ok := reg.Engine(spec.Policy.Bundle)
@@ -140,7 +138,8 @@ func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.Co
 		// declares, so that no loop holds back the bundle's next revision.
 		return fail("NotAnEntrypoint", err)
 	}
-	input, state, err := buildInput(ctx, w, loop, status, now, res.entry.Tick)
+	input, state, err := buildInput(ctx, w, loop, status, now, res.entry.Tick,
+		whole || reg.LogsDecisions() || rev.Reads(ctx, spec.Policy.Decision, "history"))
 	if ctx.Err() != nil {
 		res.interrupted = true
 		return res
@@ -177,6 +176,16 @@ func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.Co
 	}
 	carryOut(ctx, w, loop, status, state, out, now, &res)
 	return res
+}
+
+// recoverTick ends a tick that panicked as a failure of its loop; deferred.
+func recoverTick(res *tickResult) {
+	if p := recover(); p != nil {
+		res.panicked = fmt.Sprint(p)
+		res.stack = debug.Stack()
+		res.entry.Error = "panic: " + res.panicked
+		res.phase = v1alpha1.PhaseDegraded
+	}
 }
 
 // timedDecide decides on rev, keeping the input and how long it took in res.
@@ -349,8 +358,9 @@ type loopState struct {
 	supervised *v1alpha1.ControlLoop
 }
 
-// input builds the input document of a tick.
-func buildInput(ctx context.Context, w World, loop *v1alpha1.ControlLoop, status *v1alpha1.ControlLoopStatus, now time.Time, tick int64) (map[string]any, loopState, error) {
+// buildInput builds the input document of a tick, with input.history when
+// history is true.
+func buildInput(ctx context.Context, w World, loop *v1alpha1.ControlLoop, status *v1alpha1.ControlLoopStatus, now time.Time, tick int64, history bool) (map[string]any, loopState, error) {
 	st := loopState{targets: map[string]*actuators.Target{}, metrics: map[string]bool{}}
 	observed, err := w.Metrics(ctx, loop, now)
 	if err != nil {
@@ -384,7 +394,7 @@ func buildInput(ctx context.Context, w World, loop *v1alpha1.ControlLoop, status
 		}
 	}
 	read := map[string]any{"time": formatTime(now), "time_ns": timeNs(now), "tick": tick, "metrics": metrics, "targets": targets}
-	in, err := inputDoc(loop, status, read, supervised)
+	in, err := inputDoc(loop, status, read, supervised, history)
 	return in, st, err
 }
 
@@ -394,8 +404,9 @@ var readKeys = []string{"time", "time_ns", "tick", "metrics", "targets"}
 
 // inputDoc is a decision's input document: what a tick read (readKeys),
 // the loop, its effective params, its status's state and history, and a
-// Deliberative loop's supervised loop (nil for a Reactive one).
-func inputDoc(loop *v1alpha1.ControlLoop, status *v1alpha1.ControlLoopStatus, read, supervised map[string]any) (map[string]any, error) {
+// Deliberative loop's supervised loop (nil for a Reactive one). The history
+// is left out when withHistory is false.
+func inputDoc(loop *v1alpha1.ControlLoop, status *v1alpha1.ControlLoopStatus, read, supervised map[string]any, withHistory bool) (map[string]any, error) {
 	params, err := effectiveParams(loop)
 	if err != nil {
 		return nil, err
@@ -404,18 +415,18 @@ func inputDoc(loop *v1alpha1.ControlLoop, status *v1alpha1.ControlLoopStatus, re
 	if err != nil {
 		return nil, err
 	}
-	history, err := historyDoc(status.History)
-	if err != nil {
-		return nil, err
-	}
 	in := map[string]any{
 		"loop": map[string]any{
 			"name": loop.Name, "namespace": loop.Namespace,
 			"kind": string(loop.Spec.Kind), "state": string(loop.Spec.State),
 		},
-		"params":  params,
-		"state":   state,
-		"history": history,
+		"params": params,
+		"state":  state,
+	}
+	if withHistory {
+		if in["history"], err = historyDoc(status.History); err != nil {
+			return nil, err
+		}
 	}
 	for _, k := range readKeys {
 		in[k] = read[k]
@@ -471,7 +482,10 @@ type Stepped struct {
 // controller's runners do this (and write the status); governor replay does
 // it over a trace, and keeps each tick's input for authors to evaluate again.
 func Step(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.ControlLoop, status *v1alpha1.ControlLoopStatus, now time.Time) (Stepped, error) {
-	res := tick(ctx, w, reg, loop, status, now)
+	res := tick(ctx, w, reg, loop, status, now, true)
 	next, err := record(loop, status, res, 0)
+	if err == nil && res.probe != nil {
+		withLastInput(next, res.probe.Input, 0)
+	}
 	return Stepped{Status: next, Entry: res.entry, Input: res.input}, err
 }
