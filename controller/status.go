@@ -33,7 +33,13 @@ const DefaultMaxStatusBytes = 256 << 10
 // is left to the caller (withLastInput): a runner encodes it only into the
 // statuses it writes, not at every quiet tick.
 func record(loop *v1alpha1.ControlLoop, old *v1alpha1.ControlLoopStatus, res tickResult, maxStatusBytes int) (*v1alpha1.ControlLoopStatus, error) {
-	st := old.DeepCopy()
+	// Statuses are never changed in place once made, only replaced field by
+	// field: the new one shares the rest with old, and copies the lists it
+	// changes the elements of. A deep copy of each status (its history
+	// too) at every tick was a sixth of the memory of 1,000 loops.
+	st := new(*old)
+	st.Targets = slices.Clone(old.Targets)
+	st.Conditions = slices.Clone(old.Conditions)
 	st.Tick = res.entry.Tick
 	st.LastTick = &res.entry.Time
 	st.Phase = res.phase
@@ -60,7 +66,7 @@ func record(loop *v1alpha1.ControlLoop, old *v1alpha1.ControlLoopStatus, res tic
 	}
 	entry := res.entry
 	entry.Error = truncate(entry.Error) // an invalid decision lists every problem
-	st.History = append(st.History, entry)
+	st.History = append(slices.Clip(st.History), entry)
 	if len(st.History) > limit {
 		st.History = append([]v1alpha1.HistoryEntry(nil), st.History[len(st.History)-limit:]...)
 	}
