@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/KimMachineGun/automemlimit/memlimit"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
@@ -336,6 +337,7 @@ func (f *runFlags) run(ctx context.Context) error {
 		return err
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&f.zapOpts)))
+	boundHeap()
 	// Bundles and a configuration file are checked before anything
 	// connects: a mistake in them is the operator's first error.
 	registry := bundles.NewRegistry()
@@ -449,4 +451,20 @@ func configMapRef(ref string) (namespace, name string, err error) {
 		return "", "", fmt.Errorf("--opa-config-map %q: want NAMESPACE/NAME", ref)
 	}
 	return ns, name, nil
+}
+
+// boundHeap makes 90 % of the container's memory limit (its cgroup's) the
+// heap's soft limit, unless GOMEMLIMIT sets one: the collector then works
+// harder as the heap nears it instead of letting it double past the live
+// heap (a thousand loops' ticks in flight grew past a 512 MiB limit between
+// collections).
+func boundHeap() {
+	log := ctrl.Log.WithName("memory")
+	limit, err := memlimit.Set()
+	switch {
+	case err != nil:
+		log.Info("heap not bounded: the memory limit could not be read", "error", err.Error())
+	case limit < math.MaxInt64:
+		log.Info("heap bounded", "GOMEMLIMIT", limit)
+	}
 }

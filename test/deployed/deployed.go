@@ -78,6 +78,10 @@ type Deployment struct {
 	// test's environment.
 	Binary string
 	Env    []string
+	// MemoryLimit is the manager container's memory limit (0: none): Start
+	// bounds the heap by it as governor does in the container (GOMEMLIMIT,
+	// 90 % of the cgroup's limit), since a process here has no such cgroup.
+	MemoryLimit int64
 }
 
 // Deploy starts a local cluster (workloads get Pods) and applies
@@ -112,7 +116,8 @@ func DeployConfigOn(t testing.TB, binary string, api *cluster.APIServer, kustomi
 		t.Fatal(err)
 	}
 	d.Kubeconfig = d.kubeconfig(t, d.Token(t, SystemNamespace, ServiceAccount))
-	d.Args = managerArgs(t, d.Kubectl(t, "kustomize", config), kustomization)
+	manager := managerContainer(t, d.Kubectl(t, "kustomize", config), kustomization)
+	d.Args, d.MemoryLimit = manager.Args, manager.Resources.Limits.Memory().Value()
 	return d
 }
 
@@ -183,9 +188,9 @@ func (d *Deployment) kubeconfig(t testing.TB, token string) string {
 	return path
 }
 
-// managerArgs are the args of the manager container of the Deployment in
-// the rendered kustomization.
-func managerArgs(t testing.TB, rendered, kustomization string) []string {
+// managerContainer is the manager container of the Deployment in the
+// rendered kustomization.
+func managerContainer(t testing.TB, rendered, kustomization string) corev1.Container {
 	t.Helper()
 	r := utilyaml.NewYAMLReader(bufio.NewReader(strings.NewReader(rendered)))
 	for {
@@ -202,12 +207,12 @@ func managerArgs(t testing.TB, rendered, kustomization string) []string {
 		}
 		for _, c := range d.Spec.Template.Spec.Containers {
 			if c.Name == "manager" {
-				return c.Args
+				return c
 			}
 		}
 	}
 	t.Fatalf("%s renders no Deployment %s with a container manager", kustomization, Manager)
-	return nil
+	return corev1.Container{}
 }
 
 // repoRoot is the repository's root: the nearest directory above the
