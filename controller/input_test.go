@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -183,4 +184,35 @@ decision := {"actions": [], "events": [sprintf("%d ticks", [count(input.history)
 	require.NoError(t, err)
 	res := tick(ctx, freshWorld(), counting, echo, status, tickNow, false)
 	assert.Equal(t, []string{"1 ticks"}, res.entry.Events, "a decision that reads input.history gets it")
+}
+
+// record shares what it does not change with the status it starts from:
+// that status (handed to the status writer, or kept by the runner) is never
+// changed, through any field, by the ticks folded after it, nor by the last
+// decision's input set on the new status and its trimming.
+func TestRecordLeavesTheOldStatusAlone(t *testing.T) {
+	loop := &v1alpha1.ControlLoop{Spec: v1alpha1.ControlLoopSpec{HistoryLimit: 3, Targets: []v1alpha1.TargetSpec{{Name: "web"}, {Name: "db"}}}}
+	old := &v1alpha1.ControlLoopStatus{
+		Tick:    2,
+		History: make([]v1alpha1.HistoryEntry, 0, 8), // room to append in place
+		Targets: []v1alpha1.TargetStatus{{Name: "web", LastChange: ptr.To(metav1.NewMicroTime(tickNow.Add(-time.Minute)))}, {Name: "gone"}},
+		Conditions: []metav1.Condition{{Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: "Running"},
+			{Type: v1alpha1.ConditionPolicyReady, Status: metav1.ConditionTrue, Reason: "Prepared"}},
+		State: &apiextensionsv1.JSON{Raw: []byte(`{"n":1}`)},
+	}
+	old.History = append(old.History, v1alpha1.HistoryEntry{Tick: 1, Guard: make([]string, 1, 4)}, v1alpha1.HistoryEntry{Tick: 2, Events: []string{"x"}})
+	before := old.DeepCopy()
+	res := tickResult{entry: v1alpha1.HistoryEntry{Tick: 3, Time: metav1.NewMicroTime(tickNow), Error: "failed"},
+		phase: v1alpha1.PhaseDegraded, changed: map[string]time.Time{"web": tickNow, "db": tickNow},
+		policy: metav1.Condition{Type: v1alpha1.ConditionPolicyReady, Status: metav1.ConditionFalse, Reason: "EvalError"}}
+	next, err := record(loop, old, res, 0)
+	require.NoError(t, err)
+	again, err := record(loop, old, tickResult{entry: v1alpha1.HistoryEntry{Tick: 3, Events: []string{"other"}}}, 0)
+	require.NoError(t, err)
+	withLastInput(next, map[string]any{"metrics": strings.Repeat("m", 600)}, 2600) // trims the history
+	assert.Equal(t, before, old, "the old status changed")
+	assert.Equal(t, "failed", next.History[len(next.History)-1].Error, "each status has its own newest entry")
+	assert.Empty(t, next.History[len(next.History)-1].Events, "each status has its own newest entry")
+	assert.Equal(t, []string{"other"}, again.History[len(again.History)-1].Events)
+	assert.Equal(t, tickNow, lastChanges(next)["web"])
 }
