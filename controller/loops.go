@@ -325,14 +325,15 @@ func stopTimer(t *time.Timer) {
 // false when the loop is gone.
 func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 	log := l.Log.WithValues("loop", r.key)
-	var loop v1alpha1.ControlLoop
-	if err := l.Client.Get(ctx, r.key, &loop); err != nil {
+	var cached v1alpha1.ControlLoop
+	if err := l.Client.Get(ctx, r.key, &cached, client.UnsafeDisableDeepCopy); err != nil {
 		if apierrors.IsNotFound(err) || ctx.Err() != nil {
 			return 0, false
 		}
 		log.Error(err, "reading loop")
 		return retryAfter, true
 	}
+	loop := ticking(&cached)
 	if loop.DeletionTimestamp != nil {
 		return 0, false
 	}
@@ -394,6 +395,18 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 	}
 	l.save(r, &loop, res, interval)
 	return interval, true
+}
+
+// ticking is the loop as a tick reads it: a copy of the cache's object
+// (the tick may change it) without what the runner keeps itself (the
+// history: r.status) and what nothing reads (managed fields). A deep copy
+// of the whole loop at every tick was a tenth of the allocations of 1,000
+// loops.
+func ticking(cached *v1alpha1.ControlLoop) v1alpha1.ControlLoop {
+	c := *cached // shares everything with the cache: only its own fields are set
+	c.ManagedFields = nil
+	c.Status.History = nil
+	return *c.DeepCopy()
 }
 
 // mayAct is acting as once uses it: stop says the runner must not go on

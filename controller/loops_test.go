@@ -106,3 +106,25 @@ func TestWakesTickNoMoreOftenThanMinInterval(t *testing.T) {
 	// The wakes came every 5 ms; ticks, at most one per minInterval.
 	assert.LessOrEqual(t, woken, int64(window/(100*time.Millisecond))+1, "%d woken ticks in %s", woken, window)
 }
+
+// A tick reads the loop from the cache without its copy: what it may
+// change is its own, the history (the runner keeps its own) and the managed
+// fields are left out.
+func TestTickingLoopSharesNothingWithTheCache(t *testing.T) {
+	cached := &v1alpha1.ControlLoop{
+		ObjectMeta: metav1.ObjectMeta{Name: "web-loop", Labels: map[string]string{"a": "b"},
+			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}},
+		Spec: v1alpha1.ControlLoopSpec{Targets: []v1alpha1.TargetSpec{{Name: "web"}}},
+		Status: v1alpha1.ControlLoopStatus{Sequence: 4, History: []v1alpha1.HistoryEntry{{Tick: 1}},
+			Observations: map[string]v1alpha1.Observation{"cpu": {}}},
+	}
+	before := cached.DeepCopy()
+	loop := ticking(cached)
+	assert.Nil(t, loop.Status.History)
+	assert.Nil(t, loop.ManagedFields)
+	assert.Equal(t, int64(4), loop.Status.Sequence)
+	delete(loop.Status.Observations, "cpu")
+	loop.Labels["a"] = "changed"
+	loop.Spec.Targets[0].Name = "changed"
+	assert.Equal(t, before, cached, "the cache's object changed")
+}
