@@ -49,9 +49,10 @@ func (Actuator) Parse(p *decision.Parser, path string, raw any) any {
 	return v
 }
 
-// Read is the desired bandwidth recorded on the workload (Current).
-func (Actuator) Read(ctx context.Context, c client.Reader, t *actuators.Target) (any, error) {
-	egress, ingress, err := Current(ctx, c, t.Workload, mode(t.Spec))
+// Read is the desired bandwidth recorded on the workload as the registry read it (Current
+// without a second read).
+func (Actuator) Read(_ context.Context, _ client.Reader, t *actuators.Target) (any, error) {
+	egress, ingress, err := recorded(t.Object, t.Workload, mode(t.Spec))
 	return Value{Egress: egress, Ingress: ingress}, err
 }
 

@@ -144,13 +144,21 @@ func Apply(ctx context.Context, c client.Client, t workload.Ref, egress, ingress
 // governor.dev annotations, in Template mode the kubernetes.io annotations of its pod
 // template. nil means none is recorded for that direction.
 func Current(ctx context.Context, c client.Reader, t workload.Ref, mode string) (egress, ingress *resource.Quantity, err error) {
-	mode, err = Mode(mode)
-	if err != nil {
+	if _, err = Mode(mode); err != nil {
 		return nil, nil, t.Errorf("%w", err)
 	}
 	obj, err := workload.View(ctx, c, t) // read only
 	if err != nil {
 		return nil, nil, err
+	}
+	return recorded(obj, t, mode)
+}
+
+// recorded is Current of the workload t as already read (obj, read only).
+func recorded(obj client.Object, t workload.Ref, mode string) (egress, ingress *resource.Quantity, err error) {
+	mode, err = Mode(mode)
+	if err != nil {
+		return nil, nil, t.Errorf("%w", err)
 	}
 	annotations, key, where := obj.GetAnnotations(), desiredKey, "annotation"
 	if mode == ModeTemplate {
