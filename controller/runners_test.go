@@ -3,6 +3,10 @@ package controller
 import (
 	"context"
 	"fmt"
+	goruntime "runtime"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -244,4 +248,42 @@ func TestTakeoversAreBounded(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	assert.LessOrEqual(t, top, bound, "loops read to be taken over at once")
+}
+
+// goroutines is a metric source that notes the goroutine each tick reads
+// its metrics on.
+type goroutines struct {
+	mu  sync.Mutex
+	ids []int
+}
+
+func (g *goroutines) Metrics(context.Context, *v1alpha1.ControlLoop, time.Time) map[string]collectors.Metric {
+	buf := make([]byte, 64)
+	buf = buf[:goruntime.Stack(buf, false)]
+	id, _ := strconv.Atoi(strings.Fields(string(buf))[1])
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.ids = append(g.ids, id)
+	return nil
+}
+
+func (g *goroutines) seen() []int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.Clone(g.ids)
+}
+
+// Each tick runs on a goroutine of its own, not on its runner's, so that
+// the deep stack a tick grows goes with it instead of staying with each
+// waiting runner.
+func TestTicksRunOnFreshGoroutines(t *testing.T) {
+	g := &goroutines{}
+	loop := quietLoop(t, "fresh", "fresh-uid", 20*time.Millisecond)
+	startLoops(t, g, loop)
+	require.Eventually(t, func() bool { return len(g.seen()) >= 4 }, 10*time.Second, 10*time.Millisecond)
+	ids, distinct := g.seen(), map[int]bool{}
+	for _, id := range ids {
+		distinct[id] = true
+	}
+	assert.Len(t, distinct, len(ids), "ticks of one loop shared a goroutine: %v", ids)
 }
