@@ -168,7 +168,8 @@ func takeSample(d *deployment, g *governor) (sample, error) {
 
 // metrics sums the series of a Prometheus metric whose labels have the
 // values of match, by the value of label by ("" for one total). field is
-// "value" for a counter, "sum" or "count" for a histogram.
+// "value" for a counter, "gauge" for a gauge, "sum" or "count" for a
+// histogram.
 type metrics func(name, by string, match map[string]string, field string) map[string]float64
 
 func parseMetrics(r io.Reader) (metrics, error) {
@@ -197,6 +198,8 @@ func parseMetrics(r io.Reader) (metrics, error) {
 				out[key] += s.GetHistogram().GetSampleSum()
 			case "count":
 				out[key] += float64(s.GetHistogram().GetSampleCount())
+			case "gauge":
+				out[key] += s.GetGauge().GetValue()
 			default:
 				out[key] += s.GetCounter().GetValue()
 			}

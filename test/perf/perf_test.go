@@ -290,7 +290,8 @@ func BenchmarkTickRate(b *testing.B) {
 // (a tick's start against when it was due, its predecessor's start plus the
 // interval; from status.history), governor's CPU and the control plane's
 // (cores, /proc/<pid>/stat), the machine's, governor's peak RSS (VmHWM),
-// and the API requests per second governor sends (rest_client_requests_total
+// its Go heap and stacks and garbage collections per second (its
+// /metrics), and the API requests per second governor sends (rest_client_requests_total
 // of its /metrics), by method. Each N runs on a fresh cluster.
 //
 // PERF_LOOPS lists the Ns (default 100; e.g. PERF_LOOPS=100,1000), and
@@ -382,12 +383,25 @@ func scale(b *testing.B, n int, extra []string) {
 		b.ReportMetric(w.catchUp.Seconds(), "status-catch-up-s")
 		b.ReportMetric(cores(w.from, w.to, "governor"), "governor-cores")
 		b.ReportMetric(float64(rss)/(1<<20), "governor-peak-MiB")
+		reportRuntime(b, w)
 		for _, c := range []string{"kube-apiserver", "etcd", "kwok", "kube-controller-manager"} {
 			b.ReportMetric(cores(w.from, w.to, c), c+"-cores")
 		}
 		b.ReportMetric((w.to.busy-w.from.busy).Seconds()/w.to.at.Sub(w.from.at).Seconds(), "machine-busy-cores")
 		reportRequests(b, w)
 	}
+}
+
+// reportRuntime reports where governor's memory is at the end of a window
+// (its Go runtime's heap and goroutine stacks) and how often it collected
+// garbage over it: a heap held near its limit collects all the time.
+func reportRuntime(b *testing.B, w measured) {
+	gauge := func(name string) float64 { return w.to.client(name, "", nil, "gauge")[""] / (1 << 20) }
+	b.ReportMetric(gauge("go_memstats_heap_inuse_bytes"), "governor-heap-MiB")
+	b.ReportMetric(gauge("go_memstats_stack_inuse_bytes"), "governor-stacks-MiB")
+	b.ReportMetric(rate(w.from, w.to, func(s sample) map[string]float64 {
+		return s.client("go_gc_cycles_total_gc_cycles_total", "", nil, "value")
+	})[""], "governor-gc/s")
 }
 
 // reportRequests reports the API requests per second governor sent, by
