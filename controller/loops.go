@@ -452,6 +452,7 @@ func (l *Loops) catchUp(ctx context.Context, r *runner, loop *v1alpha1.ControlLo
 		r.status, r.handed, r.handedAt = nil, nil, time.Time{}
 	}
 	if r.status == nil || r.out.stale.Load() {
+		asked := time.Now()
 		done, err := l.takeoverTurn(ctx)
 		if err != nil {
 			return err
@@ -462,7 +463,10 @@ func (l *Loops) catchUp(ctx context.Context, r *runner, loop *v1alpha1.ControlLo
 			return err
 		}
 		if l.Shard != nil {
-			if err := l.claim(ctx, r, &fresh); err != nil {
+			err := l.claim(ctx, r, &fresh)
+			shardClaims.WithLabelValues(claimResult(err)).Inc()
+			shardTakeoverSeconds.Observe(time.Since(asked).Seconds())
+			if err != nil {
 				return err
 			}
 			r.claimed = fresh.Status.Sequence

@@ -329,7 +329,7 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		for _, c := range slices.Concat(bundles.Metrics(), loopMetrics(), push.Metrics()) {
 			ctrlmetrics.Registry.MustRegister(c)
 		}
-		ctrlmetrics.Registry.MustRegister(shardLoops)
+		ctrlmetrics.Registry.MustRegister(shardLoops, shardClaims, shardTakeoverSeconds)
 	})
 	return mgr, nil
 }

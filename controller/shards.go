@@ -45,6 +45,32 @@ var shardLoops = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 	Help: "Loops this replica runs, by member (governor run --shards auto).",
 }, []string{"member"})
 
+// The claims of loops this replica made, and how long each took from
+// asking for a takeover turn to its answer: where a failover's or a
+// rebalance's time goes.
+var (
+	shardClaims = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "governor_shard_claims_total",
+		Help: "Claims of loops by this replica, by result: claimed; refused (another live replica owns the loop, or this one lapsed); failed (tried again).",
+	}, []string{"result"})
+	shardTakeoverSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "governor_shard_takeover_seconds",
+		Help:    "Time from a runner's wait for a takeover turn to its claim's answer, whatever the result.",
+		Buckets: prometheus.ExponentialBuckets(0.005, 2, 12), // 5 ms to 10 s
+	})
+)
+
+// claimResult is the result label of a claim that ended with err.
+func claimResult(err error) string {
+	switch {
+	case err == nil:
+		return "claimed"
+	case errors.Is(err, errNotOwner), errors.Is(err, errLapsed):
+		return "refused"
+	}
+	return "failed"
+}
+
 func ownerOf(o *v1alpha1.LoopOwner) *shard.Owner {
 	if o == nil {
 		return nil

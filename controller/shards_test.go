@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -126,11 +127,14 @@ func TestShardedRunnerLeavesALoopOwnedElsewhere(t *testing.T) {
 	loop.Status.Owner = &v1alpha1.LoopOwner{Member: "other", Epoch: 1}
 	key := client.ObjectKeyFromObject(loop)
 	s := &fakeShard{self: shard.Owner{Member: "me", Epoch: 1}, ok: true, live: map[string]int64{"other": 1}}
+	refused, claimed := countedClaims("refused"), countedClaims("claimed")
 	e := startSharded(t, s, loop)
 	require.Eventually(t, func() bool { return !e.registered(key) }, 10*time.Second, 10*time.Millisecond)
 	st := e.status(t, key)
 	assert.Zero(t, st.Tick)
 	assert.Equal(t, "other", st.Owner.Member)
+	assert.Equal(t, 1.0, countedClaims("refused")-refused, "the refused claim is not counted")
+	assert.Equal(t, claimed, countedClaims("claimed"))
 
 	s.mu.Lock()
 	s.live["other"] = 2 // came back under a new epoch: its runner of epoch 1 stopped
@@ -138,6 +142,24 @@ func TestShardedRunnerLeavesALoopOwnedElsewhere(t *testing.T) {
 	e.l.Keep(key)
 	require.Eventually(t, func() bool { return e.status(t, key).Tick >= 2 }, 10*time.Second, 10*time.Millisecond)
 	assert.Equal(t, "me", e.status(t, key).Owner.Member)
+	assert.Equal(t, claimed+1, countedClaims("claimed"), "the claim is not counted")
+}
+
+// countedClaims is how many claims governor_shard_claims_total counts with
+// result.
+func countedClaims(result string) float64 {
+	var m dto.Metric
+	if err := shardClaims.WithLabelValues(result).Write(&m); err != nil {
+		panic(err)
+	}
+	return m.GetCounter().GetValue()
+}
+
+// takeovers is how many takeovers governor_shard_takeover_seconds observed.
+func takeovers(t *testing.T) uint64 {
+	var m dto.Metric
+	require.NoError(t, shardTakeoverSeconds.Write(&m))
+	return m.GetHistogram().GetSampleCount()
 }
 
 // A claim that fails without another live owner (a conflict with a status
@@ -154,6 +176,7 @@ func TestShardedRunnerTriesAFailedClaimAgain(t *testing.T) {
 		apierrors.NewTimeoutError("the claim", 1),
 	}
 	s := &fakeShard{self: shard.Owner{Member: "me", Epoch: 1}, ok: true, unreadable: 1}
+	failed, taken := countedClaims("failed"), takeovers(t)
 	e := startLoopsWith(t, func(l *Loops) {
 		l.Shard = s
 		l.Client = interceptor.NewClient(l.Client.(client.WithWatch), interceptor.Funcs{
@@ -168,6 +191,8 @@ func TestShardedRunnerTriesAFailedClaimAgain(t *testing.T) {
 	require.Eventually(t, func() bool { return e.status(t, key).Tick >= 2 }, 10*time.Second, 10*time.Millisecond)
 	assert.Equal(t, "me", e.status(t, key).Owner.Member)
 	assert.GreaterOrEqual(t, int(claims.Load()), len(failures)+1, "the failed claims were not made")
+	assert.Equal(t, 3.0, countedClaims("failed")-failed, "the unread Lease and the two refused updates are not counted as failed")
+	assert.Equal(t, uint64(4), takeovers(t)-taken, "each takeover's time is not observed")
 }
 
 // A cache that lags behind a runner's claim (it shows the loop's previous
