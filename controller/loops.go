@@ -87,6 +87,9 @@ type Loops struct {
 	mu      sync.Mutex
 	ctx     context.Context // set once started
 	runners map[types.NamespacedName]*runner
+	// took is, sharded, the member Lease epoch under which this replica
+	// last took each loop (handedOrClaimed).
+	took map[types.NamespacedName]int64
 
 	writerOnce sync.Once
 	writer     *statusWriter
@@ -206,6 +209,7 @@ func (l *Loops) Remove(key types.NamespacedName) {
 	l.mu.Lock()
 	r, ok := l.runners[key]
 	delete(l.runners, key)
+	delete(l.took, key)
 	if ok {
 		r.telemetry.forget() // under l.mu: before a runner made again for the key records anything
 	}
@@ -452,24 +456,14 @@ func (l *Loops) catchUp(ctx context.Context, r *runner, loop *v1alpha1.ControlLo
 		r.status, r.handed, r.handedAt = nil, nil, time.Time{}
 	}
 	if r.status == nil || r.out.stale.Load() {
-		asked := time.Now()
-		done, err := l.takeoverTurn(ctx)
-		if err != nil {
-			return err
-		}
-		defer done()
 		var fresh v1alpha1.ControlLoop
-		if err := l.APIReader.Get(ctx, r.key, &fresh); err != nil {
-			return err
-		}
 		if l.Shard != nil {
-			err := l.claim(ctx, r, &fresh)
-			shardClaims.WithLabelValues(claimResult(err)).Inc()
-			shardTakeoverSeconds.Observe(time.Since(asked).Seconds())
-			if err != nil {
+			if err := l.take(ctx, r, &fresh); err != nil {
 				return err
 			}
 			r.claimed = fresh.Status.Sequence
+		} else if err := l.readInTurn(ctx, r.key, &fresh); err != nil {
+			return err
 		}
 		r.status = fresh.Status.DeepCopy()
 		r.handed, r.decided = r.status, nil
@@ -480,6 +474,16 @@ func (l *Loops) catchUp(ctx context.Context, r *runner, loop *v1alpha1.ControlLo
 		return pruneObservations(ctx, l.Client, loop, gone)
 	}
 	return nil
+}
+
+// readInTurn reads a loop from the API server in a takeover turn.
+func (l *Loops) readInTurn(ctx context.Context, key types.NamespacedName, loop *v1alpha1.ControlLoop) error {
+	done, err := l.takeoverTurn(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return l.APIReader.Get(ctx, key, loop)
 }
 
 // takeoverTurn waits for a turn to read and claim a loop, and returns the

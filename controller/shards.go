@@ -26,6 +26,9 @@ type Sharding interface {
 	Self() (shard.Owner, bool)
 	// MayTake says whether a loop recorded as run by o may be taken.
 	MayTake(ctx context.Context, o *shard.Owner) (bool, error)
+	// Successor is the live member, other than this replica, the loop of
+	// this UID goes to when this replica hands it on.
+	Successor(uid string) (shard.Owner, bool)
 }
 
 // errNotOwner stops a runner at once, without acting or writing: another
@@ -51,11 +54,11 @@ var shardLoops = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 var (
 	shardClaims = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "governor_shard_claims_total",
-		Help: "Claims of loops by this replica, by result: claimed; refused (another live replica owns the loop, or this one lapsed); failed (tried again).",
+		Help: "Loops this replica took, by result: claimed; handed (on to it by its owner as it stopped: no claim written); refused (another live replica owns the loop, or this one lapsed); failed (tried again).",
 	}, []string{"result"})
 	shardTakeoverSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "governor_shard_takeover_seconds",
-		Help:    "Time from a runner's wait for a takeover turn to its claim's answer, whatever the result.",
+		Help:    "Time from a runner's start of taking its loop (a takeover turn, a claim) to the answer, whatever the result.",
 		Buckets: prometheus.ExponentialBuckets(0.005, 2, 12), // 5 ms to 10 s
 	})
 )
@@ -64,12 +67,20 @@ var (
 func claimResult(err error) string {
 	switch {
 	case err == nil:
-		return "claimed"
+		return claimed
 	case errors.Is(err, errNotOwner), errors.Is(err, errLapsed):
-		return "refused"
+		return refused
 	}
-	return "failed"
+	return failed
 }
+
+// The results of taking a loop (governor_shard_claims_total).
+const (
+	claimed = "claimed" // claimed by this replica
+	handed  = "handed"  // handed on to this replica by its owner as it stopped
+	refused = "refused"
+	failed  = "failed"
+)
 
 func ownerOf(o *v1alpha1.LoopOwner) *shard.Owner {
 	if o == nil {
@@ -93,44 +104,135 @@ func (l *Loops) owns(loop *v1alpha1.ControlLoop) bool {
 	return l.Shard == nil || l.Shard.Owns(string(loop.UID))
 }
 
-// A claim is an update (not a patch): it carries the status's
-// resourceVersion, so that of two replicas claiming at once one fails.
-// +kubebuilder:rbac:groups=governor.dev,resources=controlloops/status,verbs=update
+// take makes a runner's loop this replica's, and reads it into fresh: as
+// handed on (below), or claimed in a takeover turn.
+func (l *Loops) take(ctx context.Context, r *runner, fresh *v1alpha1.ControlLoop) error {
+	asked := time.Now()
+	result, err := l.handedOrClaimed(ctx, r, fresh)
+	shardClaims.WithLabelValues(result).Inc()
+	shardTakeoverSeconds.Observe(time.Since(asked).Seconds())
+	return err
+}
 
-// claim makes this replica the loop's recorded owner, on the status as the
-// API server has it (fresh): with its resourceVersion as precondition, so
-// that of two replicas claiming at once one fails. It refuses while
-// another live replica is recorded. The claim moves status.sequence on: a
-// write of the loop's previous runner, landing late, is refused.
-func (l *Loops) claim(ctx context.Context, r *runner, fresh *v1alpha1.ControlLoop) error {
+// handedOrClaimed is take's work, and its result. A loop whose cache names
+// this replica, under its epoch, as owner, and which this replica has not
+// taken under its epoch, was handed on to it by its previous owner as that
+// one stopped (released), with status.sequence moved on: the cache holds
+// what the API server does (no other replica writes while this one is the
+// live owner, and the previous owner's writes after the handover are
+// refused), and it is taken without a write. (A claim after each handover,
+// on a busy API server, made a joining replica's first ticks of its share
+// come seconds after its Lease: BenchmarkShards.) A loop this replica took
+// before under its epoch may name it by this replica's own writes, which
+// the cache can show after it handed the loop on: it is claimed.
+func (l *Loops) handedOrClaimed(ctx context.Context, r *runner, fresh *v1alpha1.ControlLoop) (string, error) {
 	self, ok := l.Shard.Self()
 	if !ok {
+		return refused, errLapsed
+	}
+	if err := l.Client.Get(ctx, r.key, fresh); err != nil {
+		return failed, err
+	}
+	if l.handedTo(self, r.key, fresh.Status.Owner) {
+		l.tookUnder(r.key, self.Epoch)
+		return handed, nil
+	}
+	done, err := l.takeoverTurn(ctx)
+	if err != nil {
+		return failed, err
+	}
+	defer done()
+	if self, ok = l.Shard.Self(); !ok {
+		return refused, errLapsed
+	}
+	err = l.claim(ctx, r, self, fresh)
+	return claimResult(err), err
+}
+
+// handedTo says whether a loop recorded as owned by o was handed on to this
+// replica (self): o is self, and this replica did not take the loop under
+// self's epoch.
+func (l *Loops) handedTo(self shard.Owner, key types.NamespacedName, o *v1alpha1.LoopOwner) bool {
+	if o == nil || *ownerOf(o) != self {
+		return false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.took[key] != self.Epoch
+}
+
+// tookUnder records that this replica took a loop under epoch.
+func (l *Loops) tookUnder(key types.NamespacedName, epoch int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.took == nil {
+		l.took = map[types.NamespacedName]int64{}
+	}
+	l.took[key] = epoch
+}
+
+// claim makes this replica the loop's recorded owner, and reads into fresh
+// the loop as the API server has it then. It refuses while another live
+// replica is recorded. The claim is written as a tick's status is
+// (writeStatus's patch), from the loop as the cache has it: it moves
+// status.sequence on, on the condition that the API server still holds the
+// cached one, so that of two replicas claiming at once one fails, and a
+// write of the loop's previous runner, landing late, is refused. A cache
+// behind the API server is read again from it, and the claim made once
+// more. (A read of the loop and of its old owner's Lease before every
+// claim made a failover's claims take 2.6 s on average from their turn to
+// their answer, 100 of them to make: BenchmarkShards.)
+func (l *Loops) claim(ctx context.Context, r *runner, self shard.Owner, fresh *v1alpha1.ControlLoop) error {
+	if err := l.Client.Get(ctx, r.key, fresh); err != nil { // read again: the turn may have been long
+		return err
+	}
+	err := l.claimRead(ctx, self, fresh)
+	if errors.Is(err, errStale) {
+		if err := l.APIReader.Get(ctx, r.key, fresh); err != nil {
+			return err
+		}
+		err = l.claimRead(ctx, self, fresh)
+	}
+	return err
+}
+
+// claimRead claims the loop as read for self, and reads it back as
+// claimed; errLapsed when this replica is no longer self.
+func (l *Loops) claimRead(ctx context.Context, self shard.Owner, loop *v1alpha1.ControlLoop) error {
+	if now, ok := l.Shard.Self(); !ok || now != self {
 		return errLapsed
 	}
-	may, err := l.Shard.MayTake(ctx, ownerOf(fresh.Status.Owner))
+	may, err := l.Shard.MayTake(ctx, ownerOf(loop.Status.Owner))
 	if err != nil {
 		return fmt.Errorf("reading the recorded owner's Lease: %w", err) // tried again
 	}
 	if !may {
 		return errNotOwner
 	}
-	fresh.Status.Owner = &v1alpha1.LoopOwner{Member: self.Member, Epoch: self.Epoch}
-	fresh.Status.Sequence++
-	if err := l.Client.Status().Update(ctx, fresh); err != nil {
-		if apierrors.IsNotFound(err) {
-			return errors.Join(errNotOwner, err)
-		}
-		// A conflict (another write between the read and the claim), a
-		// timeout, any refusal: tried again, the loop read again, and
-		// MayTake says whether another live replica owns it. The conflict
-		// is as likely a status write of this replica's own (of a runner
-		// stopped when the member Lease lapsed, or timed out here and
-		// landed there) as another replica's claim; stopping on it, or on
-		// a timeout, left the loop without a runner until its spec changed
-		// (BenchmarkScale, 1,000 loops: 21 never ticked).
-		return fmt.Errorf("claiming the loop: %w", err)
+	claimed := loop.Status // read only, as the patch is made
+	claimed.Owner = &v1alpha1.LoopOwner{Member: self.Member, Epoch: self.Epoch}
+	patch, err := statusPatch(asRead(loop), &claimed)
+	if err != nil {
+		return err
 	}
-	return nil
+	l.tookUnder(client.ObjectKeyFromObject(loop), self.Epoch) // before it is sent: it may land whatever the answer
+	err = l.Client.Status().Patch(ctx, loop, patch)
+	switch {
+	case err == nil:
+		return nil
+	case apierrors.IsNotFound(err):
+		return errors.Join(errNotOwner, err)
+	case apierrors.IsInvalid(err), apierrors.IsConflict(err):
+		// Another write since the read: read again, and MayTake says
+		// whether another live replica owns the loop now. The write is as
+		// likely this replica's own (of a runner stopped when the member
+		// Lease lapsed, or timed out here and landed there) as another
+		// replica's claim; stopping on it left the loop without a runner
+		// until its spec changed (BenchmarkScale, 1,000 loops: 21 never
+		// ticked).
+		return errors.Join(errStale, fmt.Errorf("claiming the loop: %w", err))
+	}
+	return fmt.Errorf("claiming the loop: %w", err) // a timeout, any refusal: tried again
 }
 
 // acting says whether a runner may tick its loop as read from the cache:
@@ -207,14 +309,19 @@ func caughtUpFailed(log logr.Logger, err error) (time.Duration, bool) {
 	return retryAfter, true
 }
 
-// released is the status a runner stopping gracefully leaves: with no
-// owner, so that the next replica need not wait for this one's Lease.
+// released is the status a runner stopping gracefully leaves: owned by
+// the live member the loop goes to next, which takes it without a claim
+// (handedOrClaimed), or by none when there is no other; either way the
+// next owner need not wait for this replica's Lease.
 func (l *Loops) released(r *runner) {
 	if l.Shard == nil || r.status == nil || r.status.Owner == nil {
 		return
 	}
 	st := r.status.DeepCopy()
 	st.Owner = nil
+	if next, ok := l.Shard.Successor(string(r.loop.UID)); ok {
+		st.Owner = &v1alpha1.LoopOwner{Member: next.Member, Epoch: next.Epoch}
+	}
 	r.status = st
 }
 
@@ -260,11 +367,11 @@ func (l *Loops) has(key types.NamespacedName) bool {
 // disown clears this replica as the recorded owner of a loop it has no
 // runner for and is not assigned (a runner that stopped without writing,
 // such as one that met another owner), so that its assignee may take it.
-// The cached resourceVersion is the precondition: a claim since then wins.
+// The loop as cached is the condition: a claim since then wins.
 func (l *Loops) disown(ctx context.Context, loop *v1alpha1.ControlLoop) {
-	loop.Status.Owner = nil
-	loop.Status.Sequence++
-	if err := l.Client.Status().Update(ctx, loop); err != nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) && ctx.Err() == nil {
+	released := loop.Status // read only, as the patch is made
+	released.Owner = nil
+	if err := l.writeStatus(ctx, loop, asRead(loop), &released); err != nil && !errors.Is(err, errStale) && !apierrors.IsNotFound(err) && ctx.Err() == nil {
 		l.Log.Error(err, "clearing this replica as a loop's owner", "loop", client.ObjectKeyFromObject(loop))
 	}
 }
@@ -284,6 +391,12 @@ func (l *Loops) running() int {
 type shardedLoops struct {
 	loops  *Loops
 	member *shard.Member
+
+	// The loops being released or disowned, in the background: a
+	// rebalance does not wait for their writes.
+	mu      sync.Mutex
+	handing map[types.NamespacedName]bool
+	handoff sync.WaitGroup
 }
 
 // Start implements manager.Runnable.
@@ -297,6 +410,7 @@ func (s *shardedLoops) Start(ctx context.Context) error {
 	err := s.loops.Start(ctx)
 	stopMember()
 	<-done
+	s.handoff.Wait()
 	shardLoops.DeleteLabelValues(s.member.Name)
 	releaseCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -307,8 +421,8 @@ func (s *shardedLoops) Start(ctx context.Context) error {
 }
 
 // rebalance starts the runners of the loops assigned to this replica and
-// stops, in parallel, those of loops assigned elsewhere. While the replica
-// may not act it changes nothing: its runners wait (errLapsed).
+// stops, in the background, those of loops assigned elsewhere. While the
+// replica may not act it changes nothing: its runners wait (errLapsed).
 func (s *shardedLoops) rebalance(ctx context.Context) {
 	if s.loops.lapsed() {
 		return
@@ -322,7 +436,6 @@ func (s *shardedLoops) rebalance(ctx context.Context) {
 		}
 		return
 	}
-	var wg sync.WaitGroup
 	for i := range list.Items {
 		loop := &list.Items[i]
 		key := types.NamespacedName{Namespace: loop.Namespace, Name: loop.Name}
@@ -331,11 +444,33 @@ func (s *shardedLoops) rebalance(ctx context.Context) {
 		case s.loops.owns(loop):
 			s.loops.Keep(key)
 		case s.loops.has(key):
-			wg.Go(func() { s.loops.Release(key) })
+			s.inBackground(key, func() { s.loops.Release(key) })
 		case loop.Status.Owner != nil && loop.Status.Owner.Member == s.member.Name:
-			wg.Go(func() { s.loops.disown(ctx, loop.DeepCopy()) })
+			s.inBackground(key, func() { s.loops.disown(ctx, loop) })
 		}
 	}
-	wg.Wait()
 	shardLoops.WithLabelValues(s.member.Name).Set(float64(s.loops.running()))
+}
+
+// inBackground runs a loop's release or disowning, unless one runs: the
+// member's next renewal does not wait for its write. (Waiting for them, a
+// rebalance that gave away 50 loops held the renewal back for seconds on a
+// busy API server, and one giving away thousands would hold it past its
+// deadline: BenchmarkShards.)
+func (s *shardedLoops) inBackground(key types.NamespacedName, f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.handing[key] {
+		return
+	}
+	if s.handing == nil {
+		s.handing = map[types.NamespacedName]bool{}
+	}
+	s.handing[key] = true
+	s.handoff.Go(func() {
+		f()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		delete(s.handing, key)
+	})
 }

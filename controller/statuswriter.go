@@ -48,6 +48,11 @@ type statusBase struct {
 	resourceVersion string
 }
 
+// asRead is the base of a loop as read, sharing its status.
+func asRead(loop *v1alpha1.ControlLoop) statusBase {
+	return statusBase{status: &loop.Status, sequence: loop.Status.Sequence, resourceVersion: loop.ResourceVersion}
+}
+
 // next is the base once next is written on it.
 func (b statusBase) next(next *v1alpha1.ControlLoopStatus) statusBase {
 	return statusBase{status: next, sequence: b.sequence + 1}

@@ -63,18 +63,28 @@ func mix(x uint64) uint64 {
 	return x ^ (x >> 31)
 }
 
-// Live is the live members among Leases at now: each Lease named
-// LeasePrefix+member, held, and renewed within its duration.
-func Live(leases []coordinationv1.Lease, now time.Time) map[string]Owner {
-	out := map[string]Owner{}
+// Live is the live members among Leases read by a request sent at sent:
+// each Lease named LeasePrefix+member, held, and renewed within its
+// duration; ended are the others, at their last epoch. At the send time,
+// not the answer's: a renewal that keeps its epoch was answered, so landed,
+// before the Lease expired (renew), and a read sent after the expiry sees
+// it; judged at the answer's time, a Lease renewed meanwhile was taken for
+// expired.
+func Live(leases []coordinationv1.Lease, sent time.Time) (live, ended map[string]Owner) {
+	live, ended = map[string]Owner{}, map[string]Owner{}
 	for _, l := range leases {
 		member, ok := strings.CutPrefix(l.Name, LeasePrefix)
-		if !ok || !held(&l, now) {
+		if !ok {
 			continue
 		}
-		out[member] = Owner{Member: member, Epoch: int64(ptr.Deref(l.Spec.LeaseTransitions, 0))}
+		o := Owner{Member: member, Epoch: int64(ptr.Deref(l.Spec.LeaseTransitions, 0))}
+		if held(&l, sent) {
+			live[member] = o
+		} else {
+			ended[member] = o
+		}
 	}
-	return out
+	return live, ended
 }
 
 // held says whether a Lease has a holder who renewed it within its duration.
@@ -110,6 +120,7 @@ type Member struct {
 	epoch     int64     // 0 until the Lease is held
 	renewed   time.Time // when the last successful renewal was sent
 	members   map[string]Owner
+	ended     map[string]Owner // members whose Lease had expired or was released
 	sortedIDs []string
 }
 
@@ -142,13 +153,19 @@ func (m *Member) Owns(uid string) bool {
 // nobody, itself (under any epoch: one process runs one runner per loop,
 // and its runners of an older epoch stopped acting when it lapsed), a
 // member whose Lease expired, or a live member under a newer epoch (whose
-// runners of the recorded one stopped). The owner's Lease is read from the
-// API server: a member that joined since the last listing is live too.
+// runners of the recorded one stopped). The last listing answers when what
+// it saw of o lasts (an epoch that ended stays ended) or says o was live;
+// otherwise o's Lease is read from the API server: a member that joined
+// since the last listing is live too.
 func (m *Member) MayTake(ctx context.Context, o *Owner) (bool, error) {
 	if o == nil || o.Member == "" || o.Member == m.Name {
 		return true, nil
 	}
+	if may, known := m.listed(*o); known {
+		return may, nil
+	}
 	var l coordinationv1.Lease
+	sent := time.Now()
 	err := m.Client.Get(ctx, client.ObjectKey{Namespace: m.Namespace, Name: LeasePrefix + o.Member}, &l)
 	switch {
 	case apierrors.IsNotFound(err):
@@ -156,8 +173,44 @@ func (m *Member) MayTake(ctx context.Context, o *Owner) (bool, error) {
 	case err != nil:
 		return false, err
 	}
-	live, ok := Live([]coordinationv1.Lease{l}, time.Now())[o.Member]
-	return !ok || live.Epoch != o.Epoch, nil
+	live, _ := Live([]coordinationv1.Lease{l}, sent)
+	owner, ok := live[o.Member]
+	return !ok || owner.Epoch != o.Epoch, nil
+}
+
+// listed is MayTake as the last listing answers it, if it can (known):
+// o's epoch had ended, or a newer epoch of o was live (its runners of
+// o's epoch stopped): yes; o was live under its epoch: no (the next
+// listing tells whether it still is). A failover's claims took a read of
+// the old owner's Lease each, as slow as the claim itself on a busy API
+// server (BenchmarkShards).
+func (m *Member) listed(o Owner) (may, known bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e, ok := m.ended[o.Member]; ok && o.Epoch <= e.Epoch {
+		return true, true
+	}
+	if l, ok := m.members[o.Member]; ok && o.Epoch <= l.Epoch {
+		return o.Epoch < l.Epoch, true
+	}
+	return false, false
+}
+
+// Successor is the live member, other than this one, that a loop of this
+// UID goes to when this one hands it on (rendezvous among the others, as
+// last listed): the owner it is assigned to, whether this one is leaving
+// or the loop moved to a member that joined.
+func (m *Member) Successor(uid string) (Owner, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	others := make([]string, 0, len(m.sortedIDs))
+	for _, id := range m.sortedIDs {
+		if id != m.Name {
+			others = append(others, id)
+		}
+	}
+	o, ok := m.members[Assign(uid, others)]
+	return o, ok
 }
 
 // Members are the live members as last listed, sorted.
@@ -288,10 +341,11 @@ func (m *Member) renewedAt(sent time.Time, epoch int64) {
 
 func (m *Member) list(ctx context.Context) error {
 	var leases coordinationv1.LeaseList
+	sent := time.Now()
 	if err := m.Client.List(ctx, &leases, client.InNamespace(m.Namespace)); err != nil {
 		return err
 	}
-	live := Live(leases.Items, time.Now())
+	live, ended := Live(leases.Items, sent)
 	ids := make([]string, 0, len(live))
 	for id := range live {
 		ids = append(ids, id)
@@ -299,6 +353,6 @@ func (m *Member) list(ctx context.Context) error {
 	slices.Sort(ids)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.members, m.sortedIDs = live, ids
+	m.members, m.ended, m.sortedIDs = live, ended, ids
 	return nil
 }

@@ -84,7 +84,7 @@ func TestLiveExcludesExpiredReleasedAndOthers(t *testing.T) {
 	now := time.Now()
 	other := lease("x", "x", now, 1)
 	other.Name = "governor.governor.dev" // the leader election Lease
-	live := Live([]coordinationv1.Lease{
+	live, ended := Live([]coordinationv1.Lease{
 		lease("a", "a_1", now.Add(-time.Second), 3),
 		lease("b", "b_1", now.Add(-9*time.Second), 1), // expired
 		lease("c", "", now, 2),                        // released
@@ -92,6 +92,9 @@ func TestLiveExcludesExpiredReleasedAndOthers(t *testing.T) {
 	}, now)
 	if len(live) != 1 || live["a"] != (Owner{Member: "a", Epoch: 3}) {
 		t.Fatalf("live members = %v, want only a at epoch 3", live)
+	}
+	if len(ended) != 2 || ended["b"].Epoch != 1 || ended["c"].Epoch != 2 {
+		t.Fatalf("ended members = %v, want b at epoch 1 and c at 2", ended)
 	}
 }
 
@@ -227,6 +230,99 @@ func TestMayTake(t *testing.T) {
 	must(t, a.list(ctx))
 	if got := a.Members(); fmt.Sprint(got) != "[a b]" {
 		t.Errorf("Members = %v, want [a b]", got)
+	}
+}
+
+// What the last listing saw of an owner answers MayTake without reading its
+// Lease when it lasts: an epoch that ended, or a newer one live. A member
+// that may have come back under a newer epoch since, or that joined since,
+// is read from the API server.
+func TestMayTakeFromTheListing(t *testing.T) {
+	ctx := context.Background()
+	now := time.Now()
+	gone, back, live := lease("gone", "gone_1", now.Add(-9*time.Second), 3), lease("back", "back_1", now.Add(-9*time.Second), 2), lease("live", "live_1", now, 5)
+	var reads []string
+	c := interceptor.NewClient(fake.NewClientBuilder().WithScheme(scheme.Scheme).WithObjects(&gone, &back, &live).Build(), interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			reads = append(reads, key.Name)
+			return c.Get(ctx, key, obj, opts...)
+		},
+	})
+	a := newMember(c, "a")
+	must(t, a.list(ctx))
+	// back comes back under epoch 3 after the listing.
+	back.Spec.RenewTime, back.Spec.LeaseTransitions = &metav1.MicroTime{Time: time.Now()}, ptr.To(int32(3))
+	must(t, c.Update(ctx, &back))
+	cases := []struct {
+		owner Owner
+		want  bool
+		read  bool
+	}{
+		{Owner{Member: "gone", Epoch: 3}, true, false},
+		{Owner{Member: "gone", Epoch: 1}, true, false},
+		{Owner{Member: "live", Epoch: 5}, false, false},
+		{Owner{Member: "live", Epoch: 4}, true, false},
+		{Owner{Member: "back", Epoch: 3}, false, true}, // after the listing's epoch: live now
+		{Owner{Member: "new", Epoch: 1}, true, true},   // no Lease
+	}
+	for _, tc := range cases {
+		reads = nil
+		if got, err := a.MayTake(ctx, &tc.owner); err != nil || got != tc.want {
+			t.Errorf("MayTake(%v) = %v %v, want %v", tc.owner, got, err, tc.want)
+		}
+		if read := len(reads) > 0; read != tc.read {
+			t.Errorf("MayTake(%v) read the Lease: %v, want %v", tc.owner, read, tc.read)
+		}
+	}
+}
+
+// A listing judges Leases at the time it was sent: one renewed while the
+// answer was on its way, which the answer's time would take for expired
+// (another member may run its loops again), is live.
+func TestListingJudgesLeasesWhenSent(t *testing.T) {
+	ctx := context.Background()
+	b := lease("b", "b_1", time.Now().Add(-8*time.Second+100*time.Millisecond), 1)
+	c := interceptor.NewClient(fake.NewClientBuilder().WithScheme(scheme.Scheme).WithObjects(&b).Build(), interceptor.Funcs{
+		List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+			err := c.List(ctx, list, opts...) // read at once, answered after b's expiry
+			time.Sleep(200 * time.Millisecond)
+			return err
+		},
+	})
+	a := newMember(c, "a")
+	must(t, a.list(ctx))
+	if got := a.Members(); fmt.Sprint(got) != "[b]" {
+		t.Fatalf("Members = %v, want [b]: b's Lease was held when the listing was sent", got)
+	}
+	if may, _ := a.MayTake(ctx, &Owner{Member: "b", Epoch: 1}); may {
+		t.Fatal("a took a loop of b, live when the listing was sent")
+	}
+}
+
+// A member hands a loop on to the member it goes to among the others, at
+// that one's epoch; alone, to none.
+func TestSuccessorIsTheAssigneeAmongTheOthers(t *testing.T) {
+	ctx := context.Background()
+	now := time.Now()
+	b, c := lease("b", "b_1", now, 4), lease("c", "c_1", now, 7)
+	cl := fake.NewClientBuilder().WithScheme(scheme.Scheme).WithObjects(&b, &c).Build()
+	a := newMember(cl, "a")
+	must(t, a.renew(ctx), a.list(ctx))
+	epochs := map[string]int64{"b": 4, "c": 7}
+	for _, u := range uids(200) {
+		next, ok := a.Successor(u)
+		want := Assign(u, []string{"b", "c"})
+		if !ok || next.Member != want || next.Epoch != epochs[want] {
+			t.Fatalf("Successor(%s) = %v %v, want %s at epoch %d", u, next, ok, want, epochs[want])
+		}
+		if owner := Assign(u, []string{"a", "b", "c"}); owner != "a" && owner != next.Member {
+			t.Fatalf("Successor(%s) = %s, but the loop is assigned to %s", u, next.Member, owner)
+		}
+	}
+	alone := newMember(fake.NewClientBuilder().WithScheme(scheme.Scheme).Build(), "a")
+	must(t, alone.renew(ctx), alone.list(ctx))
+	if next, ok := alone.Successor("x"); ok {
+		t.Fatalf("a member alone hands on to %v", next)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -326,6 +327,7 @@ func (s *shardRun) failover(b *testing.B, victim string) {
 			owned = append(owned, o.name)
 		}
 	}
+	before := s.claimsOf(b)
 	killed := time.Now()
 	s.replicas[victim].Kill()
 	delete(s.replicas, victim)
@@ -355,6 +357,7 @@ func (s *shardRun) failover(b *testing.B, victim string) {
 	b.ReportMetric(percentile(sorted, 1), "failover-ms-max")
 	b.Logf("%s: SIGKILL of %s (%d loops) → each ticked again by another replica after p50 %.0f ms, p99 %.0f ms, max %.0f ms (lease duration + interval: %s)",
 		time.Now().Format(time.TimeOnly), victim, len(owned), percentile(sorted, 0.5), percentile(sorted, 0.99), percentile(sorted, 1), bound)
+	s.logClaims(b, "failover", before)
 }
 
 // rebalance starts a replica and measures the share it takes: the loops
@@ -364,6 +367,7 @@ func (s *shardRun) failover(b *testing.B, victim string) {
 func (s *shardRun) rebalance(b *testing.B, joiner string) {
 	b.Helper()
 	before := slices.Sorted(maps.Keys(s.replicas))
+	claimed := s.claimsOf(b)
 	started := time.Now()
 	s.start(b, joiner)
 	ready := time.Now()
@@ -420,6 +424,7 @@ func (s *shardRun) rebalance(b *testing.B, joiner string) {
 		time.Now().Format(time.TimeOnly), joiner, before, joined.Sub(started).Round(time.Millisecond), ready.Sub(started).Round(time.Millisecond),
 		len(mine), len(s.rec.loops()), 100*float64(len(mine))/float64(len(s.rec.loops())), percentile(sorted, 0.5), percentile(sorted, 1),
 		2*s.timings.RetryPeriod, joiner, percentile(handoffs, 0.5), percentile(handoffs, 1), gap.Round(time.Millisecond), shardInterval)
+	s.logClaims(b, "rebalance", claimed)
 }
 
 // leaseTimings are the manifest's lease timings, which the member Leases
@@ -607,4 +612,59 @@ func (rec *tickRecorder) longestGap(from, to time.Time) time.Duration {
 		}
 	}
 	return longest
+}
+
+// claims are the loops a replica took so far (handed on to it or claimed),
+// and its claims refused or failed, by result, and the sum of their times (governor_shard_claims_total, governor_shard_takeover_seconds).
+type claims struct {
+	byResult map[string]float64
+	seconds  float64
+}
+
+// claimsOf reads the claims of every running replica so far.
+func (s *shardRun) claimsOf(b *testing.B) map[string]claims {
+	b.Helper()
+	out := map[string]claims{}
+	for m, g := range s.replicas {
+		code, body, err := g.Get("/metrics", s.d.metricsToken)
+		if err == nil && code != http.StatusOK {
+			err = fmt.Errorf("%d %s", code, body)
+		}
+		if err != nil {
+			b.Fatalf("%s's /metrics: %v", m, err)
+		}
+		got, err := parseMetrics(strings.NewReader(body))
+		if err != nil {
+			b.Fatalf("%s's /metrics: %v", m, err)
+		}
+		out[m] = claims{
+			byResult: got("governor_shard_claims_total", "result", nil, "value"),
+			seconds:  got("governor_shard_takeover_seconds", "", nil, "sum")[""],
+		}
+	}
+	return out
+}
+
+// logClaims logs the loops each replica took, and its claims, since before (a replica
+// absent then counts from zero): how a handoff's time went.
+func (s *shardRun) logClaims(b *testing.B, what string, before map[string]claims) {
+	b.Helper()
+	after := s.claimsOf(b)
+	line := what + ": claims since"
+	for _, m := range slices.Sorted(maps.Keys(after)) {
+		a, o := after[m], before[m]
+		n := 0.0
+		counts := ""
+		for _, r := range []string{"handed", "claimed", "refused", "failed"} {
+			d := a.byResult[r] - o.byResult[r]
+			n += d
+			counts += fmt.Sprintf(" %s %.0f", r, d)
+		}
+		mean := 0.0
+		if n > 0 {
+			mean = 1000 * (a.seconds - o.seconds) / n
+		}
+		line += fmt.Sprintf("; %s:%s, mean %.0f ms to the answer", m, counts, mean)
+	}
+	b.Log(line)
 }
