@@ -39,13 +39,16 @@ type fakeShard struct {
 	saidNo time.Time
 	// next is the member loops are handed on to; none when nil.
 	next *shard.Owner
+	// elsewhere assigns every loop to another replica.
+	elsewhere bool
 }
 
-// Owns is true while the replica may act, as shard.Member's.
+// Owns is true while the replica may act, as shard.Member's, unless loops
+// are assigned elsewhere.
 func (f *fakeShard) Owns(string) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.ok
+	return f.ok && !f.elsewhere
 }
 func (f *fakeShard) Self() (shard.Owner, bool) {
 	f.mu.Lock()
@@ -179,6 +182,63 @@ func TestShardedRunnerHandsOnAndTakesAHandedLoop(t *testing.T) {
 	require.Eventually(t, func() bool { return e.status(t, key).Tick > tick }, 10*time.Second, 10*time.Millisecond)
 	assert.Equal(t, int32(1), claims.Load(), "a loop this replica took before under its epoch was not claimed")
 	assert.Equal(t, claimedBefore+1, countedClaims("claimed"))
+}
+
+// A rebalance does not wait for the writes of the loops it gives away (the
+// member's next renewal follows it); rebalances meanwhile write nothing
+// more, and the runner goes once its write has landed.
+func TestRebalanceReleasesInTheBackground(t *testing.T) {
+	loop := quietLoop(t, "web", "web-uid", 20*time.Millisecond)
+	key := client.ObjectKeyFromObject(loop)
+	s := &fakeShard{self: shard.Owner{Member: "me", Epoch: 1}, ok: true, next: &shard.Owner{Member: "next", Epoch: 2}}
+	landing := make(chan struct{})
+	var writes atomic.Int32
+	var blocking atomic.Bool
+	e := startLoopsWith(t, func(l *Loops) {
+		l.Shard = s
+		l.StatusFlush = time.Hour // the release's write is the only one after the claim
+		l.Client = interceptor.NewClient(l.Client.(client.WithWatch), interceptor.Funcs{
+			SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+				if !isClaim(obj) && blocking.Load() {
+					writes.Add(1)
+					<-landing
+				}
+				return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
+			},
+		})
+	}, loop)
+	// Claimed, and the first tick written: quiet ticks after it are not.
+	require.Eventually(t, func() bool { return e.status(t, key).Tick >= 1 }, 10*time.Second, 10*time.Millisecond)
+	blocking.Store(true)
+	s.mu.Lock()
+	s.elsewhere = true
+	s.mu.Unlock()
+	var landed sync.Once
+	land := func() { landed.Do(func() { close(landing) }) }
+	t.Cleanup(land)
+	sharded := &shardedLoops{loops: e.l, member: &shard.Member{Name: "me"}}
+	returned := make(chan struct{})
+	go func() {
+		defer close(returned)
+		for range 3 {
+			sharded.rebalance(context.Background())
+		}
+	}()
+	require.Eventually(t, func() bool {
+		select {
+		case <-returned:
+			return true
+		default:
+			return false
+		}
+	}, 10*time.Second, 10*time.Millisecond, "a rebalance waited for the write of a loop it gave away")
+	require.Eventually(t, func() bool { return writes.Load() == 1 }, 10*time.Second, 10*time.Millisecond, "the release's write was not made")
+	assert.True(t, e.registered(key), "the runner was unregistered before its last write landed")
+	land()
+	sharded.handoff.Wait()
+	assert.False(t, e.registered(key))
+	assert.Equal(t, int32(1), writes.Load(), "the loop's last status was written more than once")
+	assert.Equal(t, &v1alpha1.LoopOwner{Member: "next", Epoch: 2}, e.status(t, key).Owner)
 }
 
 // A loop recorded as run by another live replica is not ticked: its runner

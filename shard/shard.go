@@ -89,11 +89,18 @@ func Live(leases []coordinationv1.Lease, sent time.Time) (live, ended map[string
 
 // held says whether a Lease has a holder who renewed it within its duration.
 func held(l *coordinationv1.Lease, now time.Time) bool {
+	at := expiry(l)
+	return !at.IsZero() && now.Before(at)
+}
+
+// expiry is when a Lease expires: a lease duration after its renewal; zero
+// when it has no holder.
+func expiry(l *coordinationv1.Lease) time.Time {
 	s := l.Spec
 	if ptr.Deref(s.HolderIdentity, "") == "" || s.RenewTime == nil || s.LeaseDurationSeconds == nil {
-		return false
+		return time.Time{}
 	}
-	return now.Before(s.RenewTime.Add(time.Duration(*s.LeaseDurationSeconds) * time.Second))
+	return s.RenewTime.Add(time.Duration(*s.LeaseDurationSeconds) * time.Second)
 }
 
 // Timings are a member's Lease timings, as leader election's: others take
@@ -122,6 +129,9 @@ type Member struct {
 	members   map[string]Owner
 	ended     map[string]Owner // members whose Lease had expired or was released
 	sortedIDs []string
+	// firstExpiry is when the first other live member's Lease expires,
+	// as last listed; zero when there is none.
+	firstExpiry time.Time
 }
 
 // NewMember is a member named name, with its Lease in namespace.
@@ -231,12 +241,34 @@ func (m *Member) Run(ctx context.Context, onRenew func()) error {
 		if ctx.Err() == nil && onRenew != nil {
 			onRenew()
 		}
+		expiry := m.expiryTimer()
 		select {
 		case <-ctx.Done():
+			expiry.Stop()
 			return nil
 		case <-ticker.C:
+		case <-expiry.C:
 		}
+		expiry.Stop()
 	}
+}
+
+// expiryTimer fires when the first other member's Lease expires, as last
+// listed, if that comes before the next round: a member that stopped
+// renewing is seen gone then, and its loops taken, not up to a retry
+// period later. It never fires for an expiry already past (the round after
+// it saw it, or its listing failed: the ticker paces the retries).
+func (m *Member) expiryTimer() *time.Timer {
+	m.mu.Lock()
+	first := m.firstExpiry
+	m.mu.Unlock()
+	wait := time.Until(first)
+	if first.IsZero() || wait <= 0 || wait >= m.Timings.RetryPeriod {
+		t := time.NewTimer(time.Hour)
+		t.Stop()
+		return t
+	}
+	return time.NewTimer(wait + time.Millisecond) // a listing sent at the expiry sees it expired
 }
 
 // round renews the Lease and lists the members, for at most a lease
@@ -346,6 +378,16 @@ func (m *Member) list(ctx context.Context) error {
 		return err
 	}
 	live, ended := Live(leases.Items, sent)
+	var first time.Time
+	for _, l := range leases.Items {
+		member, ok := strings.CutPrefix(l.Name, LeasePrefix)
+		if _, live := live[member]; !ok || !live || member == m.Name {
+			continue
+		}
+		if at := expiry(&l); first.IsZero() || at.Before(first) {
+			first = at
+		}
+	}
 	ids := make([]string, 0, len(live))
 	for id := range live {
 		ids = append(ids, id)
@@ -353,6 +395,6 @@ func (m *Member) list(ctx context.Context) error {
 	slices.Sort(ids)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.members, m.ended, m.sortedIDs = live, ended, ids
+	m.members, m.ended, m.sortedIDs, m.firstExpiry = live, ended, ids, first
 	return nil
 }

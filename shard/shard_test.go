@@ -3,6 +3,7 @@ package shard
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -323,6 +324,82 @@ func TestSuccessorIsTheAssigneeAmongTheOthers(t *testing.T) {
 	must(t, alone.renew(ctx), alone.list(ctx))
 	if next, ok := alone.Successor("x"); ok {
 		t.Fatalf("a member alone hands on to %v", next)
+	}
+}
+
+// expiringAtFirstListing is a client whose first listing finds b's Lease
+// 200 ms from expiry (however late it comes), and whose listings after it
+// fail from failAfter on (0: none fails); lists counts them.
+func expiringAtFirstListing(lists *atomic.Int32, failAfter int32) client.Client {
+	b := lease("b", "b_1", time.Now(), 1)
+	return interceptor.NewClient(fake.NewClientBuilder().WithScheme(scheme.Scheme).WithObjects(&b).Build(), interceptor.Funcs{
+		List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+			n := lists.Add(1)
+			if n == 1 {
+				var l coordinationv1.Lease
+				if err := c.Get(ctx, client.ObjectKey{Namespace: "gov", Name: LeasePrefix + "b"}, &l); err != nil {
+					return err
+				}
+				l.Spec.RenewTime = &metav1.MicroTime{Time: time.Now().Add(-8*time.Second + 200*time.Millisecond)}
+				if err := c.Update(ctx, &l); err != nil {
+					return err
+				}
+			}
+			if failAfter > 0 && n > failAfter {
+				return fmt.Errorf("the API server is away")
+			}
+			return c.List(ctx, list, opts...)
+		},
+	})
+}
+
+// runMember runs a member named a with a retry period of an hour (the
+// first round alone is a round) until the test ends.
+func runMember(t *testing.T, c client.Client) *Member {
+	a := NewMember(c, "gov", "a", Timings{LeaseDuration: 8 * time.Second, RenewDeadline: 6 * time.Second, RetryPeriod: time.Hour}, logr.Discard())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = a.Run(ctx, nil)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return a
+}
+
+// A member lists the members again when another's Lease expires, not at
+// its next round only; once it saw it expired, it waits for its rounds.
+func TestMemberListsAgainAtAnotherMembersExpiry(t *testing.T) {
+	var lists atomic.Int32
+	a := runMember(t, expiringAtFirstListing(&lists, 0))
+	deadline := time.Now().Add(10 * time.Second)
+	for fmt.Sprint(a.Members()) != "[a]" {
+		if time.Now().After(deadline) {
+			t.Fatalf("Members = %v 10 s after b's Lease expired, want [a]", a.Members())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := lists.Load(); n != 2 {
+		t.Fatalf("%d listings, want 2: the first round's and the one at b's expiry", n)
+	}
+}
+
+// A listing at another member's expiry that fails is tried again at the
+// next round, not at once (the expiry it knows is past).
+func TestMemberWaitsForItsRoundAfterAFailedListing(t *testing.T) {
+	var lists atomic.Int32
+	runMember(t, expiringAtFirstListing(&lists, 1))
+	deadline := time.Now().Add(10 * time.Second)
+	for lists.Load() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("no listing at b's expiry")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := lists.Load(); n != 2 {
+		t.Fatalf("%d listings, want 2: the first round's and the failed one at b's expiry", n)
 	}
 }
 
