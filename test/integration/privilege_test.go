@@ -110,7 +110,8 @@ func TestLeastPrivilege(t *testing.T) {
 // and an HPA's bounds, propagate bandwidth to new Pods, record Events
 // (series of them too), read pod metrics (metrics.k8s.io, which this
 // cluster does not serve: NotFound, not Forbidden), serve its metrics to a
-// reader, and stop, handing the Lease back.
+// reader, take back a loop another replica claimed, and stop, handing the
+// Lease back.
 type privilegePath struct {
 	d            *deployed.Deployment
 	metricsToken string
@@ -168,6 +169,7 @@ func (p *privilegePath) run(t *testing.T) string {
 		{"records a series of Events (events.k8s.io)", r.eventSeries},
 		{"reads pod metrics (NotFound: no metrics server)", r.usage},
 		{"serves /metrics to a metrics reader", r.metrics},
+		{"takes back a loop a replica since gone claimed", r.reclaimed},
 	} {
 		if err := r.wait(s.done); err != nil {
 			return fmt.Sprintf("step %q: %v", s.what, err)
@@ -295,6 +297,9 @@ type pathRun struct {
 	p  *privilegePath
 	g  *deployed.Governor
 	ns string
+	// claimedAt is the usage loop's tick when the test, as another
+	// replica, claimed it (reclaimed); 0 until then.
+	claimedAt int64
 }
 
 // wait polls done until it holds, governor exits, a forbidden shows, or
@@ -463,6 +468,37 @@ func (r *pathRun) metrics() (bool, error) {
 	}
 	if code != http.StatusOK || !strings.Contains(body, "governor_") {
 		return false, fmt.Errorf("%d %.300s", code, body)
+	}
+	return true, nil
+}
+
+// reclaimed claims the usage loop as another replica would (its status
+// names it as owner, status.sequence moved on; it has no member Lease: it
+// is gone), then waits until governor has it back and ticks it again: its
+// runner, whose cache names another owner as new as its claim, asks the
+// API server (get), stops, and a new runner claims the loop back.
+func (r *pathRun) reclaimed() (bool, error) {
+	ctx := context.Background()
+	var loop v1alpha1.ControlLoop
+	if err := r.p.d.Admin.Get(ctx, types.NamespacedName{Namespace: r.ns, Name: "usage"}, &loop); err != nil {
+		return false, err
+	}
+	if r.claimedAt == 0 {
+		if loop.Status.Tick == 0 {
+			return false, errors.New("the usage loop has not ticked")
+		}
+		tick := loop.Status.Tick
+		loop.Status.Owner = &v1alpha1.LoopOwner{Member: "gone", Epoch: 1}
+		loop.Status.Sequence++
+		if err := r.p.d.Admin.Status().Update(ctx, &loop); err != nil {
+			return false, err // a write of governor's between: tried again
+		}
+		r.claimedAt = tick
+		return false, nil
+	}
+	o := loop.Status.Owner
+	if o == nil || o.Member == "gone" || loop.Status.Tick <= r.claimedAt {
+		return false, fmt.Errorf("owner %v at tick %d (claimed at %d)", o, loop.Status.Tick, r.claimedAt)
 	}
 	return true, nil
 }
