@@ -56,7 +56,9 @@ type Loops struct {
 	// Client reads through the manager's cache and writes to the API server.
 	Client client.Client
 	// APIReader reads from the API server itself: a runner's first read of
-	// its loop's status, so a restarted controller goes on from it.
+	// its loop's status, so a restarted controller goes on from it (sharded,
+	// the claim's condition checks the cache's instead, and a cache that
+	// lagged is read again from here).
 	APIReader client.Reader
 	Bundles   *bundles.Registry
 	// Metrics fill input.metrics; status.observations alone when nil.
