@@ -241,34 +241,30 @@ func (m *Member) Run(ctx context.Context, onRenew func()) error {
 		if ctx.Err() == nil && onRenew != nil {
 			onRenew()
 		}
-		expiry := m.expiryTimer()
 		select {
 		case <-ctx.Done():
-			expiry.Stop()
 			return nil
 		case <-ticker.C:
-		case <-expiry.C:
+		case <-m.expiry():
 		}
-		expiry.Stop()
 	}
 }
 
-// expiryTimer fires when the first other member's Lease expires, as last
+// expiry fires when the first other member's Lease expires, as last
 // listed, if that comes before the next round: a member that stopped
 // renewing is seen gone then, and its loops taken, not up to a retry
 // period later. It never fires for an expiry already past (the round after
-// it saw it, or its listing failed: the ticker paces the retries).
-func (m *Member) expiryTimer() *time.Timer {
+// it saw it, or its listing failed: the ticker paces the retries); nil,
+// which never fires, when there is none to wait for.
+func (m *Member) expiry() <-chan time.Time {
 	m.mu.Lock()
 	first := m.firstExpiry
 	m.mu.Unlock()
 	wait := time.Until(first)
 	if first.IsZero() || wait <= 0 || wait >= m.Timings.RetryPeriod {
-		t := time.NewTimer(time.Hour)
-		t.Stop()
-		return t
+		return nil
 	}
-	return time.NewTimer(wait + time.Millisecond) // a listing sent at the expiry sees it expired
+	return time.After(wait + time.Millisecond) // a listing sent at the expiry sees it expired
 }
 
 // round renews the Lease and lists the members, for at most a lease
