@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -70,6 +71,15 @@ func (f *fakeShard) MayTake(_ context.Context, o *shard.Owner) (bool, error) {
 	}
 	e, ok := f.live[o.Member]
 	return !ok || e != o.Epoch, nil
+}
+func (f *fakeShard) HeldElsewhere(o *shard.Owner) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if o == nil || o.Member == f.self.Member {
+		return false
+	}
+	e, ok := f.live[o.Member]
+	return ok && e == o.Epoch
 }
 func (f *fakeShard) Successor(string) (shard.Owner, bool) {
 	f.mu.Lock()
@@ -209,14 +219,7 @@ func TestRebalanceReleasesInTheBackground(t *testing.T) {
 	}, loop)
 	// Claimed, and the first tick written: quiet ticks after it are not.
 	require.Eventually(t, func() bool { return e.status(t, key).Tick >= 1 }, 10*time.Second, 10*time.Millisecond)
-	blocking.Store(true)
-	s.mu.Lock()
-	s.elsewhere = true
-	s.mu.Unlock()
-	var landed sync.Once
-	land := func() { landed.Do(func() { close(landing) }) }
-	t.Cleanup(land)
-	sharded := &shardedLoops{loops: e.l, member: &shard.Member{Name: "me"}}
+	sharded, land := giveAway(t, e, s, &blocking, landing)
 	returned := make(chan struct{})
 	go func() {
 		defer close(returned)
@@ -239,6 +242,107 @@ func TestRebalanceReleasesInTheBackground(t *testing.T) {
 	assert.False(t, e.registered(key))
 	assert.Equal(t, int32(1), writes.Load(), "the loop's last status was written more than once")
 	assert.Equal(t, &v1alpha1.LoopOwner{Member: "next", Epoch: 2}, e.status(t, key).Owner)
+}
+
+// giveAway assigns every loop elsewhere, its status writes held from now on
+// (blocking) until land closes landing, and returns the replica's sharded
+// loops as member "me" to rebalance.
+func giveAway(t *testing.T, e *loopsEnv, s *fakeShard, blocking *atomic.Bool, landing chan struct{}) (*shardedLoops, func()) {
+	t.Helper()
+	blocking.Store(true)
+	s.mu.Lock()
+	s.elsewhere = true
+	s.mu.Unlock()
+	var landed sync.Once
+	land := func() { landed.Do(func() { close(landing) }) }
+	t.Cleanup(land)
+	return &shardedLoops{loops: e.l, member: &shard.Member{Name: "me"}}, land
+}
+
+// A rebalance giving a share away writes its releases a bounded number at a
+// time (each in a takeover turn, besides the status writer's own workers:
+// twice the bound at most), however many it releases together. Sent all at
+// once (3,345 of them when a replica came back among 10,000 loops:
+// BenchmarkShards) they swamped a busy API server.
+func TestRebalanceReleasesAFewAtATime(t *testing.T) {
+	const bound, n = 2, 12
+	loops := make([]*v1alpha1.ControlLoop, n)
+	for i := range loops {
+		loops[i] = quietLoop(t, fmt.Sprintf("loop-%d", i), types.UID(fmt.Sprintf("uid-%d", i)), 20*time.Millisecond)
+	}
+	s := &fakeShard{self: shard.Owner{Member: "me", Epoch: 1}, ok: true, next: &shard.Owner{Member: "next", Epoch: 2}}
+	var (
+		blocking      atomic.Bool
+		mu            sync.Mutex
+		inFlight, top int
+	)
+	landing := make(chan struct{})
+	e := startLoopsWith(t, func(l *Loops) {
+		l.Shard = s
+		l.StatusWriteConcurrency = bound
+		l.StatusFlush = time.Hour // the releases' writes are the only ones after the first ticks'
+		l.Client = interceptor.NewClient(l.Client.(client.WithWatch), interceptor.Funcs{
+			SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+				if !isClaim(obj) && blocking.Load() {
+					mu.Lock()
+					inFlight++
+					top = max(top, inFlight)
+					mu.Unlock()
+					<-landing
+					mu.Lock()
+					inFlight--
+					mu.Unlock()
+				}
+				return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
+			},
+		})
+	}, loops...)
+	for _, loop := range loops {
+		require.Eventually(t, func() bool { return e.status(t, client.ObjectKeyFromObject(loop)).Tick >= 1 }, 10*time.Second, 10*time.Millisecond, loop.Name)
+	}
+	sharded, land := giveAway(t, e, s, &blocking, landing)
+	sharded.rebalance(context.Background())
+	writing := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return inFlight
+	}
+	require.Eventually(t, func() bool { return writing() >= bound }, 10*time.Second, 10*time.Millisecond, "the releases' writes")
+	require.Never(t, func() bool { return writing() > 2*bound }, 300*time.Millisecond, 10*time.Millisecond, "releases written all at once")
+	land()
+	sharded.handoff.Wait()
+	for _, loop := range loops {
+		assert.Equal(t, &v1alpha1.LoopOwner{Member: "next", Epoch: 2}, e.status(t, client.ObjectKeyFromObject(loop)).Owner, loop.Name)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	assert.LessOrEqual(t, top, 2*bound, "status writes in flight at once")
+}
+
+// A rebalance starts no runner for a loop assigned to this replica that
+// another live replica still runs (it would be refused, after every
+// renewal); once that replica is gone, it does.
+func TestRebalanceLeavesALoopItsOwnerStillRuns(t *testing.T) {
+	loop := quietLoop(t, "web", "web-uid", 20*time.Millisecond)
+	loop.Status.Owner = &v1alpha1.LoopOwner{Member: "other", Epoch: 1}
+	key := client.ObjectKeyFromObject(loop)
+	s := &fakeShard{self: shard.Owner{Member: "me", Epoch: 1}, ok: true, live: map[string]int64{"other": 1}}
+	e := startSharded(t, s, loop)
+	require.Eventually(t, func() bool { return !e.registered(key) }, 10*time.Second, 10*time.Millisecond, "the first runner was not refused")
+	refused := countedClaims("refused")
+	sharded := &shardedLoops{loops: e.l, member: &shard.Member{Name: "me"}}
+	for range 3 {
+		sharded.rebalance(context.Background())
+		assert.False(t, e.registered(key), "a runner was started for a loop another live replica runs")
+	}
+	assert.Equal(t, refused, countedClaims("refused"))
+
+	s.mu.Lock()
+	delete(s.live, "other")
+	s.mu.Unlock()
+	sharded.rebalance(context.Background())
+	require.Eventually(t, func() bool { return e.status(t, key).Tick >= 1 }, 10*time.Second, 10*time.Millisecond)
+	assert.Equal(t, "me", e.status(t, key).Owner.Member)
 }
 
 // A loop recorded as run by another live replica is not ticked: its runner

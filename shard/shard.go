@@ -188,6 +188,18 @@ func (m *Member) MayTake(ctx context.Context, o *Owner) (bool, error) {
 	return !ok || owner.Epoch != o.Epoch, nil
 }
 
+// HeldElsewhere says whether the last listing had o, another member, live
+// under its epoch (no request is sent): a loop recorded as run by o is not
+// this member's to take until o hands it on or the listing sees o's epoch
+// end.
+func (m *Member) HeldElsewhere(o *Owner) bool {
+	if o == nil || o.Member == "" || o.Member == m.Name {
+		return false
+	}
+	may, known := m.listed(*o)
+	return known && !may
+}
+
 // listed is MayTake as the last listing answers it, if it can (known):
 // o's epoch had ended, or a newer epoch of o was live (its runners of
 // o's epoch stopped): yes; o was live under its epoch: no (the next

@@ -268,12 +268,22 @@ func TestMayTakeFromTheListing(t *testing.T) {
 	}
 	for _, tc := range cases {
 		reads = nil
+		// Held elsewhere: refused by the listing alone.
+		if held, want := a.HeldElsewhere(&tc.owner), !tc.want && !tc.read; held != want {
+			t.Errorf("HeldElsewhere(%v) = %v, want %v", tc.owner, held, want)
+		}
+		if len(reads) > 0 {
+			t.Errorf("HeldElsewhere(%v) read the Lease", tc.owner)
+		}
 		if got, err := a.MayTake(ctx, &tc.owner); err != nil || got != tc.want {
 			t.Errorf("MayTake(%v) = %v %v, want %v", tc.owner, got, err, tc.want)
 		}
 		if read := len(reads) > 0; read != tc.read {
 			t.Errorf("MayTake(%v) read the Lease: %v, want %v", tc.owner, read, tc.read)
 		}
+	}
+	if a.HeldElsewhere(&Owner{Member: "a", Epoch: 1}) || a.HeldElsewhere(nil) {
+		t.Error("HeldElsewhere says a loop of this member's, or of none, is held by another")
 	}
 }
 

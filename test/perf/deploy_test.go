@@ -4,12 +4,14 @@ package perf
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -33,9 +35,19 @@ type deployment struct {
 
 // deploy starts the local cluster and applies config/default to it as a
 // user would (kubectl apply --server-side -k config/default).
+//
+// PERF_MEMORY_LIMIT replaces the manager container's memory limit (e.g.
+// 1Gi), which bounds governor's heap at 90 % of it as in the container.
 func deploy(b *testing.B) *deployment {
 	b.Helper()
 	d := deployed.Deploy(b, filepath.Join(repo, "bin", "governor"), cluster.Options{})
+	if limit := os.Getenv("PERF_MEMORY_LIMIT"); limit != "" {
+		q, err := resource.ParseQuantity(limit)
+		if err != nil {
+			b.Fatalf("PERF_MEMORY_LIMIT=%q: %v", limit, err)
+		}
+		d.MemoryLimit = q.Value()
+	}
 	return &deployment{Deployment: d, metricsToken: d.MetricsToken(b)}
 }
 

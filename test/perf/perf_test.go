@@ -297,8 +297,7 @@ func BenchmarkTickRate(b *testing.B) {
 // PERF_LOOPS lists the Ns (default 100; e.g. PERF_LOOPS=100,1000), and
 // PERF_STATUS_FLUSH values of --status-flush-interval to run each N with
 // besides the manifest's own (e.g. PERF_STATUS_FLUSH=10s,30s).
-// PERF_MEMORY_LIMIT replaces the manager container's memory limit (e.g.
-// 1Gi), which bounds governor's heap at 90 % of it as in the container.
+// PERF_MEMORY_LIMIT (deploy) applies.
 func BenchmarkScale(b *testing.B) {
 	flushes := []string{""} // the manifest's
 	if env := os.Getenv("PERF_STATUS_FLUSH"); env != "" {
@@ -321,13 +320,6 @@ func scale(b *testing.B, n int, extra []string) {
 	const interval = time.Second
 	const span = 30 * time.Second
 	d := deploy(b)
-	if limit := os.Getenv("PERF_MEMORY_LIMIT"); limit != "" {
-		q, err := resource.ParseQuantity(limit)
-		if err != nil {
-			b.Fatalf("PERF_MEMORY_LIMIT=%q: %v", limit, err)
-		}
-		d.MemoryLimit = q.Value()
-	}
 	ns := "scale"
 	d.namespace(b, ns)
 	targets := make([]string, 10)
