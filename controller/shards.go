@@ -411,14 +411,37 @@ type shardedLoops struct {
 // Start implements manager.Runnable.
 func (s *shardedLoops) Start(ctx context.Context) error {
 	memberCtx, stopMember := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan struct{})
+	// Rebalances run beside the renewals, never in their way: one waiting
+	// at most (it reads the newest listing when it runs). Run after each
+	// renewal, a rebalance held the next one back as long as it took: the
+	// first, waiting for the cache of 10,000 loops, past the Lease's
+	// expiry, and the replica coming back lapsed at once (BenchmarkShards).
+	wanted := make(chan struct{}, 1)
+	renewing, balancing := make(chan struct{}), make(chan struct{})
 	go func() {
-		defer close(done)
-		_ = s.member.Run(memberCtx, func() { s.rebalance(ctx) })
+		defer close(renewing)
+		_ = s.member.Run(memberCtx, func() {
+			select {
+			case wanted <- struct{}{}:
+			default:
+			}
+		})
+	}()
+	go func() {
+		defer close(balancing)
+		for {
+			select {
+			case <-memberCtx.Done():
+				return
+			case <-wanted:
+				s.rebalance(ctx)
+			}
+		}
 	}()
 	err := s.loops.Start(ctx)
 	stopMember()
-	<-done
+	<-renewing
+	<-balancing
 	s.handoff.Wait()
 	shardLoops.DeleteLabelValues(s.member.Name)
 	releaseCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

@@ -8,14 +8,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -257,6 +262,43 @@ func giveAway(t *testing.T, e *loopsEnv, s *fakeShard, blocking *atomic.Bool, la
 	land := func() { landed.Do(func() { close(landing) }) }
 	t.Cleanup(land)
 	return &shardedLoops{loops: e.l, member: &shard.Member{Name: "me"}}, land
+}
+
+// A member's renewals go on while a rebalance is held up (the first waits
+// for the cache of every loop): run after each renewal, a rebalance that
+// outlasted the Lease cost the replica its epoch.
+func TestRenewalsDoNotWaitForARebalance(t *testing.T) {
+	sch := runtime.NewScheme()
+	require.NoError(t, clientgoscheme.AddToScheme(sch))
+	require.NoError(t, v1alpha1.AddToScheme(sch))
+	c := fake.NewClientBuilder().WithScheme(sch).WithStatusSubresource(&v1alpha1.ControlLoop{}).Build()
+	var listed atomic.Int32
+	held := interceptor.NewClient(c, interceptor.Funcs{
+		List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+			if _, ok := list.(*v1alpha1.ControlLoopList); ok {
+				listed.Add(1)
+				<-ctx.Done() // as a cache that does not sync
+				return ctx.Err()
+			}
+			return c.List(ctx, list, opts...)
+		},
+	})
+	member := shard.NewMember(c, "gov", "me", shard.Timings{LeaseDuration: 8 * time.Second, RenewDeadline: 6 * time.Second, RetryPeriod: 20 * time.Millisecond}, logr.Discard())
+	l := &Loops{Client: held, APIReader: held, Bundles: echoRegistry(t), Log: logr.Discard(), Shard: member}
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { _ = (&shardedLoops{loops: l, member: member}).Start(ctx); close(stopped) }()
+	t.Cleanup(func() { cancel(); <-stopped })
+	require.Eventually(t, func() bool { return listed.Load() == 1 }, 5*time.Second, 10*time.Millisecond, "no rebalance")
+	renewed := func() time.Time {
+		var lease coordinationv1.Lease
+		require.NoError(t, c.Get(ctx, client.ObjectKey{Namespace: "gov", Name: shard.LeasePrefix + "me"}, &lease))
+		return lease.Spec.RenewTime.Time
+	}
+	first := renewed()
+	require.Eventually(t, func() bool { return renewed().After(first) }, 5*time.Second, 10*time.Millisecond, "the Lease was not renewed while a rebalance was held up")
+	_, ok := member.Self()
+	assert.True(t, ok)
 }
 
 // A rebalance giving a share away writes its releases a bounded number at a
