@@ -279,9 +279,7 @@ func (g *Governor) Terminate() error {
 			g.termErr = fmt.Errorf("governor stopped with %w", g.err)
 		}
 	case <-time.After(30 * time.Second):
-		_ = g.Cmd.Process.Kill()
-		<-g.exited
-		g.termErr = errors.New("governor did not stop within 30s of SIGTERM")
+		g.termErr = fmt.Errorf("governor did not stop within 30s of SIGTERM%s", g.dumpGoroutines())
 	}
 	return g.termErr
 }
@@ -300,6 +298,28 @@ func (g *Governor) Stop(t testing.TB) {
 	if err := g.Terminate(); err != nil {
 		t.Errorf("%v\n%s", err, g.Tail())
 	}
+}
+
+// dumpGoroutines makes a governor that would not stop write its goroutines'
+// stacks (SIGQUIT), kills it, and keeps its log, where they are, beyond the
+// test's end: where it was stuck.
+func (g *Governor) dumpGoroutines() string {
+	_ = g.Cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-g.exited:
+	case <-time.After(10 * time.Second):
+		_ = g.Cmd.Process.Kill()
+		<-g.exited
+	}
+	kept := filepath.Join(os.TempDir(), fmt.Sprintf("governor-stuck-%d.log", g.Cmd.Process.Pid))
+	log, err := os.ReadFile(g.Log)
+	if err == nil {
+		err = os.WriteFile(kept, log, 0o600)
+	}
+	if err != nil {
+		return fmt.Sprintf(" (its goroutines' stacks not kept: %v)", err)
+	}
+	return " (its goroutines' stacks: " + kept + ")"
 }
 
 // Output is governor's log so far.
