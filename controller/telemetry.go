@@ -77,22 +77,10 @@ var (
 	}, []string{"namespace", "loop", "kind"})
 )
 
-// loopFamily is a metric family labelled by loop.
-type loopFamily interface {
-	prometheus.Collector
-	DeletePartialMatch(labels prometheus.Labels) int
-}
-
-var loopFamilies = []loopFamily{loopPanics, loopTicks, tickDuration, decisionDuration, tickLag, actionsTotal,
-	metricValue, metricAge, metricStale, targetValue, lastChangeTime, loopPhase, collectorErrors}
-
 // loopMetrics are the per-loop metrics, to register once per process.
 func loopMetrics() []prometheus.Collector {
-	out := make([]prometheus.Collector, len(loopFamilies))
-	for i, f := range loopFamilies {
-		out[i] = f
-	}
-	return out
+	return []prometheus.Collector{loopPanics, loopTicks, tickDuration, decisionDuration, tickLag, actionsTotal,
+		metricValue, metricAge, metricStale, targetValue, lastChangeTime, loopPhase, collectorErrors}
 }
 
 // The outcomes of governor_loop_ticks_total.
@@ -174,15 +162,52 @@ func newLoopTelemetry(namespace, name string) *loopTelemetry {
 	return t
 }
 
-// forget deletes the loop's series; nothing is recorded after it.
+// forget deletes the loop's series; nothing is recorded after it. Each
+// series is deleted by its labels, as made: a partial match walks every
+// series of a family, and a replica stopping its runners, one forget each,
+// took minutes with thousands of loops (BenchmarkShards).
 func (t *loopTelemetry) forget() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.gone = true
-	labels := prometheus.Labels{"namespace": t.namespace, "loop": t.name}
-	for _, f := range loopFamilies {
-		f.DeletePartialMatch(labels)
+	ns, loop := t.namespace, t.name
+	loopPanics.DeleteLabelValues(ns, loop)
+	tickDuration.DeleteLabelValues(ns, loop)
+	tickLag.DeleteLabelValues(ns, loop)
+	for _, o := range outcomes {
+		loopTicks.DeleteLabelValues(ns, loop, o)
 	}
+	for _, p := range phases {
+		loopPhase.DeleteLabelValues(ns, loop, string(p))
+	}
+	if t.decision != nil {
+		decisionDuration.DeleteLabelValues(ns, loop, t.decisionRev[0], t.decisionRev[1])
+	}
+	for k := range t.actions {
+		actionsTotal.DeleteLabelValues(ns, loop, k.target, k.result, string(k.reason))
+	}
+	for name := range t.metrics {
+		for _, v := range []*prometheus.GaugeVec{metricValue, metricAge, metricStale} {
+			v.DeleteLabelValues(ns, loop, name)
+		}
+	}
+	for target := range t.targets {
+		t.forgetTargetLocked(target)
+	}
+	for target := range t.changes {
+		lastChangeTime.DeleteLabelValues(ns, loop, target)
+	}
+	for kind := range t.collectorErrors {
+		collectorErrors.DeleteLabelValues(ns, loop, kind)
+	}
+}
+
+// forgetTargetLocked deletes the series of a target's fields.
+func (t *loopTelemetry) forgetTargetLocked(target string) {
+	for field := range t.targets[target] {
+		targetValue.DeleteLabelValues(t.namespace, t.name, target, field)
+	}
+	delete(t.targets, target)
 }
 
 // panicked counts a panic recovered outside a tick.
@@ -516,8 +541,7 @@ func (t *loopTelemetry) pruneTargetsLocked(loop *v1alpha1.ControlLoop) {
 	}
 	for name := range t.targets {
 		if !declared(name) {
-			targetValue.DeletePartialMatch(prometheus.Labels{"namespace": t.namespace, "loop": t.name, "target": name})
-			delete(t.targets, name)
+			t.forgetTargetLocked(name)
 		}
 	}
 	for k := range t.actions {

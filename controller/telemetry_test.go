@@ -207,3 +207,41 @@ func BenchmarkLoopTelemetry(b *testing.B) {
 		tel.ticked(loop, res, st)
 	}
 }
+
+// BenchmarkForgetAmongManyLoops is what stopping one runner costs the
+// metrics while 10,000 loops have series, as a replica holds when it stops
+// or hands a share on: a forget walked every series of each family before,
+// and a replica stopping 3,300 runners took minutes (BenchmarkShards).
+func BenchmarkForgetAmongManyLoops(b *testing.B) {
+	const loops = 10000
+	loop := &v1alpha1.ControlLoop{ObjectMeta: metav1.ObjectMeta{Namespace: "bench-forget", Generation: 1},
+		Spec: v1alpha1.ControlLoopSpec{Targets: []v1alpha1.TargetSpec{{Name: "web"}},
+			Safety: v1alpha1.SafetySpec{StaleAfter: metav1.Duration{Duration: 15 * time.Second}}}}
+	cpu, now := 91.0, time.Now()
+	metrics := map[string]collectors.Metric{"cpu": {Value: &cpu, ObservedAt: now}}
+	doc := map[string]any{"replicas": int64(3), "bandwidth": map[string]any{"egress": "400M"}}
+	st := &v1alpha1.ControlLoopStatus{Phase: v1alpha1.PhaseRunning, Targets: []v1alpha1.TargetStatus{{Name: "web", LastChange: ptrMicro(now)}}}
+	res := tickResult{entry: v1alpha1.HistoryEntry{Time: metav1.NewMicroTime(now), Revision: "echo@1"}, decideTime: time.Millisecond}
+	record := func(name string) *loopTelemetry {
+		tel := newLoopTelemetry(loop.Namespace, name)
+		tel.observed(loop, metrics, now)
+		tel.read("web", doc)
+		tel.ticked(loop, res, st)
+		return tel
+	}
+	all := make([]*loopTelemetry, loops)
+	for i := range all {
+		all[i] = record(fmt.Sprintf("loop-%d", i))
+	}
+	b.Cleanup(func() {
+		for _, tel := range all {
+			tel.forget()
+		}
+	})
+	i := 0
+	for b.Loop() {
+		all[i%loops].forget()
+		all[i%loops] = record(all[i%loops].name) // as many series again
+		i++
+	}
+}
