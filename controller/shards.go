@@ -366,6 +366,13 @@ func (l *Loops) Release(key types.NamespacedName) {
 	l.mu.Unlock()
 }
 
+// heldElsewhere says whether a loop this replica has no runner for is
+// recorded as run by another member the last listing had live: not to be
+// taken yet (Sharding.HeldElsewhere).
+func (l *Loops) heldElsewhere(key types.NamespacedName, loop *v1alpha1.ControlLoop) bool {
+	return l.Shard != nil && l.Shard.HeldElsewhere(ownerOf(loop.Status.Owner)) && !l.has(key)
+}
+
 func (l *Loops) has(key types.NamespacedName) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -480,7 +487,7 @@ func (s *shardedLoops) rebalance(ctx context.Context) {
 			// started now would be refused: after every renewal, for each
 			// of the 3,345 loops of a replica coming back among 10,000
 			// (BenchmarkShards).
-			if !s.loops.Shard.HeldElsewhere(ownerOf(loop.Status.Owner)) {
+			if !s.loops.heldElsewhere(key, loop) {
 				s.loops.Keep(key)
 			}
 		case s.loops.has(key):

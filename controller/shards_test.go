@@ -361,9 +361,9 @@ func TestRebalanceReleasesAFewAtATime(t *testing.T) {
 	assert.LessOrEqual(t, top, 2*bound, "status writes in flight at once")
 }
 
-// A rebalance starts no runner for a loop assigned to this replica that
-// another live replica still runs (it would be refused, after every
-// renewal); once that replica is gone, it does.
+// Neither a rebalance nor the reconciler starts a runner for a loop
+// assigned to this replica that another live replica still runs (it would
+// be refused, after every renewal); once that replica is gone, it does.
 func TestRebalanceLeavesALoopItsOwnerStillRuns(t *testing.T) {
 	loop := quietLoop(t, "web", "web-uid", 20*time.Millisecond)
 	loop.Status.Owner = &v1alpha1.LoopOwner{Member: "other", Epoch: 1}
@@ -376,6 +376,10 @@ func TestRebalanceLeavesALoopItsOwnerStillRuns(t *testing.T) {
 	for range 3 {
 		sharded.rebalance(context.Background())
 		assert.False(t, e.registered(key), "a runner was started for a loop another live replica runs")
+		// Nor by the reconciler (the cache's first events, a push).
+		_, err := (&Reconciler{Loops: e.l}).Reconcile(context.Background(), reconcile.Request{NamespacedName: key})
+		require.NoError(t, err)
+		assert.False(t, e.registered(key), "the reconciler started a runner for a loop another live replica runs")
 	}
 	assert.Equal(t, refused, countedClaims("refused"))
 
