@@ -154,6 +154,13 @@ func (e *env) startManager(t testing.TB) (stop func()) {
 // (bundles and listen addresses are the env's).
 func (e *env) startManagerWith(t testing.TB, opts controller.Options) (stop func()) {
 	t.Helper()
+	_, stop = e.runManager(t, opts)
+	return stop
+}
+
+// runManager is startManagerWith, and the manager it runs.
+func (e *env) runManager(t testing.TB, opts controller.Options) (mgr ctrl.Manager, stop func()) {
+	t.Helper()
 	opts.Bundles, opts.MetricsAddr, opts.ProbeAddr = e.bundles, "0", "0"
 	mgr, err := controller.NewManager(e.api.Config, opts)
 	require.NoError(t, err)
@@ -169,7 +176,7 @@ func (e *env) startManagerWith(t testing.TB, opts controller.Options) (stop func
 		require.NoError(t, <-done)
 	}
 	t.Cleanup(stop)
-	return stop
+	return mgr, stop
 }
 
 var nsCount atomic.Int64
