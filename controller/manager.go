@@ -281,8 +281,8 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
 		Cache: cache.Options{DefaultNamespaces: namespaces(opts.WatchNamespaces),
 			// Every replica caches every loop, whatever its share: their
-			// managedFields, half a loop's JSON, nothing reads (loops are
-			// written by patches). Targets keep theirs: actuators apply.
+			// managedFields nothing reads (loops are written by patches).
+			// Targets keep theirs: actuators apply.
 			ByObject: map[client.Object]cache.ByObject{&v1alpha1.ControlLoop{}: {Transform: cache.TransformStripManagedFields()}}},
 	})
 	if err != nil {

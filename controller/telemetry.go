@@ -187,9 +187,7 @@ func (t *loopTelemetry) forget() {
 		actionsTotal.DeleteLabelValues(ns, loop, k.target, k.result, string(k.reason))
 	}
 	for name := range t.metrics {
-		for _, v := range []*prometheus.GaugeVec{metricValue, metricAge, metricStale} {
-			v.DeleteLabelValues(ns, loop, name)
-		}
+		t.forgetMetricLocked(name)
 	}
 	for target := range t.targets {
 		t.forgetTargetLocked(target)
@@ -200,6 +198,14 @@ func (t *loopTelemetry) forget() {
 	for kind := range t.collectorErrors {
 		collectorErrors.DeleteLabelValues(ns, loop, kind)
 	}
+}
+
+// forgetMetricLocked deletes the series of one of the loop's metrics.
+func (t *loopTelemetry) forgetMetricLocked(name string) {
+	for _, v := range []*prometheus.GaugeVec{metricValue, metricAge, metricStale} {
+		v.DeleteLabelValues(t.namespace, t.name, name)
+	}
+	delete(t.metrics, name)
 }
 
 // forgetTargetLocked deletes the series of a target's fields.
@@ -289,10 +295,7 @@ func (t *loopTelemetry) observed(loop *v1alpha1.ControlLoop, got map[string]coll
 	}
 	for name, s := range t.metrics {
 		if s.seen != t.seen {
-			for _, v := range []*prometheus.GaugeVec{metricValue, metricAge, metricStale} {
-				v.DeleteLabelValues(t.namespace, t.name, name)
-			}
-			delete(t.metrics, name)
+			t.forgetMetricLocked(name)
 		}
 	}
 }
