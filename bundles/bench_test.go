@@ -13,6 +13,7 @@ import (
 
 	"governor.dev/governor/actuators/builtin"
 	"governor.dev/governor/decision"
+	"governor.dev/governor/internal/warmstack"
 	"governor.dev/governor/test/bundleserver"
 )
 
@@ -186,6 +187,42 @@ func BenchmarkDecideParallel(b *testing.B) {
 				}
 			})
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "decisions/s")
+		})
+	}
+}
+
+// BenchmarkDecideOnFreshStacks is a decision made on a goroutine of its
+// own, as each of a controller's ticks was, against one made on a
+// goroutine of a warmstack.Pool, where the controller's ticks run now: the
+// fresh goroutine grows its stack by copying as OPA's recursion deepens.
+func BenchmarkDecideOnFreshStacks(b *testing.B) {
+	ctx := context.Background()
+	rev := loadShipped(b, "bandwidth")
+	req := Request{Decision: "governor/bandwidth/decision", Input: benchInput(b, "bandwidth", 10)}
+	pool := warmstack.New(2) // one may still be on its way back to idle
+	for _, c := range []struct {
+		name string
+		run  func(func())
+	}{
+		{"stack=fresh", func(f func()) { go f() }},
+		{"stack=warm", func(f func()) {
+			if !pool.TryRun(f) {
+				b.Fatal("the pool's goroutine is busy")
+			}
+		}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				done := make(chan error, 1)
+				c.run(func() {
+					_, err := rev.Decide(ctx, req)
+					done <- err
+				})
+				if err := <-done; err != nil {
+					b.Fatal(err)
+				}
+			}
 		})
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"runtime"
 	"runtime/debug"
 	"slices"
 	"sync"
@@ -31,6 +32,7 @@ import (
 	"governor.dev/governor/bundles"
 	"governor.dev/governor/collectors"
 	"governor.dev/governor/controller/guard"
+	"governor.dev/governor/internal/warmstack"
 )
 
 // The controller's permissions on its own resource and for its events; the
@@ -259,7 +261,7 @@ func (l *Loops) run(ctx context.Context, r *runner) {
 		}
 		last = time.Now()
 		r.telemetry.lagged(last.Sub(due))
-		next, ok := l.onFreshStack(ctx, r)
+		next, ok := l.offRunnerStack(ctx, r)
 		if !ok && l.exit(ctx, r) {
 			return
 		}
@@ -295,18 +297,27 @@ func (l *Loops) exit(ctx context.Context, r *runner) bool {
 	return true
 }
 
-// onFreshStack runs a tick on a goroutine of its own, whose stack goes when
-// the tick ends. A runner spends almost all its time waiting, and a tick
-// grows its stack deep (OPA evaluates by recursion): on the runner's own
-// goroutine, each of a thousand runners kept that stack between its ticks
-// (BenchmarkScale, 1,000 loops: 135 MiB of stacks, a quarter of governor's
-// memory under the manifest's limit).
-func (l *Loops) onFreshStack(ctx context.Context, r *runner) (next time.Duration, ok bool) {
+// tickStacks are the goroutines ticks run on when one is idle: a tick goes
+// deep (OPA evaluates by recursion), and a goroutine that ticked before has
+// the stack for it, where a fresh one grows it by copying, several times
+// over (warmstack).
+var tickStacks = warmstack.New(max(16, 8*runtime.GOMAXPROCS(0)))
+
+// offRunnerStack runs a tick on one of tickStacks when one is idle, else
+// on a goroutine of its own, whose stack goes when the tick ends; never on
+// the runner's goroutine. A runner spends almost all its time waiting:
+// ticking on its own goroutine, each of a thousand runners kept a deep
+// stack between its ticks (BenchmarkScale, 1,000 loops: 135 MiB of stacks,
+// a quarter of governor's memory under the manifest's limit).
+func (l *Loops) offRunnerStack(ctx context.Context, r *runner) (next time.Duration, ok bool) {
 	done := make(chan struct{})
-	go func() {
+	once := func() {
 		defer close(done)
 		next, ok = l.guardedOnce(ctx, r)
-	}()
+	}
+	if !tickStacks.TryRun(once) {
+		go once()
+	}
 	<-done
 	return next, ok
 }

@@ -251,39 +251,46 @@ func TestTakeoversAreBounded(t *testing.T) {
 }
 
 // goroutines is a metric source that notes the goroutine each tick reads
-// its metrics on.
+// its metrics on: its id, and the stack that started it.
 type goroutines struct {
-	mu  sync.Mutex
-	ids []int
+	mu     sync.Mutex
+	ids    []int
+	stacks []string
 }
 
 func (g *goroutines) Metrics(context.Context, *v1alpha1.ControlLoop, time.Time) map[string]collectors.Metric {
-	buf := make([]byte, 64)
+	buf := make([]byte, 64<<10)
 	buf = buf[:goruntime.Stack(buf, false)]
 	id, _ := strconv.Atoi(strings.Fields(string(buf))[1])
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.ids = append(g.ids, id)
+	g.stacks = append(g.stacks, string(buf))
 	return nil
 }
 
-func (g *goroutines) seen() []int {
+func (g *goroutines) seen() ([]int, []string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return slices.Clone(g.ids)
+	return slices.Clone(g.ids), slices.Clone(g.stacks)
 }
 
-// Each tick runs on a goroutine of its own, not on its runner's, so that
-// the deep stack a tick grows goes with it instead of staying with each
-// waiting runner.
-func TestTicksRunOnFreshGoroutines(t *testing.T) {
+// Ticks run on the long-lived goroutines of tickStacks, never on their
+// runner's: the deep stack a tick grows stays with the few goroutines
+// that tick, not with each waiting runner, and is not grown again by
+// copying at each tick.
+func TestTicksRunOnWarmGoroutines(t *testing.T) {
 	g := &goroutines{}
-	loop := quietLoop(t, "fresh", "fresh-uid", 20*time.Millisecond)
+	loop := quietLoop(t, "warm", "warm-uid", 5*time.Millisecond)
 	startLoops(t, g, loop)
-	require.Eventually(t, func() bool { return len(g.seen()) >= 4 }, 10*time.Second, 10*time.Millisecond)
-	ids, distinct := g.seen(), map[int]bool{}
-	for _, id := range ids {
+	ticks := 3 * max(16, 8*goruntime.GOMAXPROCS(0)) // the pool's goroutines, each more than once
+	require.Eventually(t, func() bool { ids, _ := g.seen(); return len(ids) >= ticks }, 20*time.Second, 10*time.Millisecond)
+	ids, stacks := g.seen()
+	distinct := map[int]bool{}
+	for i, id := range ids {
 		distinct[id] = true
+		assert.NotContains(t, stacks[i], "controller.(*Loops).run(", "a tick ran on its runner's goroutine")
+		assert.Contains(t, stacks[i], "warmstack.(*worker).serve", "one loop ticking alone always finds a goroutine of the pool idle")
 	}
-	assert.Len(t, distinct, len(ids), "ticks of one loop shared a goroutine: %v", ids)
+	assert.Less(t, len(distinct), len(ids)/2, "ticks did not share the pool's goroutines")
 }
