@@ -4,9 +4,11 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"testing"
 	"time"
 
+	"github.com/KimMachineGun/automemlimit/memlimit"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -106,4 +108,19 @@ func TestRunFlagsCheckMetrics(t *testing.T) {
 	f.opts.LeaseDuration, f.opts.RenewDeadline, f.opts.RetryPeriod = 8*time.Second, 6*time.Second, time.Second
 	f.opts.MetricsServing.CertDir = "/etc/metrics-tls"
 	assert.EqualError(t, f.check(), "--metrics-cert-path serves HTTPS: it goes with --metrics-secure, not --metrics-secure=false")
+}
+
+// The Go runtime gets 80 % of the container's memory limit: the binary's
+// pages the process reads count in the container's memory too. GOMEMLIMIT,
+// when set, wins.
+func TestBoundHeap(t *testing.T) {
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
+	t.Setenv("GOMEMLIMIT", "")
+	boundHeap(memlimit.Limit(512 << 20))
+	assert.InDelta(t, 0.8*(512<<20), debug.SetMemoryLimit(-1), 1, "80 % of 512Mi")
+
+	debug.SetMemoryLimit(math.MaxInt64)
+	t.Setenv("GOMEMLIMIT", "300MiB")
+	boundHeap(memlimit.Limit(512 << 20))
+	assert.Equal(t, int64(math.MaxInt64), debug.SetMemoryLimit(-1), "left to the runtime, which read GOMEMLIMIT at its start")
 }

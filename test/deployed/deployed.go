@@ -80,7 +80,8 @@ type Deployment struct {
 	Env    []string
 	// MemoryLimit is the manager container's memory limit (0: none): Start
 	// bounds the heap by it as governor does in the container (GOMEMLIMIT,
-	// 90 % of the cgroup's limit), since a process here has no such cgroup.
+	// 80 % of the cgroup's limit: heapShare in cmd/governor), since a
+	// process here has no such cgroup.
 	MemoryLimit int64
 }
 

@@ -112,7 +112,7 @@ func (d *Deployment) Start(t testing.TB, extra ...string) *Governor {
 	g.Cmd = exec.Command(d.Binary, g.Args...)
 	g.Cmd.Env = append(os.Environ(), d.Env...)
 	if d.MemoryLimit > 0 {
-		g.Cmd.Env = append(g.Cmd.Env, fmt.Sprintf("GOMEMLIMIT=%d", d.MemoryLimit/10*9))
+		g.Cmd.Env = append(g.Cmd.Env, fmt.Sprintf("GOMEMLIMIT=%d", d.MemoryLimit/10*8))
 	}
 	g.Cmd.Stdout, g.Cmd.Stderr = logFile, logFile
 	// Killed with the test if it dies without stopping it (a panic, go

@@ -37,7 +37,7 @@ type deployment struct {
 // user would (kubectl apply --server-side -k config/default).
 //
 // PERF_MEMORY_LIMIT replaces the manager container's memory limit (e.g.
-// 1Gi), which bounds governor's heap at 90 % of it as in the container.
+// 1Gi), which bounds governor's heap at 80 % of it as in the container.
 func deploy(b *testing.B) *deployment {
 	b.Helper()
 	d := deployed.Deploy(b, filepath.Join(repo, "bin", "governor"), cluster.Options{})
