@@ -43,6 +43,13 @@ var (
 		Name: "governor_loop_tick_lag_seconds",
 		Help: "How late the loop's last tick started against when it was due (its interval after the previous one; 0 when a new observation woke it).",
 	}, []string{"namespace", "loop"})
+	// ticksLate is the replica's, not a loop's: a histogram per loop would
+	// be a dozen series for each.
+	ticksLate = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "governor_tick_lag_seconds",
+		Help:    "How late the ticks of the loops this replica runs started against when they were due (0 for a tick woken early by an observation).",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	})
 	actionsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "governor_actions_total",
 		Help: "A loop's actions by target and result: applied, clamped (applied, changed to fit the bounds: also counted as applied), refused (by reason), failed (actuation failed or not attempted). The target of a Deliberative loop's params is the supervised loop.",
@@ -79,7 +86,7 @@ var (
 
 // loopMetrics are the per-loop metrics, to register once per process.
 func loopMetrics() []prometheus.Collector {
-	return []prometheus.Collector{loopPanics, loopTicks, tickDuration, decisionDuration, tickLag, actionsTotal,
+	return []prometheus.Collector{loopPanics, loopTicks, tickDuration, decisionDuration, tickLag, ticksLate, actionsTotal,
 		metricValue, metricAge, metricStale, targetValue, lastChangeTime, loopPhase, collectorErrors}
 }
 
@@ -231,6 +238,7 @@ func (t *loopTelemetry) lagged(lag time.Duration) {
 	defer t.mu.Unlock()
 	if !t.gone {
 		t.lag.Set(max(lag, 0).Seconds())
+		ticksLate.Observe(max(lag, 0).Seconds())
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -141,10 +142,14 @@ func TestLoopTelemetry(t *testing.T) {
 		assert.Equal(t, 1.0, got["governor_loop_phase{phase=Degraded}"])
 		assert.Equal(t, 0.0, got["governor_loop_phase{phase=Running}"])
 
+		count, sum := ticksLateSoFar(t)
 		tel.lagged(-time.Second)
 		assert.Equal(t, 0.0, loopSeries(t, loop.Namespace, loop.Name)["governor_loop_tick_lag_seconds{}"], "a tick woken early is not late")
 		tel.lagged(1500 * time.Millisecond)
 		assert.Equal(t, 1.5, loopSeries(t, loop.Namespace, loop.Name)["governor_loop_tick_lag_seconds{}"])
+		count2, sum2 := ticksLateSoFar(t)
+		assert.Equal(t, uint64(2), count2-count, "the replica's histogram counts every tick")
+		assert.InDelta(t, 1.5, sum2-sum, 1e-9, "a tick woken early counts as 0")
 	})
 
 	t.Run("a target removed from the spec", func(t *testing.T) {
@@ -161,8 +166,11 @@ func TestLoopTelemetry(t *testing.T) {
 		tel.forget()
 		tel.observed(loop, map[string]collectors.Metric{"cpu": {Value: &cpu, ObservedAt: now}}, now)
 		tel.ticked(loop, tickResult{entry: v1alpha1.HistoryEntry{Time: metav1.NewMicroTime(now)}}, &v1alpha1.ControlLoopStatus{Phase: v1alpha1.PhaseRunning})
+		count, _ := ticksLateSoFar(t)
 		tel.lagged(time.Second)
 		assert.Empty(t, loopSeries(t, loop.Namespace, loop.Name), "a runner finishing a tick brings no series back")
+		count2, _ := ticksLateSoFar(t)
+		assert.Equal(t, count, count2, "nor counts its tick")
 	})
 }
 
@@ -244,4 +252,12 @@ func BenchmarkForgetAmongManyLoops(b *testing.B) {
 		all[i%loops] = record(all[i%loops].name) // as many series again
 		i++
 	}
+}
+
+// ticksLateSoFar is governor_tick_lag_seconds's count and sum.
+func ticksLateSoFar(t *testing.T) (uint64, float64) {
+	t.Helper()
+	var m dto.Metric
+	require.NoError(t, ticksLate.Write(&m))
+	return m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum()
 }

@@ -4,6 +4,7 @@ package perf
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -169,7 +170,8 @@ func takeSample(d *deployment, g *governor) (sample, error) {
 // metrics sums the series of a Prometheus metric whose labels have the
 // values of match, by the value of label by ("" for one total). field is
 // "value" for a counter, "gauge" for a gauge, "sum" or "count" for a
-// histogram.
+// histogram, "le" for a histogram's cumulative counts by upper bound
+// (by is then ignored; "+Inf" is the count).
 type metrics func(name, by string, match map[string]string, field string) map[string]float64
 
 func parseMetrics(r io.Reader) (metrics, error) {
@@ -194,6 +196,13 @@ func parseMetrics(r io.Reader) (metrics, error) {
 				continue
 			}
 			switch field {
+			case "le":
+				for _, b := range s.GetHistogram().GetBucket() {
+					if !math.IsInf(b.GetUpperBound(), 1) { // the text format lists it; it is the count
+						out[strconv.FormatFloat(b.GetUpperBound(), 'g', -1, 64)] += float64(b.GetCumulativeCount())
+					}
+				}
+				out["+Inf"] += float64(s.GetHistogram().GetSampleCount())
 			case "sum":
 				out[key] += s.GetHistogram().GetSampleSum()
 			case "count":
@@ -231,6 +240,63 @@ func meanMillis(from, to sample, get func(s sample, field string) map[string]flo
 		}
 	}
 	return out
+}
+
+// bucket is a histogram's bucket between two samples: its upper bound and
+// how many observations were at or below it.
+type bucket struct{ le, count float64 }
+
+// buckets are a histogram of governor's between two samples, by bound.
+func buckets(from, to sample, name string) []bucket {
+	before, after := from.client(name, "", nil, "le"), to.client(name, "", nil, "le")
+	var out []bucket
+	for k, v := range after {
+		le, err := strconv.ParseFloat(k, 64) // "+Inf" too
+		if err != nil {
+			continue
+		}
+		out = append(out, bucket{le, v - before[k]})
+	}
+	slices.SortFunc(out, func(a, b bucket) int { return cmp.Compare(a.le, b.le) })
+	return out
+}
+
+// histogramQuantile is the q-quantile of the observations (in seconds) of
+// a histogram of governor's between two samples, in milliseconds,
+// interpolated within its bucket as Prometheus's histogram_quantile does
+// (the highest finite bound when it falls in the last bucket).
+func histogramQuantile(from, to sample, name string, q float64) float64 {
+	bs := buckets(from, to, name)
+	if len(bs) == 0 || bs[len(bs)-1].count == 0 {
+		return 0
+	}
+	rank := q * bs[len(bs)-1].count
+	lower, below := 0.0, 0.0
+	for i, b := range bs {
+		if b.count >= rank {
+			if math.IsInf(b.le, 1) {
+				return 1000 * bs[max(i-1, 0)].le
+			}
+			return 1000 * (lower + (b.le-lower)*(rank-below)/(b.count-below))
+		}
+		lower, below = b.le, b.count
+	}
+	return 0
+}
+
+// histogramAbove is the share of the observations of a histogram of
+// governor's between two samples above one of its bounds.
+func histogramAbove(from, to sample, name string, bound float64) float64 {
+	bs := buckets(from, to, name)
+	if len(bs) == 0 || bs[len(bs)-1].count == 0 {
+		return 0
+	}
+	for _, b := range bs {
+		if b.le == bound {
+			return 1 - b.count/bs[len(bs)-1].count
+		}
+	}
+	return math.NaN()
 }
 
 // cores is the CPU a process used between two samples, in cores.

@@ -292,12 +292,20 @@ func BenchmarkTickRate(b *testing.B) {
 // (cores, /proc/<pid>/stat), the machine's, governor's peak RSS (VmHWM),
 // its Go heap and stacks and garbage collections per second (its
 // /metrics), and the API requests per second governor sends (rest_client_requests_total
-// of its /metrics), by method. Each N runs on a fresh cluster.
+// of its /metrics), by method. Each N runs on a fresh cluster. The lag is
+// also read from governor's governor_tick_lag_seconds (histogram-lag-ms-*,
+// interpolated within its buckets, and late-over-100ms, the share of ticks
+// more than 100ms late), which counts every tick of the window.
 //
 // PERF_LOOPS lists the Ns (default 100; e.g. PERF_LOOPS=100,1000), and
 // PERF_STATUS_FLUSH values of --status-flush-interval to run each N with
 // besides the manifest's own (e.g. PERF_STATUS_FLUSH=10s,30s).
-// PERF_MEMORY_LIMIT (deploy) applies.
+// PERF_MEMORY_LIMIT (deploy) applies. The loops keep a status.history long
+// enough to hold the window's ticks (for ticks/s, lag-ms-*) unless
+// PERF_HISTORY_LIMIT sets its length: 20, the CRD's default, is what loops
+// have unless their authors set one (their statuses are smaller, so each
+// write costs the API server less), and the figures from status.history
+// then cover only the window's last ticks.
 func BenchmarkScale(b *testing.B) {
 	flushes := []string{""} // the manifest's
 	if env := os.Getenv("PERF_STATUS_FLUSH"); env != "" {
@@ -328,6 +336,13 @@ func scale(b *testing.B, n int, extra []string) {
 	}
 	d.workloads(b, ns, targets, 1)
 	limit := historyLimit(span, statusFlush(b, append(d.Args, extra...)), interval)
+	if env := os.Getenv("PERF_HISTORY_LIMIT"); env != "" {
+		v, err := strconv.Atoi(env)
+		if err != nil || v < 1 {
+			b.Fatalf("PERF_HISTORY_LIMIT=%q: want a number of entries", env)
+		}
+		limit = int32(v)
+	}
 	profiles, pprofAddr := os.Getenv("PERF_GOVERNOR_PROFILE"), ""
 	if profiles != "" {
 		pprofAddr = deployed.FreeAddr(b)
@@ -372,6 +387,11 @@ func scale(b *testing.B, n int, extra []string) {
 		b.ReportMetric(counted/demand, "counted-of-demand")
 		b.ReportMetric(percentile(lag, 0.5), "lag-ms-p50")
 		b.ReportMetric(percentile(lag, 0.99), "lag-ms-p99")
+		// The same from governor's histogram: every tick of the window,
+		// whatever status.history holds.
+		b.ReportMetric(histogramQuantile(w.from, w.to, "governor_tick_lag_seconds", 0.5), "histogram-lag-ms-p50")
+		b.ReportMetric(histogramQuantile(w.from, w.to, "governor_tick_lag_seconds", 0.99), "histogram-lag-ms-p99")
+		b.ReportMetric(histogramAbove(w.from, w.to, "governor_tick_lag_seconds", 0.1), "late-over-100ms")
 		b.ReportMetric(w.catchUp.Seconds(), "status-catch-up-s")
 		b.ReportMetric(cores(w.from, w.to, "governor"), "governor-cores")
 		b.ReportMetric(float64(rss)/(1<<20), "governor-peak-MiB")
