@@ -66,10 +66,10 @@ func record(loop *v1alpha1.ControlLoop, old *v1alpha1.ControlLoopStatus, res tic
 	}
 	entry := res.entry
 	entry.Error = truncate(entry.Error) // an invalid decision lists every problem
-	st.History = append(slices.Clip(st.History), entry)
-	if len(st.History) > limit {
-		st.History = append([]v1alpha1.HistoryEntry(nil), st.History[len(st.History)-limit:]...)
-	}
+	// A list of its own, made once: appending to old's would share its
+	// array, and trimming after appending copied the history twice.
+	kept := old.History[len(old.History)-min(len(old.History), limit-1):]
+	st.History = append(append(make([]v1alpha1.HistoryEntry, 0, len(kept)+1), kept...), entry)
 	for name, at := range res.changed {
 		setLastChange(st, name, at)
 	}
