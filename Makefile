@@ -98,6 +98,7 @@ bench: bin/opa envtest-assets test-servers ## benchmarks: the shipped policies i
 	$(GO) test -tags integration -run '^$$' -bench 'TicksPerSecond' -benchtime 1x -count $(BENCH_COUNT) ./test/integration/
 	$(GO) test -tags integration -run '^$$' -bench 'PublishToDecide' -benchtime 5x -count $(BENCH_COUNT) ./test/integration/
 	$(GO) test -tags integration -run '^$$' -bench 'Failover' -benchtime 1x -count $(BENCH_COUNT) ./test/integration/
+	$(GO) test -tags integration -run '^$$' -bench 'FindHPA' -count $(BENCH_COUNT) ./test/integration/
 	$(MAKE) --no-print-directory bench-deployed
 
 bench-deployed: bin/governor envtest-assets ## benchmarks through bin/governor run as config/ deploys it, on the local cluster: push-to-Pod reaction, ticks/s, scale (PERF_LOOPS, PERF_STATUS_FLUSH, PERF_COUNT), then bench-shards

@@ -7,7 +7,6 @@ package hpa
 import (
 	"context"
 	"fmt"
-	"sort"
 
 	"governor.dev/governor/workload"
 
@@ -96,22 +95,25 @@ func Apply(ctx context.Context, c client.Client, namespace, name string, minRepl
 }
 
 // Find returns the HPA in t's namespace whose scaleTargetRef is the workload t (group apps,
-// same kind and name), or nil when there is none. Of several, the first by name.
+// same kind and name), or nil when there is none. Of several, the first by name. Read
+// through a cache, the HPA is the cache's own: read it, never change it. (Each target's
+// read lists the namespace's HPAs: deep-copied, 100 of them took 1,013 allocations and
+// 150 µs a read; BenchmarkFindHPA.)
 func Find(ctx context.Context, c client.Reader, t workload.Ref) (*autoscalingv2.HorizontalPodAutoscaler, error) {
 	if err := t.Validate(); err != nil {
 		return nil, err
 	}
 	list := &autoscalingv2.HorizontalPodAutoscalerList{}
-	if err := c.List(ctx, list, client.InNamespace(t.Namespace)); err != nil {
+	if err := c.List(ctx, list, client.InNamespace(t.Namespace), client.UnsafeDisableDeepCopy); err != nil {
 		return nil, t.Errorf("list horizontalpodautoscalers: %w", err)
 	}
-	sort.Slice(list.Items, func(i, j int) bool { return list.Items[i].Name < list.Items[j].Name })
+	var first *autoscalingv2.HorizontalPodAutoscaler
 	for i := range list.Items {
-		if Targets(&list.Items[i], t) {
-			return &list.Items[i], nil
+		if h := &list.Items[i]; Targets(h, t) && (first == nil || h.Name < first.Name) {
+			first = h
 		}
 	}
-	return nil, nil
+	return first, nil
 }
 
 // Targets reports whether h scales the workload t.

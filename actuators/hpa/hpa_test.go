@@ -118,6 +118,16 @@ func TestHPA(t *testing.T) {
 		assert.Equal(t, "web-hpa", found.Name)
 		assert.Equal(t, int32(1), *found.Spec.MinReplicas, "defaulted by the API server")
 
+		// Of several, the first by name.
+		env.Create(t, newHPA(ns, "z-web-hpa", "apps/v1", "Deployment", "web", nil, 3))
+		found, err = hpa.Find(ctx, env.Client, web)
+		require.NoError(t, err)
+		assert.Equal(t, "web-hpa", found.Name)
+		env.Create(t, newHPA(ns, "0-web-hpa", "apps/v1", "Deployment", "web", nil, 3))
+		found, err = hpa.Find(ctx, env.Client, web)
+		require.NoError(t, err)
+		assert.Equal(t, "0-web-hpa", found.Name)
+
 		found, err = hpa.Find(ctx, env.Client, workload.Ref{Kind: "StatefulSet", Namespace: ns, Name: "web"})
 		require.NoError(t, err)
 		require.NotNil(t, found)
