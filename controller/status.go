@@ -69,7 +69,7 @@ func record(loop *v1alpha1.ControlLoop, old *v1alpha1.ControlLoopStatus, res tic
 	// A list of its own, made once: appending to old's would share its
 	// array, and trimming after appending copied the history twice.
 	kept := old.History[len(old.History)-min(len(old.History), limit-1):]
-	st.History = append(append(make([]v1alpha1.HistoryEntry, 0, len(kept)+1), kept...), entry)
+	st.History = slices.Concat(kept, []v1alpha1.HistoryEntry{entry})
 	for name, at := range res.changed {
 		setLastChange(st, name, at)
 	}
