@@ -1,0 +1,119 @@
+package controller
+
+import (
+	"context"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"governor.dev/governor/api/v1alpha1"
+)
+
+// onGrid says whether t is a slot of the grid.
+func onGrid(t time.Time, period time.Duration, stagger float64) bool {
+	return slotFrom(t, period, stagger).Equal(t)
+}
+
+// FuzzSchedule checks the properties of a loop's grid that must always
+// hold, for any tick time, interval, minInterval, flush interval and
+// stagger:
+//   - a loop ticks again on a slot of its grid, never sooner than
+//     minInterval nor half an interval after its last tick, and within one
+//     interval of that;
+//   - the quiet status is handed over again on a slot of the flush grid,
+//     after the last hand-over and no later than one flush interval after it.
+func FuzzSchedule(f *testing.F) {
+	f.Add(int64(1764900000123456789), int64(time.Second), int64(50*time.Millisecond), int64(10*time.Second), uint64(0))
+	f.Add(int64(1764900000000000000), int64(100*time.Millisecond), int64(80*time.Millisecond), int64(time.Second), uint64(1<<63))
+	f.Add(int64(-5), int64(time.Hour), int64(0), int64(time.Minute), uint64(1<<64-1))
+	f.Fuzz(func(t *testing.T, lastNs, intervalNs, minIntervalNs, flushNs int64, stag uint64) {
+		// Times within a century of now; periods from 1 ns to a day.
+		const century = int64(100 * 365 * 24 * time.Hour)
+		last := time.Unix(0, 1764900000000000000+lastNs%century)
+		interval := time.Duration(1 + abs(intervalNs)%int64(24*time.Hour))
+		minInterval := time.Duration(abs(minIntervalNs) % int64(24*time.Hour))
+		flush := time.Duration(1 + abs(flushNs)%int64(24*time.Hour))
+		stagger := float64(stag>>11) / (1 << 53)
+
+		next := nextTick(last, interval, minInterval, stagger)
+		require.True(t, onGrid(next, interval, stagger), "next tick %s off the grid", next)
+		gap := next.Sub(last)
+		require.GreaterOrEqual(t, gap, minInterval, "sooner than minInterval")
+		require.GreaterOrEqual(t, gap, interval/2, "sooner than half an interval")
+		require.Less(t, gap, max(interval/2, minInterval)+interval, "a slot skipped")
+
+		due := flushDue(last, flush, stagger)
+		require.True(t, onGrid(due, flush, stagger), "flush %s off the grid", due)
+		require.True(t, due.After(last), "flushed again at the hand-over")
+		require.LessOrEqual(t, due.Sub(last), flush, "a status older than the flush interval")
+	})
+}
+
+func abs(v int64) int64 {
+	if v < 0 {
+		return -(v + 1) // no overflow at MinInt64
+	}
+	return v
+}
+
+// Every replica puts a loop on the same slots; loops named alike, on
+// slots apart (keyhash spreads them).
+func TestStaggersAreTheLoops(t *testing.T) {
+	key := types.NamespacedName{Namespace: "scale", Name: "loop-0001"}
+	assert.Equal(t, staggerOf(key), staggerOf(types.NamespacedName{Namespace: "scale", Name: "loop-0001"}))
+	assert.InDelta(t, 0.5, math.Abs(staggerOf(key)-staggerOf(types.NamespacedName{Namespace: "scale", Name: "loop-0002"})), 0.49)
+}
+
+// A tick, on time or woken at any moment, says its loop ticks next on its
+// own slot of the interval.
+func TestTicksFallOnTheLoopsSlots(t *testing.T) {
+	loop := echoLoop(t, `{}`)
+	loop.Spec.Interval = metav1.Duration{Duration: time.Second}
+	e := startLoopsWith(t, func(*Loops) {}) // no runner: the test ticks itself
+	require.NoError(t, e.c.Create(context.Background(), loop))
+	r := newRunner(client.ObjectKeyFromObject(loop))
+	for _, started := range []time.Time{time.Now(), time.Now().Add(137 * time.Millisecond), time.Now().Add(-640 * time.Millisecond)} {
+		next, ok := e.l.once(context.Background(), r, started)
+		require.True(t, ok)
+		due := started.Add(next)
+		assert.True(t, onGrid(due, time.Second, r.stagger), "tick started at %s: next at %s, off the loop's slots", started, due)
+		assert.GreaterOrEqual(t, next, 500*time.Millisecond)
+	}
+}
+
+// A quiet tick hands its status over once the loop's slot of the flush
+// interval has passed since the last hand-over, however recent that was,
+// and not before.
+func TestQuietStatusHandedOverOnItsSlot(t *testing.T) {
+	const flush = time.Hour
+	now := time.Now()
+	quiet := tickResult{phase: v1alpha1.PhaseRunning}
+	status := &v1alpha1.ControlLoopStatus{Phase: v1alpha1.PhaseRunning, Tick: 1}
+	staggerAt := func(ago time.Duration) float64 { // the slot that was ago
+		return float64(now.Add(-ago).UnixNano()%int64(flush)) / float64(flush)
+	}
+	for _, c := range []struct {
+		name    string
+		slotAgo time.Duration
+		handed  bool
+	}{
+		{"slot passed since the hand-over", time.Second, true},
+		{"slot before the hand-over", 3 * time.Second, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			l := &Loops{StatusFlush: flush}
+			r := newRunner(types.NamespacedName{Namespace: "factory", Name: "quiet"})
+			r.stagger = staggerAt(c.slotAgo)
+			r.handed, r.handedAt = &v1alpha1.ControlLoopStatus{Phase: v1alpha1.PhaseRunning}, now.Add(-2*time.Second)
+			r.status = status
+			l.save(r, &v1alpha1.ControlLoop{}, quiet, time.Second)
+			assert.Equal(t, c.handed, r.handed == status)
+		})
+	}
+}
