@@ -247,6 +247,7 @@ func (l *Loops) run(ctx context.Context, r *runner) {
 	defer timer.Stop()
 	var last time.Time // when the last tick started
 	due := time.Now()  // when the next tick is
+	woken := false     // the next tick is for a wake
 	for {
 		select {
 		case <-ctx.Done():
@@ -256,6 +257,7 @@ func (l *Loops) run(ctx context.Context, r *runner) {
 			// A new observation or spec: tick now, but no sooner than
 			// minInterval after the last tick. Wakes meanwhile coalesce.
 			stopTimer(timer)
+			woken = true
 			if wait := time.Until(last.Add(r.minInterval)); wait > 0 {
 				timer.Reset(wait)
 				due = last.Add(r.minInterval)
@@ -264,7 +266,8 @@ func (l *Loops) run(ctx context.Context, r *runner) {
 		}
 		last = time.Now()
 		r.telemetry.lagged(last.Sub(due))
-		next, ok := l.offRunnerStack(ctx, r, last)
+		next, ok := l.offRunnerStack(ctx, r, tickStart{at: last, woken: woken})
+		woken = false
 		if !ok && l.exit(ctx, r) {
 			return
 		}
@@ -312,7 +315,7 @@ var tickStacks = warmstack.New(max(16, 8*runtime.GOMAXPROCS(0)))
 // ticking on its own goroutine, each of a thousand runners kept a deep
 // stack between its ticks (BenchmarkScale, 1,000 loops: 135 MiB of stacks,
 // a quarter of governor's memory under the manifest's limit).
-func (l *Loops) offRunnerStack(ctx context.Context, r *runner, started time.Time) (next time.Duration, ok bool) {
+func (l *Loops) offRunnerStack(ctx context.Context, r *runner, started tickStart) (next time.Duration, ok bool) {
 	done := make(chan struct{})
 	once := func() {
 		defer close(done)
@@ -328,7 +331,7 @@ func (l *Loops) offRunnerStack(ctx context.Context, r *runner, started time.Time
 // guardedOnce is once, with a panic outside the tick (recording, writing)
 // logged, counted and retried: one loop's bug must not stop the others or
 // crash the controller.
-func (l *Loops) guardedOnce(ctx context.Context, r *runner, started time.Time) (next time.Duration, ok bool) {
+func (l *Loops) guardedOnce(ctx context.Context, r *runner, started tickStart) (next time.Duration, ok bool) {
 	defer func() {
 		if p := recover(); p != nil {
 			r.telemetry.panicked()
@@ -357,9 +360,10 @@ func stopTimer(t *time.Timer) {
 	}
 }
 
-// once runs one tick of a runner's loop, started at started, and says how
-// long after that the next is due; false when the loop is gone.
-func (l *Loops) once(ctx context.Context, r *runner, started time.Time) (time.Duration, bool) {
+// once runs one tick of a runner's loop, started as started says, and
+// says how long after its start the next is due; false when the loop is
+// gone.
+func (l *Loops) once(ctx context.Context, r *runner, started tickStart) (time.Duration, bool) {
 	log := l.Log.WithValues("loop", r.key)
 	var cached v1alpha1.ControlLoop
 	if err := l.Client.Get(ctx, r.key, &cached, client.UnsafeDisableDeepCopy); err != nil {
@@ -433,10 +437,10 @@ func (l *Loops) once(ctx context.Context, r *runner, started time.Time) (time.Du
 	return r.untilNextTick(started, interval), true
 }
 
-// untilNextTick is how long after a tick started at started the loop ticks
-// again on its interval (nextTick).
-func (r *runner) untilNextTick(started time.Time, interval time.Duration) time.Duration {
-	return nextTick(started, interval, r.minInterval, r.stagger).Sub(started)
+// untilNextTick is how long after a tick's start the loop ticks again on
+// its interval (nextTick).
+func (r *runner) untilNextTick(started tickStart, interval time.Duration) time.Duration {
+	return nextTick(started, interval, r.minInterval, r.stagger).Sub(started.at)
 }
 
 // ticking is the loop as a tick reads it: a copy of the cache's object

@@ -15,7 +15,8 @@ import (
 // good, a thousand at once every interval and a thousand status writes at
 // once every flush, each burst waiting on the CPU the others take. On the
 // grid they spread over the period, and each replica that runs a loop
-// keeps its slots.
+// keeps its slots. (A loop woken by new data ticks then, not on its slot:
+// nextTick.)
 
 // staggerOf is where in each period a loop's slots fall, as a fraction of
 // the period in [0, 1).
@@ -39,13 +40,27 @@ func slotFrom(t time.Time, period time.Duration, stagger float64) time.Time {
 	return t.Add(period - time.Duration(rem))
 }
 
+// tickStart is when a tick started, and whether a new observation or a
+// spec change woke it (else its interval's timer did).
+type tickStart struct {
+	at    time.Time
+	woken bool
+}
+
 // nextTick is when a loop whose tick started at last ticks again on its
-// interval: its first slot at least half an interval later, and never
-// sooner than minInterval. A tick on time is followed by one a whole
-// interval later; a woken tick, by the loop's next slot (the grid holds
-// across wakes); a late one is put back on the grid.
-func nextTick(last time.Time, interval, minInterval time.Duration, stagger float64) time.Time {
-	return slotFrom(last.Add(max(interval/2, minInterval)), interval, stagger)
+// interval. After a timed tick, on its next slot at least minInterval
+// later: a tick on time is followed by one a whole interval later, a late
+// one or the first one by its next slot, so that the loop goes back to its
+// slot at once. After a woken tick, a whole interval later, as if it had
+// been due then: a loop woken by observations about as often as its
+// interval (a Hubble window's, a pusher's) ticks on them alone, not on
+// them and its slots too; the timed tick after the last of them takes it
+// back to its slot.
+func nextTick(last tickStart, interval, minInterval time.Duration, stagger float64) time.Time {
+	if last.woken {
+		return last.at.Add(interval)
+	}
+	return slotFrom(last.at.Add(max(minInterval, time.Nanosecond)), interval, stagger)
 }
 
 // flushDue is when the status of quiet ticks, handed over last at handed,

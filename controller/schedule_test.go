@@ -20,19 +20,20 @@ func onGrid(t time.Time, period time.Duration, stagger float64) bool {
 	return slotFrom(t, period, stagger).Equal(t)
 }
 
-// FuzzSchedule checks the properties of a loop's grid that must always
+// FuzzSchedule checks the properties of a loop's schedule that must always
 // hold, for any tick time, interval, minInterval, flush interval and
 // stagger:
-//   - a loop ticks again on a slot of its grid, never sooner than
-//     minInterval nor half an interval after its last tick, and within one
-//     interval of that;
+//   - after a timed tick, a loop ticks again on a slot of its grid, never
+//     sooner than minInterval after it (and never at once), and skips no
+//     slot past that;
+//   - after a woken tick, a whole interval later;
 //   - the quiet status is handed over again on a slot of the flush grid,
 //     after the last hand-over and no later than one flush interval after it.
 func FuzzSchedule(f *testing.F) {
-	f.Add(int64(1764900000123456789), int64(time.Second), int64(50*time.Millisecond), int64(10*time.Second), uint64(0))
-	f.Add(int64(1764900000000000000), int64(100*time.Millisecond), int64(80*time.Millisecond), int64(time.Second), uint64(1<<63))
-	f.Add(int64(-5), int64(time.Hour), int64(0), int64(time.Minute), uint64(1<<64-1))
-	f.Fuzz(func(t *testing.T, lastNs, intervalNs, minIntervalNs, flushNs int64, stag uint64) {
+	f.Add(int64(1764900000123456789), int64(time.Second), int64(50*time.Millisecond), int64(10*time.Second), uint64(0), false)
+	f.Add(int64(1764900000000000000), int64(100*time.Millisecond), int64(80*time.Millisecond), int64(time.Second), uint64(1<<63), true)
+	f.Add(int64(-5), int64(time.Hour), int64(0), int64(time.Minute), uint64(1<<64-1), false)
+	f.Fuzz(func(t *testing.T, lastNs, intervalNs, minIntervalNs, flushNs int64, stag uint64, woken bool) {
 		// Times within a century of now; periods from 1 ns to a day.
 		const century = int64(100 * 365 * 24 * time.Hour)
 		last := time.Unix(0, 1764900000000000000+lastNs%century)
@@ -41,12 +42,16 @@ func FuzzSchedule(f *testing.F) {
 		flush := time.Duration(1 + abs(flushNs)%int64(24*time.Hour))
 		stagger := float64(stag>>11) / (1 << 53)
 
-		next := nextTick(last, interval, minInterval, stagger)
-		require.True(t, onGrid(next, interval, stagger), "next tick %s off the grid", next)
+		next := nextTick(tickStart{at: last, woken: woken}, interval, minInterval, stagger)
 		gap := next.Sub(last)
-		require.GreaterOrEqual(t, gap, minInterval, "sooner than minInterval")
-		require.GreaterOrEqual(t, gap, interval/2, "sooner than half an interval")
-		require.Less(t, gap, max(interval/2, minInterval)+interval, "a slot skipped")
+		if woken {
+			require.Equal(t, interval, gap, "a woken tick's next")
+		} else {
+			require.True(t, onGrid(next, interval, stagger), "next tick %s off the grid", next)
+			require.Positive(t, gap, "ticked again at once")
+			require.GreaterOrEqual(t, gap, minInterval, "sooner than minInterval")
+			require.LessOrEqual(t, gap, max(minInterval, time.Nanosecond)+interval, "a slot skipped")
+		}
 
 		due := flushDue(last, flush, stagger)
 		require.True(t, onGrid(due, flush, stagger), "flush %s off the grid", due)
@@ -70,20 +75,24 @@ func TestStaggersAreTheLoops(t *testing.T) {
 	assert.InDelta(t, 0.5, math.Abs(staggerOf(key)-staggerOf(types.NamespacedName{Namespace: "scale", Name: "loop-0002"})), 0.49)
 }
 
-// A tick, on time or woken at any moment, says its loop ticks next on its
-// own slot of the interval.
+// A timed tick, on time, late or the first, says its loop ticks next on
+// its own slot of the interval; a woken one, a whole interval later.
 func TestTicksFallOnTheLoopsSlots(t *testing.T) {
 	loop := echoLoop(t, `{}`)
 	loop.Spec.Interval = metav1.Duration{Duration: time.Second}
 	e := startLoopsWith(t, func(*Loops) {}) // no runner: the test ticks itself
 	require.NoError(t, e.c.Create(context.Background(), loop))
 	r := newRunner(client.ObjectKeyFromObject(loop))
-	for _, started := range []time.Time{time.Now(), time.Now().Add(137 * time.Millisecond), time.Now().Add(-640 * time.Millisecond)} {
-		next, ok := e.l.once(context.Background(), r, started)
+	for _, at := range []time.Time{time.Now(), time.Now().Add(137 * time.Millisecond), time.Now().Add(-640 * time.Millisecond)} {
+		next, ok := e.l.once(context.Background(), r, tickStart{at: at})
 		require.True(t, ok)
-		due := started.Add(next)
-		assert.True(t, onGrid(due, time.Second, r.stagger), "tick started at %s: next at %s, off the loop's slots", started, due)
-		assert.GreaterOrEqual(t, next, 500*time.Millisecond)
+		due := at.Add(next)
+		assert.True(t, onGrid(due, time.Second, r.stagger), "tick started at %s: next at %s, off the loop's slots", at, due)
+		assert.GreaterOrEqual(t, next, defaultMinInterval)
+
+		next, ok = e.l.once(context.Background(), r, tickStart{at: at, woken: true})
+		require.True(t, ok)
+		assert.Equal(t, time.Second, next, "after a woken tick")
 	}
 }
 
@@ -116,4 +125,28 @@ func TestQuietStatusHandedOverOnItsSlot(t *testing.T) {
 			assert.Equal(t, c.handed, r.handed == status)
 		})
 	}
+}
+
+// A woken tick puts the loop's next timed tick a whole interval after it,
+// not on its slot: a loop woken by data about as often as its interval
+// ticks on the data alone, not on the data and its slots too.
+func TestWokenTickPostponesTheSlot(t *testing.T) {
+	const interval = time.Second
+	loop := quietLoop(t, "woken", "woken-uid", interval)
+	loop.Spec.MinInterval = &metav1.Duration{Duration: 10 * time.Millisecond}
+	key := client.ObjectKeyFromObject(loop)
+	// Every tick's status written, so that the test counts them.
+	e := startLoopsWith(t, func(l *Loops) { l.StatusFlush = time.Nanosecond }, loop)
+	ticks := func() int64 { return e.status(t, key).Tick }
+	require.Eventually(t, func() bool { return ticks() >= 2 }, 10*time.Second, 5*time.Millisecond,
+		"the first tick, and the next on the loop's slot")
+
+	// Woken 300 ms before a slot (and 700 ms after the one before).
+	wake := slotFrom(time.Now().Add(400*time.Millisecond), interval, staggerOf(key)).Add(-300 * time.Millisecond)
+	time.Sleep(time.Until(wake))
+	before := ticks()
+	e.l.Ensure(key)
+	require.Eventually(t, func() bool { return ticks() > before }, 10*time.Second, 5*time.Millisecond, "the woken tick")
+	time.Sleep(time.Until(wake.Add(650 * time.Millisecond)))
+	assert.Equal(t, before+1, ticks(), "a tick on the slot 300 ms after the woken one")
 }
