@@ -141,6 +141,9 @@ type runner struct {
 	// stagger is where in each period the loop's ticks and quiet status
 	// writes fall (staggerOf).
 	stagger float64
+	// ticked is the time the last tick recorded (after reading the loop,
+	// and taking it over): the next is no sooner than minInterval after it.
+	ticked time.Time
 }
 
 // Start runs the loops until ctx ends, and returns once their last
@@ -258,9 +261,10 @@ func (l *Loops) run(ctx context.Context, r *runner) {
 			// minInterval after the last tick. Wakes meanwhile coalesce.
 			stopTimer(timer)
 			woken = true
-			if wait := time.Until(last.Add(r.minInterval)); wait > 0 {
+			soonest := latest(last, r.ticked).Add(r.minInterval)
+			if wait := time.Until(soonest); wait > 0 {
 				timer.Reset(wait)
-				due = last.Add(r.minInterval)
+				due = soonest
 				continue
 			}
 		}
@@ -395,14 +399,16 @@ func (l *Loops) once(ctx context.Context, r *runner, started tickStart) (time.Du
 	}
 	var next *v1alpha1.ControlLoopStatus
 	var res tickResult
+	ticked := time.Now()
+	r.ticked = ticked
 	if loop.Spec.State == v1alpha1.Paused {
 		if r.status.Phase == v1alpha1.PhasePaused && r.status.ObservedGeneration == loop.Generation {
 			r.telemetry.phaseIs(v1alpha1.PhasePaused)
-			return r.untilNextTick(started, interval), true
+			return r.untilNextTick(started, ticked, interval), true
 		}
 		next = paused(&loop, r.status)
 	} else {
-		res = tick(ctx, clusterWorld{l, r}, l.Bundles, &loop, r.status, time.Now(), false)
+		res = tick(ctx, clusterWorld{l, r}, l.Bundles, &loop, r.status, ticked, false)
 		reportPanic(log, res)
 		if (res.interrupted || ctx.Err() != nil) && !res.wrote() {
 			// Cut by shutdown, lost leadership or the loop's removal before
@@ -434,13 +440,13 @@ func (l *Loops) once(ctx context.Context, r *runner, started tickStart) (time.Du
 		return next, ok
 	}
 	l.save(r, &loop, res, interval)
-	return r.untilNextTick(started, interval), true
+	return r.untilNextTick(started, ticked, interval), true
 }
 
 // untilNextTick is how long after a tick's start the loop ticks again on
 // its interval (nextTick).
-func (r *runner) untilNextTick(started tickStart, interval time.Duration) time.Duration {
-	return nextTick(started, interval, r.minInterval, r.stagger).Sub(started.at)
+func (r *runner) untilNextTick(started tickStart, ticked time.Time, interval time.Duration) time.Duration {
+	return nextTick(started, ticked, interval, r.minInterval, r.stagger).Sub(started.at)
 }
 
 // ticking is the loop as a tick reads it: a copy of the cache's object

@@ -47,20 +47,30 @@ type tickStart struct {
 	woken bool
 }
 
-// nextTick is when a loop whose tick started at last ticks again on its
-// interval. After a timed tick, on its next slot at least minInterval
-// later: a tick on time is followed by one a whole interval later, a late
-// one or the first one by its next slot, so that the loop goes back to its
-// slot at once. After a woken tick, a whole interval later, as if it had
-// been due then: a loop woken by observations about as often as its
-// interval (a Hubble window's, a pusher's) ticks on them alone, not on
-// them and its slots too; the timed tick after the last of them takes it
-// back to its slot.
-func nextTick(last tickStart, interval, minInterval time.Duration, stagger float64) time.Time {
+// nextTick is when a loop whose tick started at last, and recorded itself
+// at ticked (after reading the loop, and taking it over when it had to),
+// ticks again on its interval. After a timed tick, on its next slot at
+// least minInterval after ticked: a tick on time is followed by one a
+// whole interval later, a late one or the first one by its next slot, so
+// that the loop goes back to its slot at once. After a woken tick, a whole
+// interval later, as if it had been due then: a loop woken by observations
+// about as often as its interval (a Hubble window's, a pusher's) ticks on
+// them alone, not on them and its slots too; the timed tick after the last
+// of them takes it back to its slot. Either way never sooner than
+// minInterval after ticked: the history records no two ticks closer.
+func nextTick(last tickStart, ticked time.Time, interval, minInterval time.Duration, stagger float64) time.Time {
+	soonest := ticked.Add(max(minInterval, time.Nanosecond))
 	if last.woken {
-		return last.at.Add(interval)
+		return latest(last.at.Add(interval), soonest)
 	}
-	return slotFrom(last.at.Add(max(minInterval, time.Nanosecond)), interval, stagger)
+	return slotFrom(soonest, interval, stagger)
+}
+
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // flushDue is when the status of quiet ticks, handed over last at handed,

@@ -21,35 +21,41 @@ func onGrid(t time.Time, period time.Duration, stagger float64) bool {
 }
 
 // FuzzSchedule checks the properties of a loop's schedule that must always
-// hold, for any tick time, interval, minInterval, flush interval and
-// stagger:
-//   - after a timed tick, a loop ticks again on a slot of its grid, never
-//     sooner than minInterval after it (and never at once), and skips no
-//     slot past that;
-//   - after a woken tick, a whole interval later;
+// hold, for any tick time, time it took the tick to record itself,
+// interval, minInterval, flush interval and stagger:
+//   - a loop never ticks again sooner than minInterval after the last tick
+//     recorded itself, nor at once;
+//   - after a timed tick, it ticks again on a slot of its grid, and skips
+//     no slot past minInterval;
+//   - after a woken tick, a whole interval later, unless that is too soon;
 //   - the quiet status is handed over again on a slot of the flush grid,
 //     after the last hand-over and no later than one flush interval after it.
 func FuzzSchedule(f *testing.F) {
-	f.Add(int64(1764900000123456789), int64(time.Second), int64(50*time.Millisecond), int64(10*time.Second), uint64(0), false)
-	f.Add(int64(1764900000000000000), int64(100*time.Millisecond), int64(80*time.Millisecond), int64(time.Second), uint64(1<<63), true)
-	f.Add(int64(-5), int64(time.Hour), int64(0), int64(time.Minute), uint64(1<<64-1), false)
-	f.Fuzz(func(t *testing.T, lastNs, intervalNs, minIntervalNs, flushNs int64, stag uint64, woken bool) {
-		// Times within a century of now; periods from 1 ns to a day.
+	f.Add(int64(1764900000123456789), int64(time.Second), int64(50*time.Millisecond), int64(10*time.Second), uint64(0), false, int64(0))
+	f.Add(int64(1764900000000000000), int64(100*time.Millisecond), int64(80*time.Millisecond), int64(time.Second), uint64(1<<63), true, int64(30*time.Millisecond))
+	f.Add(int64(-5), int64(time.Hour), int64(0), int64(time.Minute), uint64(1<<64-1), false, int64(2*time.Hour))
+	f.Fuzz(func(t *testing.T, lastNs, intervalNs, minIntervalNs, flushNs int64, stag uint64, woken bool, tookNs int64) {
+		// Times within a century of now; periods from 1 ns to a day; a
+		// tick recorded up to two days after its start.
 		const century = int64(100 * 365 * 24 * time.Hour)
 		last := time.Unix(0, 1764900000000000000+lastNs%century)
 		interval := time.Duration(1 + abs(intervalNs)%int64(24*time.Hour))
 		minInterval := time.Duration(abs(minIntervalNs) % int64(24*time.Hour))
 		flush := time.Duration(1 + abs(flushNs)%int64(24*time.Hour))
 		stagger := float64(stag>>11) / (1 << 53)
+		ticked := last.Add(time.Duration(abs(tookNs) % int64(48*time.Hour)))
 
-		next := nextTick(tickStart{at: last, woken: woken}, interval, minInterval, stagger)
-		gap := next.Sub(last)
+		next := nextTick(tickStart{at: last, woken: woken}, ticked, interval, minInterval, stagger)
+		gap := next.Sub(ticked)
+		require.Positive(t, gap, "ticked again at once")
+		require.GreaterOrEqual(t, gap, minInterval, "sooner than minInterval after the recorded tick")
 		if woken {
-			require.Equal(t, interval, gap, "a woken tick's next")
+			require.False(t, next.Before(last.Add(interval)), "a woken tick's next sooner than an interval after it")
+			if ticked.Add(minInterval).Before(last.Add(interval)) {
+				require.Equal(t, last.Add(interval), next, "a woken tick's next")
+			}
 		} else {
 			require.True(t, onGrid(next, interval, stagger), "next tick %s off the grid", next)
-			require.Positive(t, gap, "ticked again at once")
-			require.GreaterOrEqual(t, gap, minInterval, "sooner than minInterval")
 			require.LessOrEqual(t, gap, max(minInterval, time.Nanosecond)+interval, "a slot skipped")
 		}
 
@@ -76,23 +82,35 @@ func TestStaggersAreTheLoops(t *testing.T) {
 }
 
 // A timed tick, on time, late or the first, says its loop ticks next on
-// its own slot of the interval; a woken one, a whole interval later.
+// its own slot of the interval; a woken one, a whole interval later;
+// either, never sooner than minInterval after the time it recorded (a
+// takeover can make a tick start long before it records itself).
 func TestTicksFallOnTheLoopsSlots(t *testing.T) {
 	loop := echoLoop(t, `{}`)
 	loop.Spec.Interval = metav1.Duration{Duration: time.Second}
 	e := startLoopsWith(t, func(*Loops) {}) // no runner: the test ticks itself
 	require.NoError(t, e.c.Create(context.Background(), loop))
 	r := newRunner(client.ObjectKeyFromObject(loop))
-	for _, at := range []time.Time{time.Now(), time.Now().Add(137 * time.Millisecond), time.Now().Add(-640 * time.Millisecond)} {
+	recorded := func() time.Time { return r.status.History[len(r.status.History)-1].Time.Time }
+	// Wall clock times (Round(0)): the grid is the wall clock's, and a
+	// tick's next is a duration after its start, which the monotonic clock
+	// would measure otherwise, off the wall's by nanoseconds.
+	now := time.Now().Round(0)
+	for _, at := range []time.Time{now, now.Add(137 * time.Millisecond), now.Add(-640 * time.Millisecond), now.Add(-3 * time.Second)} {
 		next, ok := e.l.once(context.Background(), r, tickStart{at: at})
 		require.True(t, ok)
 		due := at.Add(next)
 		assert.True(t, onGrid(due, time.Second, r.stagger), "tick started at %s: next at %s, off the loop's slots", at, due)
-		assert.GreaterOrEqual(t, next, defaultMinInterval)
+		assert.False(t, due.Before(recorded().Add(defaultMinInterval)), "next at %s, within minInterval of the tick at %s", due, recorded())
 
 		next, ok = e.l.once(context.Background(), r, tickStart{at: at, woken: true})
 		require.True(t, ok)
-		assert.Equal(t, time.Second, next, "after a woken tick")
+		due = at.Add(next)
+		soonest := recorded().Add(defaultMinInterval)
+		assert.False(t, due.Before(soonest), "after a woken tick: next at %s, within minInterval of the tick at %s", due, recorded())
+		if at.Add(time.Second).After(soonest) {
+			assert.Equal(t, time.Second, next, "after a woken tick")
+		}
 	}
 }
 
