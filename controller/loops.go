@@ -138,6 +138,12 @@ type runner struct {
 	actBy time.Time
 	// telemetry is the loop's series on /metrics.
 	telemetry *loopTelemetry
+	// stagger is where in each period the loop's ticks and quiet status
+	// writes fall (staggerOf).
+	stagger float64
+	// ticked is the time the last tick recorded (after reading the loop,
+	// and taking it over): the next is no sooner than minInterval after it.
+	ticked time.Time
 }
 
 // Start runs the loops until ctx ends, and returns once their last
@@ -228,7 +234,7 @@ func (l *Loops) Remove(key types.NamespacedName) {
 }
 
 func newRunner(key types.NamespacedName) *runner {
-	return &runner{key: key, wake: make(chan struct{}, 1), done: make(chan struct{}), telemetry: newLoopTelemetry(key.Namespace, key.Name)}
+	return &runner{key: key, wake: make(chan struct{}, 1), done: make(chan struct{}), telemetry: newLoopTelemetry(key.Namespace, key.Name), stagger: staggerOf(key)}
 }
 
 func (l *Loops) startLocked(r *runner) {
@@ -244,6 +250,7 @@ func (l *Loops) run(ctx context.Context, r *runner) {
 	defer timer.Stop()
 	var last time.Time // when the last tick started
 	due := time.Now()  // when the next tick is
+	woken := false     // the next tick is for a wake
 	for {
 		select {
 		case <-ctx.Done():
@@ -253,15 +260,18 @@ func (l *Loops) run(ctx context.Context, r *runner) {
 			// A new observation or spec: tick now, but no sooner than
 			// minInterval after the last tick. Wakes meanwhile coalesce.
 			stopTimer(timer)
-			if wait := time.Until(last.Add(r.minInterval)); wait > 0 {
+			woken = true
+			soonest := latest(last, r.ticked).Add(r.minInterval)
+			if wait := time.Until(soonest); wait > 0 {
 				timer.Reset(wait)
-				due = last.Add(r.minInterval)
+				due = soonest
 				continue
 			}
 		}
 		last = time.Now()
 		r.telemetry.lagged(last.Sub(due))
-		next, ok := l.offRunnerStack(ctx, r)
+		next, ok := l.offRunnerStack(ctx, r, tickStart{at: last, woken: woken})
+		woken = false
 		if !ok && l.exit(ctx, r) {
 			return
 		}
@@ -309,11 +319,11 @@ var tickStacks = warmstack.New(max(16, 8*runtime.GOMAXPROCS(0)))
 // ticking on its own goroutine, each of a thousand runners kept a deep
 // stack between its ticks (BenchmarkScale, 1,000 loops: 135 MiB of stacks,
 // a quarter of governor's memory under the manifest's limit).
-func (l *Loops) offRunnerStack(ctx context.Context, r *runner) (next time.Duration, ok bool) {
+func (l *Loops) offRunnerStack(ctx context.Context, r *runner, started tickStart) (next time.Duration, ok bool) {
 	done := make(chan struct{})
 	once := func() {
 		defer close(done)
-		next, ok = l.guardedOnce(ctx, r)
+		next, ok = l.guardedOnce(ctx, r, started)
 	}
 	if !tickStacks.TryRun(once) {
 		go once()
@@ -325,7 +335,7 @@ func (l *Loops) offRunnerStack(ctx context.Context, r *runner) (next time.Durati
 // guardedOnce is once, with a panic outside the tick (recording, writing)
 // logged, counted and retried: one loop's bug must not stop the others or
 // crash the controller.
-func (l *Loops) guardedOnce(ctx context.Context, r *runner) (next time.Duration, ok bool) {
+func (l *Loops) guardedOnce(ctx context.Context, r *runner, started tickStart) (next time.Duration, ok bool) {
 	defer func() {
 		if p := recover(); p != nil {
 			r.telemetry.panicked()
@@ -333,7 +343,7 @@ func (l *Loops) guardedOnce(ctx context.Context, r *runner) (next time.Duration,
 			next, ok = retryAfter, true
 		}
 	}()
-	return l.once(ctx, r)
+	return l.once(ctx, r, started)
 }
 
 // reportPanic logs, with its stack, a panic that ended a tick (the loop's
@@ -354,9 +364,10 @@ func stopTimer(t *time.Timer) {
 	}
 }
 
-// once runs one tick of a runner's loop and says when the next is due;
-// false when the loop is gone.
-func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
+// once runs one tick of a runner's loop, started as started says, and
+// says how long after its start the next is due; false when the loop is
+// gone.
+func (l *Loops) once(ctx context.Context, r *runner, started tickStart) (time.Duration, bool) {
 	log := l.Log.WithValues("loop", r.key)
 	var cached v1alpha1.ControlLoop
 	if err := l.Client.Get(ctx, r.key, &cached, client.UnsafeDisableDeepCopy); err != nil {
@@ -388,14 +399,16 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 	}
 	var next *v1alpha1.ControlLoopStatus
 	var res tickResult
+	ticked := time.Now()
+	r.ticked = ticked
 	if loop.Spec.State == v1alpha1.Paused {
 		if r.status.Phase == v1alpha1.PhasePaused && r.status.ObservedGeneration == loop.Generation {
 			r.telemetry.phaseIs(v1alpha1.PhasePaused)
-			return interval, true
+			return r.untilNextTick(started, ticked, time.Time{}, interval), true
 		}
 		next = paused(&loop, r.status)
 	} else {
-		res = tick(ctx, clusterWorld{l, r}, l.Bundles, &loop, r.status, time.Now(), false)
+		res = tick(ctx, clusterWorld{l, r}, l.Bundles, &loop, r.status, ticked, false)
 		reportPanic(log, res)
 		if (res.interrupted || ctx.Err() != nil) && !res.wrote() {
 			// Cut by shutdown, lost leadership or the loop's removal before
@@ -427,7 +440,13 @@ func (l *Loops) once(ctx context.Context, r *runner) (time.Duration, bool) {
 		return next, ok
 	}
 	l.save(r, &loop, res, interval)
-	return interval, true
+	return r.untilNextTick(started, ticked, res.cooldownEnds, interval), true
+}
+
+// untilNextTick is how long after a tick's start the loop ticks again
+// (nextTick).
+func (r *runner) untilNextTick(started tickStart, ticked, cooldownEnds time.Time, interval time.Duration) time.Duration {
+	return nextTick(started, ticked, cooldownEnds, interval, r.minInterval, r.stagger).Sub(started.at)
 }
 
 // ticking is the loop as a tick reads it: a copy of the cache's object
@@ -540,11 +559,12 @@ func takenOver(st *v1alpha1.ControlLoopStatus, at time.Time) *v1alpha1.ControlLo
 }
 
 // save hands the runner's status to the status writer when the tick needs
-// it written now. A quiet tick waits for the flush interval, unless the
-// next tick is further away than that: nothing would hand it over in time.
+// it written now. A quiet tick waits for the loop's next slot of the flush
+// interval (flushDue), unless the next tick is further away than the flush
+// interval: nothing would hand it over in time.
 func (l *Loops) save(r *runner, loop *v1alpha1.ControlLoop, res tickResult, interval time.Duration) {
 	flush := cmp.Or(l.StatusFlush, defaultStatusFlush)
-	if !r.owed && !urgent(res, r.handed, r.status) && time.Since(r.handedAt) < flush && interval < flush {
+	if !r.owed && !urgent(res, r.handed, r.status) && time.Now().Before(flushDue(r.handedAt, flush, r.stagger)) && interval < flush {
 		return
 	}
 	l.handOver(r, loop)

@@ -55,7 +55,7 @@ func TestTickCutByShutdownIsDropped(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(200*time.Millisecond, cancel)
-	_, ok := l.once(ctx, r)
+	_, ok := l.once(ctx, r, tickStart{at: time.Now()})
 	require.Error(t, ctx.Err(), "the policy decided before the cancel: make it slower")
 	assert.False(t, ok, "a runner whose context ended stops")
 	l.flush(r)

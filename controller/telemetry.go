@@ -41,7 +41,7 @@ var (
 	}, []string{"namespace", "loop", "bundle", "revision"})
 	tickLag = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "governor_loop_tick_lag_seconds",
-		Help: "How late the loop's last tick started against when it was due (its interval after the previous one; 0 when a new observation woke it).",
+		Help: "How late the loop's last tick started against when it was due (its slot of the interval; 0 when a new observation woke it).",
 	}, []string{"namespace", "loop"})
 	// ticksLate is the replica's, not a loop's: a histogram per loop would
 	// be a dozen series for each.

@@ -64,6 +64,10 @@ type tickResult struct {
 	// contract on the bundle's active revision: the gate makes it again
 	// with each new revision.
 	probe *bundles.Probe
+	// cooldownEnds is when the earliest cooldown that refused an action this
+	// tick ends (zero when none did): the loop ticks again then, not a
+	// whole interval later.
+	cooldownEnds time.Time
 	// decideTime is how long the policy took to decide; zero when it was
 	// not asked.
 	decideTime time.Duration
@@ -242,6 +246,7 @@ func carryOut(ctx context.Context, w World, loop *v1alpha1.ControlLoop, status *
 	guarded := guard.Check(guard.Input{Now: now, Spec: spec, Actuators: w.Actuators(), Targets: state.targets,
 		LastChange: lastChanges(status), Metrics: state.metrics}, out.Decision)
 	res.notes = append(res.notes, guarded.Notes...) // after the params' refusal, if any
+	res.cooldownEnds = guarded.CooldownEnds
 	for _, n := range guarded.Notes {
 		res.entry.Guard = append(res.entry.Guard, n.String())
 	}

@@ -9,7 +9,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"hash/fnv"
 	"slices"
 	"strings"
 	"sync"
@@ -21,6 +20,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"governor.dev/governor/internal/keyhash"
 )
 
 // LeasePrefix begins the name of every member's Lease.
@@ -47,20 +48,7 @@ func Assign(key string, members []string) string {
 }
 
 func weight(member, key string) uint64 {
-	h := fnv.New64a()
-	_, _ = h.Write([]byte(member))
-	_, _ = h.Write([]byte{0})
-	_, _ = h.Write([]byte(key))
-	return mix(h.Sum64())
-}
-
-// mix is splitmix64's finalizer: FNV alone spreads similar keys poorly.
-func mix(x uint64) uint64 {
-	x ^= x >> 30
-	x *= 0xbf58476d1ce4e5b9
-	x ^= x >> 27
-	x *= 0x94d049bb133111eb
-	return x ^ (x >> 31)
+	return keyhash.Sum(member, key)
 }
 
 // Live is the live members among Leases read by a request sent at sent:

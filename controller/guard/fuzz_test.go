@@ -184,6 +184,15 @@ func FuzzGuard(f *testing.F) {
 			checkUnchanged(t, in, a)
 		}
 
+		var cooldownEnds time.Time // the earliest end of a cooldown that refused
+		for _, n := range res.Notes {
+			if end := lastChange[n.Target].Add(spec.Safety.Cooldown.Duration); n.Reason == Cooldown && (cooldownEnds.IsZero() || end.Before(cooldownEnds)) {
+				cooldownEnds = end
+			}
+		}
+		if !res.CooldownEnds.Equal(cooldownEnds) || !cooldownEnds.IsZero() && !cooldownEnds.After(now) {
+			t.Fatalf("cooldowns end at %s, said %s (now %s)", cooldownEnds, res.CooldownEnds, now)
+		}
 		if maxActions > 0 && len(res.Actions) > int(maxActions) {
 			t.Fatalf("%d actions, maxActions %d", len(res.Actions), maxActions)
 		}

@@ -80,6 +80,9 @@ func (n Note) String() string {
 type Result struct {
 	Actions []decision.Action
 	Notes   []Note
+	// CooldownEnds is when the earliest cooldown that refused an action ends
+	// (zero when none did): the loop asks again then.
+	CooldownEnds time.Time
 }
 
 // Check judges a decision that passed the contract. Actions are taken in
@@ -117,6 +120,9 @@ func Check(in Input, d decision.Decision) Result {
 		if last, ok := in.LastChange[a.Target]; ok {
 			if until := last.Add(in.Spec.Safety.Cooldown.Duration); in.Now.Before(until) {
 				refuse(Cooldown, "in cooldown for %s more (cooldown %s)", until.Sub(in.Now).Round(time.Millisecond), in.Spec.Safety.Cooldown.Duration)
+				if res.CooldownEnds.IsZero() || until.Before(res.CooldownEnds) {
+					res.CooldownEnds = until
+				}
 				continue
 			}
 		}

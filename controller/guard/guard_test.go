@@ -212,6 +212,19 @@ func TestCooldownEndsAndStaleOtherMetricsDoNotBlock(t *testing.T) {
 	require.Len(t, r.Actions, 1, notes(r))
 }
 
+// The guard says when the earliest cooldown that refused an action ends,
+// so that the loop asks again then; nothing when none refused.
+func TestCooldownEndsIsTheEarliestRefusal(t *testing.T) {
+	in := input()
+	in.LastChange = map[string]time.Time{"batch": now.Add(-10 * time.Second), "web": now.Add(-25 * time.Second), "telemetry": now.Add(-time.Hour)}
+	r := Check(in, decide(replicas("batch", 2), replicas("web", 4)))
+	assert.Equal(t, now.Add(5*time.Second), r.CooldownEnds, notes(r))
+
+	r = Check(in, decide(egress("telemetry", "450M")))
+	require.Len(t, r.Actions, 1, notes(r))
+	assert.Zero(t, r.CooldownEnds)
+}
+
 func TestOneChangePerTargetAndMaxActions(t *testing.T) {
 	in := input()
 	in.Spec.Safety.MaxActions = 2
