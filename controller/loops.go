@@ -386,10 +386,7 @@ func (l *Loops) once(ctx context.Context, r *runner, started tickStart) (time.Du
 		return next, ok
 	}
 	interval := cmp.Or(loop.Spec.Interval.Duration, defaultInterval)
-	r.minInterval = defaultMinInterval
-	if loop.Spec.MinInterval != nil {
-		r.minInterval = loop.Spec.MinInterval.Duration
-	}
+	r.minInterval = minIntervalOf(&loop.Spec)
 	if err := l.catchUp(ctx, r, &loop); err != nil {
 		return caughtUpFailed(log, err)
 	}
@@ -489,8 +486,10 @@ func (l *Loops) catchUp(ctx context.Context, r *runner, loop *v1alpha1.ControlLo
 	}
 	if r.status == nil || r.out.stale.Load() {
 		var fresh v1alpha1.ControlLoop
+		var deferredTo *v1alpha1.LoopOwner
 		if l.Shard != nil {
-			if err := l.take(ctx, r, &fresh); err != nil {
+			var err error
+			if deferredTo, err = l.take(ctx, r, &fresh); err != nil {
 				return err
 			}
 			r.claimed = fresh.Status.Sequence
@@ -500,6 +499,15 @@ func (l *Loops) catchUp(ctx context.Context, r *runner, loop *v1alpha1.ControlLo
 		r.status = fresh.Status.DeepCopy()
 		r.handed, r.decided = r.status, nil
 		l.writes().reset(&r.out, &fresh)
+		if deferredTo != nil {
+			// Claimed by the first write, which moves the sequence on (a
+			// cache behind it still names the old owner, and says nothing
+			// new): the first tick's status, written at once.
+			r.status = r.status.DeepCopy()
+			r.status.Owner = deferredTo
+			r.claimed++
+			r.owed = true
+		}
 		r.status = takenOver(r.status, time.Now())
 	}
 	if gone := removedCollectors(r.loop, loop); len(gone) > 0 {

@@ -199,8 +199,9 @@ func TestWokenTickPostponesTheSlot(t *testing.T) {
 
 // A tick whose action a cooldown refused says the loop ticks again when the
 // cooldown ends, not on its next slot (which would meet a cooldown that is a
-// multiple of the interval a few milliseconds early, and double it); that
-// tick acts, and the one after it is on the slot again.
+// multiple of the interval a few milliseconds early, and double it). A tick
+// within minInterval of the end acts, at the end; the one after it is on
+// the slot again.
 func TestCooldownEndIsAskedAgain(t *testing.T) {
 	const interval, cooldown = 10 * time.Second, time.Second
 	scheme := runtime.NewScheme()
@@ -238,9 +239,19 @@ func TestCooldownEndIsAskedAgain(t *testing.T) {
 	require.Contains(t, strings.Join(r.status.History[1].Guard, "\n"), "in cooldown")
 	assert.True(t, changed.Add(cooldown).Equal(ends), "a tick refused by the cooldown: the next at %s, not at its end %s", ends, changed.Add(cooldown))
 
-	time.Sleep(time.Until(ends))
-	next := tickAt(ends)
-	assert.NotContains(t, strings.Join(r.status.History[2].Guard, "\n"), "in cooldown", "the tick at the cooldown's end")
+	// The policy asks for 5 now; its tick comes 20 ms before the cooldown
+	// ends (within minInterval, 50 ms): it acts, at the end.
+	params := `{"decision": {"actions": [{"target": "web", "metric": "cpu", "set": {"replicas": 5}}]}}`
+	require.NoError(t, c.Get(context.Background(), client.ObjectKeyFromObject(loop), loop))
+	loop.Spec.Policy.Params.Raw = []byte(params)
+	require.NoError(t, c.Update(context.Background(), loop))
+	early := ends.Add(-20 * time.Millisecond)
+	time.Sleep(time.Until(early))
+	next := tickAt(early)
+	require.Len(t, r.status.History, 3)
+	require.Len(t, r.status.History[2].Applied, 1, "the tick 20 ms before the cooldown's end: %v", r.status.History[2].Guard)
+	again := lastChanges(r.status)["web"]
+	assert.False(t, again.Before(changed.Add(cooldown)), "changed again at %s, inside the cooldown from %s", again, changed)
 	assert.True(t, onGrid(next, interval, r.stagger), "the tick after it: %s, on the slot", next)
 }
 

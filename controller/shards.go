@@ -29,6 +29,10 @@ type Sharding interface {
 	// HeldElsewhere says, without a request, whether o is another replica
 	// live under its epoch as last seen: MayTake would refuse.
 	HeldElsewhere(o *shard.Owner) bool
+	// Free says, without a request, whether a loop recorded as run by o
+	// may be taken with no claim written first: none is recorded, or o's
+	// epoch ended as last seen.
+	Free(o *shard.Owner) bool
 	// Successor is the live member, other than this replica, the loop of
 	// this UID goes to when this replica hands it on.
 	Successor(uid string) (shard.Owner, bool)
@@ -57,7 +61,7 @@ var shardLoops = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 var (
 	shardClaims = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "governor_shard_claims_total",
-		Help: "Loops this replica took, by result: claimed; handed (on to it by its owner as it stopped: no claim written); refused (another live replica owns the loop, or this one lapsed); failed (tried again).",
+		Help: "Loops this replica took, by result: claimed; handed (on to it by its owner as it stopped: no claim written); deferred (no owner recorded, or its epoch ended: ticked at once, claimed by its first status write); refused (another live replica owns the loop, or this one lapsed); failed (tried again).",
 	}, []string{"result"})
 	shardTakeoverSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "governor_shard_takeover_seconds",
@@ -81,8 +85,10 @@ func claimResult(err error) string {
 const (
 	claimed = "claimed" // claimed by this replica
 	handed  = "handed"  // handed on to this replica by its owner as it stopped
-	refused = "refused"
-	failed  = "failed"
+	// deferred: taken with no claim written, its first status write claims it
+	deferred = "deferred"
+	refused  = "refused"
+	failed   = "failed"
 )
 
 func ownerOf(o *v1alpha1.LoopOwner) *shard.Owner {
@@ -108,48 +114,68 @@ func (l *Loops) owns(loop *v1alpha1.ControlLoop) bool {
 }
 
 // take makes a runner's loop this replica's, and reads it into fresh: as
-// handed on (below), or claimed in a takeover turn.
-func (l *Loops) take(ctx context.Context, r *runner, fresh *v1alpha1.ControlLoop) error {
+// handed on, claimed in a takeover turn, or free to take, its claim
+// deferred to the runner's first status write (handedOrClaimed). It says
+// the owner the runner records when the claim is deferred; nil when fresh
+// names it already.
+func (l *Loops) take(ctx context.Context, r *runner, fresh *v1alpha1.ControlLoop) (*v1alpha1.LoopOwner, error) {
 	asked := time.Now()
-	result, err := l.handedOrClaimed(ctx, r, fresh)
+	result, self, err := l.handedOrClaimed(ctx, r, fresh)
 	shardClaims.WithLabelValues(result).Inc()
 	shardTakeoverSeconds.Observe(time.Since(asked).Seconds())
-	return err
+	if result != deferred || err != nil {
+		return nil, err
+	}
+	return &v1alpha1.LoopOwner{Member: self.Member, Epoch: self.Epoch}, nil
 }
 
-// handedOrClaimed is take's work, and its result. A loop whose cache names
-// this replica, under its epoch, as owner, and which this replica has not
-// taken under its epoch, was handed on to it by its previous owner as that
-// one stopped (released), with status.sequence moved on: the cache holds
-// what the API server does (no other replica writes while this one is the
-// live owner, and the previous owner's writes after the handover are
-// refused), and it is taken without a write. (A claim after each handover,
-// on a busy API server, made a joining replica's first ticks of its share
-// come seconds after its Lease: BenchmarkShards.) A loop this replica took
-// before under its epoch may name it by this replica's own writes, which
-// the cache can show after it handed the loop on: it is claimed.
-func (l *Loops) handedOrClaimed(ctx context.Context, r *runner, fresh *v1alpha1.ControlLoop) (string, error) {
+// handedOrClaimed is take's work, its result, and this replica as it took
+// the loop. A loop whose cache names this replica, under its epoch, as
+// owner, and which this replica has not taken under its epoch, was handed
+// on to it by its previous owner as that one stopped (released), with
+// status.sequence moved on: the cache holds what the API server does (no
+// other replica writes while this one is the live owner, and the previous
+// owner's writes after the handover are refused), and it is taken without
+// a write. (A claim after each handover, on a busy API server, made a
+// joining replica's first ticks of its share come seconds after its Lease:
+// BenchmarkShards.) A loop this replica took before under its epoch may
+// name it by this replica's own writes, which the cache can show after it
+// handed the loop on: it is claimed. A loop free to take as the cache has
+// it (no owner recorded, or one whose epoch the last listing saw end) is
+// taken without a write too: the runner's first status write, conditional
+// on the cached status.sequence as a claim is, claims it, and until then
+// the runner acts on nothing (an action's intent is that write). If another
+// write lands first (the dead owner's last, late; another replica's claim),
+// that write is refused and the runner reads the loop again, its ticks
+// since unwritten (they acted on nothing). A failover's thousands of claims
+// written one by one before the loops ticked again took 30 s at the median
+// (BenchmarkShards, run H).
+func (l *Loops) handedOrClaimed(ctx context.Context, r *runner, fresh *v1alpha1.ControlLoop) (string, shard.Owner, error) {
 	self, ok := l.Shard.Self()
 	if !ok {
-		return refused, errLapsed
+		return refused, self, errLapsed
 	}
 	if err := l.Client.Get(ctx, r.key, fresh); err != nil {
-		return failed, err
+		return failed, self, err
 	}
 	if l.handedTo(self, r.key, fresh.Status.Owner) {
 		l.tookUnder(r.key, self.Epoch)
-		return handed, nil
+		return handed, self, nil
+	}
+	if l.Shard.Free(ownerOf(fresh.Status.Owner)) {
+		l.tookUnder(r.key, self.Epoch) // its first write names this replica
+		return deferred, self, nil
 	}
 	done, err := l.takeoverTurn(ctx)
 	if err != nil {
-		return failed, err
+		return failed, self, err
 	}
 	defer done()
 	if self, ok = l.Shard.Self(); !ok {
-		return refused, errLapsed
+		return refused, self, errLapsed
 	}
 	err = l.claim(ctx, r, self, fresh)
-	return claimResult(err), err
+	return claimResult(err), self, err
 }
 
 // handedTo says whether a loop recorded as owned by o was handed on to this
@@ -242,6 +268,9 @@ func (l *Loops) claimRead(ctx context.Context, self shard.Owner, loop *v1alpha1.
 // this replica still holds its membership under the epoch it claimed the
 // loop with, and the loop names no other owner. A cache older than the
 // claim (a lower status.sequence) may name another: it says nothing new.
+// Nor does one that names an owner whose epoch ended (a late write of a
+// dead replica's, refusing this runner's deferred claim): the runner takes
+// the loop again (catchUp), as its refused write left it stale.
 // When a cache as new as the claim names another, the API server says; an
 // error reading it, or errLapsed, says neither: the runner tries again,
 // acting meanwhile on nothing. (Reading the API server whenever the cache
@@ -259,7 +288,7 @@ func (l *Loops) acting(ctx context.Context, r *runner, cached *v1alpha1.ControlL
 	if claimed == nil || *claimed != self {
 		return false, nil
 	}
-	if o := ownerOf(cached.Status.Owner); o == nil || *o == self || cached.Status.Sequence < r.claimed {
+	if o := ownerOf(cached.Status.Owner); o == nil || *o == self || cached.Status.Sequence < r.claimed || l.Shard.Free(o) {
 		return true, nil
 	}
 	var fresh v1alpha1.ControlLoop

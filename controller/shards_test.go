@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -85,6 +86,18 @@ func (f *fakeShard) HeldElsewhere(o *shard.Owner) bool {
 	}
 	e, ok := f.live[o.Member]
 	return ok && e == o.Epoch
+}
+func (f *fakeShard) Free(o *shard.Owner) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if o == nil || o.Member == "" {
+		return true
+	}
+	if o.Member == f.self.Member {
+		return o.Epoch < f.self.Epoch
+	}
+	e, ok := f.live[o.Member]
+	return ok && e > o.Epoch // a newer epoch live: its runners of o's stopped
 }
 func (f *fakeShard) Successor(string) (shard.Owner, bool) {
 	f.mu.Lock()
@@ -398,7 +411,7 @@ func TestShardedRunnerLeavesALoopOwnedElsewhere(t *testing.T) {
 	loop.Status.Owner = &v1alpha1.LoopOwner{Member: "other", Epoch: 1}
 	key := client.ObjectKeyFromObject(loop)
 	s := &fakeShard{self: shard.Owner{Member: "me", Epoch: 1}, ok: true, live: map[string]int64{"other": 1}}
-	refused, claimed := countedClaims("refused"), countedClaims("claimed")
+	refused, claimed, deferredClaims := countedClaims("refused"), countedClaims("claimed"), countedClaims(deferred)
 	e := startSharded(t, s, loop)
 	require.Eventually(t, func() bool { return !e.registered(key) }, 10*time.Second, 10*time.Millisecond)
 	st := e.status(t, key)
@@ -413,7 +426,8 @@ func TestShardedRunnerLeavesALoopOwnedElsewhere(t *testing.T) {
 	e.l.Keep(key)
 	require.Eventually(t, func() bool { return e.status(t, key).Tick >= 2 }, 10*time.Second, 10*time.Millisecond)
 	assert.Equal(t, "me", e.status(t, key).Owner.Member)
-	assert.Equal(t, claimed+1, countedClaims("claimed"), "the claim is not counted")
+	assert.Equal(t, claimed, countedClaims("claimed"), "a loop free to take was claimed before its first tick")
+	assert.Equal(t, deferredClaims+1, countedClaims(deferred), "the deferred claim is not counted")
 }
 
 // countedClaims is how many claims governor_shard_claims_total counts with
@@ -548,18 +562,19 @@ func TestShardedRunnerTrustsItsClaimOverAnOlderCache(t *testing.T) {
 // A replica whose Lease lapsed holds its runners: they tick no more and
 // write nothing, not even the tick that was running, nor on stop (another
 // replica may own the loop by then). Renewed under the same epoch, they go
-// on without claiming their loops again, and the held tick's status is
-// written at once; renewed under a new epoch, they claim them anew.
+// on without taking their loops again, and the held tick's status is
+// written at once; renewed under a new epoch, they take them anew (free:
+// their old epoch ended), the first status written at once claiming them.
 func TestShardedRunnerWaitsOutALapse(t *testing.T) {
 	loop := quietLoop(t, "web", "web-uid", 20*time.Millisecond)
 	key := client.ObjectKeyFromObject(loop)
 	s := &fakeShard{self: shard.Owner{Member: "me", Epoch: 1}, ok: true}
-	var claims atomic.Int32
+	taken := func() float64 { return countedClaims(deferred) }
+	before := taken()
 	e := startLoopsWith(t, func(l *Loops) {
 		l.Shard = s
 		l.Metrics = &lapseDuring{shard: s, at: 3}
 		l.StatusFlush = time.Hour // quiet ticks are not written: only urgent or owed ones
-		countClaims(l, &claims)
 	}, loop)
 	e.l.mu.Lock()
 	runner := e.l.runners[key]
@@ -582,23 +597,23 @@ func TestShardedRunnerWaitsOutALapse(t *testing.T) {
 	require.Eventually(t, func() bool { return e.status(t, key).Tick >= 4 }, 10*time.Second, 10*time.Millisecond,
 		"the status owed since the lapse was not written with the next tick")
 	assert.Contains(t, ticksOf(e.status(t, key)), int64(3), "the held tick's entry was lost")
-	assert.Equal(t, int32(1), claims.Load(), "a renewal under the same epoch claimed the loop again")
+	assert.Equal(t, before+1, taken(), "a renewal under the same epoch took the loop again")
 
 	s.lapse()
 	s.renew(2)
 	require.Eventually(t, func() bool { return e.status(t, key).Owner.Epoch == 2 }, 10*time.Second, 10*time.Millisecond,
 		"a runner did not claim its loop under the new epoch")
-	assert.Equal(t, int32(2), claims.Load())
+	assert.Equal(t, before+2, taken())
 	e.l.mu.Lock()
 	assert.Same(t, runner, e.l.runners[key], "the runner was replaced: lapses stopped it")
 	e.l.mu.Unlock()
 
 	s.lapse()
 	require.Eventually(t, func() bool { return !s.refused().IsZero() }, 10*time.Second, 10*time.Millisecond)
-	before := e.status(t, key)
+	held := e.status(t, key)
 	e.stop()
 	after := e.status(t, key)
-	assert.Equal(t, before.Tick, after.Tick, "a lapsed replica wrote a status on stop")
+	assert.Equal(t, held.Tick, after.Tick, "a lapsed replica wrote a status on stop")
 	assert.Equal(t, &v1alpha1.LoopOwner{Member: "me", Epoch: 2}, after.Owner, "a lapsed replica must not clear the owner: another may have taken it")
 }
 
@@ -642,4 +657,56 @@ func TestHandedOnPassesOnlyAHandover(t *testing.T) {
 	assert.False(t, handedOn.Update(event.UpdateEvent{ObjectOld: owned(other, 3), ObjectNew: owned(me, 3)}), "my own claim passed")
 	unsharded := (&Reconciler{Loops: &Loops{}}).handedOn()
 	assert.False(t, unsharded.Update(event.UpdateEvent{ObjectOld: owned(other, 3), ObjectNew: owned(nil, 3)}), "unsharded, an owner cleared passed")
+}
+
+// A loop whose recorded owner's epoch ended is taken without a claim: its
+// runner ticks at once, and the first status write, conditional on the
+// sequence it read, claims it. When the dead owner's last write lands
+// first, that write is refused, nothing the runner ticked meanwhile is
+// written, and it takes the loop again from what landed: no tick number
+// twice in the history.
+func TestShardedRunnerDefersTheClaimOfAFreeLoop(t *testing.T) {
+	loop := quietLoop(t, "web", "web-uid", 20*time.Millisecond)
+	loop.Status = v1alpha1.ControlLoopStatus{Tick: 5, Sequence: 9, Owner: &v1alpha1.LoopOwner{Member: "gone", Epoch: 1},
+		History: []v1alpha1.HistoryEntry{{Tick: 5, Time: metav1.NewMicroTime(time.Now().Add(-10 * time.Second))}}}
+	key := client.ObjectKeyFromObject(loop)
+	s := &fakeShard{self: shard.Owner{Member: "me", Epoch: 1}, ok: true, live: map[string]int64{"gone": 2}} // epoch 1 ended
+	claims, deferredClaims := countedClaims("claimed"), countedClaims(deferred)
+	var first, lateLanded atomic.Bool
+	e := startLoopsWith(t, func(l *Loops) {
+		l.Shard = s
+		l.Client = interceptor.NewClient(l.Client.(client.WithWatch), interceptor.Funcs{
+			SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+				if !first.Swap(true) { // the dead owner's last tick lands just before the runner's first write
+					var late v1alpha1.ControlLoop
+					require.NoError(t, c.Get(ctx, key, &late))
+					late.Status.Tick, late.Status.Sequence = 6, 10
+					late.Status.History = append(late.Status.History, v1alpha1.HistoryEntry{Tick: 6, Time: metav1.NewMicroTime(time.Now().Add(-5 * time.Second))})
+					require.NoError(t, c.Status().Update(ctx, &late))
+					lateLanded.Store(true)
+				}
+				return asAPIServer(c.SubResource(sub).Patch(ctx, obj, patch, opts...), obj)
+			},
+		})
+	}, loop)
+	require.Eventually(t, func() bool { st := e.status(t, key); return st.Owner.Member == "me" && st.Tick >= 9 }, 10*time.Second, 10*time.Millisecond)
+	require.True(t, lateLanded.Load())
+	st := e.status(t, key)
+	ticks := ticksOf(st)
+	assert.Subset(t, ticks, []int64{5, 6}, "the dead owner's ticks")
+	for i := 1; i < len(ticks); i++ {
+		assert.Equal(t, ticks[i-1]+1, ticks[i], "tick numbers %v", ticks)
+	}
+	assert.Equal(t, &v1alpha1.LoopOwner{Member: "me", Epoch: 1}, st.Owner)
+	assert.Equal(t, claims, countedClaims("claimed"), "a free loop was claimed before it ticked")
+	assert.Equal(t, deferredClaims+2, countedClaims(deferred), "taken, refused, taken again")
+}
+
+// asAPIServer is a fake client's answer to a JSON patch as the API server
+// gives it: a failed test is 422 Invalid there, a plain error here.
+func asAPIServer(err error, obj client.Object) error {
+	if err != nil && strings.Contains(err.Error(), "test failed") {
+		return apierrors.NewInvalid(v1alpha1.GroupVersion.WithKind("ControlLoop").GroupKind(), obj.GetName(), nil)
+	}
+	return err
 }

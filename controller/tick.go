@@ -32,6 +32,14 @@ const defaultInterval = time.Second
 // defaultMinInterval is the CRD's default of spec.minInterval.
 const defaultMinInterval = 50 * time.Millisecond
 
+// minIntervalOf is a loop's spec.minInterval, or its default.
+func minIntervalOf(spec *v1alpha1.ControlLoopSpec) time.Duration {
+	if spec.MinInterval != nil {
+		return spec.MinInterval.Duration
+	}
+	return defaultMinInterval
+}
+
 // tickResult is what one tick did, for the status and the events.
 type tickResult struct {
 	entry    v1alpha1.HistoryEntry
@@ -243,8 +251,10 @@ func carryOut(ctx context.Context, w World, loop *v1alpha1.ControlLoop, status *
 		applyParams(ctx, w, loop, state.supervised, out.Decision.Params, out.Revision, now, res)
 	}
 
+	// A tick within minInterval of a cooldown's end acts at the end: refused,
+	// the loop would tick again no sooner than that.
 	guarded := guard.Check(guard.Input{Now: now, Spec: spec, Actuators: w.Actuators(), Targets: state.targets,
-		LastChange: lastChanges(status), Metrics: state.metrics}, out.Decision)
+		LastChange: lastChanges(status), Metrics: state.metrics, Grace: minIntervalOf(spec)}, out.Decision)
 	res.notes = append(res.notes, guarded.Notes...) // after the params' refusal, if any
 	res.cooldownEnds = guarded.CooldownEnds
 	for _, n := range guarded.Notes {
@@ -256,16 +266,18 @@ func carryOut(ctx context.Context, w World, loop *v1alpha1.ControlLoop, status *
 		}
 		return
 	}
-	if changeAt, ok := intend(ctx, w, loop, guarded.Actions, now, res); ok {
+	if changeAt, ok := intend(ctx, w, loop, guarded.Actions, latest(now, guarded.ActAt), res); ok {
 		at := actuators.Tick{Loop: types.NamespacedName{Namespace: loop.Namespace, Name: loop.Name}, UID: loop.UID, Number: res.entry.Tick, Intent: changeAt}
 		act(actuators.WithTick(ctx, at), w, guarded.Actions, state.targets, changeAt, res)
 	}
 }
 
-// intend records that the actions' targets change now, before they do, so
-// that no crash lets a target change twice within its cooldown, and says
-// when their cooldowns start (now, or later if the record had to wait). It
-// says false when that failed: then nothing is acted on.
+// intend records that the actions' targets change at now (when the World
+// gets there: an action the guard let through just before its cooldown's
+// end waits for it), before they do, so that no crash lets a target change
+// twice within its cooldown, and says when their cooldowns start (now, or
+// later if the record had to wait). It says false when that failed: then
+// nothing is acted on.
 func intend(ctx context.Context, w World, loop *v1alpha1.ControlLoop, actions []decision.Action, now time.Time, res *tickResult) (time.Time, bool) {
 	if len(actions) == 0 {
 		return now, false

@@ -62,11 +62,20 @@ type clusterWorld struct {
 const changesLand = 30 * time.Second
 
 // Intend writes the targets' lastChange to the loop's status (with what
-// the runner has not written yet) before they change. The write waits for
-// the loop's status write in flight, if any: lastChange is the time it
-// starts, not the tick's. The cooldowns start when it is acknowledged,
+// the runner has not written yet) before they change, no sooner than at.
+// The write waits for the loop's status write in flight, if any:
+// lastChange is the time it starts, not the tick's. The cooldowns start when it is acknowledged,
 // just before the actions, which must then be done within changesLand.
 func (w clusterWorld) Intend(ctx context.Context, loop *v1alpha1.ControlLoop, targets []string, at time.Time) (time.Time, error) {
+	if wait := time.Until(at); wait > 0 { // a cooldown's end, a few milliseconds away
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return at, ctx.Err()
+		}
+	}
 	next, err := w.l.writes().writeNow(ctx, &w.r.out, loop, func() *v1alpha1.ControlLoopStatus {
 		if now := time.Now(); now.After(at) {
 			at = now

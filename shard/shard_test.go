@@ -234,7 +234,7 @@ func TestMayTake(t *testing.T) {
 	}
 }
 
-// What the last listing saw of an owner answers MayTake without reading its
+// What the last listing saw of an owner answers MayTake (and Free) without reading its
 // Lease when it lasts: an epoch that ended, or a newer one live. A member
 // that may have come back under a newer epoch since, or that joined since,
 // is read from the API server.
@@ -272,8 +272,12 @@ func TestMayTakeFromTheListing(t *testing.T) {
 		if held, want := a.HeldElsewhere(&tc.owner), !tc.want && !tc.read; held != want {
 			t.Errorf("HeldElsewhere(%v) = %v, want %v", tc.owner, held, want)
 		}
+		// Free: taken with no claim, by the listing alone.
+		if free, want := a.Free(&tc.owner), tc.want && !tc.read; free != want {
+			t.Errorf("Free(%v) = %v, want %v", tc.owner, free, want)
+		}
 		if len(reads) > 0 {
-			t.Errorf("HeldElsewhere(%v) read the Lease", tc.owner)
+			t.Errorf("HeldElsewhere(%v) or Free read the Lease", tc.owner)
 		}
 		if got, err := a.MayTake(ctx, &tc.owner); err != nil || got != tc.want {
 			t.Errorf("MayTake(%v) = %v %v, want %v", tc.owner, got, err, tc.want)
@@ -284,6 +288,9 @@ func TestMayTakeFromTheListing(t *testing.T) {
 	}
 	if a.HeldElsewhere(&Owner{Member: "a", Epoch: 1}) || a.HeldElsewhere(nil) {
 		t.Error("HeldElsewhere says a loop of this member's, or of none, is held by another")
+	}
+	if !a.Free(nil) || !a.Free(&Owner{}) {
+		t.Error("a loop of no recorded owner is not free")
 	}
 }
 

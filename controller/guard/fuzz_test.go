@@ -62,8 +62,9 @@ const (
 //   - an action dropped as "already as asked" asked for what the target has: one clamped to
 //     where the target is says it was clamped (issue 16);
 //   - nothing on broken bounds (negative, min above max, a step not above 0);
-//   - nothing inside a target's cooldown, on a stale metric, twice on a target in a tick, or
-//     beyond maxActions; an HPA's minReplicas never above its maxReplicas, a request never
+//   - nothing inside a target's cooldown (one let through within Grace of its end is made at
+//     the end, ActAt, never later than Grace from now), on a stale metric, twice on a target
+//     in a tick, or beyond maxActions; an HPA's minReplicas never above its maxReplicas, a request never
 //     above its limit.
 func FuzzGuard(f *testing.F) {
 	all := uint32(webReplicas | webResources | dbBandwidth | webExists | dbExists | cpuFresh | jitterFresh | replicasKnown | appHasLimit)
@@ -85,15 +86,15 @@ func FuzzGuard(f *testing.F) {
 	for _, s := range seeds {
 		// Outside the bounds (100 replicas, max 10; 2Gi of memory, max 1Gi), with a broken bandwidth step.
 		f.Add(s.decision, s.flags, int32(1), int32(10), int32(2), int64(100), int32(2), int32(20), int64(30), int64(40),
-			"100M", "1000M", "-50M", "500M", "64Mi", "1Gi", "128Mi", "2Gi", "256Mi", int32(30000), int32(10000), int32(40000), int8(5))
+			"100M", "1000M", "-50M", "500M", "64Mi", "1Gi", "128Mi", "2Gi", "256Mi", int32(30000), int32(10000), int32(40000), int8(5), int32(0))
 		// Inside them, out of cooldown.
 		f.Add(s.decision, s.flags, int32(0), int32(5), int32(0), int64(3), int32(1), int32(8), int64(1), int64(8),
-			"10M", "1G", "100M", "400M", "64Mi", "1Gi", "", "200Mi", "512Mi", int32(3000), int32(10000), int32(0), int8(1))
+			"10M", "1G", "100M", "400M", "64Mi", "1Gi", "", "200Mi", "512Mi", int32(3000), int32(10000), int32(0), int8(1), int32(50))
 	}
 	f.Fuzz(func(t *testing.T, decisionJSON string, flags uint32, rMin, rMax, rStep int32, rCur int64,
 		hMin, hMax int32, hCurMin, hCurMax int64,
 		bwMin, bwMax, bwStep, bwCur, memMin, memMax, memStep, memCur, memLim string,
-		cooldownMs, sinceWebMs, sinceDBMs int32, maxActions int8) {
+		cooldownMs, sinceWebMs, sinceDBMs int32, maxActions int8, graceMs int32) {
 		has := func(flag uint32) bool { return flags&flag != 0 }
 		mode := func(flag uint32) v1alpha1.OutOfBounds {
 			if has(flag) {
@@ -168,7 +169,7 @@ func FuzzGuard(f *testing.F) {
 			lastChange["ext"] = now.Add(-time.Duration(sinceDBMs) * time.Millisecond)
 		}
 		in := Input{Now: now, Spec: spec, Actuators: builtin.Actuators, Targets: targets, LastChange: lastChange,
-			Metrics: map[string]bool{"cpu": has(cpuFresh), "jitter": has(jitterFresh)}}
+			Metrics: map[string]bool{"cpu": has(cpuFresh), "jitter": has(jitterFresh)}, Grace: time.Duration((int64(graceMs)%10000+10000)%10000) * time.Millisecond}
 
 		dec := json.NewDecoder(strings.NewReader(decisionJSON))
 		dec.UseNumber()
@@ -208,8 +209,11 @@ func FuzzGuard(f *testing.F) {
 				t.Fatalf("%s changed twice in a tick", a.Target)
 			}
 			seen[a.Target] = true
-			if last, ok := lastChange[a.Target]; ok && now.Before(last.Add(spec.Safety.Cooldown.Duration)) {
-				t.Fatalf("%s changed at %s, inside its cooldown %s from %s", a.Target, now, spec.Safety.Cooldown.Duration, last)
+			if last, ok := lastChange[a.Target]; ok && res.ActAt.Before(last.Add(spec.Safety.Cooldown.Duration)) && now.Before(last.Add(spec.Safety.Cooldown.Duration)) {
+				t.Fatalf("%s changed at %s (acting at %s), inside its cooldown %s from %s", a.Target, now, res.ActAt, spec.Safety.Cooldown.Duration, last)
+			}
+			if res.ActAt.Sub(now) > in.Grace {
+				t.Fatalf("acting at %s, more than the grace %s after %s", res.ActAt, in.Grace, now)
 			}
 			checkMetric(t, in.Metrics, a.Metric)
 			if len(a.Set) == 0 {

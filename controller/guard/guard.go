@@ -31,6 +31,12 @@ type Input struct {
 	// Metrics are the tick's metrics, true for those fresh: an action on a
 	// metric that is stale, or not there at all, is refused.
 	Metrics map[string]bool
+	// Grace lets through an action decided less than this before its
+	// target's cooldown ends, to be made at the end (Result.ActAt) rather
+	// than refused: a policy that keeps a cooldown of its own by tick times
+	// finds it over at the tick a cooldown's length after the change, while
+	// the guard's, from the change's intent, ends milliseconds later.
+	Grace time.Duration
 }
 
 // Verdict is what the guard did to one action.
@@ -83,6 +89,9 @@ type Result struct {
 	// CooldownEnds is when the earliest cooldown that refused an action ends
 	// (zero when none did): the loop asks again then.
 	CooldownEnds time.Time
+	// ActAt is when the last cooldown of the actions let through within
+	// Grace of its end ends (zero when none): no action is made before.
+	ActAt time.Time
 }
 
 // Check judges a decision that passed the contract. Actions are taken in
@@ -117,13 +126,18 @@ func Check(in Input, d decision.Decision) Result {
 			refuse(MetricStale, "%s", why)
 			continue
 		}
+		var cooling time.Time // the end of the target's cooldown, when within Grace of it
 		if last, ok := in.LastChange[a.Target]; ok {
-			if until := last.Add(in.Spec.Safety.Cooldown.Duration); in.Now.Before(until) {
+			until := last.Add(in.Spec.Safety.Cooldown.Duration)
+			if until.Sub(in.Now) > in.Grace {
 				refuse(Cooldown, "in cooldown for %s more (cooldown %s)", until.Sub(in.Now).Round(time.Millisecond), in.Spec.Safety.Cooldown.Duration)
 				if res.CooldownEnds.IsZero() || until.Before(res.CooldownEnds) {
 					res.CooldownEnds = until
 				}
 				continue
+			}
+			if in.Now.Before(until) {
+				cooling = until
 			}
 		}
 		set, fit := fitSet(in.Actuators, cur, a.Set)
@@ -150,6 +164,9 @@ func Check(in Input, d decision.Decision) Result {
 		res.Notes = append(res.Notes, clamps(a.Target, fit.Clamps)...)
 		a.Set = set
 		res.Actions = append(res.Actions, a)
+		if cooling.After(res.ActAt) {
+			res.ActAt = cooling
+		}
 	}
 	return res
 }

@@ -225,6 +225,23 @@ func TestCooldownEndsIsTheEarliestRefusal(t *testing.T) {
 	assert.Zero(t, r.CooldownEnds)
 }
 
+// An action decided within Grace of its target's cooldown's end is let
+// through, to be made at the end (ActAt); one earlier is refused.
+func TestActionJustBeforeTheCooldownEndsWaitsForIt(t *testing.T) {
+	in := input()
+	in.Grace = 50 * time.Millisecond
+	in.LastChange = map[string]time.Time{"batch": now.Add(-30*time.Second + 20*time.Millisecond)}
+	r := Check(in, decide(replicas("batch", 2)))
+	require.Len(t, r.Actions, 1, notes(r))
+	assert.Equal(t, now.Add(20*time.Millisecond), r.ActAt)
+
+	in.LastChange["batch"] = now.Add(-30*time.Second + 60*time.Millisecond)
+	r = Check(in, decide(replicas("batch", 2)))
+	assert.Empty(t, r.Actions)
+	assert.Zero(t, r.ActAt)
+	assert.Equal(t, now.Add(60*time.Millisecond), r.CooldownEnds)
+}
+
 func TestOneChangePerTargetAndMaxActions(t *testing.T) {
 	in := input()
 	in.Spec.Safety.MaxActions = 2
