@@ -203,7 +203,7 @@ func TestWokenTickPostponesTheSlot(t *testing.T) {
 // within minInterval of the end acts, at the end; the one after it is on
 // the slot again.
 func TestCooldownEndIsAskedAgain(t *testing.T) {
-	const interval, cooldown = 10 * time.Second, time.Second
+	const interval, cooldown = 20 * time.Second, 2 * time.Second
 	scheme := runtime.NewScheme()
 	require.NoError(t, clientgoscheme.AddToScheme(scheme))
 	require.NoError(t, v1alpha1.AddToScheme(scheme))
@@ -243,8 +243,10 @@ func TestCooldownEndIsAskedAgain(t *testing.T) {
 	// ends (within minInterval, 50 ms): it acts, at the end.
 	params := `{"decision": {"actions": [{"target": "web", "metric": "cpu", "set": {"replicas": 5}}]}}`
 	require.NoError(t, c.Get(context.Background(), client.ObjectKeyFromObject(loop), loop))
-	loop.Spec.Policy.Params.Raw = []byte(params)
-	require.NoError(t, c.Update(context.Background(), loop))
+	asked := loop.DeepCopy()
+	asked.Spec.Policy.Params.Raw = []byte(params)
+	// A patch without the resourceVersion: the status writer may write meanwhile.
+	require.NoError(t, c.Patch(context.Background(), asked, client.MergeFrom(loop)))
 	early := ends.Add(-20 * time.Millisecond)
 	time.Sleep(time.Until(early))
 	next := tickAt(early)
