@@ -100,14 +100,19 @@ func TestDeliberativeLoopRewritesPriorities(t *testing.T) {
 	require.NotNil(t, l.Status.OverridesBy)
 	assert.Equal(t, "priorities", l.Status.OverridesBy.Loop)
 	assert.Equal(t, "deliberative@deliberative-5", l.Status.OverridesBy.Revision)
-	d := e.get(t, ns, "priorities")
+	// The tick's record follows its overrides (the status writer writes it
+	// once the tick is over): read until it is there.
 	var rewrote *v1alpha1.HistoryEntry
-	for i := range d.Status.History {
-		if d.Status.History[i].Params != nil {
-			rewrote = &d.Status.History[i]
+	d := e.get(t, ns, "priorities")
+	eventually(t, 10*time.Second, func() (bool, string) {
+		d = e.get(t, ns, "priorities")
+		for i := range d.Status.History {
+			if d.Status.History[i].Params != nil {
+				rewrote = &d.Status.History[i]
+			}
 		}
-	}
-	require.NotNil(t, rewrote, "the deliberative loop's history records the params it applied")
+		return rewrote != nil, "the deliberative loop's history records no params applied"
+	})
 	assert.JSONEq(t, `{"priorities": ["memory", "cpu"]}`, string(rewrote.Params.Raw))
 	assert.Equal(t, []string{"Raise memory above cpu"}, rewrote.Events)
 
