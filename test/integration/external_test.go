@@ -252,10 +252,25 @@ func TestExternalTarget(t *testing.T) {
 		second := waitEntry("slow", "applied after the first", func(entry v1alpha1.HistoryEntry) bool {
 			return entry.Tick > first.Tick && len(entry.Applied) > 0
 		})
-		assert.GreaterOrEqual(t, second.Time.Sub(first.Time.Time), 4*time.Second, "not before the cooldown's end")
+		// Its tick may come up to minInterval (50 ms) before the cooldown
+		// ends; its intent, and the change, no sooner than the end.
+		assert.GreaterOrEqual(t, second.Time.Sub(first.Time.Time), 4*time.Second-50*time.Millisecond, "not before the cooldown's end")
 		assert.JSONEq(t, `{"external": {"rate": 80}}`, string(second.Applied[0].Set.Raw), "a step from the 60 the slow agent applied late, as its GET says")
 
 		settings, posts, done := agent.snapshot()
+		intents := map[int64]time.Time{} // tick → its intent, from the idempotency keys
+		for _, p := range posts {
+			parts := strings.Split(p.header.Get(external.IdempotencyKeyHeader), "/")
+			require.Len(t, parts, 4)
+			tick, err := strconv.ParseInt(parts[1], 10, 64)
+			require.NoError(t, err)
+			micros, err := strconv.ParseInt(parts[2], 10, 64)
+			require.NoError(t, err)
+			intents[tick] = time.UnixMicro(micros)
+		}
+		require.Contains(t, intents, first.Tick)
+		require.Contains(t, intents, second.Tick)
+		assert.GreaterOrEqual(t, intents[second.Tick].Sub(intents[first.Tick]), 4*time.Second, "the second change's intent inside the cooldown from the first's")
 		assert.Equal(t, map[string]json.Number{"rate": "80"}, settings)
 		keys := map[string]int{}
 		for _, p := range posts {
