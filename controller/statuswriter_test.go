@@ -157,11 +157,13 @@ func TestStatusWriterWriteNowWinsOverOlder(t *testing.T) {
 func TestStatusWriterBoundsWritesAndDrainsEveryLoop(t *testing.T) {
 	const loops, workers = 50, 3
 	fake := &writeLog{hold: make(chan struct{}), fail: map[int64]bool{}}
+	for i := range loops {
+		fake.fail[int64(100+i)] = i%10 == 0 // a few fail once
+	}
 	w := newStatusWriter(fake.write, logr.Discard())
 	w.start(workers)
 	slots := make([]statusSlot, loops)
 	for i := range slots {
-		fake.fail[int64(100+i)] = i%10 == 0 // a few fail once
 		w.put(&slots[i], named(fmt.Sprint(i)), ticked(int64(100+i)))
 	}
 	for i := range slots {

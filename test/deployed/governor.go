@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -381,14 +382,24 @@ func (g *Governor) Push(ns, loop, token string, values map[string]float64) error
 // observation in time, or the endpoint's rate limit (429) held it.
 var ErrTryAgain = errors.New("try again later")
 
-// FreeAddr is a loopback address with a port free right now.
+// handedOut are the addresses FreeAddr gave: a port closed again is free
+// for the kernel to give once more, and TestShards once got one port for a
+// replica's metrics and its health probe (the replica failed to start).
+var handedOut sync.Map
+
+// FreeAddr is a loopback address with a port free right now, and not
+// given before in this test process.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		_ = l.Close()
+		if _, given := handedOut.LoadOrStore(addr, true); !given {
+			return addr
+		}
 	}
-	addr := l.Addr().String()
-	_ = l.Close()
-	return addr
 }

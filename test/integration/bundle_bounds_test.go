@@ -23,6 +23,7 @@ import (
 
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/test/bundleserver"
+	"governor.dev/governor/test/deployed"
 	"governor.dev/governor/test/testkeys"
 )
 
@@ -45,10 +46,10 @@ func TestDownloadedBundleBounds(t *testing.T) {
 	require.NoError(t, os.WriteFile(config, []byte(opaConfig(service{url, ca}, key,
 		"{min_delay_seconds: 1, max_delay_seconds: 1, long_polling_timeout_seconds: 10}", nil)), 0o644))
 
-	metrics := freeAddr(t)
+	metrics := deployed.FreeAddr(t)
 	var logs bytes.Buffer
 	cmd := exec.Command(governorBinary(t), "run", "--opa-config", config, "--kubeconfig", e.api.Kubeconfig,
-		"--leader-elect=false", "--health-probe-bind-address", freeAddr(t), "--metrics-bind-address", metrics,
+		"--leader-elect=false", "--health-probe-bind-address", deployed.FreeAddr(t), "--metrics-bind-address", metrics,
 		"--metrics-secure=false", "--push-bind-address", "0", "--max-bundle-file-bytes", strconv.Itoa(limit))
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	require.NoError(t, cmd.Start())

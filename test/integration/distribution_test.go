@@ -28,6 +28,7 @@ import (
 
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/test/bundleserver"
+	"governor.dev/governor/test/deployed"
 	"governor.dev/governor/test/testkeys"
 )
 
@@ -162,7 +163,7 @@ func TestBundleDistribution(t *testing.T) {
 		Data: map[string]string{"config.yaml": opaConfig(service{url, ca}, key, "{min_delay_seconds: 1, max_delay_seconds: 1}", &service{logsURL, logsCA})}}))
 
 	bin := governorBinary(t)
-	probe, metrics := freeAddr(t), freeAddr(t)
+	probe, metrics := deployed.FreeAddr(t), deployed.FreeAddr(t)
 	var logs bytes.Buffer
 	cmd := exec.Command(bin, "run", "--opa-config-map", ns+"/opa", "--kubeconfig", e.api.Kubeconfig, "--leader-elect=false",
 		"--health-probe-bind-address", probe, "--metrics-bind-address", metrics, "--push-bind-address", "0",
@@ -329,13 +330,13 @@ func TestGovernorRunFollowsUnsignedBundlesOnlyWhenAllowed(t *testing.T) {
 	bin := governorBinary(t)
 	args := []string{"run", "--opa-config", config, "--kubeconfig", e.api.Kubeconfig, "--leader-elect=false", "--push-bind-address", "0"}
 
-	out, err := exec.Command(bin, append(args, "--health-probe-bind-address", freeAddr(t), "--metrics-bind-address", "0")...).CombinedOutput()
+	out, err := exec.Command(bin, append(args, "--health-probe-bind-address", deployed.FreeAddr(t), "--metrics-bind-address", "0")...).CombinedOutput()
 	require.Error(t, err)
 	assert.Equal(t, fmt.Sprintf("governor: OPA configuration %s: bundle \"fleet\" (%s/fleet.tar.gz): no key to verify its signature: configure keys (and signing), or pass --allow-unsigned-bundles to follow it unsigned\n", config, url), string(out))
 
-	metrics := freeAddr(t)
+	metrics := deployed.FreeAddr(t)
 	var logs bytes.Buffer
-	cmd := exec.Command(bin, append(args, "--allow-unsigned-bundles", "--health-probe-bind-address", freeAddr(t), "--metrics-bind-address", metrics, "--metrics-secure=false")...)
+	cmd := exec.Command(bin, append(args, "--allow-unsigned-bundles", "--health-probe-bind-address", deployed.FreeAddr(t), "--metrics-bind-address", metrics, "--metrics-secure=false")...)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() {

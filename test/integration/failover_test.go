@@ -418,13 +418,13 @@ func (r *failoverRig) start(tb testing.TB, name string) *replica {
 	require.NoError(tb, os.CopyFS(filepath.Join(bundles, "reactive"), os.DirFS(filepath.Join(repo, "policies", "reactive"))))
 	deployed.StampRevision(tb, filepath.Join(bundles, "reactive"), "reactive-"+name)
 
-	p := &replica{name: name, log: filepath.Join(r.dir, name+".log"), probe: freeAddr(tb), done: make(chan struct{})}
+	p := &replica{name: name, log: filepath.Join(r.dir, name+".log"), probe: deployed.FreeAddr(tb), done: make(chan struct{})}
 	own := map[string]string{
 		"--bundles":                   bundles,
 		"--kubeconfig":                r.kubeconfig,
 		"--leader-election-namespace": systemNamespace, // in a Pod: its own
 		"--health-probe-bind-address": p.probe,
-		"--metrics-bind-address":      freeAddr(tb),
+		"--metrics-bind-address":      deployed.FreeAddr(tb),
 		"--push-bind-address":         "0",
 	}
 	if slices.Contains(r.args, "--shards=auto") {

@@ -35,6 +35,7 @@ import (
 	"governor.dev/governor/sim/relay"
 	"governor.dev/governor/sim/relay/relaytest"
 	"governor.dev/governor/test/cluster"
+	"governor.dev/governor/test/deployed"
 )
 
 // TestSamplesRunAndDashboardHasData runs what an operator runs: the local
@@ -88,7 +89,7 @@ func TestSamplesRunAndDashboardHasData(t *testing.T) {
 	}
 	e.loop(t, ns, "dash", spec)
 
-	metricsAddr := freeAddr(t)
+	metricsAddr := deployed.FreeAddr(t)
 	prom := startPrometheusScraping(t, metricsAddr)
 	hubble := relaytest.Start(t, relay.Config{Seed: 1, Routes: []relay.Route{{
 		Source:      relay.Workload{Namespace: "factory", Name: "edge-gateway"},
@@ -292,7 +293,7 @@ func runGovernor(t *testing.T, kubeconfig, metricsAddr string, extra ...string) 
 			require.NoError(t, os.WriteFile(p, []byte(body), 0o644))
 		}
 	}
-	probe, pushAddr := freeAddr(t), freeAddr(t)
+	probe, pushAddr := deployed.FreeAddr(t), deployed.FreeAddr(t)
 	var logs syncBuffer
 	cmd := exec.Command(governorBinary(t), append([]string{"run", "--bundles", dir, "--kubeconfig", kubeconfig, "--leader-elect=false",
 		"--health-probe-bind-address", probe, "--metrics-bind-address", metricsAddr, "--push-bind-address", pushAddr, "--metrics-secure=false",
@@ -371,7 +372,7 @@ func startPrometheusScraping(t *testing.T, target string) string {
 	config := fmt.Sprintf("global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}\n"+
 		"scrape_configs:\n  - job_name: governor\n    static_configs:\n      - targets: [%q]\n", target)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(config), 0o600))
-	addr := freeAddr(t)
+	addr := deployed.FreeAddr(t)
 	var logs syncBuffer
 	cmd := exec.Command(bin, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+addr, "--log.level=warn")

@@ -28,6 +28,7 @@ import (
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/collectors/push"
 	"governor.dev/governor/controller"
+	"governor.dev/governor/test/deployed"
 	"governor.dev/governor/test/testkeys"
 )
 
@@ -111,7 +112,7 @@ func TestPushFloodCostsTheAPIServerNothing(t *testing.T) {
 	counted := &apiRequests{counts: map[string]int{}}
 	cfg := rest.CopyConfig(e.api.Config)
 	cfg.Wrap(counted.wrap)
-	addr := freeAddr(t)
+	addr := deployed.FreeAddr(t)
 	startManagerOn(t, cfg, controller.Options{
 		Bundles: e.bundles, MetricsAddr: "0", ProbeAddr: "0",
 		PushAddr: addr, PushTLS: controller.TLSFiles{Cert: certFile, Key: keyFile},

@@ -7,7 +7,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -26,6 +25,7 @@ import (
 
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/controller"
+	"governor.dev/governor/test/deployed"
 )
 
 // TestGovernorRun runs the governor binary as an operator would, against a
@@ -35,7 +35,7 @@ func TestGovernorRun(t *testing.T) {
 	e := newEnv(t)
 	bin := governorBinary(t)
 
-	probe, metrics, pushAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	probe, metrics, pushAddr := deployed.FreeAddr(t), deployed.FreeAddr(t), deployed.FreeAddr(t)
 	var logs bytes.Buffer
 	cmd := exec.Command(bin, "run", "--bundles", filepath.Join(repo, "policies"), "--kubeconfig", e.api.Kubeconfig,
 		"--leader-elect", "--leader-election-namespace", "default",
@@ -166,14 +166,4 @@ func TestGovernorRunRefusesBadBundles(t *testing.T) {
 		assert.Contains(t, string(res), c.want, "%v", c.args)
 		assert.Equal(t, 1, strings.Count(strings.TrimSpace(string(res)), "\n")+1, "one line: %s", res)
 	}
-}
-
-// freeAddr is a loopback address with a port free right now.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	require.NoError(t, l.Close())
-	return addr
 }

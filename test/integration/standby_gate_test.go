@@ -18,6 +18,7 @@ import (
 
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/test/bundleserver"
+	"governor.dev/governor/test/deployed"
 )
 
 // TestStandbyGatesOnTheLoopsLastInputs runs two governor binaries following
@@ -45,7 +46,7 @@ bundles:
 
 	bin := governorBinary(t)
 	start := func(name string) (metrics string) {
-		probe, metrics := freeAddr(t), freeAddr(t)
+		probe, metrics := deployed.FreeAddr(t), deployed.FreeAddr(t)
 		out, err := os.Create(filepath.Join(dir, name+".log"))
 		require.NoError(t, err)
 		cmd := exec.Command(bin, "run", "--opa-config", config, "--allow-unsigned-bundles", "--allow-insecure-bundle-services", "--kubeconfig", e.api.Kubeconfig,
