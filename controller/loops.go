@@ -128,6 +128,10 @@ type runner struct {
 	// claimed is the status.sequence this replica's claim of the loop
 	// wrote: a cached loop below it was read before the claim.
 	claimed int64
+	// tookBefore is, while the runner's deferred claim may not have
+	// landed, what this replica had recorded of taking the loop before
+	// (Loops.took): restored if the claim is refused (deferredRefused).
+	tookBefore *int64
 	// out is the loop's status on its way to the API server.
 	out  statusSlot
 	loop *v1alpha1.ControlLoop // the loop as last read, for a final write
@@ -485,6 +489,7 @@ func (l *Loops) catchUp(ctx context.Context, r *runner, loop *v1alpha1.ControlLo
 		r.status, r.handed, r.handedAt = nil, nil, time.Time{}
 	}
 	if r.status == nil || r.out.stale.Load() {
+		l.deferredRefused(r)
 		var fresh v1alpha1.ControlLoop
 		var deferredTo *v1alpha1.LoopOwner
 		if l.Shard != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -27,12 +28,13 @@ type Sharding interface {
 	// MayTake says whether a loop recorded as run by o may be taken.
 	MayTake(ctx context.Context, o *shard.Owner) (bool, error)
 	// HeldElsewhere says, without a request, whether o is another replica
-	// live under its epoch as last seen: MayTake would refuse.
-	HeldElsewhere(o *shard.Owner) bool
-	// Free says, without a request, whether a loop recorded as run by o
-	// may be taken with no claim written first: none is recorded, or o's
-	// epoch ended as last seen.
-	Free(o *shard.Owner) bool
+	// live under its epoch as last seen, running the loop of this UID.
+	HeldElsewhere(uid string, o *shard.Owner) bool
+	// Free says, without a request, whether the loop of this UID, recorded
+	// as run by o, may be taken with no claim written first: none is
+	// recorded, o's epoch ended as last seen, or o published a view that
+	// gives the loop to another.
+	Free(uid string, o *shard.Owner) bool
 	// Successor is the live member, other than this replica, the loop of
 	// this UID goes to when this replica hands it on.
 	Successor(uid string) (shard.Owner, bool)
@@ -162,8 +164,9 @@ func (l *Loops) handedOrClaimed(ctx context.Context, r *runner, fresh *v1alpha1.
 		l.tookUnder(r.key, self.Epoch)
 		return handed, self, nil
 	}
-	if l.Shard.Free(ownerOf(fresh.Status.Owner)) {
-		l.tookUnder(r.key, self.Epoch) // its first write names this replica
+	if l.Shard.Free(string(fresh.UID), ownerOf(fresh.Status.Owner)) {
+		before := l.tookUnder(r.key, self.Epoch) // its first write names this replica
+		r.tookBefore = &before
 		return deferred, self, nil
 	}
 	done, err := l.takeoverTurn(ctx)
@@ -190,14 +193,41 @@ func (l *Loops) handedTo(self shard.Owner, key types.NamespacedName, o *v1alpha1
 	return l.took[key] != self.Epoch
 }
 
-// tookUnder records that this replica took a loop under epoch.
-func (l *Loops) tookUnder(key types.NamespacedName, epoch int64) {
+// tookUnder records that this replica took a loop under epoch, and says
+// the epoch recorded before (0: none).
+func (l *Loops) tookUnder(key types.NamespacedName, epoch int64) int64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.took == nil {
 		l.took = map[types.NamespacedName]int64{}
 	}
+	before := l.took[key]
 	l.took[key] = epoch
+	return before
+}
+
+// deferredRefused undoes tookUnder for a runner whose deferred claim was
+// refused before any write of its landed: no status names this replica by
+// its own write since, so one that does is a handover to it (handedTo),
+// taken without a claim. When a member publishes its view, the new owners'
+// first writes race the old owner's handovers, and a handover landing
+// first would otherwise cost a claim more.
+func (l *Loops) deferredRefused(r *runner) {
+	if r.tookBefore == nil {
+		return
+	}
+	before := *r.tookBefore
+	r.tookBefore = nil
+	if r.out.landed() >= r.claimed {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if before == 0 {
+		delete(l.took, r.key)
+	} else {
+		l.took[r.key] = before
+	}
 }
 
 // claim makes this replica the loop's recorded owner, and reads into fresh
@@ -288,7 +318,7 @@ func (l *Loops) acting(ctx context.Context, r *runner, cached *v1alpha1.ControlL
 	if claimed == nil || *claimed != self {
 		return false, nil
 	}
-	if o := ownerOf(cached.Status.Owner); o == nil || *o == self || cached.Status.Sequence < r.claimed || l.Shard.Free(o) {
+	if o := ownerOf(cached.Status.Owner); o == nil || *o == self || cached.Status.Sequence < r.claimed || l.Shard.Free(string(cached.UID), o) {
 		return true, nil
 	}
 	var fresh v1alpha1.ControlLoop
@@ -399,7 +429,20 @@ func (l *Loops) Release(key types.NamespacedName) {
 // recorded as run by another member the last listing had live: not to be
 // taken yet (Sharding.HeldElsewhere).
 func (l *Loops) heldElsewhere(key types.NamespacedName, loop *v1alpha1.ControlLoop) bool {
-	return l.Shard != nil && l.Shard.HeldElsewhere(ownerOf(loop.Status.Owner)) && !l.has(key)
+	return l.Shard != nil && l.Shard.HeldElsewhere(string(loop.UID), ownerOf(loop.Status.Owner)) && !l.has(key)
+}
+
+// stopped is closed once the runner of a loop has stopped (at once when it
+// has none).
+func (l *Loops) stopped(key types.NamespacedName) <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if r, ok := l.runners[key]; ok && r.cancel != nil {
+		return r.done
+	}
+	closed := make(chan struct{})
+	close(closed)
+	return closed
 }
 
 func (l *Loops) has(key types.NamespacedName) bool {
@@ -489,12 +532,17 @@ func (s *shardedLoops) Start(ctx context.Context) error {
 }
 
 // rebalance starts the runners of the loops assigned to this replica and
-// stops, in the background, those of loops assigned elsewhere. While the
-// replica may not act it changes nothing: its runners wait (errLapsed).
+// stops, in the background, those of loops assigned elsewhere, by the
+// members as last listed; once those runners have stopped (their handover
+// writes may still wait), it publishes that view in the member Lease
+// (shard.ViewAnnotation), and the loops' new owners take them at once,
+// their claims deferred to their first status writes. While the replica
+// may not act it changes nothing: its runners wait (errLapsed).
 func (s *shardedLoops) rebalance(ctx context.Context) {
 	if s.loops.lapsed() {
 		return
 	}
+	view := s.member.Members()
 	// The cache's own objects, read only: a copy of every loop with its
 	// history, twice a second, was 7 % of governor's CPU with 1,000 loops.
 	var list v1alpha1.ControlLoopList
@@ -504,6 +552,7 @@ func (s *shardedLoops) rebalance(ctx context.Context) {
 		}
 		return
 	}
+	var stopping []<-chan struct{}
 	for i := range list.Items {
 		loop := &list.Items[i]
 		key := types.NamespacedName{Namespace: loop.Namespace, Name: loop.Name}
@@ -511,7 +560,8 @@ func (s *shardedLoops) rebalance(ctx context.Context) {
 		case loop.DeletionTimestamp != nil:
 		case s.loops.owns(loop):
 			// A loop its old owner still runs is taken when handed on
-			// (its watch event starts the runner: Reconciler.handedOn) or
+			// (its watch event starts the runner: Reconciler.handedOn),
+			// once that owner publishes a view that gives it away, or
 			// once that owner's Lease ends (a later rebalance). A runner
 			// started now would be refused: after every renewal, for each
 			// of the 3,345 loops of a replica coming back among 10,000
@@ -520,12 +570,23 @@ func (s *shardedLoops) rebalance(ctx context.Context) {
 				s.loops.Keep(key)
 			}
 		case s.loops.has(key):
+			stopping = append(stopping, s.loops.stopped(key))
 			s.inBackground(key, func() { s.loops.Release(key) })
 		case loop.Status.Owner != nil && loop.Status.Owner.Member == s.member.Name:
 			s.inBackground(key, func() { s.loops.disown(ctx, loop) })
 		}
 	}
 	shardLoops.WithLabelValues(s.member.Name).Set(float64(s.loops.running()))
+	for _, done := range stopping {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return
+		}
+	}
+	if slices.Equal(view, s.member.Members()) { // else the next rebalance publishes
+		s.member.Publish(view)
+	}
 }
 
 // inBackground runs a loop's release or disowning, unless one runs: the

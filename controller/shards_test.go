@@ -48,6 +48,9 @@ type fakeShard struct {
 	next *shard.Owner
 	// elsewhere assigns every loop to another replica.
 	elsewhere bool
+	// gaveAway is, by member, the epoch under which the member published a
+	// view that gives every loop to another (shard.ViewAnnotation).
+	gaveAway map[string]int64
 }
 
 // Owns is true while the replica may act, as shard.Member's, unless loops
@@ -78,16 +81,16 @@ func (f *fakeShard) MayTake(_ context.Context, o *shard.Owner) (bool, error) {
 	e, ok := f.live[o.Member]
 	return !ok || e != o.Epoch, nil
 }
-func (f *fakeShard) HeldElsewhere(o *shard.Owner) bool {
+func (f *fakeShard) HeldElsewhere(_ string, o *shard.Owner) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if o == nil || o.Member == f.self.Member {
 		return false
 	}
 	e, ok := f.live[o.Member]
-	return ok && e == o.Epoch
+	return ok && e == o.Epoch && !f.gaveAwayLocked(o)
 }
-func (f *fakeShard) Free(o *shard.Owner) bool {
+func (f *fakeShard) Free(_ string, o *shard.Owner) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if o == nil || o.Member == "" {
@@ -97,7 +100,11 @@ func (f *fakeShard) Free(o *shard.Owner) bool {
 		return o.Epoch < f.self.Epoch
 	}
 	e, ok := f.live[o.Member]
-	return ok && e > o.Epoch // a newer epoch live: its runners of o's stopped
+	return ok && (e > o.Epoch || f.gaveAwayLocked(o)) // a newer epoch live: its runners of o's stopped
+}
+func (f *fakeShard) gaveAwayLocked(o *shard.Owner) bool {
+	e, ok := f.gaveAway[o.Member]
+	return ok && e == o.Epoch
 }
 func (f *fakeShard) Successor(string) (shard.Owner, bool) {
 	f.mu.Lock()
@@ -702,6 +709,49 @@ func TestShardedRunnerDefersTheClaimOfAFreeLoop(t *testing.T) {
 	assert.Equal(t, deferredClaims+2, countedClaims(deferred), "taken, refused, taken again")
 }
 
+// A loop its live owner gave away by its published view is taken at once,
+// its claim deferred; when the owner's handover lands before that first
+// write (which is refused), the runner takes the loop as handed to it,
+// with no claim: no write of its own names it.
+func TestShardedRunnerTakesAHandoverThatBeatItsDeferredClaim(t *testing.T) {
+	loop := quietLoop(t, "web", "web-uid", 20*time.Millisecond)
+	loop.Status = v1alpha1.ControlLoopStatus{Tick: 5, Sequence: 9, Owner: &v1alpha1.LoopOwner{Member: "old", Epoch: 1},
+		History: []v1alpha1.HistoryEntry{{Tick: 5, Time: metav1.NewMicroTime(time.Now().Add(-10 * time.Second))}}}
+	key := client.ObjectKeyFromObject(loop)
+	s := &fakeShard{self: shard.Owner{Member: "me", Epoch: 1}, ok: true, live: map[string]int64{"old": 1}, gaveAway: map[string]int64{"old": 1}}
+	claims, handedOn, deferredClaims := countedClaims("claimed"), countedClaims(handed), countedClaims(deferred)
+	var first, handoverLanded atomic.Bool
+	e := startLoopsWith(t, func(l *Loops) {
+		l.Shard = s
+		l.Client = interceptor.NewClient(l.Client.(client.WithWatch), interceptor.Funcs{
+			SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+				if !first.Swap(true) { // the old owner's handover, with its last quiet tick, lands first
+					var last v1alpha1.ControlLoop
+					require.NoError(t, c.Get(ctx, key, &last))
+					last.Status.Tick, last.Status.Sequence = 6, 10
+					last.Status.Owner = &v1alpha1.LoopOwner{Member: "me", Epoch: 1}
+					last.Status.History = append(last.Status.History, v1alpha1.HistoryEntry{Tick: 6, Time: metav1.NewMicroTime(time.Now().Add(-5 * time.Second))})
+					require.NoError(t, c.Status().Update(ctx, &last))
+					handoverLanded.Store(true)
+				}
+				return asAPIServer(c.SubResource(sub).Patch(ctx, obj, patch, opts...), obj)
+			},
+		})
+	}, loop)
+	require.Eventually(t, func() bool { return e.status(t, key).Tick >= 9 }, 10*time.Second, 10*time.Millisecond)
+	require.True(t, handoverLanded.Load())
+	st := e.status(t, key)
+	ticks := ticksOf(st)
+	assert.Subset(t, ticks, []int64{5, 6}, "the old owner's ticks")
+	for i := 1; i < len(ticks); i++ {
+		assert.Equal(t, ticks[i-1]+1, ticks[i], "tick numbers %v", ticks)
+	}
+	assert.Equal(t, &v1alpha1.LoopOwner{Member: "me", Epoch: 1}, st.Owner)
+	assert.Equal(t, deferredClaims+1, countedClaims(deferred), "the loop given away was not taken at once")
+	assert.Equal(t, handedOn+1, countedClaims(handed), "the handover was not taken as one")
+	assert.Equal(t, claims, countedClaims("claimed"), "a loop handed on was claimed")
+}
+
 // asAPIServer is a fake client's answer to a JSON patch as the API server
 // gives it: a failed test is 422 Invalid there, a plain error here.
 func asAPIServer(err error, obj client.Object) error {
@@ -709,4 +759,102 @@ func asAPIServer(err error, obj client.Object) error {
 		return apierrors.NewInvalid(v1alpha1.GroupVersion.WithKind("ControlLoop").GroupKind(), obj.GetName(), nil)
 	}
 	return err
+}
+
+// holdTicks is a metric source whose calls, once hold is set, wait until
+// release closes, ignoring their context: a tick that takes its time.
+type holdTicks struct {
+	hold    atomic.Bool
+	held    chan struct{} // receives when a call starts waiting
+	release chan struct{}
+}
+
+func (m *holdTicks) Metrics(context.Context, *v1alpha1.ControlLoop, time.Time) map[string]collectors.Metric {
+	if m.hold.Load() {
+		m.held <- struct{}{}
+		<-m.release
+	}
+	return nil
+}
+
+// A rebalance publishes the view it gave loops away under
+// (shard.ViewAnnotation: their new owners then take them at once) only
+// once the runners of those loops have stopped, and without waiting for
+// their last writes.
+func TestRebalancePublishesItsViewOnceItsRunnersStopped(t *testing.T) {
+	loop := quietLoop(t, "web", "web-uid", 20*time.Millisecond)
+	key := client.ObjectKeyFromObject(loop)
+	s := &fakeShard{self: shard.Owner{Member: "me", Epoch: 1}, ok: true, next: &shard.Owner{Member: "next", Epoch: 2}}
+	ticks := &holdTicks{held: make(chan struct{}, 1), release: make(chan struct{})}
+	var blocking atomic.Bool
+	landing := make(chan struct{})
+	e := startLoopsWith(t, func(l *Loops) {
+		l.Shard = s
+		l.StatusFlush = time.Hour
+		l.Metrics = ticks
+		l.Client = interceptor.NewClient(l.Client.(client.WithWatch), interceptor.Funcs{
+			SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+				if !isClaim(obj) && blocking.Load() {
+					<-landing
+				}
+				return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
+			},
+		})
+	}, loop)
+	require.Eventually(t, func() bool { return e.status(t, key).Tick >= 1 }, 10*time.Second, 10*time.Millisecond)
+
+	sch := runtime.NewScheme()
+	require.NoError(t, clientgoscheme.AddToScheme(sch))
+	leases := fake.NewClientBuilder().WithScheme(sch).Build()
+	member := shard.NewMember(leases, "gov", "me", shard.Timings{LeaseDuration: 8 * time.Second, RenewDeadline: 6 * time.Second, RetryPeriod: 20 * time.Millisecond}, logr.Discard())
+	ctx, cancel := context.WithCancel(context.Background())
+	renewing := make(chan struct{})
+	go func() { _ = member.Run(ctx, nil); close(renewing) }()
+	t.Cleanup(func() { cancel(); <-renewing })
+	require.Eventually(t, func() bool { return len(member.Members()) == 1 }, 5*time.Second, 10*time.Millisecond)
+	published := func() string {
+		var l coordinationv1.Lease
+		require.NoError(t, leases.Get(ctx, client.ObjectKey{Namespace: "gov", Name: shard.LeasePrefix + "me"}, &l))
+		return l.Annotations[shard.ViewAnnotation]
+	}
+
+	var released sync.Once
+	releaseTicks := func() {
+		released.Do(func() {
+			ticks.hold.Store(false)
+			close(ticks.release)
+		})
+	}
+	ticks.hold.Store(true)
+	<-ticks.held // the runner is in a tick
+	blocking.Store(true)
+	s.mu.Lock()
+	s.elsewhere = true
+	s.mu.Unlock()
+	sharded := &shardedLoops{loops: e.l, member: member}
+	t.Cleanup(func() {
+		releaseTicks()
+		close(landing)
+		sharded.handoff.Wait()
+	})
+	rebalanced := make(chan struct{})
+	go func() { sharded.rebalance(ctx); close(rebalanced) }()
+	require.Never(t, func() bool { return published() != "" }, 300*time.Millisecond, 20*time.Millisecond, "the view was published while a runner of a loop it gives away still ticked")
+
+	releaseTicks()
+	require.Eventually(t, func() bool {
+		select {
+		case <-rebalanced:
+			return true
+		default:
+			return false
+		}
+	}, 5*time.Second, 10*time.Millisecond, "the rebalance waited for more than the runner's stop")
+	require.Eventually(t, func() bool { return published() == "1:me" }, 5*time.Second, 10*time.Millisecond, "the view was not published")
+	assert.True(t, e.registered(key), "the release's write landed though it was held: the test proves nothing")
+	select {
+	case <-e.l.stopped(key):
+	default:
+		t.Fatal("the view was published while the runner of a loop it gives away ran")
+	}
 }

@@ -107,6 +107,14 @@ type statusSlot struct {
 	gone atomic.Bool
 }
 
+// landed is the status.sequence of the last write of the slot known to
+// have landed (or of the status read, after reset).
+func (s *statusSlot) landed() int64 {
+	s.writing.Lock()
+	defer s.writing.Unlock()
+	return s.written.sequence
+}
+
 type pendingStatus struct {
 	loop   *v1alpha1.ControlLoop
 	status *v1alpha1.ControlLoopStatus

@@ -269,11 +269,11 @@ func TestMayTakeFromTheListing(t *testing.T) {
 	for _, tc := range cases {
 		reads = nil
 		// Held elsewhere: refused by the listing alone.
-		if held, want := a.HeldElsewhere(&tc.owner), !tc.want && !tc.read; held != want {
+		if held, want := a.HeldElsewhere("uid", &tc.owner), !tc.want && !tc.read; held != want {
 			t.Errorf("HeldElsewhere(%v) = %v, want %v", tc.owner, held, want)
 		}
 		// Free: taken with no claim, by the listing alone.
-		if free, want := a.Free(&tc.owner), tc.want && !tc.read; free != want {
+		if free, want := a.Free("uid", &tc.owner), tc.want && !tc.read; free != want {
 			t.Errorf("Free(%v) = %v, want %v", tc.owner, free, want)
 		}
 		if len(reads) > 0 {
@@ -286,10 +286,10 @@ func TestMayTakeFromTheListing(t *testing.T) {
 			t.Errorf("MayTake(%v) read the Lease: %v, want %v", tc.owner, read, tc.read)
 		}
 	}
-	if a.HeldElsewhere(&Owner{Member: "a", Epoch: 1}) || a.HeldElsewhere(nil) {
+	if a.HeldElsewhere("uid", &Owner{Member: "a", Epoch: 1}) || a.HeldElsewhere("uid", nil) {
 		t.Error("HeldElsewhere says a loop of this member's, or of none, is held by another")
 	}
-	if !a.Free(nil) || !a.Free(&Owner{}) {
+	if !a.Free("uid", nil) || !a.Free("uid", &Owner{}) {
 		t.Error("a loop of no recorded owner is not free")
 	}
 }
@@ -426,5 +426,73 @@ func must(t *testing.T, errs ...error) {
 		if err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// A member that published the view it released its loops under (its
+// runners of loops the view gives to others have stopped) frees those
+// loops for the others at once: Free, not HeldElsewhere. Only under the
+// epoch it was published in: a new epoch of the member writes none, and a
+// view of another epoch, or malformed, frees nothing.
+func TestPublishedViewFreesTheLoopsItGivesAway(t *testing.T) {
+	ctx := context.Background()
+	c := fake.NewClientBuilder().WithScheme(scheme.Scheme).Build()
+	a, d := newMember(c, "a"), newMember(c, "d")
+	must(t, a.renew(ctx), d.renew(ctx), a.list(ctx), d.list(ctx))
+	owner := Owner{Member: "a", Epoch: 1}
+	check := func(why string, gives func(uid string) bool) {
+		t.Helper()
+		for _, u := range uids(200) {
+			given := gives(u)
+			if free := d.Free(u, &owner); free != given {
+				t.Fatalf("%s: Free(%s) = %v, want %v", why, u, free, given)
+			}
+			if held := d.HeldElsewhere(u, &owner); held == given {
+				t.Fatalf("%s: HeldElsewhere(%s) = %v, want %v", why, u, held, !given)
+			}
+		}
+	}
+	none := func(string) bool { return false }
+	check("nothing published", none)
+
+	a.Publish(a.Members())
+	must(t, a.renew(ctx), d.list(ctx))
+	toD := func(u string) bool { return Assign(u, []string{"a", "d"}) == "d" }
+	gave := 0
+	for _, u := range uids(200) {
+		if toD(u) {
+			gave++
+		}
+	}
+	if gave == 0 || gave == 200 {
+		t.Fatalf("rendezvous gave d %d of 200 loops", gave)
+	}
+	check("a's view published", toD)
+	if may, err := d.MayTake(ctx, &owner); err != nil || may {
+		t.Fatalf("MayTake(a at its epoch) = %v %v: a view frees loops by their UIDs only", may, err)
+	}
+
+	var l coordinationv1.Lease
+	key := client.ObjectKey{Namespace: "gov", Name: LeasePrefix + "a"}
+	for _, bad := range []string{"2:a,d", "x:a,d", "1:", "a,d", ""} {
+		must(t, c.Get(ctx, key, &l))
+		metav1.SetMetaDataAnnotation(&l.ObjectMeta, ViewAnnotation, bad)
+		must(t, c.Update(ctx, &l), d.list(ctx))
+		check(fmt.Sprintf("view %q", bad), none)
+	}
+
+	// a renews past its Lease's expiry: a new epoch, which publishes no
+	// view until a rebalance does.
+	a.mu.Lock()
+	a.renewed = time.Now().Add(-time.Minute)
+	a.mu.Unlock()
+	must(t, a.renew(ctx), c.Get(ctx, key, &l))
+	if got, ok := l.Annotations[ViewAnnotation]; ok {
+		t.Fatalf("a's new epoch %d carries the view %q of its old", ptr.Deref(l.Spec.LeaseTransitions, 0), got)
+	}
+	a.Publish(a.Members())
+	must(t, a.renew(ctx), c.Get(ctx, key, &l))
+	if got, want := l.Annotations[ViewAnnotation], "2:a,d"; got != want {
+		t.Fatalf("a's view = %q, want %q", got, want)
 	}
 }
