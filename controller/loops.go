@@ -16,6 +16,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -132,6 +133,9 @@ type runner struct {
 	// landed, what this replica had recorded of taking the loop before
 	// (Loops.took): restored if the claim is refused (deferredRefused).
 	tookBefore *int64
+	// givenAway is set when a rebalance gave the loop to another replica:
+	// the stopping runner hands over nothing more (Release).
+	givenAway atomic.Bool
 	// out is the loop's status on its way to the API server.
 	out  statusSlot
 	loop *v1alpha1.ControlLoop // the loop as last read, for a final write
@@ -238,7 +242,9 @@ func (l *Loops) Remove(key types.NamespacedName) {
 }
 
 func newRunner(key types.NamespacedName) *runner {
-	return &runner{key: key, wake: make(chan struct{}, 1), done: make(chan struct{}), telemetry: newLoopTelemetry(key.Namespace, key.Name), stagger: staggerOf(key)}
+	r := &runner{key: key, wake: make(chan struct{}, 1), done: make(chan struct{}), telemetry: newLoopTelemetry(key.Namespace, key.Name), stagger: staggerOf(key)}
+	r.out.wake = r.wake
+	return r
 }
 
 func (l *Loops) startLocked(r *runner) {
@@ -614,10 +620,11 @@ func urgent(res tickResult, written, next *v1alpha1.ControlLoopStatus) bool {
 	return false
 }
 
-// flush hands over what a stopping runner has not: Start (or Release)
-// writes it before it returns.
+// flush hands over what a stopping runner has not: Start writes it before
+// it returns. A runner a rebalance gave away hands over nothing more
+// (Release).
 func (l *Loops) flush(r *runner) {
-	if r.loop == nil || r.out.gone.Load() {
+	if r.loop == nil || r.out.gone.Load() || r.givenAway.Load() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

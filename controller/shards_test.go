@@ -157,25 +157,40 @@ func startSharded(t *testing.T, s Sharding, loops ...*v1alpha1.ControlLoop) *loo
 }
 
 // A sharded runner records its replica as the loop's owner with its
-// ticks, and clears it when it stops gracefully.
+// ticks. Stopped with its replica (SIGTERM), it hands the loop on to the
+// member it goes to next, keeping its ticks; given away by a rebalance, it
+// writes nothing more: the loop's new owner takes it by the view the
+// rebalance publishes, and claims it with its first write.
 func TestShardedRunnerRecordsAndReleasesOwner(t *testing.T) {
 	loop := quietLoop(t, "web", "web-uid", 20*time.Millisecond)
 	key := client.ObjectKeyFromObject(loop)
-	e := startSharded(t, &fakeShard{self: shard.Owner{Member: "me", Epoch: 3}, ok: true}, loop)
+	s := &fakeShard{self: shard.Owner{Member: "me", Epoch: 3}, ok: true, next: &shard.Owner{Member: "next", Epoch: 2}}
+	e := startSharded(t, s, loop)
 	require.Eventually(t, func() bool { return e.status(t, key).Tick >= 3 }, 10*time.Second, 10*time.Millisecond)
 	assert.Equal(t, &v1alpha1.LoopOwner{Member: "me", Epoch: 3}, e.status(t, key).Owner)
+	e.stop()
+	st := e.status(t, key)
+	assert.Equal(t, &v1alpha1.LoopOwner{Member: "next", Epoch: 2}, st.Owner, "a runner stopped with its replica did not hand its loop on")
+	assert.Positive(t, st.Tick, "the handover keeps the ticks")
+
+	given := quietLoop(t, "api", "api-uid", 20*time.Millisecond)
+	key = client.ObjectKeyFromObject(given)
+	e = startLoopsWith(t, func(l *Loops) {
+		l.Shard = s
+		l.StatusFlush = time.Hour // quiet ticks are not written
+	}, given)
+	require.Eventually(t, func() bool { return e.status(t, key).Tick >= 1 }, 10*time.Second, 10*time.Millisecond)
+	written := e.status(t, key)
+	time.Sleep(100 * time.Millisecond) // quiet ticks, not written
 	e.l.Release(key)
 	assert.False(t, e.registered(key))
-	st := e.status(t, key)
-	assert.Nil(t, st.Owner, "a runner released gracefully leaves no owner")
-	assert.Positive(t, st.Tick, "the release keeps the ticks")
+	assert.Equal(t, written, e.status(t, key), "a runner given away wrote its quiet ticks, or handed the loop on")
 }
 
-// A runner stopped gracefully hands its loop on to the member it goes to
-// next; a runner handed a loop takes it without a claim (even after its
-// claim was refused while the old owner ran it), unless this replica took
-// it before under its epoch (its own writes may name it in a lagging
-// cache): then it claims it.
+// A runner handed a loop takes it without a claim (even after its claim
+// was refused while the old owner ran it), unless this replica took it
+// before under its epoch (its own writes may name it in a lagging cache):
+// then it claims it.
 func TestShardedRunnerHandsOnAndTakesAHandedLoop(t *testing.T) {
 	loop := quietLoop(t, "web", "web-uid", 20*time.Millisecond)
 	loop.Status.Owner = &v1alpha1.LoopOwner{Member: "old", Epoch: 1}
@@ -202,14 +217,9 @@ func TestShardedRunnerHandsOnAndTakesAHandedLoop(t *testing.T) {
 	assert.Zero(t, claims.Load(), "a loop handed on was claimed")
 	assert.Equal(t, 1.0, countedClaims("handed")-handedBefore)
 
-	s.mu.Lock()
-	s.next = &shard.Owner{Member: "next", Epoch: 3}
-	s.mu.Unlock()
-	e.l.Release(key)
-	st := e.status(t, key)
-	assert.Equal(t, &v1alpha1.LoopOwner{Member: "next", Epoch: 3}, st.Owner, "the loop was not handed on to the member it goes to")
+	e.l.Release(key) // given away
 
-	// next hands it back under this replica's epoch: this replica took
+	// The loop comes back under this replica's epoch: this replica took
 	// it under that epoch before, so it claims it.
 	handOn(&v1alpha1.LoopOwner{Member: "me", Epoch: 1})
 	tick := e.status(t, key).Tick
@@ -219,11 +229,13 @@ func TestShardedRunnerHandsOnAndTakesAHandedLoop(t *testing.T) {
 	assert.Equal(t, claimedBefore+1, countedClaims("claimed"))
 }
 
-// A rebalance does not wait for the writes of the loops it gives away (the
-// member's next renewal follows it); rebalances meanwhile write nothing
-// more, and the runner goes once its write has landed.
+// A rebalance gives a loop away without writing its quiet ticks, and does
+// not wait for what its runner had handed over already (an acting or a
+// failing tick's status: the member's next renewal follows the rebalance);
+// rebalances meanwhile write nothing more, and the runner goes once that
+// write has landed.
 func TestRebalanceReleasesInTheBackground(t *testing.T) {
-	loop := quietLoop(t, "web", "web-uid", 20*time.Millisecond)
+	loop := failingLoop(t, "web", "web-uid", 20*time.Millisecond)
 	key := client.ObjectKeyFromObject(loop)
 	s := &fakeShard{self: shard.Owner{Member: "me", Epoch: 1}, ok: true, next: &shard.Owner{Member: "next", Epoch: 2}}
 	landing := make(chan struct{})
@@ -231,7 +243,6 @@ func TestRebalanceReleasesInTheBackground(t *testing.T) {
 	var blocking atomic.Bool
 	e := startLoopsWith(t, func(l *Loops) {
 		l.Shard = s
-		l.StatusFlush = time.Hour // the release's write is the only one after the claim
 		l.Client = interceptor.NewClient(l.Client.(client.WithWatch), interceptor.Funcs{
 			SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
 				if !isClaim(obj) && blocking.Load() {
@@ -242,9 +253,9 @@ func TestRebalanceReleasesInTheBackground(t *testing.T) {
 			},
 		})
 	}, loop)
-	// Claimed, and the first tick written: quiet ticks after it are not.
 	require.Eventually(t, func() bool { return e.status(t, key).Tick >= 1 }, 10*time.Second, 10*time.Millisecond)
 	sharded, land := giveAway(t, e, s, &blocking, landing)
+	require.Eventually(t, func() bool { return writes.Load() == 1 }, 10*time.Second, 10*time.Millisecond, "a failing tick's status was not written")
 	returned := make(chan struct{})
 	go func() {
 		defer close(returned)
@@ -260,13 +271,23 @@ func TestRebalanceReleasesInTheBackground(t *testing.T) {
 			return false
 		}
 	}, 10*time.Second, 10*time.Millisecond, "a rebalance waited for the write of a loop it gave away")
-	require.Eventually(t, func() bool { return writes.Load() == 1 }, 10*time.Second, 10*time.Millisecond, "the release's write was not made")
 	assert.True(t, e.registered(key), "the runner was unregistered before its last write landed")
 	land()
 	sharded.handoff.Wait()
 	assert.False(t, e.registered(key))
-	assert.Equal(t, int32(1), writes.Load(), "the loop's last status was written more than once")
-	assert.Equal(t, &v1alpha1.LoopOwner{Member: "next", Epoch: 2}, e.status(t, key).Owner)
+	assert.Equal(t, int32(1), writes.Load(), "a status was written after the runner was given away")
+	assert.Equal(t, &v1alpha1.LoopOwner{Member: "me", Epoch: 1}, e.status(t, key).Owner, "the loop was handed on")
+}
+
+// failingLoop is a loop whose every decision is rejected (it names a target
+// the loop does not have): each tick's status is written at once.
+func failingLoop(t *testing.T, name string, uid types.UID, interval time.Duration) *v1alpha1.ControlLoop {
+	t.Helper()
+	l := echoLoop(t, `{"actions": [{"target": "nope", "set": {"replicas": 1}}]}`)
+	l.Name, l.UID = name, uid
+	l.Spec.Targets, l.Spec.Collectors = nil, nil
+	l.Spec.Interval = metav1.Duration{Duration: interval}
+	return l
 }
 
 // giveAway assigns every loop elsewhere, its status writes held from now on
@@ -321,16 +342,17 @@ func TestRenewalsDoNotWaitForARebalance(t *testing.T) {
 	assert.True(t, ok)
 }
 
-// A rebalance giving a share away writes its releases a bounded number at a
-// time (each in a takeover turn, besides the status writer's own workers:
-// twice the bound at most), however many it releases together. Sent all at
-// once (3,345 of them when a replica came back among 10,000 loops:
-// BenchmarkShards) they swamped a busy API server.
+// A rebalance giving a share away writes what its runners had handed over
+// (failing ticks' statuses here) a bounded number at a time (each in a
+// takeover turn, besides the status writer's own workers: twice the bound
+// at most), however many it releases together. Sent all at once (3,345
+// handovers when a replica came back among 10,000 loops: BenchmarkShards)
+// they swamped a busy API server.
 func TestRebalanceReleasesAFewAtATime(t *testing.T) {
 	const bound, n = 2, 12
 	loops := make([]*v1alpha1.ControlLoop, n)
 	for i := range loops {
-		loops[i] = quietLoop(t, fmt.Sprintf("loop-%d", i), types.UID(fmt.Sprintf("uid-%d", i)), 20*time.Millisecond)
+		loops[i] = failingLoop(t, fmt.Sprintf("loop-%d", i), types.UID(fmt.Sprintf("uid-%d", i)), 20*time.Millisecond)
 	}
 	s := &fakeShard{self: shard.Owner{Member: "me", Epoch: 1}, ok: true, next: &shard.Owner{Member: "next", Epoch: 2}}
 	var (
@@ -342,7 +364,6 @@ func TestRebalanceReleasesAFewAtATime(t *testing.T) {
 	e := startLoopsWith(t, func(l *Loops) {
 		l.Shard = s
 		l.StatusWriteConcurrency = bound
-		l.StatusFlush = time.Hour // the releases' writes are the only ones after the first ticks'
 		l.Client = interceptor.NewClient(l.Client.(client.WithWatch), interceptor.Funcs{
 			SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
 				if !isClaim(obj) && blocking.Load() {
@@ -363,19 +384,17 @@ func TestRebalanceReleasesAFewAtATime(t *testing.T) {
 		require.Eventually(t, func() bool { return e.status(t, client.ObjectKeyFromObject(loop)).Tick >= 1 }, 10*time.Second, 10*time.Millisecond, loop.Name)
 	}
 	sharded, land := giveAway(t, e, s, &blocking, landing)
-	sharded.rebalance(context.Background())
 	writing := func() int {
 		mu.Lock()
 		defer mu.Unlock()
 		return inFlight
 	}
-	require.Eventually(t, func() bool { return writing() >= bound }, 10*time.Second, 10*time.Millisecond, "the releases' writes")
+	require.Eventually(t, func() bool { return writing() >= bound }, 10*time.Second, 10*time.Millisecond, "the failing ticks' writes")
+	time.Sleep(100 * time.Millisecond) // the other loops' statuses wait
+	sharded.rebalance(context.Background())
 	require.Never(t, func() bool { return writing() > 2*bound }, 300*time.Millisecond, 10*time.Millisecond, "releases written all at once")
 	land()
 	sharded.handoff.Wait()
-	for _, loop := range loops {
-		assert.Equal(t, &v1alpha1.LoopOwner{Member: "next", Epoch: 2}, e.status(t, client.ObjectKeyFromObject(loop)).Owner, loop.Name)
-	}
 	mu.Lock()
 	defer mu.Unlock()
 	assert.LessOrEqual(t, top, 2*bound, "status writes in flight at once")
@@ -712,9 +731,10 @@ func TestShardedRunnerDefersTheClaimOfAFreeLoop(t *testing.T) {
 // A loop its live owner gave away by its published view is taken at once,
 // its claim deferred; when the owner's handover lands before that first
 // write (which is refused), the runner takes the loop as handed to it,
-// with no claim: no write of its own names it.
+// with no claim (no write of its own names it), at once: not an interval
+// later.
 func TestShardedRunnerTakesAHandoverThatBeatItsDeferredClaim(t *testing.T) {
-	loop := quietLoop(t, "web", "web-uid", 20*time.Millisecond)
+	loop := quietLoop(t, "web", "web-uid", time.Hour)
 	loop.Status = v1alpha1.ControlLoopStatus{Tick: 5, Sequence: 9, Owner: &v1alpha1.LoopOwner{Member: "old", Epoch: 1},
 		History: []v1alpha1.HistoryEntry{{Tick: 5, Time: metav1.NewMicroTime(time.Now().Add(-10 * time.Second))}}}
 	key := client.ObjectKeyFromObject(loop)
@@ -738,7 +758,7 @@ func TestShardedRunnerTakesAHandoverThatBeatItsDeferredClaim(t *testing.T) {
 			},
 		})
 	}, loop)
-	require.Eventually(t, func() bool { return e.status(t, key).Tick >= 9 }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return e.status(t, key).Tick >= 7 }, 10*time.Second, 10*time.Millisecond, "the runner did not take the loop again when its write was refused")
 	require.True(t, handoverLanded.Load())
 	st := e.status(t, key)
 	ticks := ticksOf(st)
@@ -780,13 +800,14 @@ func (m *holdTicks) Metrics(context.Context, *v1alpha1.ControlLoop, time.Time) m
 // A rebalance publishes the view it gave loops away under
 // (shard.ViewAnnotation: their new owners then take them at once) only
 // once the runners of those loops have stopped, and without waiting for
-// their last writes.
+// what they had handed over to be written.
 func TestRebalancePublishesItsViewOnceItsRunnersStopped(t *testing.T) {
-	loop := quietLoop(t, "web", "web-uid", 20*time.Millisecond)
+	loop := failingLoop(t, "web", "web-uid", 20*time.Millisecond)
 	key := client.ObjectKeyFromObject(loop)
 	s := &fakeShard{self: shard.Owner{Member: "me", Epoch: 1}, ok: true, next: &shard.Owner{Member: "next", Epoch: 2}}
 	ticks := &holdTicks{held: make(chan struct{}, 1), release: make(chan struct{})}
 	var blocking atomic.Bool
+	var blocked atomic.Int32
 	landing := make(chan struct{})
 	e := startLoopsWith(t, func(l *Loops) {
 		l.Shard = s
@@ -795,6 +816,7 @@ func TestRebalancePublishesItsViewOnceItsRunnersStopped(t *testing.T) {
 		l.Client = interceptor.NewClient(l.Client.(client.WithWatch), interceptor.Funcs{
 			SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
 				if !isClaim(obj) && blocking.Load() {
+					blocked.Add(1)
 					<-landing
 				}
 				return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
@@ -825,9 +847,10 @@ func TestRebalancePublishesItsViewOnceItsRunnersStopped(t *testing.T) {
 			close(ticks.release)
 		})
 	}
+	blocking.Store(true)
+	require.Eventually(t, func() bool { return blocked.Load() > 0 }, 5*time.Second, 10*time.Millisecond, "no status write held")
 	ticks.hold.Store(true)
 	<-ticks.held // the runner is in a tick
-	blocking.Store(true)
 	s.mu.Lock()
 	s.elsewhere = true
 	s.mu.Unlock()
@@ -851,7 +874,7 @@ func TestRebalancePublishesItsViewOnceItsRunnersStopped(t *testing.T) {
 		}
 	}, 5*time.Second, 10*time.Millisecond, "the rebalance waited for more than the runner's stop")
 	require.Eventually(t, func() bool { return published() == "1:me" }, 5*time.Second, 10*time.Millisecond, "the view was not published")
-	assert.True(t, e.registered(key), "the release's write landed though it was held: the test proves nothing")
+	assert.True(t, e.registered(key), "the runner's last write landed though it was held: the test proves nothing")
 	select {
 	case <-e.l.stopped(key):
 	default:

@@ -105,6 +105,11 @@ type statusSlot struct {
 	// gone is set when the loop was deleted: nothing is written to a loop
 	// that may since have been created again under the same name.
 	gone atomic.Bool
+	// wake, when set, is the runner's: a write refused as stale wakes it
+	// to read its loop again now, not at its next tick (a new owner's
+	// deferred claim refused by the old owner's handover waited an
+	// interval for it, its ticks meanwhile unrecorded).
+	wake chan<- struct{}
 }
 
 // landed is the status.sequence of the last write of the slot known to
@@ -237,6 +242,12 @@ func (w *statusWriter) refused(s *statusSlot, err error) {
 	if errors.Is(err, errStale) {
 		s.stale.Store(true)
 		w.done(s, nil)
+		if s.wake != nil {
+			select {
+			case s.wake <- struct{}{}:
+			default:
+			}
+		}
 	}
 }
 

@@ -733,7 +733,7 @@ func (s *shardRun) logClaims(b *testing.B, what string, before map[string]claims
 		a, o := after[m], before[m]
 		n := 0.0
 		counts := ""
-		for _, r := range []string{"handed", "claimed", "refused", "failed"} {
+		for _, r := range []string{"handed", "deferred", "claimed", "refused", "failed"} {
 			d := a.byResult[r] - o.byResult[r]
 			n += d
 			counts += fmt.Sprintf(" %s %.0f", r, d)
