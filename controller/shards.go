@@ -581,7 +581,10 @@ func (s *shardedLoops) rebalance(ctx context.Context) {
 		case s.loops.has(key):
 			stopping = append(stopping, s.loops.stopped(key))
 			s.inBackground(key, func() { s.loops.Release(key) })
-		case loop.Status.Owner != nil && loop.Status.Owner.Member == s.member.Name:
+		case loop.Status.Owner != nil && loop.Status.Owner.Member == s.member.Name && !s.member.GivesAway(string(loop.UID)):
+			// A loop the published view gives away is its assignee's
+			// to take as it is: a write clearing the owner here landed
+			// before that assignee's claim, and refused it.
 			s.inBackground(key, func() { s.loops.disown(ctx, loop) })
 		}
 	}

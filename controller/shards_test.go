@@ -881,3 +881,50 @@ func TestRebalancePublishesItsViewOnceItsRunnersStopped(t *testing.T) {
 		t.Fatal("the view was published while the runner of a loop it gives away ran")
 	}
 }
+
+// A loop recorded as this replica's, which it has no runner for and is not
+// assigned, is disowned (its owner cleared, for its assignee), unless the
+// view this replica published gives it away: its assignee takes it as it
+// is, and a write here landed before that assignee's claim and refused it
+// (BenchmarkShards: every loop of a join taken twice).
+func TestRebalanceDisownsOnlyWhatItsViewDoesNotGiveAway(t *testing.T) {
+	var uid string
+	for _, u := range []string{"u-0", "u-1", "u-2", "u-3", "u-4", "u-5", "u-6", "u-7"} {
+		if shard.Assign(u, []string{"me", "other"}) == "other" {
+			uid = u
+			break
+		}
+	}
+	require.NotEmpty(t, uid)
+	loop := quietLoop(t, "web", types.UID(uid), time.Hour)
+	loop.Status.Owner, loop.Status.Sequence = &v1alpha1.LoopOwner{Member: "me", Epoch: 1}, 3
+	key := client.ObjectKeyFromObject(loop)
+	sch := runtime.NewScheme()
+	require.NoError(t, clientgoscheme.AddToScheme(sch))
+	require.NoError(t, v1alpha1.AddToScheme(sch))
+	c := fake.NewClientBuilder().WithScheme(sch).WithObjects(loop).WithStatusSubresource(&v1alpha1.ControlLoop{}).Build()
+	s := &fakeShard{self: shard.Owner{Member: "me", Epoch: 1}, ok: true, elsewhere: true}
+	l := &Loops{Client: c, APIReader: c, Bundles: echoRegistry(t), Log: logr.Discard(), Shard: s}
+	member := shard.NewMember(c, "gov", "me", shard.Timings{LeaseDuration: 8 * time.Second, RenewDeadline: 6 * time.Second, RetryPeriod: 20 * time.Millisecond}, logr.Discard())
+	ctx, cancel := context.WithCancel(context.Background())
+	renewing := make(chan struct{})
+	go func() { _ = member.Run(ctx, nil); close(renewing) }()
+	t.Cleanup(func() { cancel(); <-renewing })
+	require.Eventually(t, func() bool { _, ok := member.Self(); return ok }, 5*time.Second, 10*time.Millisecond)
+	owner := func() *v1alpha1.LoopOwner {
+		var got v1alpha1.ControlLoop
+		require.NoError(t, c.Get(ctx, key, &got))
+		return got.Status.Owner
+	}
+	sharded := &shardedLoops{loops: l, member: member}
+
+	member.Publish([]string{"me", "other"})
+	sharded.rebalance(ctx)
+	sharded.handoff.Wait()
+	assert.Equal(t, &v1alpha1.LoopOwner{Member: "me", Epoch: 1}, owner(), "a loop the published view gives away was written")
+
+	member.Publish([]string{"me"}) // a view that gives it to this replica: not given away
+	sharded.rebalance(ctx)
+	sharded.handoff.Wait()
+	assert.Nil(t, owner(), "a loop not given away by the view was not disowned")
+}

@@ -288,6 +288,15 @@ func (m *Member) Successor(uid string) (Owner, bool) {
 	return o, ok
 }
 
+// GivesAway says whether this member's published view, under its epoch,
+// gives the loop of this UID to another member: others may take it
+// without this member writing anything of it.
+func (m *Member) GivesAway(uid string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.epoch > 0 && m.published.releases(uid, Owner{Member: m.Name, Epoch: m.epoch})
+}
+
 // Members are the live members as last listed, sorted.
 func (m *Member) Members() []string {
 	m.mu.Lock()

@@ -468,6 +468,11 @@ func TestPublishedViewFreesTheLoopsItGivesAway(t *testing.T) {
 		t.Fatalf("rendezvous gave d %d of 200 loops", gave)
 	}
 	check("a's view published", toD)
+	for _, u := range uids(200) {
+		if a.GivesAway(u) != toD(u) {
+			t.Fatalf("a.GivesAway(%s) = %v, want %v", u, a.GivesAway(u), toD(u))
+		}
+	}
 	if may, err := d.MayTake(ctx, &owner); err != nil || may {
 		t.Fatalf("MayTake(a at its epoch) = %v %v: a view frees loops by their UIDs only", may, err)
 	}
@@ -489,6 +494,11 @@ func TestPublishedViewFreesTheLoopsItGivesAway(t *testing.T) {
 	must(t, a.renew(ctx), c.Get(ctx, key, &l))
 	if got, ok := l.Annotations[ViewAnnotation]; ok {
 		t.Fatalf("a's new epoch %d carries the view %q of its old", ptr.Deref(l.Spec.LeaseTransitions, 0), got)
+	}
+	for _, u := range uids(200) {
+		if a.GivesAway(u) {
+			t.Fatalf("a gives %s away under a new epoch with no view published", u)
+		}
 	}
 	a.Publish(a.Members())
 	must(t, a.renew(ctx), c.Get(ctx, key, &l))
