@@ -63,7 +63,7 @@ var shardLoops = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 var (
 	shardClaims = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "governor_shard_claims_total",
-		Help: "Loops this replica took, by result: claimed; handed (on to it by its owner as it stopped: no claim written); deferred (no owner recorded, or its epoch ended: ticked at once, claimed by its first status write); refused (another live replica owns the loop, or this one lapsed); failed (tried again).",
+		Help: "Loops this replica took, by result: claimed; handed (on to it by its owner as it stopped: no claim written); deferred (no owner recorded, its epoch ended, or its published view gives the loop away: ticked at once, claimed by its first status write); refused (another live replica owns the loop, or this one lapsed); failed (tried again).",
 	}, []string{"result"})
 	shardTakeoverSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "governor_shard_takeover_seconds",
