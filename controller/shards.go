@@ -209,9 +209,9 @@ func (l *Loops) tookUnder(key types.NamespacedName, epoch int64) int64 {
 // deferredRefused undoes tookUnder for a runner whose deferred claim was
 // refused before any write of its landed: no status names this replica by
 // its own write since, so one that does is a handover to it (handedTo),
-// taken without a claim. When a member publishes its view, the new owners'
-// first writes race the old owner's handovers, and a handover landing
-// first would otherwise cost a claim more.
+// taken without a claim. The old owner's last writes (a stopping
+// replica's handovers, an acting tick's record) race the new owner's first
+// one, and a handover landing first would otherwise cost a claim more.
 func (l *Loops) deferredRefused(r *runner) {
 	if r.tookBefore == nil {
 		return
@@ -399,10 +399,11 @@ func (l *Loops) Keep(key types.NamespacedName) {
 // Its last quiet ticks (since its last status write, at most a flush
 // interval) are not written: the view the rebalance publishes once the
 // runner stopped lets the loop's new owner take it at once, and that
-// owner's first status write claims it. A handover write of each loop as
-// well (until run H: 2,500 of them, 14 s at the median and 28 s for the
-// last, on this machine's API server) landed first on most loops and
-// refused the new owners' claims, and kept the API server twice as busy.
+// owner's first status write claims it. New owners waited for a handover
+// write of each loop (run H: 2,500 of them, 14 s at the median and 28 s
+// for the last, on this machine's API server); written beside the view,
+// the handovers landed before the new owners' claims on 127 of 164 loops
+// and refused them (BenchmarkShards, run I).
 // What the runner handed over before it stopped (an acting tick's record)
 // is still written. The runner stays registered until then: a loop
 // assigned back meanwhile gets no second runner while the first still
@@ -542,11 +543,11 @@ func (s *shardedLoops) Start(ctx context.Context) error {
 
 // rebalance starts the runners of the loops assigned to this replica and
 // stops, in the background, those of loops assigned elsewhere, by the
-// members as last listed; once those runners have stopped (their handover
-// writes may still wait), it publishes that view in the member Lease
-// (shard.ViewAnnotation), and the loops' new owners take them at once,
-// their claims deferred to their first status writes. While the replica
-// may not act it changes nothing: its runners wait (errLapsed).
+// members as last listed; once those runners have stopped (what they had
+// handed over may still wait to be written), it publishes that view in the
+// member Lease (shard.ViewAnnotation), and the loops' new owners take them
+// at once, their claims deferred to their first status writes. While the
+// replica may not act it changes nothing: its runners wait (errLapsed).
 func (s *shardedLoops) rebalance(ctx context.Context) {
 	if s.loops.lapsed() {
 		return
