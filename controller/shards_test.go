@@ -243,15 +243,7 @@ func TestRebalanceReleasesInTheBackground(t *testing.T) {
 	var blocking atomic.Bool
 	e := startLoopsWith(t, func(l *Loops) {
 		l.Shard = s
-		l.Client = interceptor.NewClient(l.Client.(client.WithWatch), interceptor.Funcs{
-			SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
-				if !isClaim(obj) && blocking.Load() {
-					writes.Add(1)
-					<-landing
-				}
-				return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
-			},
-		})
+		holdWrites(l, &blocking, &writes, landing)
 	}, loop)
 	require.Eventually(t, func() bool { return e.status(t, key).Tick >= 1 }, 10*time.Second, 10*time.Millisecond)
 	sharded, land := giveAway(t, e, s, &blocking, landing)
@@ -288,6 +280,31 @@ func failingLoop(t *testing.T, name string, uid types.UID, interval time.Duratio
 	l.Spec.Targets, l.Spec.Collectors = nil, nil
 	l.Spec.Interval = metav1.Duration{Duration: interval}
 	return l
+}
+
+// assertTicksFollowOn checks that a status's history holds the ticks
+// before (the previous owner's), and tick numbers with no gap or repeat.
+func assertTicksFollowOn(t *testing.T, st v1alpha1.ControlLoopStatus, what string, before ...int64) {
+	t.Helper()
+	ticks := ticksOf(st)
+	assert.Subset(t, ticks, before, what)
+	for i := 1; i < len(ticks); i++ {
+		assert.Equal(t, ticks[i-1]+1, ticks[i], "tick numbers %v", ticks)
+	}
+}
+
+// holdWrites holds l's status writes (not its claims) while blocking is
+// set, until landing closes, counting them in held.
+func holdWrites(l *Loops, blocking *atomic.Bool, held *atomic.Int32, landing <-chan struct{}) {
+	l.Client = interceptor.NewClient(l.Client.(client.WithWatch), interceptor.Funcs{
+		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+			if !isClaim(obj) && blocking.Load() {
+				held.Add(1)
+				<-landing
+			}
+			return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
+		},
+	})
 }
 
 // giveAway assigns every loop elsewhere, its status writes held from now on
@@ -718,11 +735,7 @@ func TestShardedRunnerDefersTheClaimOfAFreeLoop(t *testing.T) {
 	require.Eventually(t, func() bool { st := e.status(t, key); return st.Owner.Member == "me" && st.Tick >= 9 }, 10*time.Second, 10*time.Millisecond)
 	require.True(t, lateLanded.Load())
 	st := e.status(t, key)
-	ticks := ticksOf(st)
-	assert.Subset(t, ticks, []int64{5, 6}, "the dead owner's ticks")
-	for i := 1; i < len(ticks); i++ {
-		assert.Equal(t, ticks[i-1]+1, ticks[i], "tick numbers %v", ticks)
-	}
+	assertTicksFollowOn(t, st, "the dead owner's ticks", 5, 6)
 	assert.Equal(t, &v1alpha1.LoopOwner{Member: "me", Epoch: 1}, st.Owner)
 	assert.Equal(t, claims, countedClaims("claimed"), "a free loop was claimed before it ticked")
 	assert.Equal(t, deferredClaims+2, countedClaims(deferred), "taken, refused, taken again")
@@ -761,11 +774,7 @@ func TestShardedRunnerTakesAHandoverThatBeatItsDeferredClaim(t *testing.T) {
 	require.Eventually(t, func() bool { return e.status(t, key).Tick >= 7 }, 10*time.Second, 10*time.Millisecond, "the runner did not take the loop again when its write was refused")
 	require.True(t, handoverLanded.Load())
 	st := e.status(t, key)
-	ticks := ticksOf(st)
-	assert.Subset(t, ticks, []int64{5, 6}, "the old owner's ticks")
-	for i := 1; i < len(ticks); i++ {
-		assert.Equal(t, ticks[i-1]+1, ticks[i], "tick numbers %v", ticks)
-	}
+	assertTicksFollowOn(t, st, "the old owner's ticks", 5, 6)
 	assert.Equal(t, &v1alpha1.LoopOwner{Member: "me", Epoch: 1}, st.Owner)
 	assert.Equal(t, deferredClaims+1, countedClaims(deferred), "the loop given away was not taken at once")
 	assert.Equal(t, handedOn+1, countedClaims(handed), "the handover was not taken as one")
@@ -813,15 +822,7 @@ func TestRebalancePublishesItsViewOnceItsRunnersStopped(t *testing.T) {
 		l.Shard = s
 		l.StatusFlush = time.Hour
 		l.Metrics = ticks
-		l.Client = interceptor.NewClient(l.Client.(client.WithWatch), interceptor.Funcs{
-			SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
-				if !isClaim(obj) && blocking.Load() {
-					blocked.Add(1)
-					<-landing
-				}
-				return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
-			},
-		})
+		holdWrites(l, &blocking, &blocked, landing)
 	}, loop)
 	require.Eventually(t, func() bool { return e.status(t, key).Tick >= 1 }, 10*time.Second, 10*time.Millisecond)
 
