@@ -89,9 +89,12 @@ type Loops struct {
 	// replica runs; nil runs every loop (the leader's).
 	Shard Sharding
 
-	mu      sync.Mutex
-	ctx     context.Context // set once started
-	runners map[types.NamespacedName]*runner
+	// assigning is held by a rebalance's scan of the loops, and shared
+	// by the reconciler's start of a runner (ensureAssigned).
+	assigning sync.RWMutex
+	mu        sync.Mutex
+	ctx       context.Context // set once started
+	runners   map[types.NamespacedName]*runner
 	// took is, sharded, the member Lease epoch under which this replica
 	// last took each loop (handedOrClaimed).
 	took map[types.NamespacedName]int64

@@ -380,11 +380,12 @@ func addLoops(mgr manager.Manager, loops *Loops, opts Options) (*shard.Member, e
 		RenewDeadline: cmp.Or(opts.RenewDeadline, 10*time.Second),
 		RetryPeriod:   cmp.Or(opts.RetryPeriod, 2*time.Second),
 	}
-	// Leases are read from the API server: a cache of them would watch
-	// every namespace's. On a connection of their own, as leader
-	// election's, so that renewals do not wait behind the loops' status
-	// writes and watch events.
-	c, err := client.New(ownConnection(mgr.GetConfig()), client.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper()})
+	// Leases are read from the API server, and watched in their
+	// namespace only: the manager's cache of them would watch every
+	// namespace's. On a connection of their own, as leader election's,
+	// so that renewals do not wait behind the loops' status writes and
+	// watch events.
+	c, err := client.NewWithWatch(ownConnection(mgr.GetConfig()), client.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper()})
 	if err != nil {
 		return nil, err
 	}

@@ -33,21 +33,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	case loop.DeletionTimestamp != nil:
 		r.Loops.Remove(req.NamespacedName)
 		return ctrl.Result{}, nil
-	case r.Loops.lapsed():
-		// Which loops this replica owns is not known: its runners wait
-		// (errLapsed), and the rebalance after its renewal decides.
-		return ctrl.Result{}, nil
-	case !r.Loops.owns(&loop):
-		r.Loops.Release(req.NamespacedName)
-		return ctrl.Result{}, nil
-	case r.Loops.heldElsewhere(req.NamespacedName, &loop):
-		// Its owner hands it on (an update this watches) or the listing
-		// sees it gone (the rebalance): a runner started now is refused,
-		// as one for each loop of a replica's share was, on the cache's
-		// first events, when it came back (BenchmarkShards).
-		return ctrl.Result{}, nil
 	}
-	r.Loops.Ensure(req.NamespacedName)
+	if !r.Loops.ensureAssigned(req.NamespacedName, &loop) {
+		r.Loops.Release(req.NamespacedName)
+	}
 	return ctrl.Result{}, nil
 }
 

@@ -110,6 +110,33 @@ func (l *Loops) lapsed() bool {
 	return !ok
 }
 
+// ensureAssigned makes sure a loop this replica runs has a runner (waking
+// it), unless its owner still runs it elsewhere; false when the loop is
+// not this replica's, for the caller to release. Which loops are is not
+// known while the replica lapsed: true, and its runners wait (errLapsed)
+// for the rebalance after its renewal to decide. A rebalance's scan waits
+// for it (assigning): a runner started on an answer of the listing before
+// the rebalance's would be left running, in a replica whose published view
+// says it is stopped.
+func (l *Loops) ensureAssigned(key types.NamespacedName, loop *v1alpha1.ControlLoop) bool {
+	l.assigning.RLock()
+	defer l.assigning.RUnlock()
+	switch {
+	case l.lapsed():
+		return true
+	case !l.owns(loop):
+		return false
+	case l.heldElsewhere(key, loop):
+		// Its owner hands it on (an update this watches) or the listing
+		// sees it gone (the rebalance): a runner started now is refused,
+		// as one for each loop of a replica's share was, on the cache's
+		// first events, when it came back (BenchmarkShards).
+		return true
+	}
+	l.Ensure(key)
+	return true
+}
+
 // owns says whether this replica runs the loop.
 func (l *Loops) owns(loop *v1alpha1.ControlLoop) bool {
 	return l.Shard == nil || l.Shard.Owns(string(loop.UID))
@@ -157,7 +184,16 @@ func (l *Loops) handedOrClaimed(ctx context.Context, r *runner, fresh *v1alpha1.
 	if !ok {
 		return refused, self, errLapsed
 	}
-	if err := l.Client.Get(ctx, r.key, fresh); err != nil {
+	// After a write refused as stale, from the API server: the cache may
+	// not have the write that refused it yet, and a claim on what it
+	// holds would be refused again (a joining replica's first ticks of a
+	// share, with the old owners' last quiet writes landing as it took
+	// them, were refused twice on the average: BenchmarkShards).
+	var reader client.Reader = l.Client
+	if r.out.stale.Load() {
+		reader = l.APIReader
+	}
+	if err := reader.Get(ctx, r.key, fresh); err != nil {
 		return failed, self, err
 	}
 	if l.handedTo(self, r.key, fresh.Status.Owner) {
@@ -388,11 +424,14 @@ func (l *Loops) released(r *runner) {
 }
 
 // Keep starts a runner for a loop that has none, without waking one that
-// runs: the loop was assigned to this replica.
-func (l *Loops) Keep(key types.NamespacedName) {
-	if !l.has(key) {
-		l.Ensure(key)
+// runs: the loop was assigned to this replica. It says whether it started
+// one.
+func (l *Loops) Keep(key types.NamespacedName) bool {
+	if l.has(key) {
+		return false
 	}
+	l.Ensure(key)
+	return true
 }
 
 // Release stops the runner of a loop a rebalance gave away, if it has one.
@@ -442,19 +481,6 @@ func (l *Loops) heldElsewhere(key types.NamespacedName, loop *v1alpha1.ControlLo
 	return l.Shard != nil && l.Shard.HeldElsewhere(string(loop.UID), ownerOf(loop.Status.Owner)) && !l.has(key)
 }
 
-// stopped is closed once the runner of a loop has stopped (at once when it
-// has none).
-func (l *Loops) stopped(key types.NamespacedName) <-chan struct{} {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if r, ok := l.runners[key]; ok && r.cancel != nil {
-		return r.done
-	}
-	closed := make(chan struct{})
-	close(closed)
-	return closed
-}
-
 func (l *Loops) has(key types.NamespacedName) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -493,7 +519,7 @@ type shardedLoops struct {
 	// The loops being released or disowned, in the background: a
 	// rebalance does not wait for their writes.
 	mu      sync.Mutex
-	handing map[types.NamespacedName]bool
+	handing map[types.NamespacedName]chan struct{} // closed when done
 	handoff sync.WaitGroup
 }
 
@@ -503,12 +529,15 @@ func (s *shardedLoops) Start(ctx context.Context) error {
 	// Rebalances run beside the renewals, never in their way: one waiting
 	// at most (it reads the newest listing when it runs). Run after each
 	// renewal, a rebalance held the next one back as long as it took: the
-	// first, waiting for the cache of 10,000 loops, past the Lease's
+	// first (waiting then for the cache of 10,000 loops) past the Lease's
 	// expiry, and the replica coming back lapsed at once (BenchmarkShards).
 	wanted := make(chan struct{}, 1)
 	renewing, balancing := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(renewing)
+		if !s.loopsCached(memberCtx) {
+			return
+		}
 		_ = s.member.Run(memberCtx, func() {
 			select {
 			case wanted <- struct{}{}:
@@ -541,18 +570,41 @@ func (s *shardedLoops) Start(ctx context.Context) error {
 	return err
 }
 
+// loopsCached waits until the cache holds every loop (false when ctx ends
+// first): a replica joins the members only then. Joining first, it had the
+// others stop its share's runners while it waited, seconds before it could
+// start its own (2,547 of 10,000 loops first ticked by the joining replica
+// 7.7 s after its Lease at the median, BenchmarkShards run J).
+func (s *shardedLoops) loopsCached(ctx context.Context) bool {
+	for {
+		err := s.loops.Client.List(ctx, &v1alpha1.ControlLoopList{}, client.UnsafeDisableDeepCopy)
+		if err == nil {
+			return true
+		}
+		if ctx.Err() == nil {
+			s.loops.Log.Error(err, "waiting for the loops' cache before joining the members")
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(s.member.Timings.RetryPeriod):
+		}
+	}
+}
+
 // rebalance starts the runners of the loops assigned to this replica and
 // stops, in the background, those of loops assigned elsewhere, by the
-// members as last listed; once those runners have stopped (what they had
-// handed over may still wait to be written), it publishes that view in the
+// members as last listed; once those runners have stopped and what they
+// had handed over is written (in the background too: the next rebalance
+// does not wait for it), it publishes that view in the
 // member Lease (shard.ViewAnnotation), and the loops' new owners take them
 // at once, their claims deferred to their first status writes. While the
 // replica may not act it changes nothing: its runners wait (errLapsed).
 func (s *shardedLoops) rebalance(ctx context.Context) {
-	if s.loops.lapsed() {
-		return
+	if ctx.Err() != nil || s.loops.lapsed() {
+		return // stopping (its runners hand over): starting none; or lapsed
 	}
-	view := s.member.Members()
+	begun := time.Now()
 	// The cache's own objects, read only: a copy of every loop with its
 	// history, twice a second, was 7 % of governor's CPU with 1,000 loops.
 	var list v1alpha1.ControlLoopList
@@ -563,6 +615,9 @@ func (s *shardedLoops) rebalance(ctx context.Context) {
 		return
 	}
 	var stopping []<-chan struct{}
+	started := 0
+	s.loops.assigning.Lock()
+	view := s.member.Members()
 	for i := range list.Items {
 		loop := &list.Items[i]
 		key := types.NamespacedName{Namespace: loop.Namespace, Name: loop.Name}
@@ -576,12 +631,11 @@ func (s *shardedLoops) rebalance(ctx context.Context) {
 			// started now would be refused: after every renewal, for each
 			// of the 3,345 loops of a replica coming back among 10,000
 			// (BenchmarkShards).
-			if !s.loops.heldElsewhere(key, loop) {
-				s.loops.Keep(key)
+			if !s.loops.heldElsewhere(key, loop) && s.loops.Keep(key) {
+				started++
 			}
 		case s.loops.has(key):
-			stopping = append(stopping, s.loops.stopped(key))
-			s.inBackground(key, func() { s.loops.Release(key) })
+			stopping = append(stopping, s.inBackground(key, func() { s.loops.Release(key) }))
 		case loop.Status.Owner != nil && loop.Status.Owner.Member == s.member.Name && !s.member.GivesAway(string(loop.UID)):
 			// A loop the published view gives away is its assignee's
 			// to take as it is: a write clearing the owner here landed
@@ -589,38 +643,48 @@ func (s *shardedLoops) rebalance(ctx context.Context) {
 			s.inBackground(key, func() { s.loops.disown(ctx, loop) })
 		}
 	}
+	s.loops.assigning.Unlock()
 	shardLoops.WithLabelValues(s.member.Name).Set(float64(s.loops.running()))
-	for _, done := range stopping {
-		select {
-		case <-done:
-		case <-ctx.Done():
-			return
+	s.handoff.Go(func() {
+		for _, done := range stopping {
+			select {
+			case <-done:
+			case <-ctx.Done():
+				return
+			}
 		}
-	}
-	if slices.Equal(view, s.member.Members()) { // else the next rebalance publishes
-		s.member.Publish(view)
-	}
+		if started > 0 || len(stopping) > 0 {
+			s.loops.Log.Info("rebalanced", "members", view, "started", started, "stopped", len(stopping), "in", time.Since(begun))
+		}
+		if slices.Equal(view, s.member.Members()) { // else a later rebalance publishes
+			s.member.Publish(view)
+		}
+	})
 }
 
-// inBackground runs a loop's release or disowning, unless one runs: the
-// member's next renewal does not wait for its write. (Waiting for them, a
-// rebalance that gave away 50 loops held the renewal back for seconds on a
-// busy API server, and one giving away thousands would hold it past its
-// deadline: BenchmarkShards.)
-func (s *shardedLoops) inBackground(key types.NamespacedName, f func()) {
+// inBackground runs a loop's release or disowning, unless one runs, and
+// says when it (or the one running) is done: the member's next renewal
+// does not wait for its write. (Waiting for them, a rebalance that gave
+// away 50 loops held the renewal back for seconds on a busy API server,
+// and one giving away thousands would hold it past its deadline:
+// BenchmarkShards.)
+func (s *shardedLoops) inBackground(key types.NamespacedName, f func()) <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.handing[key] {
-		return
+	if done, ok := s.handing[key]; ok {
+		return done
 	}
 	if s.handing == nil {
-		s.handing = map[types.NamespacedName]bool{}
+		s.handing = map[types.NamespacedName]chan struct{}{}
 	}
-	s.handing[key] = true
+	done := make(chan struct{})
+	s.handing[key] = done
 	s.handoff.Go(func() {
 		f()
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		delete(s.handing, key)
+		close(done)
 	})
+	return done
 }

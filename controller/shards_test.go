@@ -51,14 +51,21 @@ type fakeShard struct {
 	// gaveAway is, by member, the epoch under which the member published a
 	// view that gives every loop to another (shard.ViewAnnotation).
 	gaveAway map[string]int64
+	// answering, when set, runs before Owns returns what it found: the
+	// listing may change meanwhile.
+	answering func()
 }
 
 // Owns is true while the replica may act, as shard.Member's, unless loops
 // are assigned elsewhere.
 func (f *fakeShard) Owns(string) bool {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.ok && !f.elsewhere
+	owns, answering := f.ok && !f.elsewhere, f.answering
+	f.mu.Unlock()
+	if answering != nil {
+		answering()
+	}
+	return owns
 }
 func (f *fakeShard) Self() (shard.Owner, bool) {
 	f.mu.Lock()
@@ -322,9 +329,9 @@ func giveAway(t *testing.T, e *loopsEnv, s *fakeShard, blocking *atomic.Bool, la
 	return &shardedLoops{loops: e.l, member: &shard.Member{Name: "me"}}, land
 }
 
-// A member's renewals go on while a rebalance is held up (the first waits
-// for the cache of every loop): run after each renewal, a rebalance that
-// outlasted the Lease cost the replica its epoch.
+// A member's renewals go on while a rebalance is held up: run after each
+// renewal, a rebalance that outlasted the Lease cost the replica its
+// epoch.
 func TestRenewalsDoNotWaitForARebalance(t *testing.T) {
 	sch := runtime.NewScheme()
 	require.NoError(t, clientgoscheme.AddToScheme(sch))
@@ -333,9 +340,10 @@ func TestRenewalsDoNotWaitForARebalance(t *testing.T) {
 	var listed atomic.Int32
 	held := interceptor.NewClient(c, interceptor.Funcs{
 		List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
-			if _, ok := list.(*v1alpha1.ControlLoopList); ok {
-				listed.Add(1)
-				<-ctx.Done() // as a cache that does not sync
+			// The first listing is the member's, before it joins; the
+			// next, the first rebalance's, is held.
+			if _, ok := list.(*v1alpha1.ControlLoopList); ok && listed.Add(1) > 1 {
+				<-ctx.Done()
 				return ctx.Err()
 			}
 			return c.List(ctx, list, opts...)
@@ -347,7 +355,7 @@ func TestRenewalsDoNotWaitForARebalance(t *testing.T) {
 	stopped := make(chan struct{})
 	go func() { _ = (&shardedLoops{loops: l, member: member}).Start(ctx); close(stopped) }()
 	t.Cleanup(func() { cancel(); <-stopped })
-	require.Eventually(t, func() bool { return listed.Load() == 1 }, 5*time.Second, 10*time.Millisecond, "no rebalance")
+	require.Eventually(t, func() bool { return listed.Load() == 2 }, 5*time.Second, 10*time.Millisecond, "no rebalance")
 	renewed := func() time.Time {
 		var lease coordinationv1.Lease
 		require.NoError(t, c.Get(ctx, client.ObjectKey{Namespace: "gov", Name: shard.LeasePrefix + "me"}, &lease))
@@ -357,6 +365,46 @@ func TestRenewalsDoNotWaitForARebalance(t *testing.T) {
 	require.Eventually(t, func() bool { return renewed().After(first) }, 5*time.Second, 10*time.Millisecond, "the Lease was not renewed while a rebalance was held up")
 	_, ok := member.Self()
 	assert.True(t, ok)
+}
+
+// A replica joins the members (takes its member Lease) only once its cache
+// holds the loops: joined first, the others stopped its share's runners
+// while it could not run them.
+func TestMemberJoinsOnceItsLoopsAreCached(t *testing.T) {
+	sch := runtime.NewScheme()
+	require.NoError(t, clientgoscheme.AddToScheme(sch))
+	require.NoError(t, v1alpha1.AddToScheme(sch))
+	c := fake.NewClientBuilder().WithScheme(sch).WithStatusSubresource(&v1alpha1.ControlLoop{}).Build()
+	syncing, synced := make(chan struct{}, 1), make(chan struct{})
+	cache := interceptor.NewClient(c, interceptor.Funcs{
+		List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+			if _, ok := list.(*v1alpha1.ControlLoopList); ok {
+				select {
+				case syncing <- struct{}{}:
+				default:
+				}
+				select { // as a cache that has not synced yet
+				case <-synced:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			return c.List(ctx, list, opts...)
+		},
+	})
+	member := shard.NewMember(c, "gov", "me", shard.Timings{LeaseDuration: 8 * time.Second, RenewDeadline: 6 * time.Second, RetryPeriod: 20 * time.Millisecond}, logr.Discard())
+	l := &Loops{Client: cache, APIReader: cache, Bundles: echoRegistry(t), Log: logr.Discard(), Shard: member}
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { _ = (&shardedLoops{loops: l, member: member}).Start(ctx); close(stopped) }()
+	t.Cleanup(func() { cancel(); <-stopped })
+	<-syncing
+	time.Sleep(100 * time.Millisecond) // five retry periods
+	lease := client.ObjectKey{Namespace: "gov", Name: shard.LeasePrefix + "me"}
+	err := c.Get(ctx, lease, &coordinationv1.Lease{})
+	require.True(t, apierrors.IsNotFound(err), "the member Lease was taken before the loops were cached (%v)", err)
+	close(synced)
+	require.Eventually(t, func() bool { _, ok := member.Self(); return ok }, 5*time.Second, 10*time.Millisecond, "no Lease once the loops were cached")
 }
 
 // A rebalance giving a share away writes what its runners had handed over
@@ -415,6 +463,47 @@ func TestRebalanceReleasesAFewAtATime(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	assert.LessOrEqual(t, top, 2*bound, "status writes in flight at once")
+}
+
+// A runner the reconciler starts, on an answer of the listing before a
+// rebalance's, is seen and stopped by that rebalance before it publishes
+// its view: a replica runs no loop its published view gives away.
+func TestRebalanceStopsARunnerTheReconcilerStartsMeanwhile(t *testing.T) {
+	loop := quietLoop(t, "web", "web-uid", 20*time.Millisecond)
+	key := client.ObjectKeyFromObject(loop)
+	s := &fakeShard{self: shard.Owner{Member: "me", Epoch: 1}, ok: true}
+	e := startSharded(t, s)
+	require.NoError(t, e.c.Create(context.Background(), loop)) // no runner yet
+	asked, answer := make(chan struct{}), make(chan struct{})
+	s.mu.Lock()
+	s.answering = func() {
+		s.mu.Lock()
+		s.answering, s.elsewhere = nil, true // the next listing assigns the loop elsewhere
+		s.mu.Unlock()
+		close(asked)
+		<-answer
+	}
+	s.mu.Unlock()
+	reconciled := make(chan error, 1)
+	go func() {
+		_, err := (&Reconciler{Loops: e.l}).Reconcile(context.Background(), reconcile.Request{NamespacedName: key})
+		reconciled <- err
+	}()
+	<-asked
+	rebalanced := make(chan struct{})
+	go func() {
+		(&shardedLoops{loops: e.l, member: &shard.Member{Name: "me"}}).rebalance(context.Background())
+		close(rebalanced)
+	}()
+	select {
+	case <-rebalanced: // it did not wait for the reconciler
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(answer)
+	require.NoError(t, <-reconciled)
+	<-rebalanced
+	require.Eventually(t, func() bool { return !e.registered(key) }, 5*time.Second, 10*time.Millisecond,
+		"a runner the reconciler started during a rebalance that gave its loop away still runs after it")
 }
 
 // Neither a rebalance nor the reconciler starts a runner for a loop
@@ -781,6 +870,41 @@ func TestShardedRunnerTakesAHandoverThatBeatItsDeferredClaim(t *testing.T) {
 	assert.Equal(t, claims, countedClaims("claimed"), "a loop handed on was claimed")
 }
 
+// A runner whose deferred claim was refused as stale reads its loop again
+// from the API server, not its cache: the cache may not have the write
+// that refused the claim yet (the old owner's last, landed as it gave the
+// loop away), and a claim on what it holds would be refused again, as long
+// as it lags.
+func TestShardedRunnerReadsTheAPIServerAfterAStaleRefusal(t *testing.T) {
+	cached := quietLoop(t, "web", "web-uid", time.Hour)
+	cached.Status = v1alpha1.ControlLoopStatus{Tick: 5, Sequence: 9, Owner: &v1alpha1.LoopOwner{Member: "old", Epoch: 1}}
+	landed := cached.DeepCopy() // the old owner's last write
+	landed.Status.Tick, landed.Status.Sequence = 6, 10
+	key := client.ObjectKeyFromObject(cached)
+	s := &fakeShard{self: shard.Owner{Member: "me", Epoch: 1}, ok: true, live: map[string]int64{"old": 1}, gaveAway: map[string]int64{"old": 1}}
+	deferredClaims := countedClaims(deferred)
+	e := startLoopsWith(t, func(l *Loops) {
+		l.Shard = s
+		l.Client = interceptor.NewClient(l.Client.(client.WithWatch), interceptor.Funcs{
+			Get: func(ctx context.Context, c client.WithWatch, k client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+				if loop, ok := obj.(*v1alpha1.ControlLoop); ok && k == key {
+					cached.DeepCopyInto(loop) // a cache that does not catch up
+					return nil
+				}
+				return c.Get(ctx, k, obj, opts...)
+			},
+			SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+				return asAPIServer(c.SubResource(sub).Patch(ctx, obj, patch, opts...), obj)
+			},
+		})
+	}, landed)
+	require.Eventually(t, func() bool { return e.status(t, key).Tick >= 7 }, 10*time.Second, 10*time.Millisecond, "the runner's claims were refused on what its cache holds")
+	st := e.status(t, key)
+	assert.Equal(t, &v1alpha1.LoopOwner{Member: "me", Epoch: 1}, st.Owner)
+	assert.Equal(t, int64(7), st.Tick, "the runner's first tick after the old owner's last")
+	assert.Equal(t, deferredClaims+2, countedClaims(deferred), "taken once on the cache, refused, and once on the API server")
+}
+
 // asAPIServer is a fake client's answer to a JSON patch as the API server
 // gives it: a failed test is 422 Invalid there, a plain error here.
 func asAPIServer(err error, obj client.Object) error {
@@ -808,8 +932,9 @@ func (m *holdTicks) Metrics(context.Context, *v1alpha1.ControlLoop, time.Time) m
 
 // A rebalance publishes the view it gave loops away under
 // (shard.ViewAnnotation: their new owners then take them at once) only
-// once the runners of those loops have stopped, and without waiting for
-// what they had handed over to be written.
+// once the runners of those loops have stopped and what they had handed
+// over is written: landing after the new owners' claims, those writes
+// refused them.
 func TestRebalancePublishesItsViewOnceItsRunnersStopped(t *testing.T) {
 	loop := failingLoop(t, "web", "web-uid", 20*time.Millisecond)
 	key := client.ObjectKeyFromObject(loop)
@@ -856,9 +981,10 @@ func TestRebalancePublishesItsViewOnceItsRunnersStopped(t *testing.T) {
 	s.elsewhere = true
 	s.mu.Unlock()
 	sharded := &shardedLoops{loops: e.l, member: member}
+	var landed sync.Once
 	t.Cleanup(func() {
 		releaseTicks()
-		close(landing)
+		landed.Do(func() { close(landing) })
 		sharded.handoff.Wait()
 	})
 	rebalanced := make(chan struct{})
@@ -866,21 +992,14 @@ func TestRebalancePublishesItsViewOnceItsRunnersStopped(t *testing.T) {
 	require.Never(t, func() bool { return published() != "" }, 300*time.Millisecond, 20*time.Millisecond, "the view was published while a runner of a loop it gives away still ticked")
 
 	releaseTicks()
-	require.Eventually(t, func() bool {
-		select {
-		case <-rebalanced:
-			return true
-		default:
-			return false
-		}
-	}, 5*time.Second, 10*time.Millisecond, "the rebalance waited for more than the runner's stop")
+	require.Never(t, func() bool { return published() != "" }, 300*time.Millisecond, 20*time.Millisecond, "the view was published before what the runner had handed over was written")
+	require.True(t, e.registered(key), "the runner's last write landed though it was held: the test proves nothing")
+	written := e.status(t, key).Tick
+	landed.Do(func() { close(landing) })
 	require.Eventually(t, func() bool { return published() == "1:me" }, 5*time.Second, 10*time.Millisecond, "the view was not published")
-	assert.True(t, e.registered(key), "the runner's last write landed though it was held: the test proves nothing")
-	select {
-	case <-e.l.stopped(key):
-	default:
-		t.Fatal("the view was published while the runner of a loop it gives away ran")
-	}
+	<-rebalanced
+	assert.Greater(t, e.status(t, key).Tick, written, "the runner's last write did not land")
+	assert.False(t, e.registered(key), "the view was published while the runner of a loop it gives away ran")
 }
 
 // A loop recorded as this replica's, which it has no runner for and is not

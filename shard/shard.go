@@ -19,6 +19,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -145,7 +146,7 @@ type Timings struct {
 // Member is this replica's membership: its Lease, renewed, and the live
 // members as last listed.
 type Member struct {
-	Client    client.Client
+	Client    client.WithWatch
 	Namespace string
 	Name      string // the member (the pod's name); its Lease is LeasePrefix+Name
 	Timings   Timings
@@ -166,13 +167,20 @@ type Member struct {
 	// firstExpiry is when the first other live member's Lease expires,
 	// as last listed; zero when there is none.
 	firstExpiry time.Time
+	// wake asks Run for a round now: this member's view changed
+	// (Publish), or a watched Lease shows a change the last listing does
+	// not (changed).
+	wake chan struct{}
+	// listedVersion is the last listing's resource version.
+	listedVersion string
 }
 
 // NewMember is a member named name, with its Lease in namespace.
-func NewMember(c client.Client, namespace, name string, t Timings, log logr.Logger) *Member {
+func NewMember(c client.WithWatch, namespace, name string, t Timings, log logr.Logger) *Member {
 	var nonce [4]byte
 	_, _ = rand.Read(nonce[:])
-	return &Member{Client: c, Namespace: namespace, Name: name, Timings: t, Log: log, identity: name + "_" + hex.EncodeToString(nonce[:])}
+	return &Member{Client: c, Namespace: namespace, Name: name, Timings: t, Log: log,
+		identity: name + "_" + hex.EncodeToString(nonce[:]), wake: make(chan struct{}, 1)}
 }
 
 // Self is this member as an owner; false while it does not hold its Lease
@@ -313,30 +321,123 @@ func (m *Member) Members() []string {
 // its writes are conditional on the status it read, so of two runners
 // that both believe the loop theirs (views listed at different times) only
 // one's write lands, and neither acts before its write.
+//
+// A view that changes is written at once, by a round of its own: the loops
+// it gives away wait for it.
 func (m *Member) Publish(members []string) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.published = view{epoch: m.epoch, members: slices.Clone(members)}
+	v := view{epoch: m.epoch, members: slices.Clone(members)}
+	changed := v.String() != m.published.String()
+	m.published = v
+	m.mu.Unlock()
+	if changed {
+		m.roundNow()
+	}
+}
+
+// roundNow has Run start a round without waiting for its retry period.
+func (m *Member) roundNow() {
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
 }
 
 // Run holds the member's Lease and lists the members every RetryPeriod
 // until ctx ends; then it releases the Lease (call it once runners have
 // stopped). onRenew runs after each round, for the caller to rebalance.
+// Between rounds it watches the Leases: a member that joins, leaves or
+// publishes a view starts a round at once, so a joining member's share
+// moves within the API server's latency, not a retry period or two. The
+// rounds' listings alone decide who is live; the watch only wakes them
+// (and without it, forbidden or failing, the rounds go on as they are).
 func (m *Member) Run(ctx context.Context, onRenew func()) error {
 	ticker := time.NewTicker(m.Timings.RetryPeriod)
 	defer ticker.Stop()
+	watching := false
 	for {
 		m.round(ctx)
 		if ctx.Err() == nil && onRenew != nil {
 			onRenew()
+		}
+		if !watching {
+			// After the first listing: the watch compares its events
+			// with what the rounds listed.
+			watching = true
+			go m.watch(ctx)
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-ticker.C:
 		case <-m.expiry():
+		case <-m.wake:
 		}
 	}
+}
+
+// watch watches the members' Leases until ctx ends, starting a round
+// (roundNow) whenever one shows a change the last listing does not
+// (changed), from the last listing's resource version (the events after
+// it); a watch that fails or ends is started again a retry period later,
+// from the listing then.
+func (m *Member) watch(ctx context.Context) {
+	for {
+		m.mu.Lock()
+		since := m.listedVersion
+		m.mu.Unlock()
+		w, err := m.Client.Watch(ctx, &coordinationv1.LeaseList{}, &client.ListOptions{Namespace: m.Namespace,
+			Raw: &metav1.ListOptions{ResourceVersion: since}})
+		if err == nil {
+			err = m.follow(w)
+		}
+		if err != nil && ctx.Err() == nil {
+			m.Log.Error(err, "watching member Leases (the members are listed every retry period)")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(m.Timings.RetryPeriod):
+		}
+	}
+}
+
+// follow reads a watch's events until it ends, starting a round at each
+// change; the error event that ends a watch (its resource version too
+// old) is returned.
+func (m *Member) follow(w watch.Interface) error {
+	defer w.Stop()
+	for ev := range w.ResultChan() {
+		switch l, ok := ev.Object.(*coordinationv1.Lease); {
+		case ev.Type == watch.Error:
+			return apierrors.FromObject(ev.Object)
+		case ok && m.changed(l, ev.Type == watch.Deleted):
+			m.roundNow()
+		}
+	}
+	return nil
+}
+
+// changed says whether another member's Lease, as a watch event has it,
+// differs from the last listing in what moves loops: whether it is held,
+// its epoch, its published view. A renewal alone changes none of them;
+// an expiry, which no event shows, is Run's to see (expiry).
+func (m *Member) changed(l *coordinationv1.Lease, deleted bool) bool {
+	member, ok := strings.CutPrefix(l.Name, LeasePrefix)
+	if !ok || member == m.Name {
+		return false
+	}
+	heldNow := !deleted && ptr.Deref(l.Spec.HolderIdentity, "") != ""
+	epoch := int64(ptr.Deref(l.Spec.LeaseTransitions, 0))
+	v, _ := parseView(l.Annotations[ViewAnnotation])
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if o, live := m.members[member]; live {
+		return !heldNow || epoch != o.Epoch || v.String() != m.views[member].String()
+	}
+	// Not live as listed (ended, or unknown): held now, it joined or
+	// came back.
+	return heldNow
 }
 
 // expiry fires when the first other member's Lease expires, as last
@@ -493,5 +594,6 @@ func (m *Member) list(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.members, m.ended, m.sortedIDs, m.firstExpiry, m.views = live, ended, ids, first, views
+	m.listedVersion = leases.ResourceVersion
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/go-logr/logr"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -99,7 +100,7 @@ func TestLiveExcludesExpiredReleasedAndOthers(t *testing.T) {
 	}
 }
 
-func newMember(c client.Client, name string) *Member {
+func newMember(c client.WithWatch, name string) *Member {
 	return NewMember(c, "gov", name, Timings{LeaseDuration: 8 * time.Second, RenewDeadline: 6 * time.Second, RetryPeriod: 500 * time.Millisecond}, logr.Discard())
 }
 
@@ -347,7 +348,7 @@ func TestSuccessorIsTheAssigneeAmongTheOthers(t *testing.T) {
 // expiringAtFirstListing is a client whose first listing finds b's Lease
 // 200 ms from expiry (however late it comes), and whose listings after it
 // fail from failAfter on (0: none fails); lists counts them.
-func expiringAtFirstListing(lists *atomic.Int32, failAfter int32) client.Client {
+func expiringAtFirstListing(lists *atomic.Int32, failAfter int32) client.WithWatch {
 	b := lease("b", "b_1", time.Now(), 1)
 	return interceptor.NewClient(fake.NewClientBuilder().WithScheme(scheme.Scheme).WithObjects(&b).Build(), interceptor.Funcs{
 		List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
@@ -372,7 +373,7 @@ func expiringAtFirstListing(lists *atomic.Int32, failAfter int32) client.Client 
 
 // runMember runs a member named a with a retry period of an hour (the
 // first round alone is a round) until the test ends.
-func runMember(t *testing.T, c client.Client) *Member {
+func runMember(t *testing.T, c client.WithWatch) *Member {
 	a := NewMember(c, "gov", "a", Timings{LeaseDuration: 8 * time.Second, RenewDeadline: 6 * time.Second, RetryPeriod: time.Hour}, logr.Discard())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -505,4 +506,95 @@ func TestPublishedViewFreesTheLoopsItGivesAway(t *testing.T) {
 	if got, want := l.Annotations[ViewAnnotation], "2:a,d"; got != want {
 		t.Fatalf("a's view = %q, want %q", got, want)
 	}
+}
+
+// watchedMember runs a member named name with a retry period of an hour on
+// c, counting its listings, and returns once its watch of the Leases is
+// open: any round after the first is one the watch (or a Publish) started.
+func watchedMember(t *testing.T, c client.WithWatch, name string, lists *atomic.Int32) *Member {
+	t.Helper()
+	watching := make(chan struct{}, 1)
+	wc := interceptor.NewClient(c, interceptor.Funcs{
+		List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+			lists.Add(1)
+			return c.List(ctx, list, opts...)
+		},
+		Watch: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) (watch.Interface, error) {
+			w, err := c.Watch(ctx, list, opts...)
+			watching <- struct{}{}
+			return w, err
+		},
+	})
+	// Rounds, expiries and deadlines an hour apart: none within the test.
+	m := NewMember(wc, "gov", name, Timings{LeaseDuration: time.Hour, RenewDeadline: time.Hour, RetryPeriod: time.Hour}, logr.Discard())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = m.Run(ctx, nil)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-watching:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s opened no watch of the Leases", name)
+	}
+	return m
+}
+
+// waitFor polls cond for 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within 10 s: %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A member lists the members at once, not at its next round, when a
+// watched Lease shows a member joining, publishing a view, or releasing
+// its Lease; a renewal alone starts no round. A member whose view changes
+// writes it at once.
+func TestWatchedLeasesStartARoundOnEveryChangeThatMovesLoops(t *testing.T) {
+	c := fake.NewClientBuilder().WithScheme(scheme.Scheme).Build()
+	var aLists, dLists atomic.Int32
+	a := watchedMember(t, c, "a", &aLists)
+	d := watchedMember(t, c, "d", &dLists)
+	waitFor(t, "a lists d, which joined", func() bool { return fmt.Sprint(a.Members()) == "[a d]" })
+
+	// d's renewal, with nothing else changed, is no reason for a round.
+	ctx := context.Background()
+	before := aLists.Load()
+	must(t, d.renew(ctx))
+	time.Sleep(200 * time.Millisecond)
+	if n := aLists.Load() - before; n != 0 {
+		t.Fatalf("a listed the members %d times after d's renewal alone, want 0", n)
+	}
+
+	// a publishes the view d joined under (a's runners of d's loops
+	// stopped): a's Lease carries it at once, and d takes those loops.
+	waitFor(t, "d lists a", func() bool { return fmt.Sprint(d.Members()) == "[a d]" })
+	a.Publish(a.Members())
+	self, _ := a.Self()
+	var given string
+	for _, u := range uids(50) {
+		if Assign(u, []string{"a", "d"}) == "d" {
+			given = u
+			break
+		}
+	}
+	waitFor(t, "d frees a loop a's published view gives it", func() bool { return d.Free(given, &self) })
+	// Published again unchanged, the view needs no round.
+	before = aLists.Load()
+	a.Publish(a.Members())
+	time.Sleep(200 * time.Millisecond)
+	if n := aLists.Load() - before; n != 0 {
+		t.Fatalf("a's unchanged view started %d rounds, want 0", n)
+	}
+
+	must(t, d.Release(ctx))
+	waitFor(t, "a lists d gone, which released its Lease", func() bool { return fmt.Sprint(a.Members()) == "[a]" })
 }
