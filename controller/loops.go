@@ -137,7 +137,8 @@ type runner struct {
 	// (Loops.took): restored if the claim is refused (deferredRefused).
 	tookBefore *int64
 	// givenAway is set when a rebalance gave the loop to another replica:
-	// the stopping runner hands over nothing more (Release).
+	// the stopping runner writes its quiet ticks, handing the loop on to
+	// nobody (Release).
 	givenAway atomic.Bool
 	// out is the loop's status on its way to the API server.
 	out  statusSlot
@@ -624,10 +625,11 @@ func urgent(res tickResult, written, next *v1alpha1.ControlLoopStatus) bool {
 }
 
 // flush hands over what a stopping runner has not: Start writes it before
-// it returns. A runner a rebalance gave away hands over nothing more
-// (Release).
+// it returns, Release before the rebalance publishes its view. A runner
+// stopped with its replica hands the loop on (released); one a rebalance
+// gave away keeps this replica as owner, the view handing the loop on.
 func (l *Loops) flush(r *runner) {
-	if r.loop == nil || r.out.gone.Load() || r.givenAway.Load() {
+	if r.loop == nil || r.out.gone.Load() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -635,7 +637,9 @@ func (l *Loops) flush(r *runner) {
 	if acting, err := l.acting(ctx, r, r.loop); !acting || err != nil {
 		return // another replica may own it
 	}
-	l.released(r)
+	if !r.givenAway.Load() {
+		l.released(r)
+	}
 	if r.status == r.handed {
 		return
 	}

@@ -434,19 +434,18 @@ func (l *Loops) Keep(key types.NamespacedName) bool {
 	return true
 }
 
-// Release stops the runner of a loop a rebalance gave away, if it has one.
-// Its last quiet ticks (since its last status write, at most a flush
-// interval) are not written: the view the rebalance publishes once the
-// runner stopped lets the loop's new owner take it at once, and that
-// owner's first status write claims it. New owners waited for a handover
-// write of each loop (run H: 2,500 of them, 14 s at the median and 28 s
-// for the last, on this machine's API server); written beside the view,
-// the handovers landed before the new owners' claims on 127 of 164 loops
-// and refused them (BenchmarkShards, run I).
-// What the runner handed over before it stopped (an acting tick's record)
-// is still written. The runner stays registered until then: a loop
-// assigned back meanwhile gets no second runner while the first still
-// ticks or writes.
+// Release stops the runner of a loop a rebalance gave away, if it has one,
+// and writes what it had not: its quiet ticks since its last status write
+// (at most a flush interval of them), with this replica still as owner.
+// It names no successor: the view the rebalance publishes once this
+// returns lets the loop's new owner take it at once, and that owner's
+// first status write claims it. (Naming one meant a write for every moved
+// loop, which its new owner waited for: 2,500 of them took 14 s at the
+// median and 28 s for the last on this machine's API server, run H;
+// written beside the view, those writes landed after the new owners read
+// the loops and refused their claims, run I.) The runner stays registered
+// until its writes landed: a loop assigned back meanwhile gets no second
+// runner while the first still ticks or writes.
 func (l *Loops) Release(key types.NamespacedName) {
 	l.mu.Lock()
 	r, ok := l.runners[key]

@@ -166,8 +166,9 @@ func startSharded(t *testing.T, s Sharding, loops ...*v1alpha1.ControlLoop) *loo
 // A sharded runner records its replica as the loop's owner with its
 // ticks. Stopped with its replica (SIGTERM), it hands the loop on to the
 // member it goes to next, keeping its ticks; given away by a rebalance, it
-// writes nothing more: the loop's new owner takes it by the view the
-// rebalance publishes, and claims it with its first write.
+// writes its quiet ticks as the loop's owner still: the loop's new owner
+// takes it by the view the rebalance publishes once they landed, and
+// claims it with its first write.
 func TestShardedRunnerRecordsAndReleasesOwner(t *testing.T) {
 	loop := quietLoop(t, "web", "web-uid", 20*time.Millisecond)
 	key := client.ObjectKeyFromObject(loop)
@@ -191,7 +192,10 @@ func TestShardedRunnerRecordsAndReleasesOwner(t *testing.T) {
 	time.Sleep(100 * time.Millisecond) // quiet ticks, not written
 	e.l.Release(key)
 	assert.False(t, e.registered(key))
-	assert.Equal(t, written, e.status(t, key), "a runner given away wrote its quiet ticks, or handed the loop on")
+	st = e.status(t, key)
+	assert.Greater(t, st.Tick, written.Tick, "a runner given away did not write its quiet ticks")
+	assertTicksFollowOn(t, st, "the quiet ticks", written.Tick, written.Tick+1)
+	assert.Equal(t, &v1alpha1.LoopOwner{Member: "me", Epoch: 3}, st.Owner, "a runner given away handed the loop on: its new owner takes it by the view")
 }
 
 // A runner handed a loop takes it without a claim (even after its claim
