@@ -137,8 +137,7 @@ type runner struct {
 	// (Loops.took): restored if the claim is refused (deferredRefused).
 	tookBefore *int64
 	// givenAway is set when a rebalance gave the loop to another replica:
-	// the stopping runner writes its quiet ticks, handing the loop on to
-	// nobody (Release).
+	// the stopping runner hands over nothing more (Release).
 	givenAway atomic.Bool
 	// out is the loop's status on its way to the API server.
 	out  statusSlot
@@ -625,11 +624,10 @@ func urgent(res tickResult, written, next *v1alpha1.ControlLoopStatus) bool {
 }
 
 // flush hands over what a stopping runner has not: Start writes it before
-// it returns, Release before the rebalance publishes its view. A runner
-// stopped with its replica hands the loop on (released); one a rebalance
-// gave away keeps this replica as owner, the view handing the loop on.
+// it returns. A runner a rebalance gave away hands over nothing more
+// (Release).
 func (l *Loops) flush(r *runner) {
-	if r.loop == nil || r.out.gone.Load() {
+	if r.loop == nil || r.out.gone.Load() || r.givenAway.Load() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -637,9 +635,7 @@ func (l *Loops) flush(r *runner) {
 	if acting, err := l.acting(ctx, r, r.loop); !acting || err != nil {
 		return // another replica may own it
 	}
-	if !r.givenAway.Load() {
-		l.released(r)
-	}
+	l.released(r)
 	if r.status == r.handed {
 		return
 	}

@@ -434,18 +434,19 @@ func (l *Loops) Keep(key types.NamespacedName) bool {
 	return true
 }
 
-// Release stops the runner of a loop a rebalance gave away, if it has one,
-// and writes what it had not: its quiet ticks since its last status write
-// (at most a flush interval of them), with this replica still as owner.
-// It names no successor: the view the rebalance publishes once this
-// returns lets the loop's new owner take it at once, and that owner's
-// first status write claims it. (Naming one meant a write for every moved
-// loop, which its new owner waited for: 2,500 of them took 14 s at the
-// median and 28 s for the last on this machine's API server, run H;
-// written beside the view, those writes landed after the new owners read
-// the loops and refused their claims, run I.) The runner stays registered
-// until its writes landed: a loop assigned back meanwhile gets no second
-// runner while the first still ticks or writes.
+// Release stops the runner of a loop a rebalance gave away, if it has one.
+// Its last quiet ticks (since its last status write, at most a flush
+// interval) are not written: the view the rebalance publishes once the
+// runner stopped lets the loop's new owner take it at once, and that
+// owner's first status write claims it. New owners waited for a handover
+// write of each loop (run H: 2,500 of them, 14 s at the median and 28 s
+// for the last, on this machine's API server); written beside the view,
+// the handovers landed before the new owners' claims on 127 of 164 loops
+// and refused them (BenchmarkShards, run I).
+// What the runner handed over before it stopped (an acting tick's record)
+// is still written. The runner stays registered until then: a loop
+// assigned back meanwhile gets no second runner while the first still
+// ticks or writes.
 func (l *Loops) Release(key types.NamespacedName) {
 	l.mu.Lock()
 	r, ok := l.runners[key]
@@ -478,6 +479,19 @@ func (l *Loops) Release(key types.NamespacedName) {
 // taken yet (Sharding.HeldElsewhere).
 func (l *Loops) heldElsewhere(key types.NamespacedName, loop *v1alpha1.ControlLoop) bool {
 	return l.Shard != nil && l.Shard.HeldElsewhere(string(loop.UID), ownerOf(loop.Status.Owner)) && !l.has(key)
+}
+
+// stopped is closed once the runner of a loop has stopped (at once when it
+// has none).
+func (l *Loops) stopped(key types.NamespacedName) <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if r, ok := l.runners[key]; ok && r.cancel != nil {
+		return r.done
+	}
+	closed := make(chan struct{})
+	close(closed)
+	return closed
 }
 
 func (l *Loops) has(key types.NamespacedName) bool {
@@ -518,7 +532,7 @@ type shardedLoops struct {
 	// The loops being released or disowned, in the background: a
 	// rebalance does not wait for their writes.
 	mu      sync.Mutex
-	handing map[types.NamespacedName]chan struct{} // closed when done
+	handing map[types.NamespacedName]bool
 	handoff sync.WaitGroup
 }
 
@@ -593,9 +607,9 @@ func (s *shardedLoops) loopsCached(ctx context.Context) bool {
 
 // rebalance starts the runners of the loops assigned to this replica and
 // stops, in the background, those of loops assigned elsewhere, by the
-// members as last listed; once those runners have stopped and what they
-// had handed over is written (in the background too: the next rebalance
-// does not wait for it), it publishes that view in the
+// members as last listed; once those runners have stopped (in the
+// background too: the next rebalance does not wait for it; what they had
+// handed over may still wait to be written), it publishes that view in the
 // member Lease (shard.ViewAnnotation), and the loops' new owners take them
 // at once, their claims deferred to their first status writes. While the
 // replica may not act it changes nothing: its runners wait (errLapsed).
@@ -634,7 +648,8 @@ func (s *shardedLoops) rebalance(ctx context.Context) {
 				started++
 			}
 		case s.loops.has(key):
-			stopping = append(stopping, s.inBackground(key, func() { s.loops.Release(key) }))
+			stopping = append(stopping, s.loops.stopped(key))
+			s.inBackground(key, func() { s.loops.Release(key) })
 		case loop.Status.Owner != nil && loop.Status.Owner.Member == s.member.Name && !s.member.GivesAway(string(loop.UID)):
 			// A loop the published view gives away is its assignee's
 			// to take as it is: a write clearing the owner here landed
@@ -661,29 +676,25 @@ func (s *shardedLoops) rebalance(ctx context.Context) {
 	})
 }
 
-// inBackground runs a loop's release or disowning, unless one runs, and
-// says when it (or the one running) is done: the member's next renewal
-// does not wait for its write. (Waiting for them, a rebalance that gave
-// away 50 loops held the renewal back for seconds on a busy API server,
-// and one giving away thousands would hold it past its deadline:
-// BenchmarkShards.)
-func (s *shardedLoops) inBackground(key types.NamespacedName, f func()) <-chan struct{} {
+// inBackground runs a loop's release or disowning, unless one runs: the
+// member's next renewal does not wait for its write. (Waiting for them, a
+// rebalance that gave away 50 loops held the renewal back for seconds on a
+// busy API server, and one giving away thousands would hold it past its
+// deadline: BenchmarkShards.)
+func (s *shardedLoops) inBackground(key types.NamespacedName, f func()) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if done, ok := s.handing[key]; ok {
-		return done
+	if s.handing[key] {
+		return
 	}
 	if s.handing == nil {
-		s.handing = map[types.NamespacedName]chan struct{}{}
+		s.handing = map[types.NamespacedName]bool{}
 	}
-	done := make(chan struct{})
-	s.handing[key] = done
+	s.handing[key] = true
 	s.handoff.Go(func() {
 		f()
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		delete(s.handing, key)
-		close(done)
 	})
-	return done
 }
