@@ -170,10 +170,13 @@ func (l *Loops) take(ctx context.Context, r *runner, fresh *v1alpha1.ControlLoop
 // BenchmarkShards.) A loop this replica took before under its epoch may
 // name it by this replica's own writes, which the cache can show after it
 // handed the loop on: it is claimed. A loop free to take as the cache has
-// it (no owner recorded, or one whose epoch the last listing saw end) is
-// taken without a write too: the runner's first status write, conditional
-// on the cached status.sequence as a claim is, claims it, and until then
-// the runner acts on nothing (an action's intent is that write). If another
+// it (no owner recorded, one whose epoch the last listing saw end, or one
+// its live owner's view gives away) is taken without a write too, as the
+// cache has it (read from the API server, a join's 161 loops took 1.3 s on
+// the average to read: BenchmarkShards, run L): the runner's first status
+// write, conditional on the cached status.sequence as a claim is, claims
+// it, and until then the runner acts on nothing (an action's intent is
+// that write). If another
 // write lands first (the dead owner's last, late; another replica's claim),
 // that write is refused and the runner reads the loop again, its ticks
 // since unwritten (they acted on nothing). A failover's thousands of claims
@@ -494,6 +497,17 @@ func (l *Loops) stopped(key types.NamespacedName) <-chan struct{} {
 	return closed
 }
 
+// lastTick says, once the runner a loop has now stopped, when its last
+// tick began (zero: none, or no runner).
+func (l *Loops) lastTick(key types.NamespacedName) func() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if r, ok := l.runners[key]; ok {
+		return func() time.Time { return r.ticked } // read once stopped: the runner wrote it before
+	}
+	return func() time.Time { return time.Time{} }
+}
+
 func (l *Loops) has(key types.NamespacedName) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -532,7 +546,7 @@ type shardedLoops struct {
 	// The loops being released or disowned, in the background: a
 	// rebalance does not wait for their writes.
 	mu      sync.Mutex
-	handing map[types.NamespacedName]bool
+	handing map[types.NamespacedName]chan struct{} // closed when done
 	handoff sync.WaitGroup
 }
 
@@ -607,11 +621,15 @@ func (s *shardedLoops) loopsCached(ctx context.Context) bool {
 
 // rebalance starts the runners of the loops assigned to this replica and
 // stops, in the background, those of loops assigned elsewhere, by the
-// members as last listed; once those runners have stopped (in the
-// background too: the next rebalance does not wait for it; what they had
-// handed over may still wait to be written), it publishes that view in the
-// member Lease (shard.ViewAnnotation), and the loops' new owners take them
-// at once, their claims deferred to their first status writes. While the
+// members as last listed; once those runners have stopped and what they
+// had handed over is written (in the background too: the next rebalance
+// does not wait for it), it publishes that view in the member Lease
+// (shard.ViewAnnotation), and the loops' new owners take them at once,
+// their claims deferred to their first status writes. (Published as soon
+// as the runners stopped, the view let new owners read loops that one of
+// their old owner's writes, landing later, moved on: their first writes
+// were refused, and those loops first ticked by them 1-2 s after the
+// others: BenchmarkShards, run L.) While the
 // replica may not act it changes nothing: its runners wait (errLapsed).
 func (s *shardedLoops) rebalance(ctx context.Context) {
 	if ctx.Err() != nil || s.loops.lapsed() {
@@ -628,6 +646,7 @@ func (s *shardedLoops) rebalance(ctx context.Context) {
 		return
 	}
 	var stopping []<-chan struct{}
+	var lastTicks []func() time.Time
 	started := 0
 	s.loops.assigning.Lock()
 	view := s.member.Members()
@@ -648,8 +667,8 @@ func (s *shardedLoops) rebalance(ctx context.Context) {
 				started++
 			}
 		case s.loops.has(key):
-			stopping = append(stopping, s.loops.stopped(key))
-			s.inBackground(key, func() { s.loops.Release(key) })
+			lastTicks = append(lastTicks, s.loops.lastTick(key))
+			stopping = append(stopping, s.inBackground(key, func() { s.loops.Release(key) }))
 		case loop.Status.Owner != nil && loop.Status.Owner.Member == s.member.Name && !s.member.GivesAway(string(loop.UID)):
 			// A loop the published view gives away is its assignee's
 			// to take as it is: a write clearing the owner here landed
@@ -659,42 +678,62 @@ func (s *shardedLoops) rebalance(ctx context.Context) {
 	}
 	s.loops.assigning.Unlock()
 	shardLoops.WithLabelValues(s.member.Name).Set(float64(s.loops.running()))
-	s.handoff.Go(func() {
-		for _, done := range stopping {
-			select {
-			case <-done:
-			case <-ctx.Done():
-				return
-			}
-		}
-		if started > 0 || len(stopping) > 0 {
-			s.loops.Log.Info("rebalanced", "members", view, "started", started, "stopped", len(stopping), "in", time.Since(begun))
-		}
-		if slices.Equal(view, s.member.Members()) { // else a later rebalance publishes
-			s.member.Publish(view)
-		}
-	})
+	s.handoff.Go(func() { s.publish(ctx, view, begun, started, stopping, lastTicks) })
 }
 
-// inBackground runs a loop's release or disowning, unless one runs: the
-// member's next renewal does not wait for its write. (Waiting for them, a
-// rebalance that gave away 50 loops held the renewal back for seconds on a
-// busy API server, and one giving away thousands would hold it past its
-// deadline: BenchmarkShards.)
-func (s *shardedLoops) inBackground(key types.NamespacedName, f func()) {
+// publish publishes a rebalance's view once the releases it started are
+// done, unless the members changed since (a later rebalance publishes),
+// and logs what the rebalance did.
+func (s *shardedLoops) publish(ctx context.Context, view []string, begun time.Time, started int, stopping []<-chan struct{}, lastTicks []func() time.Time) {
+	for _, done := range stopping {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return
+		}
+	}
+	if started > 0 || len(stopping) > 0 {
+		// idle: the longest a runner stopped had gone without a tick when
+		// the rebalance began (its loop's wait for its new owner is that
+		// plus the handoff, which its status.history does not show: quiet
+		// ticks are written every flush interval).
+		var idle time.Duration
+		for _, last := range lastTicks {
+			if t := last(); !t.IsZero() {
+				idle = max(idle, begun.Sub(t))
+			}
+		}
+		s.loops.Log.Info("rebalanced", "members", view, "started", started, "stopped", len(stopping),
+			"in", time.Since(begun).Seconds(), "idle", idle.Seconds())
+	}
+	if slices.Equal(view, s.member.Members()) {
+		s.member.Publish(view)
+	}
+}
+
+// inBackground runs a loop's release or disowning, unless one runs, and
+// says when it (or the one running) is done: the member's next renewal
+// does not wait for its write. (Waiting for them, a rebalance that gave
+// away 50 loops held the renewal back for seconds on a busy API server,
+// and one giving away thousands would hold it past its deadline:
+// BenchmarkShards.)
+func (s *shardedLoops) inBackground(key types.NamespacedName, f func()) <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.handing[key] {
-		return
+	if done, ok := s.handing[key]; ok {
+		return done
 	}
 	if s.handing == nil {
-		s.handing = map[types.NamespacedName]bool{}
+		s.handing = map[types.NamespacedName]chan struct{}{}
 	}
-	s.handing[key] = true
+	done := make(chan struct{})
+	s.handing[key] = done
 	s.handoff.Go(func() {
+		defer close(done)
 		f()
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		delete(s.handing, key)
 	})
+	return done
 }

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -932,9 +934,10 @@ func (m *holdTicks) Metrics(context.Context, *v1alpha1.ControlLoop, time.Time) m
 
 // A rebalance publishes the view it gave loops away under
 // (shard.ViewAnnotation: their new owners then take them at once) only
-// once the runners of those loops have stopped, and without waiting for
-// what they had handed over to be written.
-func TestRebalancePublishesItsViewOnceItsRunnersStopped(t *testing.T) {
+// once the runners of those loops have stopped and what they had handed
+// over is written: a write landing after a new owner read the loop would
+// refuse that owner's first (BenchmarkShards, run L).
+func TestRebalancePublishesItsViewOnceItsRunnersStoppedAndTheirWritesLanded(t *testing.T) {
 	loop := failingLoop(t, "web", "web-uid", 20*time.Millisecond)
 	key := client.ObjectKeyFromObject(loop)
 	s := &fakeShard{self: shard.Owner{Member: "me", Epoch: 1}, ok: true, next: &shard.Owner{Member: "next", Epoch: 2}}
@@ -980,9 +983,10 @@ func TestRebalancePublishesItsViewOnceItsRunnersStopped(t *testing.T) {
 	s.elsewhere = true
 	s.mu.Unlock()
 	sharded := &shardedLoops{loops: e.l, member: member}
+	var landed sync.Once
 	t.Cleanup(func() {
 		releaseTicks()
-		close(landing)
+		landed.Do(func() { close(landing) })
 		sharded.handoff.Wait()
 	})
 	rebalanced := make(chan struct{})
@@ -997,14 +1001,16 @@ func TestRebalancePublishesItsViewOnceItsRunnersStopped(t *testing.T) {
 		default:
 			return false
 		}
-	}, 5*time.Second, 10*time.Millisecond, "the rebalance waited for more than the runner's stop")
-	require.Eventually(t, func() bool { return published() == "1:me" }, 5*time.Second, 10*time.Millisecond, "the view was not published")
-	assert.True(t, e.registered(key), "the runner's last write landed though it was held: the test proves nothing")
+	}, 5*time.Second, 10*time.Millisecond, "the rebalance waited for the runner's stop or its write")
 	select {
 	case <-e.l.stopped(key):
-	default:
-		t.Fatal("the view was published while the runner of a loop it gives away ran")
+	case <-time.After(5 * time.Second):
+		t.Fatal("the runner of a loop the rebalance gave away did not stop")
 	}
+	require.Never(t, func() bool { return published() != "" }, 300*time.Millisecond, 20*time.Millisecond, "the view was published before the write the runner had handed over landed")
+	assert.True(t, e.registered(key), "the runner's last write landed though it was held: the test proves nothing")
+	landed.Do(func() { close(landing) })
+	require.Eventually(t, func() bool { return published() == "1:me" }, 5*time.Second, 10*time.Millisecond, "the view was not published once the write landed")
 }
 
 // A loop recorded as this replica's, which it has no runner for and is not
@@ -1052,4 +1058,47 @@ func TestRebalanceDisownsOnlyWhatItsViewDoesNotGiveAway(t *testing.T) {
 	sharded.rebalance(ctx)
 	sharded.handoff.Wait()
 	assert.Nil(t, owner(), "a loop not given away by the view was not disowned")
+}
+
+// A rebalance logs, once the runners it stopped have, how long they had
+// gone without a tick when it began: a moved loop's wait for its new owner
+// is that plus the handoff, which its status.history (quiet ticks written
+// every flush interval) does not show. BenchmarkShards reads it.
+func TestRebalanceLogsHowLongItsStoppedRunnersWentWithoutATick(t *testing.T) {
+	loop := quietLoop(t, "web", "web-uid", time.Hour)
+	key := client.ObjectKeyFromObject(loop)
+	s := &fakeShard{self: shard.Owner{Member: "me", Epoch: 1}, ok: true, next: &shard.Owner{Member: "next", Epoch: 2}}
+	var mu sync.Mutex
+	var logged []map[string]any
+	log := funcr.NewJSON(func(obj string) {
+		var line map[string]any
+		if json.Unmarshal([]byte(obj), &line) == nil {
+			mu.Lock()
+			logged = append(logged, line)
+			mu.Unlock()
+		}
+	}, funcr.Options{})
+	e := startLoopsWith(t, func(l *Loops) { l.Shard = s; l.Log = log }, loop)
+	require.Eventually(t, func() bool { return e.status(t, key).Tick >= 1 }, 10*time.Second, 10*time.Millisecond)
+	const quiet = 300 * time.Millisecond
+	time.Sleep(quiet) // the runner's next tick is an hour away
+	s.mu.Lock()
+	s.elsewhere = true
+	s.mu.Unlock()
+	sharded := &shardedLoops{loops: e.l, member: &shard.Member{Name: "me"}}
+	sharded.rebalance(context.Background())
+	sharded.handoff.Wait()
+
+	mu.Lock()
+	defer mu.Unlock()
+	var idle []float64
+	for _, line := range logged {
+		if line["msg"] == "rebalanced" {
+			assert.Equal(t, float64(1), line["stopped"])
+			idle = append(idle, line["idle"].(float64))
+		}
+	}
+	require.Len(t, idle, 1, "one rebalance stopped a runner: %v", logged)
+	assert.GreaterOrEqual(t, idle[0], quiet.Seconds(), "less than the time since the runner's last tick")
+	assert.Less(t, idle[0], time.Minute.Seconds(), "not since the runner's last tick")
 }

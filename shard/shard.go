@@ -354,24 +354,32 @@ func (m *Member) roundNow() {
 func (m *Member) Run(ctx context.Context, onRenew func()) error {
 	ticker := time.NewTicker(m.Timings.RetryPeriod)
 	defer ticker.Stop()
-	watching := false
-	for {
-		m.round(ctx)
+	var watching sync.WaitGroup
+	defer watching.Wait() // the watch ends with ctx; Run returns after it
+	why := "start"
+	for first := true; ; first = false {
+		m.round(ctx, why)
 		if ctx.Err() == nil && onRenew != nil {
 			onRenew()
 		}
-		if !watching {
+		if first {
 			// After the first listing: the watch compares its events
 			// with what the rounds listed.
-			watching = true
-			go m.watch(ctx)
+			watching.Add(1)
+			go func() {
+				defer watching.Done()
+				m.watch(ctx)
+			}()
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-ticker.C:
+			why = "retry period"
 		case <-m.expiry():
+			why = "a Lease's expiry"
 		case <-m.wake:
+			why = "a watched change"
 		}
 	}
 }
@@ -389,7 +397,7 @@ func (m *Member) watch(ctx context.Context) {
 		w, err := m.Client.Watch(ctx, &coordinationv1.LeaseList{}, &client.ListOptions{Namespace: m.Namespace,
 			Raw: &metav1.ListOptions{ResourceVersion: since}})
 		if err == nil {
-			err = m.follow(w)
+			err = m.follow(ctx, w)
 		}
 		if err != nil && ctx.Err() == nil {
 			m.Log.Error(err, "watching member Leases (the members are listed every retry period)")
@@ -402,20 +410,30 @@ func (m *Member) watch(ctx context.Context) {
 	}
 }
 
-// follow reads a watch's events until it ends, starting a round at each
-// change; the error event that ends a watch (its resource version too
-// old) is returned.
-func (m *Member) follow(w watch.Interface) error {
+// follow reads a watch's events until it or ctx ends, starting a round at
+// each change; the error event that ends a watch (its resource version
+// too old) is returned.
+func (m *Member) follow(ctx context.Context, w watch.Interface) error {
 	defer w.Stop()
-	for ev := range w.ResultChan() {
+	for {
+		var ev watch.Event
+		var open bool
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, open = <-w.ResultChan():
+		}
+		if !open {
+			return nil
+		}
 		switch l, ok := ev.Object.(*coordinationv1.Lease); {
 		case ev.Type == watch.Error:
 			return apierrors.FromObject(ev.Object)
 		case ok && m.changed(l, ev.Type == watch.Deleted):
+			m.Log.Info("member Lease changed", "lease", l.Name, "event", ev.Type)
 			m.roundNow()
 		}
 	}
-	return nil
 }
 
 // changed says whether another member's Lease, as a watch event has it,
@@ -460,14 +478,24 @@ func (m *Member) expiry() <-chan time.Time {
 // round renews the Lease and lists the members, for at most a lease
 // duration: a request that hangs longer (a connection lost without a word)
 // could no longer keep the epoch, and must not hold the next round back.
-func (m *Member) round(ctx context.Context) {
+// A listing whose members differ from the last one's is logged, with what
+// started the round and how long its requests took: a membership change
+// is read from the replicas' logs.
+func (m *Member) round(ctx context.Context, why string) {
 	roundCtx, cancel := context.WithTimeout(ctx, m.Timings.LeaseDuration)
 	defer cancel()
+	begun := time.Now()
 	if err := m.renew(roundCtx); err != nil && ctx.Err() == nil {
 		m.Log.Error(err, "renewing the member Lease")
 	}
+	renewed := time.Now()
+	before := m.Members()
 	if err := m.list(roundCtx); err != nil && ctx.Err() == nil {
 		m.Log.Error(err, "listing member Leases")
+	}
+	if now := m.Members(); !slices.Equal(now, before) {
+		m.Log.Info("members changed", "members", now, "round", why,
+			"renewal", renewed.Sub(begun).Seconds(), "listing", time.Since(renewed).Seconds())
 	}
 }
 

@@ -3,11 +3,16 @@ package shard
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
+	"github.com/stretchr/testify/assert"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
@@ -511,7 +516,7 @@ func TestPublishedViewFreesTheLoopsItGivesAway(t *testing.T) {
 // watchedMember runs a member named name with a retry period of an hour on
 // c, counting its listings, and returns once its watch of the Leases is
 // open: any round after the first is one the watch (or a Publish) started.
-func watchedMember(t *testing.T, c client.WithWatch, name string, lists *atomic.Int32) *Member {
+func watchedMember(t *testing.T, c client.WithWatch, name string, lists *atomic.Int32, log logr.Logger) *Member {
 	t.Helper()
 	watching := make(chan struct{}, 1)
 	wc := interceptor.NewClient(c, interceptor.Funcs{
@@ -526,7 +531,7 @@ func watchedMember(t *testing.T, c client.WithWatch, name string, lists *atomic.
 		},
 	})
 	// Rounds, expiries and deadlines an hour apart: none within the test.
-	m := NewMember(wc, "gov", name, Timings{LeaseDuration: time.Hour, RenewDeadline: time.Hour, RetryPeriod: time.Hour}, logr.Discard())
+	m := NewMember(wc, "gov", name, Timings{LeaseDuration: time.Hour, RenewDeadline: time.Hour, RetryPeriod: time.Hour}, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -561,8 +566,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestWatchedLeasesStartARoundOnEveryChangeThatMovesLoops(t *testing.T) {
 	c := fake.NewClientBuilder().WithScheme(scheme.Scheme).Build()
 	var aLists, dLists atomic.Int32
-	a := watchedMember(t, c, "a", &aLists)
-	d := watchedMember(t, c, "d", &dLists)
+	a := watchedMember(t, c, "a", &aLists, logr.Discard())
+	d := watchedMember(t, c, "d", &dLists, logr.Discard())
 	waitFor(t, "a lists d, which joined", func() bool { return fmt.Sprint(a.Members()) == "[a d]" })
 
 	// d's renewal, with nothing else changed, is no reason for a round.
@@ -597,4 +602,39 @@ func TestWatchedLeasesStartARoundOnEveryChangeThatMovesLoops(t *testing.T) {
 
 	must(t, d.Release(ctx))
 	waitFor(t, "a lists d gone, which released its Lease", func() bool { return fmt.Sprint(a.Members()) == "[a]" })
+}
+
+// A listing whose members changed is logged, with what started its round:
+// a membership change is read from the replicas' logs.
+func TestMembershipChangesAreLogged(t *testing.T) {
+	c := fake.NewClientBuilder().WithScheme(scheme.Scheme).Build()
+	var mu sync.Mutex
+	var changes []string
+	log := funcr.New(func(prefix, args string) {
+		if strings.Contains(args, `"members changed"`) {
+			mu.Lock()
+			changes = append(changes, args)
+			mu.Unlock()
+		}
+	}, funcr.Options{})
+	logged := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(changes)
+	}
+	var lists atomic.Int32
+	a := watchedMember(t, c, "a", &lists, log)
+	waitFor(t, "a logs itself joined", func() bool { return len(logged()) == 1 })
+	assert.Contains(t, logged()[0], `"members"=["a"] "round"="start"`)
+
+	d := NewMember(c, "gov", "d", Timings{LeaseDuration: time.Hour, RenewDeadline: time.Hour, RetryPeriod: time.Hour}, logr.Discard())
+	must(t, d.renew(context.Background()))
+	waitFor(t, "a logs d joined", func() bool { return len(logged()) == 2 })
+	assert.Contains(t, logged()[1], `"members"=["a" "d"] "round"="a watched change"`)
+
+	must(t, d.renew(context.Background())) // a renewal alone changes no member
+	must(t, d.Release(context.Background()))
+	waitFor(t, "a logs d left", func() bool { return len(logged()) == 3 })
+	assert.Contains(t, logged()[2], `"members"=["a"] "round"="a watched change"`)
+	assert.Equal(t, "[a]", fmt.Sprint(a.Members()))
 }

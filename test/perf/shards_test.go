@@ -3,7 +3,9 @@
 package perf
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"net/http"
@@ -37,8 +39,13 @@ import (
 //     so the time does not grow with the interval);
 //  3. r3 started again (as its Deployment would), then rebalance: r4 joins;
 //     the share it takes (against the loops rendezvous hashing assigns
-//     it), from its member Lease's acquisition to each of those loops'
-//     first tick by r4, and the longest any loop went without a tick;
+//     it), from its member Lease's acquisition (and from the Lease's
+//     creation, r4's log) to each of those loops' first tick by r4, the
+//     longest any loop went without a recorded tick, and each moved loop's
+//     wait from its last tick by its old owner (the old owners' logs: the
+//     rebalance that stopped its runner, and how long its runners had gone
+//     without a tick then; quiet ticks are in no history until flushed) to
+//     its first by r4;
 //  4. r4, r3, then r2 stopped gracefully: steady windows with 3, 2 and 1
 //     replicas.
 //
@@ -411,14 +418,16 @@ func (s *shardRun) rebalance(b *testing.B, joiner string) {
 		}
 	}
 	var taken, stopped []time.Duration
+	firsts, from := map[string]time.Time{}, map[string]string{}
 	deadline := time.Now().Add(s.patience)
 	for {
 		s.check(b)
 		taken, stopped = taken[:0], stopped[:0]
 		for _, loop := range mine {
-			if t, gap, ok := s.rec.firstBy(loop, "bandwidth-"+joiner); ok {
+			if t, before, ok := s.rec.firstBy(loop, "bandwidth-"+joiner); ok {
 				taken = append(taken, t.at.Sub(started))
-				stopped = append(stopped, gap)
+				stopped = append(stopped, t.at.Sub(before.at))
+				firsts[loop], from[loop] = t.at, strings.TrimPrefix(before.by, "bandwidth-")
 			}
 		}
 		if len(taken) == len(mine) {
@@ -445,6 +454,39 @@ func (s *shardRun) rebalance(b *testing.B, joiner string) {
 	// to a few intervals after the last handover.
 	time.Sleep(statusFlush(b, s.replicas[joiner].Args) + 2*s.rec.every)
 	gap := s.rec.longestGap(joined.Add(-2*s.interval), last.Add(3*s.interval))
+	// A moved loop's wait, from its last tick by its old owner, which its
+	// history may not show (quiet ticks are written every flush interval),
+	// to its first by the joiner: the old owner's log says when the
+	// rebalance that stopped it began and how long the runners it stopped
+	// had gone without a tick then.
+	lastTicks := map[string]time.Time{}
+	for _, m := range before {
+		if at, ok := s.stoppedFor(b, m, joiner, started); ok {
+			lastTicks[m] = at
+		}
+	}
+	var waits []time.Duration
+	for loop, first := range firsts {
+		if at, ok := lastTicks[from[loop]]; ok {
+			waits = append(waits, first.Sub(at))
+		}
+	}
+	slices.Sort(waits)
+	if len(waits) > 0 {
+		b.ReportMetric(percentile(waits, 1), "rebalance-wait-ms-max")
+		b.Logf("%s: the %d loops the old owners' logs account for went at most p50 %.0f ms, max %.0f ms between their last tick by the old owner and their first by %s (one interval + the handoff: the handoff is the part above %s)",
+			joiner, len(waits), percentile(waits, 0.5), percentile(waits, 1), joiner, s.interval)
+	}
+	if created, ok := s.leaseCreated(b, joiner); ok {
+		var seen []time.Duration
+		for _, first := range firsts {
+			seen = append(seen, first.Sub(created))
+		}
+		slices.Sort(seen)
+		b.ReportMetric(percentile(seen, 1), "rebalance-after-create-ms-max")
+		b.Logf("%s: its member Lease was created %s after it asked (its log): from then the loops were first ticked by it p50 %.0f ms, max %.0f ms",
+			joiner, created.Sub(joined).Round(time.Millisecond), percentile(seen, 0.5), percentile(seen, 1))
+	}
 	sorted, handoffs := sortedCopy(taken), sortedCopy(stopped)
 	b.ReportMetric(float64(len(mine))/float64(len(s.rec.loops())), "rebalance-share")
 	b.ReportMetric(percentile(sorted, 0.5), "rebalance-ms-p50")
@@ -457,6 +499,93 @@ func (s *shardRun) rebalance(b *testing.B, joiner string) {
 		len(mine), len(s.rec.loops()), 100*float64(len(mine))/float64(len(s.rec.loops())), percentile(sorted, 0.5), percentile(sorted, 1),
 		2*s.timings.RetryPeriod, joiner, percentile(handoffs, 0.5), percentile(handoffs, 1), gap.Round(time.Millisecond), s.interval)
 	s.logClaims(b, "rebalance", claimed)
+	s.logSlowest(b, firsts, joined)
+}
+
+// stoppedFor reads member's log for the rebalance after since that gave
+// loops to joiner: the earliest its stopped runners' last ticks can have
+// been (when it began, less how long they had gone without a tick then).
+func (s *shardRun) stoppedFor(b *testing.B, member, joiner string, since time.Time) (time.Time, bool) {
+	b.Helper()
+	for _, l := range s.logged(b, member) {
+		if l.Msg != "rebalanced" || l.Stopped == 0 || !slices.Contains(l.Members, joiner) {
+			continue
+		}
+		if begun := l.at.Add(-seconds(l.In)); begun.After(since) {
+			return begun.Add(-seconds(l.Idle)), true
+		}
+	}
+	return time.Time{}, false
+}
+
+// leaseCreated is when member's log says it took its member Lease: the
+// others can see it from then (its acquireTime is when it asked).
+func (s *shardRun) leaseCreated(b *testing.B, member string) (time.Time, bool) {
+	b.Helper()
+	for _, l := range s.logged(b, member) {
+		if l.Msg == "member Lease taken" {
+			return l.at, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// logLine is a line of a replica's log, the fields the benchmark reads.
+type logLine struct {
+	Msg     string   `json:"msg"`
+	TS      string   `json:"ts"`
+	Members []string `json:"members"`
+	Stopped int      `json:"stopped"`
+	In      float64  `json:"in"`
+	Idle    float64  `json:"idle"`
+	at      time.Time
+}
+
+// logged are the lines of a replica's log so far.
+func (s *shardRun) logged(b *testing.B, member string) []logLine {
+	b.Helper()
+	g, ok := s.replicas[member]
+	if !ok {
+		return nil
+	}
+	f, err := os.Open(g.Log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	var out []logLine
+	lines := bufio.NewScanner(f)
+	lines.Buffer(nil, 1<<20)
+	for lines.Scan() {
+		var l logLine
+		if json.Unmarshal(lines.Bytes(), &l) != nil || l.Msg == "" {
+			continue // not a JSON line: Go's own messages
+		}
+		if l.at, err = time.Parse("2006-01-02T15:04:05.000Z0700", l.TS); err != nil {
+			b.Fatalf("%s's log: %v (config/manager's --zap-time-encoding=iso8601 gives milliseconds)", member, err)
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+
+// logSlowest logs the ticks around the join of the three loops the joiner
+// took last, to tell where their time went: the old owner ticking on, a
+// gap, or the joiner's first ticks unrecorded.
+func (s *shardRun) logSlowest(b *testing.B, firsts map[string]time.Time, joined time.Time) {
+	loops := slices.SortedFunc(maps.Keys(firsts), func(x, y string) int { return firsts[y].Compare(firsts[x]) })
+	for _, loop := range loops[:min(3, len(loops))] {
+		var around []string
+		for _, t := range s.rec.between(joined.Add(-2*s.interval), firsts[loop].Add(time.Millisecond)) {
+			if t.loop == loop {
+				around = append(around, fmt.Sprintf("%+.3fs %s", t.at.Sub(joined).Seconds(), strings.TrimPrefix(t.by, "bandwidth-")))
+			}
+		}
+		b.Logf("slow join: %s first ticked by the joiner %.3f s after its Lease; its ticks from two intervals before the Lease: %s",
+			loop, firsts[loop].Sub(joined).Seconds(), strings.Join(around, ", "))
+	}
 }
 
 // leaseTimings are the manifest's lease timings, which the member Leases
@@ -625,22 +754,23 @@ func (rec *tickRecorder) firstAfter(loop string, since time.Time) (tick, bool) {
 	return tick{}, false
 }
 
-// firstBy is a loop's first tick run by revision by, and how long after
-// the tick before it (by another replica) it started.
-func (rec *tickRecorder) firstBy(loop, by string) (tick, time.Duration, bool) {
+// firstBy is a loop's first tick run by revision by, and the tick before
+// it (by another replica; zero if none).
+func (rec *tickRecorder) firstBy(loop, by string) (first, before tick, ok bool) {
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	ticks := rec.sorted(loop)
 	for i, t := range ticks {
 		if t.by == by {
-			var gap time.Duration
 			if i > 0 {
-				gap = t.at.Sub(ticks[i-1].at)
+				before = ticks[i-1]
+			} else {
+				before.at = t.at
 			}
-			return t, gap, true
+			return t, before, true
 		}
 	}
-	return tick{}, 0, false
+	return tick{}, tick{}, false
 }
 
 // longestGap is the longest time between two consecutive ticks of any
