@@ -104,6 +104,8 @@ type Loops struct {
 	// takeovers holds a turn per runner reading and claiming its loop:
 	// set when started.
 	takeovers chan struct{}
+	// versions tell whether the cache holds a loop as the API server does.
+	versions listedVersions
 }
 
 type runner struct {

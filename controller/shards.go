@@ -38,6 +38,9 @@ type Sharding interface {
 	// Successor is the live member, other than this replica, the loop of
 	// this UID goes to when this replica hands it on.
 	Successor(uid string) (shard.Owner, bool)
+	// Listed is when the last listing of the members was answered: a
+	// request sent after it sees what that listing showed had landed.
+	Listed() time.Time
 }
 
 // errNotOwner stops a runner at once, without acting or writing: another
@@ -172,11 +175,12 @@ func (l *Loops) take(ctx context.Context, r *runner, fresh *v1alpha1.ControlLoop
 // handed the loop on: it is claimed. A loop free to take as the cache has
 // it (no owner recorded, one whose epoch the last listing saw end, or one
 // its live owner's view gives away) is taken without a write too, as the
-// cache has it (read from the API server, a join's 161 loops took 1.3 s on
-// the average to read: BenchmarkShards, run L): the runner's first status
-// write, conditional on the cached status.sequence as a claim is, claims
-// it, and until then the runner acts on nothing (an action's intent is
-// that write). If another
+// cache has it (one a view gave away, if a listing of the loops' versions
+// says the cache holds it as the API server does, else as read from the
+// API server: listedVersions): the runner's first status write,
+// conditional on the cached status.sequence as a claim is, claims it, and
+// until then the runner acts on nothing (an action's intent is that
+// write). If another
 // write lands first (the dead owner's last, late; another replica's claim),
 // that write is refused and the runner reads the loop again, its ticks
 // since unwritten (they acted on nothing). A failover's thousands of claims
@@ -192,12 +196,24 @@ func (l *Loops) handedOrClaimed(ctx context.Context, r *runner, fresh *v1alpha1.
 	// holds would be refused again (a joining replica's first ticks of a
 	// share, with the old owners' last quiet writes landing as it took
 	// them, were refused twice on the average: BenchmarkShards).
+	fromCache := !r.out.stale.Load()
 	var reader client.Reader = l.Client
-	if r.out.stale.Load() {
+	if !fromCache {
 		reader = l.APIReader
 	}
 	if err := reader.Get(ctx, r.key, fresh); err != nil {
 		return failed, self, err
+	}
+	if fromCache && l.freedByView(ctx, self, fresh) {
+		// The view was published once the old owner's last writes had
+		// landed: a listing sent after the members' listing that showed
+		// it has them. (One sent after each runner's take, not shared, made
+		// a join's 154 takes 4.7 s on the average: BenchmarkShards, run L.)
+		if rv := l.versions.of(ctx, l.APIReader, r.key, l.Shard.Listed()); rv != "" && rv != fresh.ResourceVersion {
+			if err := l.readInTurn(ctx, r.key, fresh); err != nil {
+				return failed, self, err
+			}
+		}
 	}
 	if l.handedTo(self, r.key, fresh.Status.Owner) {
 		l.tookUnder(r.key, self.Epoch)
@@ -218,6 +234,19 @@ func (l *Loops) handedOrClaimed(ctx context.Context, r *runner, fresh *v1alpha1.
 	}
 	err = l.claim(ctx, r, self, fresh)
 	return claimResult(err), self, err
+}
+
+// freedByView says whether a loop may be taken only because its recorded
+// owner, another replica live under the recorded epoch, published a view
+// that gives it away (not because that epoch ended: a dead owner's writes
+// landed long before).
+func (l *Loops) freedByView(ctx context.Context, self shard.Owner, loop *v1alpha1.ControlLoop) bool {
+	o := ownerOf(loop.Status.Owner)
+	if o == nil || o.Member == self.Member || !l.Shard.Free(string(loop.UID), o) {
+		return false
+	}
+	ended, err := l.Shard.MayTake(ctx, o) // no request: the listing answered Free
+	return err == nil && !ended
 }
 
 // handedTo says whether a loop recorded as owned by o was handed on to this

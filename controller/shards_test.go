@@ -99,6 +99,7 @@ func (f *fakeShard) HeldElsewhere(_ string, o *shard.Owner) bool {
 	e, ok := f.live[o.Member]
 	return ok && e == o.Epoch && !f.gaveAwayLocked(o)
 }
+func (f *fakeShard) Listed() time.Time { return time.Now() }
 func (f *fakeShard) Free(_ string, o *shard.Owner) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -874,37 +875,85 @@ func TestShardedRunnerTakesAHandoverThatBeatItsDeferredClaim(t *testing.T) {
 
 // A runner whose deferred claim was refused as stale reads its loop again
 // from the API server, not its cache: the cache may not have the write
-// that refused the claim yet (the old owner's last, landed as it gave the
-// loop away), and a claim on what it holds would be refused again, as long
-// as it lags.
+// that refused the claim yet (a dead owner's last, landing late), and a
+// claim on what it holds would be refused again, as long as it lags.
 func TestShardedRunnerReadsTheAPIServerAfterAStaleRefusal(t *testing.T) {
 	cached := quietLoop(t, "web", "web-uid", time.Hour)
 	cached.Status = v1alpha1.ControlLoopStatus{Tick: 5, Sequence: 9, Owner: &v1alpha1.LoopOwner{Member: "old", Epoch: 1}}
 	landed := cached.DeepCopy() // the old owner's last write
 	landed.Status.Tick, landed.Status.Sequence = 6, 10
 	key := client.ObjectKeyFromObject(cached)
-	s := &fakeShard{self: shard.Owner{Member: "me", Epoch: 1}, ok: true, live: map[string]int64{"old": 1}, gaveAway: map[string]int64{"old": 1}}
+	s := &fakeShard{self: shard.Owner{Member: "me", Epoch: 1}, ok: true, live: map[string]int64{"old": 2}} // epoch 1 ended
 	deferredClaims := countedClaims(deferred)
 	e := startLoopsWith(t, func(l *Loops) {
 		l.Shard = s
-		l.Client = interceptor.NewClient(l.Client.(client.WithWatch), interceptor.Funcs{
-			Get: func(ctx context.Context, c client.WithWatch, k client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
-				if loop, ok := obj.(*v1alpha1.ControlLoop); ok && k == key {
-					cached.DeepCopyInto(loop) // a cache that does not catch up
-					return nil
-				}
-				return c.Get(ctx, k, obj, opts...)
-			},
-			SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
-				return asAPIServer(c.SubResource(sub).Patch(ctx, obj, patch, opts...), obj)
-			},
-		})
+		l.Client = laggingCache(l.Client.(client.WithWatch), cached)
 	}, landed)
 	require.Eventually(t, func() bool { return e.status(t, key).Tick >= 7 }, 10*time.Second, 10*time.Millisecond, "the runner's claims were refused on what its cache holds")
 	st := e.status(t, key)
 	assert.Equal(t, &v1alpha1.LoopOwner{Member: "me", Epoch: 1}, st.Owner)
 	assert.Equal(t, int64(7), st.Tick, "the runner's first tick after the old owner's last")
 	assert.Equal(t, deferredClaims+2, countedClaims(deferred), "taken once on the cache, refused, and once on the API server")
+}
+
+// A loop a live owner's published view gave away is taken as the cache
+// holds it only if a listing of the loops' versions, sent once the view was
+// seen, says the API server holds the same: the old owner's last writes
+// landed before its view, which the Lease watch brings sooner than the
+// cache gets them, and a first write on what the cache holds would be
+// refused (BenchmarkShards, run L: 17 of 136 loops of a join).
+func TestShardedRunnerTakesALoopAViewGaveAwayAsTheAPIServerHasIt(t *testing.T) {
+	for _, lagging := range []bool{true, false} {
+		t.Run(fmt.Sprintf("cache lagging=%v", lagging), func(t *testing.T) {
+			loop := quietLoop(t, "web", "web-uid", time.Hour)
+			loop.Status = v1alpha1.ControlLoopStatus{Tick: 6, Sequence: 10, Owner: &v1alpha1.LoopOwner{Member: "old", Epoch: 1}}
+			cached := loop.DeepCopy() // before the old owner's last write
+			cached.Status.Tick, cached.Status.Sequence, cached.ResourceVersion = 5, 9, "1"
+			key := client.ObjectKeyFromObject(loop)
+			s := &fakeShard{self: shard.Owner{Member: "me", Epoch: 1}, ok: true, live: map[string]int64{"old": 1}, gaveAway: map[string]int64{"old": 1}}
+			deferredClaims := countedClaims(deferred)
+			var reads atomic.Int32
+			e := startLoopsWith(t, func(l *Loops) {
+				l.Shard = s
+				api := l.Client.(client.WithWatch)
+				l.APIReader = interceptor.NewClient(api, interceptor.Funcs{
+					Get: func(ctx context.Context, c client.WithWatch, k client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+						reads.Add(1)
+						return c.Get(ctx, k, obj, opts...)
+					},
+				})
+				if lagging {
+					l.Client = laggingCache(api, cached)
+				}
+			}, loop)
+			require.Eventually(t, func() bool { return e.status(t, key).Tick >= 7 }, 10*time.Second, 10*time.Millisecond, "the runner's first write was refused")
+			st := e.status(t, key)
+			assert.Equal(t, &v1alpha1.LoopOwner{Member: "me", Epoch: 1}, st.Owner)
+			assert.Equal(t, int64(7), st.Tick, "the runner's first tick after the old owner's last")
+			assert.Equal(t, deferredClaims+1, countedClaims(deferred), "its first write was refused: taken twice")
+			if !lagging {
+				assert.Zero(t, reads.Load(), "a loop the cache held as the API server does was read from the API server")
+			}
+		})
+	}
+}
+
+// laggingCache is api as a cache that holds cached of its loop and does not
+// catch up, and answers a failed JSON patch test as the API server does.
+func laggingCache(api client.WithWatch, cached *v1alpha1.ControlLoop) client.WithWatch {
+	key := client.ObjectKeyFromObject(cached)
+	return interceptor.NewClient(api, interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, k client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			if loop, ok := obj.(*v1alpha1.ControlLoop); ok && k == key {
+				cached.DeepCopyInto(loop)
+				return nil
+			}
+			return c.Get(ctx, k, obj, opts...)
+		},
+		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+			return asAPIServer(c.SubResource(sub).Patch(ctx, obj, patch, opts...), obj)
+		},
+	})
 }
 
 // asAPIServer is a fake client's answer to a JSON patch as the API server

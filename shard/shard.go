@@ -171,8 +171,10 @@ type Member struct {
 	// (Publish), or a watched Lease shows a change the last listing does
 	// not (changed).
 	wake chan struct{}
-	// listedVersion is the last listing's resource version.
+	// listedVersion is the last listing's resource version, and listedAt
+	// when its answer came.
 	listedVersion string
+	listedAt      time.Time
 }
 
 // NewMember is a member named name, with its Lease in namespace.
@@ -622,6 +624,15 @@ func (m *Member) list(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.members, m.ended, m.sortedIDs, m.firstExpiry, m.views = live, ended, ids, first, views
-	m.listedVersion = leases.ResourceVersion
+	m.listedVersion, m.listedAt = leases.ResourceVersion, time.Now()
 	return nil
+}
+
+// Listed is when the answer of the last listing of the members came: what
+// it showed (a view, and what its member wrote before it) had landed by
+// then, and a request sent after it sees that.
+func (m *Member) Listed() time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.listedAt
 }

@@ -628,9 +628,11 @@ func TestMembershipChangesAreLogged(t *testing.T) {
 	assert.Contains(t, logged()[0], `"members"=["a"] "round"="start"`)
 
 	d := NewMember(c, "gov", "d", Timings{LeaseDuration: time.Hour, RenewDeadline: time.Hour, RetryPeriod: time.Hour}, logr.Discard())
+	joined := time.Now()
 	must(t, d.renew(context.Background()))
 	waitFor(t, "a logs d joined", func() bool { return len(logged()) == 2 })
 	assert.Contains(t, logged()[1], `"members"=["a" "d"] "round"="a watched change"`)
+	assert.True(t, a.Listed().After(joined), "the listing that showed d is dated %v, before d's Lease was written", a.Listed())
 
 	must(t, d.renew(context.Background())) // a renewal alone changes no member
 	must(t, d.Release(context.Background()))
