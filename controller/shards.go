@@ -513,19 +513,6 @@ func (l *Loops) heldElsewhere(key types.NamespacedName, loop *v1alpha1.ControlLo
 	return l.Shard != nil && l.Shard.HeldElsewhere(string(loop.UID), ownerOf(loop.Status.Owner)) && !l.has(key)
 }
 
-// stopped is closed once the runner of a loop has stopped (at once when it
-// has none).
-func (l *Loops) stopped(key types.NamespacedName) <-chan struct{} {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if r, ok := l.runners[key]; ok && r.cancel != nil {
-		return r.done
-	}
-	closed := make(chan struct{})
-	close(closed)
-	return closed
-}
-
 // lastTick says, once the runner a loop has now stopped, when its last
 // tick began (zero: none, or no runner).
 func (l *Loops) lastTick(key types.NamespacedName) func() time.Time {

@@ -1151,3 +1151,16 @@ func TestRebalanceLogsHowLongItsStoppedRunnersWentWithoutATick(t *testing.T) {
 	assert.GreaterOrEqual(t, idle[0], quiet.Seconds(), "less than the time since the runner's last tick")
 	assert.Less(t, idle[0], time.Minute.Seconds(), "not since the runner's last tick")
 }
+
+// stopped (for tests) is closed once the runner of a loop has stopped (at once when it
+// has none).
+func (l *Loops) stopped(key types.NamespacedName) <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if r, ok := l.runners[key]; ok && r.cancel != nil {
+		return r.done
+	}
+	closed := make(chan struct{})
+	close(closed)
+	return closed
+}
