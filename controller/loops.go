@@ -588,21 +588,27 @@ func takenOver(st *v1alpha1.ControlLoopStatus, at time.Time) *v1alpha1.ControlLo
 // interval: nothing would hand it over in time.
 func (l *Loops) save(r *runner, loop *v1alpha1.ControlLoop, res tickResult, interval time.Duration) {
 	flush := cmp.Or(l.StatusFlush, defaultStatusFlush)
-	if !r.owed && !urgent(res, r.handed, r.status) && time.Now().Before(flushDue(r.handedAt, flush, r.stagger)) && interval < flush {
+	quiet := !r.owed && !urgent(res, r.handed, r.status)
+	if quiet && time.Now().Before(flushDue(r.handedAt, flush, r.stagger)) && interval < flush {
 		return
 	}
-	l.handOver(r, loop)
+	l.handOver(r, loop, quiet)
 	r.handedAt, r.owed = time.Now(), false
 }
 
 // handOver gives the runner's status, not handed over yet, to the status
-// writer, with the last decision's input.
-func (l *Loops) handOver(r *runner, loop *v1alpha1.ControlLoop) {
+// writer, with the last decision's input; quiet: it adds only quiet ticks
+// to the status handed over before.
+func (l *Loops) handOver(r *runner, loop *v1alpha1.ControlLoop, quiet bool) {
 	if r.decided != nil {
 		withLastInput(r.status, r.decided, l.MaxStatusBytes)
 		r.decided = nil
 	}
-	l.writes().put(&r.out, loop, r.status)
+	if quiet {
+		l.writes().putQuiet(&r.out, loop, r.status)
+	} else {
+		l.writes().put(&r.out, loop, r.status)
+	}
 	r.handed = r.status
 }
 
@@ -641,7 +647,7 @@ func (l *Loops) flush(r *runner) {
 	if r.status == r.handed {
 		return
 	}
-	l.handOver(r, r.loop)
+	l.handOver(r, r.loop, false)
 }
 
 // writeStatus writes the fields the runner owns, from base (what the API

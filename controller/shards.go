@@ -468,15 +468,16 @@ func (l *Loops) Keep(key types.NamespacedName) bool {
 
 // Release stops the runner of a loop a rebalance gave away, if it has one.
 // Its last quiet ticks (since its last status write, at most a flush
-// interval) are not written: the view the rebalance publishes once the
+// interval, also those handed over and not written yet) are not written:
+// the view the rebalance publishes once the
 // runner stopped lets the loop's new owner take it at once, and that
 // owner's first status write claims it. New owners waited for a handover
 // write of each loop (run H: 2,500 of them, 14 s at the median and 28 s
 // for the last, on this machine's API server); written beside the view,
 // the handovers landed before the new owners' claims on 127 of 164 loops
 // and refused them (BenchmarkShards, run I).
-// What the runner handed over before it stopped (an acting tick's record)
-// is still written. The runner stays registered until then: a loop
+// What else the runner handed over before it stopped (an acting tick's
+// record) is still written, and its write in flight waited for. The runner stays registered until then: a loop
 // assigned back meanwhile gets no second runner while the first still
 // ticks or writes.
 func (l *Loops) Release(key types.NamespacedName) {
@@ -491,13 +492,15 @@ func (l *Loops) Release(key types.NamespacedName) {
 		r.cancel()
 		<-r.done
 	}
-	// In a takeover turn: a rebalance releases a whole share at once,
-	// and their writes all sent together (3,345 when a replica came back
-	// among 10,000 loops: BenchmarkShards) swamped a busy API server for
-	// minutes, the member Leases' renewals with them.
-	done, _ := l.takeoverTurn(context.Background()) // waits, never fails
-	l.writes().settle(&r.out)
-	done()
+	if l.writes().dropQuiet(&r.out) {
+		// In a takeover turn: a rebalance releases a whole share at once,
+		// and their writes all sent together (3,345 when a replica came
+		// back among 10,000 loops: BenchmarkShards) swamped a busy API
+		// server for minutes, the member Leases' renewals with them.
+		done, _ := l.takeoverTurn(context.Background()) // waits, never fails
+		l.writes().settle(&r.out)
+		done()
+	}
 	l.mu.Lock()
 	if l.runners[key] == r {
 		delete(l.runners, key)

@@ -281,6 +281,40 @@ func TestRebalanceReleasesInTheBackground(t *testing.T) {
 	assert.Equal(t, &v1alpha1.LoopOwner{Member: "me", Epoch: 1}, e.status(t, key).Owner, "the loop was handed on")
 }
 
+// A runner given away leaves its write in flight landed, and the quiet
+// ticks it handed over since unwritten: its loop's new owner need not
+// wait for them (they are in no history, as those never handed over).
+func TestReleaseWaitsForTheWriteInFlightNotForQuietTicks(t *testing.T) {
+	loop := quietLoop(t, "web", "web-uid", 10*time.Millisecond)
+	key := client.ObjectKeyFromObject(loop)
+	s := &fakeShard{self: shard.Owner{Member: "me", Epoch: 1}, ok: true, next: &shard.Owner{Member: "next", Epoch: 2}}
+	landing := make(chan struct{})
+	var writes atomic.Int32
+	var blocking atomic.Bool
+	e := startLoopsWith(t, func(l *Loops) {
+		l.Shard = s
+		l.StatusFlush = 10 * time.Millisecond
+		holdWrites(l, &blocking, &writes, landing)
+	}, loop)
+	require.Eventually(t, func() bool { return e.status(t, key).Tick >= 1 }, 10*time.Second, 10*time.Millisecond)
+	_, land := giveAway(t, e, s, &blocking, landing)
+	require.Eventually(t, func() bool { return writes.Load() == 1 }, 10*time.Second, 10*time.Millisecond, "no quiet status written")
+	held := e.status(t, key).Tick
+	time.Sleep(100 * time.Millisecond) // quiet ticks handed over meanwhile, waiting
+	released := make(chan struct{})
+	go func() { e.l.Release(key); close(released) }()
+	select {
+	case <-released:
+		t.Fatal("Release returned before the write in flight landed")
+	case <-time.After(200 * time.Millisecond):
+	}
+	land()
+	<-released
+	assert.Greater(t, e.status(t, key).Tick, held, "the write in flight did not land")
+	assert.Equal(t, int32(1), writes.Load(), "a released runner's quiet ticks were written")
+	assert.False(t, e.registered(key))
+}
+
 // failingLoop is a loop whose every decision is rejected (it names a target
 // the loop does not have): each tick's status is written at once.
 func failingLoop(t *testing.T, name string, uid types.UID, interval time.Duration) *v1alpha1.ControlLoop {

@@ -327,3 +327,69 @@ func TestStatusWriterWriteThrough(t *testing.T) {
 	w.drain(time.Minute)
 	assert.Equal(t, []write{{"writer", -1, 2}}, fake.written())
 }
+
+// A released runner's waiting status is dropped when it adds only quiet
+// ticks, and written when it holds more (an acting tick's, even replaced
+// by a quiet one since); a write in flight is waited for either way.
+func TestStatusWriterDropsOnlyAReleasedRunnersQuietTicks(t *testing.T) {
+	t.Run("waiting", func(t *testing.T) {
+		fake := &writeLog{}
+		w := newStatusWriter(fake.write, logr.Discard())
+		var quiet, acted statusSlot
+		w.putQuiet(&quiet, named("quiet"), ticked(2))
+		w.put(&acted, named("acted"), ticked(1))
+		w.putQuiet(&acted, named("acted"), ticked(2))
+		assert.False(t, w.dropQuiet(&quiet), "quiet ticks were kept to be written")
+		require.True(t, w.dropQuiet(&acted), "an acting tick's status, replaced by a quiet one, was dropped")
+		w.settle(&acted)
+		w.start(1)
+		w.drain(time.Minute)
+		assert.Equal(t, []write{{"acted", -1, 2}}, fake.written())
+	})
+	t.Run("in flight", func(t *testing.T) {
+		fake := &writeLog{hold: make(chan struct{}), started: make(chan write, 1)}
+		w := newStatusWriter(fake.write, logr.Discard())
+		w.start(1)
+		var s statusSlot
+		w.putQuiet(&s, named("web"), ticked(1))
+		<-fake.started
+		dropped := make(chan bool)
+		go func() { dropped <- w.dropQuiet(&s) }()
+		select {
+		case <-dropped:
+			t.Fatal("dropQuiet returned while the loop's write was in flight")
+		case <-time.After(100 * time.Millisecond):
+		}
+		close(fake.hold)
+		assert.False(t, <-dropped)
+		w.drain(time.Minute)
+		assert.Equal(t, []write{{"web", -1, 1}}, fake.written())
+	})
+}
+
+// A tick's status is handed over as quiet ticks only when nothing but
+// quiet ticks came since the status handed over before: an acting tick's,
+// or one owed (its loop's ownership unknown as it ticked), is not.
+func TestQuietTicksAreHandedOverAsSuch(t *testing.T) {
+	acted := tickResult{entry: v1alpha1.HistoryEntry{Tick: 2, Applied: []v1alpha1.Action{{Target: "web"}}}}
+	for _, c := range []struct {
+		name  string
+		res   tickResult
+		owed  bool
+		quiet bool
+	}{
+		{"quiet", tickResult{entry: v1alpha1.HistoryEntry{Tick: 2}}, false, true},
+		{"acted", acted, false, false},
+		{"failed", tickResult{entry: v1alpha1.HistoryEntry{Tick: 2, Error: "no input"}}, false, false},
+		{"owed", tickResult{entry: v1alpha1.HistoryEntry{Tick: 2}}, true, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			l := &Loops{StatusFlush: time.Millisecond}
+			st := ticked(1)
+			r := &runner{status: st, handed: st, owed: c.owed}
+			l.save(r, named("web"), c.res, time.Second)
+			require.NotNil(t, r.out.pending, "nothing handed over")
+			assert.Equal(t, c.quiet, r.out.pending.quiet)
+		})
+	}
+}

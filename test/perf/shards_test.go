@@ -64,7 +64,9 @@ import (
 // the loops' interval (default 1s; the 10,000 loops at 1s are ten
 // times the status writes this machine's API server takes, so they run
 // here at a longer one), PERF_SHARD_FLUSH a --status-flush-interval for
-// every replica (default: the manifest's). Figures are logged as soon as
+// every replica (default: the manifest's), PERF_KEEP_LOGS a directory the
+// replicas' logs are copied to at the end (rK-hhmmss.log, by start).
+// Figures are logged as soon as
 // they are measured (a run that fails later keeps them) and reported at
 // the end.
 func BenchmarkShards(b *testing.B) {
@@ -176,7 +178,25 @@ func (s *shardRun) start(b *testing.B, member string) {
 	}
 	deployed.StampRevision(b, filepath.Join(dir, "bandwidth"), "bandwidth-"+member)
 	args := append([]string{"--bundles=" + dir, "--shard-member=" + member}, s.extra...)
-	s.replicas[member] = s.d.start(b, args...)
+	g := s.d.start(b, args...)
+	s.replicas[member] = g
+	if keep := os.Getenv("PERF_KEEP_LOGS"); keep != "" {
+		// The replica's log goes with the benchmark's temporary directory.
+		kept := filepath.Join(keep, member+"-"+time.Now().Format("150405")+".log")
+		b.Cleanup(func() {
+			if err := os.MkdirAll(keep, 0o755); err != nil {
+				b.Error(err)
+				return
+			}
+			log, err := os.ReadFile(g.Log)
+			if err == nil {
+				err = os.WriteFile(kept, log, 0o644)
+			}
+			if err != nil {
+				b.Errorf("PERF_KEEP_LOGS: %v", err)
+			}
+		})
+	}
 }
 
 // stop stops a replica gracefully (SIGTERM): its runners write their last
