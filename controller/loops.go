@@ -88,6 +88,9 @@ type Loops struct {
 	// Shard, when loops are sharded across replicas, says which this
 	// replica runs; nil runs every loop (the leader's).
 	Shard Sharding
+	// CacheVersion, when set, is the resourceVersion of the loops that
+	// Client's cache has seen ("" when it cannot say).
+	CacheVersion func() string
 
 	// assigning is held by a rebalance's scan of the loops, and shared
 	// by the reconciler's start of a runner (ensureAssigned).
@@ -106,6 +109,8 @@ type Loops struct {
 	takeovers chan struct{}
 	// versions tell whether the cache holds a loop as the API server does.
 	versions listedVersions
+	// written is the highest resourceVersion a status write landed at.
+	written landedVersion
 }
 
 type runner struct {
@@ -670,6 +675,9 @@ func (l *Loops) writeStatus(ctx context.Context, loop *v1alpha1.ControlLoop, bas
 	// The test failed (422), or the resourceVersion moved (409).
 	if apierrors.IsInvalid(err) || apierrors.IsConflict(err) {
 		return errors.Join(errStale, err)
+	}
+	if err == nil {
+		l.written.landed(target.ResourceVersion)
 	}
 	return err
 }

@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -391,6 +392,7 @@ func addLoops(mgr manager.Manager, loops *Loops, opts Options) (*shard.Member, e
 	}
 	member := shard.NewMember(c, opts.Shards.Namespace, opts.Shards.Member, t, mgr.GetLogger().WithName("shard"))
 	loops.Shard = member
+	loops.CacheVersion = storeVersion(mgr.GetCache())
 	return member, mgr.Add(&shardedLoops{loops: loops, member: member})
 }
 
@@ -483,4 +485,24 @@ func bundleStatusHandler(reg *bundles.Registry) http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(out)
 	})
+}
+
+// storeVersion is the resourceVersion of the loops the cache's informer
+// has put in its store ("" while it has none, or when the informer does
+// not say: a cache of several namespaces).
+func storeVersion(c cache.Cache) func() string {
+	var store toolscache.Store
+	var once sync.Once
+	return func() string {
+		once.Do(func() {
+			inf, err := c.GetInformer(context.Background(), &v1alpha1.ControlLoop{}, cache.BlockUntilSynced(false))
+			if s, ok := inf.(interface{ GetStore() toolscache.Store }); err == nil && ok {
+				store = s.GetStore()
+			}
+		})
+		if store == nil {
+			return ""
+		}
+		return store.LastStoreSyncResourceVersion()
+	}
 }

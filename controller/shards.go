@@ -41,6 +41,9 @@ type Sharding interface {
 	// Listed is when the last listing of the members was answered: a
 	// request sent after it sees what that listing showed had landed.
 	Listed() time.Time
+	// ViewWritten is the resourceVersion of the loops by which the writes
+	// of the runners o's view stopped had landed ("": not known).
+	ViewWritten(o *shard.Owner) string
 }
 
 // errNotOwner stops a runner at once, without acting or writing: another
@@ -206,12 +209,17 @@ func (l *Loops) handedOrClaimed(ctx context.Context, r *runner, fresh *v1alpha1.
 	}
 	if fromCache && l.freedByView(ctx, self, fresh) {
 		// The view was published once the old owner's last writes had
-		// landed: a listing sent after the members' listing that showed
-		// it has them. (One sent after each runner's take, not shared, made
-		// a join's 154 takes 4.7 s on the average: BenchmarkShards, run L.)
-		if rv := l.versions.of(ctx, l.APIReader, r.key, l.Shard.Listed()); rv != "" && rv != fresh.ResourceVersion {
-			if err := l.readInTurn(ctx, r.key, fresh); err != nil {
-				return failed, self, err
+		// landed, by the version it names: a cache that has seen it holds
+		// them. Else a listing sent after the members' listing that showed
+		// the view has them. (One sent after each runner's take, not
+		// shared, made a join's 154 takes 4.7 s on the average; one shared
+		// listing of 10,000 loops' versions, 5-6 s: BenchmarkShards, runs
+		// L and M.)
+		if !l.cacheHolds(ctx, fresh, l.Shard.ViewWritten(ownerOf(fresh.Status.Owner))) {
+			if rv := l.versions.of(ctx, l.APIReader, r.key, l.Shard.Listed()); rv != "" && rv != fresh.ResourceVersion {
+				if err := l.readInTurn(ctx, r.key, fresh); err != nil {
+					return failed, self, err
+				}
 			}
 		}
 	}
@@ -726,7 +734,7 @@ func (s *shardedLoops) publish(ctx context.Context, view []string, begun time.Ti
 			"in", time.Since(begun).Seconds(), "idle", idle.Seconds())
 	}
 	if slices.Equal(view, s.member.Members()) {
-		s.member.Publish(view)
+		s.member.Publish(view, s.loops.written.get())
 	}
 }
 

@@ -53,6 +53,8 @@ type fakeShard struct {
 	// gaveAway is, by member, the epoch under which the member published a
 	// view that gives every loop to another (shard.ViewAnnotation).
 	gaveAway map[string]int64
+	// written is, by member, the ViewWritten of its view.
+	written map[string]string
 	// answering, when set, runs before Owns returns what it found: the
 	// listing may change meanwhile.
 	answering func()
@@ -100,6 +102,14 @@ func (f *fakeShard) HeldElsewhere(_ string, o *shard.Owner) bool {
 	return ok && e == o.Epoch && !f.gaveAwayLocked(o)
 }
 func (f *fakeShard) Listed() time.Time { return time.Now() }
+func (f *fakeShard) ViewWritten(o *shard.Owner) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if o == nil || !f.gaveAwayLocked(o) {
+		return ""
+	}
+	return f.written[o.Member]
+}
 func (f *fakeShard) Free(_ string, o *shard.Owner) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -972,6 +982,53 @@ func TestShardedRunnerTakesALoopAViewGaveAwayAsTheAPIServerHasIt(t *testing.T) {
 	}
 }
 
+// A loop a live owner's published view gave away is taken as the cache
+// holds it, without a listing, once the cache has seen the version the view
+// names (its old owner's writes had landed by it); a cache that does not
+// see it within cacheCatchUp falls back to the listing.
+func TestShardedRunnerTakesALoopAsCachedOnceTheCacheSawTheViewsVersion(t *testing.T) {
+	for _, c := range []struct {
+		name       string
+		catchUp    time.Duration // when the cache sees the view's version; 0: never
+		wantListed int32
+	}{
+		{"seen", time.Nanosecond, 0},
+		{"seen later", 300 * time.Millisecond, 0},
+		{"never seen", 0, 1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			loop := quietLoop(t, "web", "web-uid", time.Hour)
+			loop.Status = v1alpha1.ControlLoopStatus{Tick: 6, Sequence: 10, Owner: &v1alpha1.LoopOwner{Member: "old", Epoch: 1}}
+			key := client.ObjectKeyFromObject(loop)
+			s := &fakeShard{self: shard.Owner{Member: "me", Epoch: 1}, ok: true, live: map[string]int64{"old": 1},
+				gaveAway: map[string]int64{"old": 1}, written: map[string]string{"old": "5000"}}
+			started := time.Now()
+			var listed atomic.Int32
+			e := startLoopsWith(t, func(l *Loops) {
+				l.Shard = s
+				l.APIReader = interceptor.NewClient(l.Client.(client.WithWatch), interceptor.Funcs{
+					List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+						listed.Add(1)
+						return c.List(ctx, list, opts...)
+					},
+				})
+				l.CacheVersion = func() string {
+					if c.catchUp > 0 && time.Since(started) >= c.catchUp {
+						return "5000"
+					}
+					return "4999"
+				}
+			}, loop)
+			require.Eventually(t, func() bool { return e.status(t, key).Tick >= 7 }, 10*time.Second, 10*time.Millisecond, "the loop was not taken")
+			assert.Equal(t, &v1alpha1.LoopOwner{Member: "me", Epoch: 1}, e.status(t, key).Owner)
+			assert.Equal(t, c.wantListed, listed.Load(), "listings of the loops' versions")
+			if c.catchUp > time.Nanosecond {
+				assert.GreaterOrEqual(t, e.status(t, key).LastTick.Sub(started), c.catchUp, "taken before the cache saw the view's version")
+			}
+		})
+	}
+}
+
 // laggingCache is api as a cache that holds cached of its loop and does not
 // catch up, and answers a failed JSON patch test as the API server does.
 func laggingCache(api client.WithWatch, cached *v1alpha1.ControlLoop) client.WithWatch {
@@ -1094,6 +1151,11 @@ func TestRebalancePublishesItsViewOnceItsRunnersStoppedAndTheirWritesLanded(t *t
 	assert.True(t, e.registered(key), "the runner's last write landed though it was held: the test proves nothing")
 	landed.Do(func() { close(landing) })
 	require.Eventually(t, func() bool { return published() == "1:me" }, 5*time.Second, 10*time.Millisecond, "the view was not published once the write landed")
+	var l coordinationv1.Lease
+	require.NoError(t, leases.Get(ctx, client.ObjectKey{Namespace: "gov", Name: shard.LeasePrefix + "me"}, &l))
+	var last v1alpha1.ControlLoop
+	require.NoError(t, e.l.APIReader.Get(ctx, key, &last))
+	assert.Equal(t, last.ResourceVersion, l.Annotations[shard.ViewWrittenAnnotation], "the view does not name the version its last write landed at")
 }
 
 // A loop recorded as this replica's, which it has no runner for and is not
@@ -1132,12 +1194,12 @@ func TestRebalanceDisownsOnlyWhatItsViewDoesNotGiveAway(t *testing.T) {
 	}
 	sharded := &shardedLoops{loops: l, member: member}
 
-	member.Publish([]string{"me", "other"})
+	member.Publish([]string{"me", "other"}, "")
 	sharded.rebalance(ctx)
 	sharded.handoff.Wait()
 	assert.Equal(t, &v1alpha1.LoopOwner{Member: "me", Epoch: 1}, owner(), "a loop the published view gives away was written")
 
-	member.Publish([]string{"me"}) // a view that gives it to this replica: not given away
+	member.Publish([]string{"me"}, "") // a view that gives it to this replica: not given away
 	sharded.rebalance(ctx)
 	sharded.handoff.Wait()
 	assert.Nil(t, owner(), "a loop not given away by the view was not disowned")

@@ -7,6 +7,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/resourceversion"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"governor.dev/governor/api/v1alpha1"
@@ -71,4 +72,66 @@ func (l *versionListing) list(ctx context.Context, api client.Reader, namespace 
 	for _, m := range list.Items {
 		l.names[m.Name] = m.ResourceVersion
 	}
+}
+
+// cacheCatchUp bounds how long a runner waits for the cache to see the
+// version a view names before it lists the loops' versions instead.
+const cacheCatchUp = time.Second
+
+// cacheHolds says whether the cache holds every write of the loops that
+// had landed by resourceVersion written (resourceVersions of one resource
+// compare since Kubernetes 1.35, KEP-5504): the loop as cached is that
+// recent, or the cache has seen that version (client-go's
+// LastStoreSyncResourceVersion), which it waits for up to cacheCatchUp.
+// False when it cannot tell: no version named (a view of an older
+// replica), or a cache that does not say.
+func (l *Loops) cacheHolds(ctx context.Context, loop *v1alpha1.ControlLoop, written string) bool {
+	if written == "" {
+		return false
+	}
+	if c, err := resourceversion.CompareResourceVersion(loop.ResourceVersion, written); err == nil && c >= 0 {
+		return true
+	}
+	if l.CacheVersion == nil {
+		return false
+	}
+	deadline := time.Now().Add(cacheCatchUp)
+	for {
+		c, err := resourceversion.CompareResourceVersion(l.CacheVersion(), written)
+		if err != nil {
+			return false
+		}
+		if c >= 0 {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// landedVersion is the highest resourceVersion this replica's status
+// writes landed at.
+type landedVersion struct {
+	mu sync.Mutex
+	rv string
+}
+
+func (v *landedVersion) landed(rv string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if c, err := resourceversion.CompareResourceVersion(rv, v.rv); v.rv == "" || (err == nil && c > 0) {
+		v.rv = rv
+	}
+}
+
+func (v *landedVersion) get() string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.rv
 }

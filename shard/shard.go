@@ -40,6 +40,13 @@ const LeasePrefix = "governor-member-"
 // server (BenchmarkShards, run H3), past the Lease's 8 s.
 const ViewAnnotation = "governor.dev/view"
 
+// ViewWrittenAnnotation is, beside a ViewAnnotation, the resourceVersion of
+// the loops by which every status write of the runners its view stopped
+// had landed: a member whose cache of the loops has seen that version
+// holds those writes, and may take such a loop as cached (resourceVersions
+// of one resource compare since Kubernetes 1.35, KEP-5504).
+const ViewWrittenAnnotation = "governor.dev/view-written"
+
 // Owner is who runs a loop: a member, and the epoch of its Lease (its
 // leaseTransitions when it took the Lease). A member whose Lease expired
 // comes back under a new epoch: what it ran under the old one has stopped.
@@ -108,6 +115,7 @@ func expiry(l *coordinationv1.Lease) time.Time {
 type view struct {
 	epoch   int64
 	members []string
+	written string // ViewWrittenAnnotation; "" when not known
 }
 
 func (v view) String() string {
@@ -326,11 +334,15 @@ func (m *Member) Members() []string {
 //
 // A view that changes is written at once, by a round of its own: the loops
 // it gives away wait for it.
-func (m *Member) Publish(members []string) {
+func (m *Member) Publish(members []string, written string) {
 	m.mu.Lock()
-	v := view{epoch: m.epoch, members: slices.Clone(members)}
+	v := view{epoch: m.epoch, members: slices.Clone(members), written: written}
 	changed := v.String() != m.published.String()
-	m.published = v
+	if changed {
+		// written is kept with its view: the writes a view waited for do
+		// not change with later ones (of the loops the member keeps).
+		m.published = v
+	}
 	m.mu.Unlock()
 	if changed {
 		m.roundNow()
@@ -579,8 +591,12 @@ func (m *Member) stamp(l *coordinationv1.Lease, now time.Time, epoch int64) {
 	m.mu.Lock()
 	v := m.published
 	m.mu.Unlock()
+	delete(l.Annotations, ViewWrittenAnnotation)
 	if v.epoch == epoch && len(v.members) > 0 {
 		metav1.SetMetaDataAnnotation(&l.ObjectMeta, ViewAnnotation, v.String())
+		if v.written != "" {
+			metav1.SetMetaDataAnnotation(&l.ObjectMeta, ViewWrittenAnnotation, v.written)
+		}
 	} else {
 		delete(l.Annotations, ViewAnnotation)
 	}
@@ -610,6 +626,7 @@ func (m *Member) list(ctx context.Context) error {
 			continue
 		}
 		if v, ok := parseView(l.Annotations[ViewAnnotation]); ok {
+			v.written = l.Annotations[ViewWrittenAnnotation]
 			views[member] = v
 		}
 		if at := expiry(&l); first.IsZero() || at.Before(first) {
@@ -626,6 +643,20 @@ func (m *Member) list(ctx context.Context) error {
 	m.members, m.ended, m.sortedIDs, m.firstExpiry, m.views = live, ended, ids, first, views
 	m.listedVersion, m.listedAt = leases.ResourceVersion, time.Now()
 	return nil
+}
+
+// ViewWritten is the ViewWrittenAnnotation of the view o published under
+// its epoch, as last listed ("": none, or not known).
+func (m *Member) ViewWritten(o *Owner) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if o == nil {
+		return ""
+	}
+	if v := m.views[o.Member]; v.epoch == o.Epoch {
+		return v.written
+	}
+	return ""
 }
 
 // Listed is when the answer of the last listing of the members came: what

@@ -461,7 +461,7 @@ func TestPublishedViewFreesTheLoopsItGivesAway(t *testing.T) {
 	none := func(string) bool { return false }
 	check("nothing published", none)
 
-	a.Publish(a.Members())
+	a.Publish(a.Members(), "")
 	must(t, a.renew(ctx), d.list(ctx))
 	toD := func(u string) bool { return Assign(u, []string{"a", "d"}) == "d" }
 	gave := 0
@@ -506,7 +506,7 @@ func TestPublishedViewFreesTheLoopsItGivesAway(t *testing.T) {
 			t.Fatalf("a gives %s away under a new epoch with no view published", u)
 		}
 	}
-	a.Publish(a.Members())
+	a.Publish(a.Members(), "")
 	must(t, a.renew(ctx), c.Get(ctx, key, &l))
 	if got, want := l.Annotations[ViewAnnotation], "2:a,d"; got != want {
 		t.Fatalf("a's view = %q, want %q", got, want)
@@ -582,7 +582,7 @@ func TestWatchedLeasesStartARoundOnEveryChangeThatMovesLoops(t *testing.T) {
 	// a publishes the view d joined under (a's runners of d's loops
 	// stopped): a's Lease carries it at once, and d takes those loops.
 	waitFor(t, "d lists a", func() bool { return fmt.Sprint(d.Members()) == "[a d]" })
-	a.Publish(a.Members())
+	a.Publish(a.Members(), "")
 	self, _ := a.Self()
 	var given string
 	for _, u := range uids(50) {
@@ -594,7 +594,7 @@ func TestWatchedLeasesStartARoundOnEveryChangeThatMovesLoops(t *testing.T) {
 	waitFor(t, "d frees a loop a's published view gives it", func() bool { return d.Free(given, &self) })
 	// Published again unchanged, the view needs no round.
 	before = aLists.Load()
-	a.Publish(a.Members())
+	a.Publish(a.Members(), "")
 	time.Sleep(200 * time.Millisecond)
 	if n := aLists.Load() - before; n != 0 {
 		t.Fatalf("a's unchanged view started %d rounds, want 0", n)
@@ -639,4 +639,44 @@ func TestMembershipChangesAreLogged(t *testing.T) {
 	waitFor(t, "a logs d left", func() bool { return len(logged()) == 3 })
 	assert.Contains(t, logged()[2], `"members"=["a"] "round"="a watched change"`)
 	assert.Equal(t, "[a]", fmt.Sprint(a.Members()))
+}
+
+// A published view names the version its member's writes had landed by,
+// as it was when the view changed: later versions published with the same
+// view do not replace it (they are of loops the member keeps), a new view
+// names its own, and another member reads it for that member's epoch only.
+func TestPublishedViewNamesTheVersionItsWritesLandedBy(t *testing.T) {
+	ctx := context.Background()
+	c := fake.NewClientBuilder().WithScheme(scheme.Scheme).Build()
+	a, d := newMember(c, "a"), newMember(c, "d")
+	must(t, a.renew(ctx), d.renew(ctx), a.list(ctx), d.list(ctx))
+	owner := &Owner{Member: "a", Epoch: 1}
+	written := func() string {
+		t.Helper()
+		must(t, a.renew(ctx), d.list(ctx))
+		var l coordinationv1.Lease
+		must(t, c.Get(ctx, client.ObjectKey{Namespace: "gov", Name: LeasePrefix + "a"}, &l))
+		if got := d.ViewWritten(owner); got != l.Annotations[ViewWrittenAnnotation] {
+			t.Fatalf("ViewWritten = %q, the Lease says %q", got, l.Annotations[ViewWrittenAnnotation])
+		}
+		return d.ViewWritten(owner)
+	}
+	if got := written(); got != "" {
+		t.Fatalf("no view published, yet ViewWritten = %q", got)
+	}
+	a.Publish(a.Members(), "41")
+	if got := written(); got != "41" {
+		t.Fatalf("ViewWritten = %q, want 41", got)
+	}
+	a.Publish(a.Members(), "57")
+	if got := written(); got != "41" {
+		t.Fatalf("the same view published again moved ViewWritten to %q", got)
+	}
+	a.Publish([]string{"a"}, "60")
+	if got := written(); got != "60" {
+		t.Fatalf("a new view's ViewWritten = %q, want 60", got)
+	}
+	if got := d.ViewWritten(&Owner{Member: "a", Epoch: 2}); got != "" {
+		t.Fatalf("ViewWritten of another epoch = %q", got)
+	}
 }
