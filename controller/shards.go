@@ -477,17 +477,16 @@ func (l *Loops) Keep(key types.NamespacedName) bool {
 // Release stops the runner of a loop a rebalance gave away, if it has one.
 // Its last quiet ticks (since its last status write, at most a flush
 // interval, also those handed over and not written yet) are not written:
-// the view the rebalance publishes once the
-// runner stopped lets the loop's new owner take it at once, and that
-// owner's first status write claims it. New owners waited for a handover
-// write of each loop (run H: 2,500 of them, 14 s at the median and 28 s
-// for the last, on this machine's API server); written beside the view,
-// the handovers landed before the new owners' claims on 127 of 164 loops
-// and refused them (BenchmarkShards, run I).
-// What else the runner handed over before it stopped (an acting tick's
-// record) is still written, and its write in flight waited for. The runner stays registered until then: a loop
-// assigned back meanwhile gets no second runner while the first still
-// ticks or writes.
+// the view the rebalance publishes once the runner stopped lets the loop's
+// new owner take it at once, and that owner's first status write claims
+// it. New owners waited for a handover write of each loop (run H: 2,500 of
+// them, 14 s at the median and 28 s for the last, on this machine's API
+// server); written beside the view, the handovers landed before the new
+// owners' claims on 127 of 164 loops and refused them (BenchmarkShards,
+// run I). What else the runner handed over before it stopped (an acting
+// tick's record) is still written, and its write in flight waited for. The
+// runner stays registered until then: a loop assigned back meanwhile gets
+// no second runner while the first still ticks or writes.
 func (l *Loops) Release(key types.NamespacedName) {
 	l.mu.Lock()
 	r, ok := l.runners[key]

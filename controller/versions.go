@@ -16,10 +16,11 @@ import (
 // listedVersions are the loops' resourceVersions as the API server listed
 // them (their metadata only, one listing per namespace shared by the
 // runners that ask meanwhile), for a runner to tell whether its cache
-// holds a loop as the API server does: a loop a live owner's view gave
-// away had that owner's last writes land before the view, which comes by
-// the Lease watch, while the cache, behind the loops' busier watch, may
-// not hold them yet (a joining replica's first writes of 17 of its 136
+// holds a loop as the API server does, when the cache cannot say whether
+// it has seen the version a view names (cacheHolds): a loop a live owner's
+// view gave away had that owner's last writes land before the view, which
+// comes by the Lease watch, while the cache, behind the loops' busier
+// watch, may not hold them yet (a joining replica's first writes of 17 of its 136
 // loops were refused so: BenchmarkShards, run L). A consistent listing of
 // metadata, from the API server's watch cache, costs it far less than a
 // read of each loop with its history (run L: 1.3 s on the average, for

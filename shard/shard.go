@@ -332,6 +332,11 @@ func (m *Member) Members() []string {
 // that both believe the loop theirs (views listed at different times) only
 // one's write lands, and neither acts before its write.
 //
+// written is the resourceVersion of the loops by which the stopped
+// runners' writes had landed (ViewWrittenAnnotation; "" if not known): it
+// stays as long as the view does (a later one, published with the same
+// view, is of writes of loops the member keeps).
+//
 // A view that changes is written at once, by a round of its own: the loops
 // it gives away wait for it.
 func (m *Member) Publish(members []string, written string) {
