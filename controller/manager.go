@@ -392,7 +392,7 @@ func addLoops(mgr manager.Manager, loops *Loops, opts Options) (*shard.Member, e
 	}
 	member := shard.NewMember(c, opts.Shards.Namespace, opts.Shards.Member, t, mgr.GetLogger().WithName("shard"))
 	loops.Shard = member
-	loops.CacheVersion = storeVersion(mgr.GetCache())
+	loops.CacheVersion = StoreVersion(mgr.GetCache())
 	return member, mgr.Add(&shardedLoops{loops: loops, member: member})
 }
 
@@ -487,10 +487,12 @@ func bundleStatusHandler(reg *bundles.Registry) http.Handler {
 	})
 }
 
-// storeVersion is the resourceVersion of the loops the cache's informer
+// StoreVersion is the resourceVersion of the loops the cache's informer
 // has put in its store ("" while it has none, or when the informer does
-// not say: a cache of several namespaces).
-func storeVersion(c cache.Cache) func() string {
+// not say: a cache of several namespaces). It reads client-go's
+// LastStoreSyncResourceVersion through the informer controller-runtime
+// returns: exported for the test that holds it to a real API server.
+func StoreVersion(c cache.Cache) func() string {
 	var store toolscache.Store
 	var once sync.Once
 	return func() string {

@@ -255,18 +255,7 @@ func TestShardedRunnerHandsOnAndTakesAHandedLoop(t *testing.T) {
 // rebalances meanwhile write nothing more, and the runner goes once that
 // write has landed.
 func TestRebalanceReleasesInTheBackground(t *testing.T) {
-	loop := failingLoop(t, "web", "web-uid", 20*time.Millisecond)
-	key := client.ObjectKeyFromObject(loop)
-	s := &fakeShard{self: shard.Owner{Member: "me", Epoch: 1}, ok: true, next: &shard.Owner{Member: "next", Epoch: 2}}
-	landing := make(chan struct{})
-	var writes atomic.Int32
-	var blocking atomic.Bool
-	e := startLoopsWith(t, func(l *Loops) {
-		l.Shard = s
-		holdWrites(l, &blocking, &writes, landing)
-	}, loop)
-	require.Eventually(t, func() bool { return e.status(t, key).Tick >= 1 }, 10*time.Second, 10*time.Millisecond)
-	sharded, land := giveAway(t, e, s, &blocking, landing)
+	e, key, sharded, writes, land := tickThenGiveAway(t, failingLoop(t, "web", "web-uid", 20*time.Millisecond), func(*Loops) {})
 	require.Eventually(t, func() bool { return writes.Load() == 1 }, 10*time.Second, 10*time.Millisecond, "a failing tick's status was not written")
 	returned := make(chan struct{})
 	go func() {
@@ -295,19 +284,9 @@ func TestRebalanceReleasesInTheBackground(t *testing.T) {
 // ticks it handed over since unwritten: its loop's new owner need not
 // wait for them (they are in no history, as those never handed over).
 func TestReleaseWaitsForTheWriteInFlightNotForQuietTicks(t *testing.T) {
-	loop := quietLoop(t, "web", "web-uid", 10*time.Millisecond)
-	key := client.ObjectKeyFromObject(loop)
-	s := &fakeShard{self: shard.Owner{Member: "me", Epoch: 1}, ok: true, next: &shard.Owner{Member: "next", Epoch: 2}}
-	landing := make(chan struct{})
-	var writes atomic.Int32
-	var blocking atomic.Bool
-	e := startLoopsWith(t, func(l *Loops) {
-		l.Shard = s
+	e, key, _, writes, land := tickThenGiveAway(t, quietLoop(t, "web", "web-uid", 10*time.Millisecond), func(l *Loops) {
 		l.StatusFlush = 10 * time.Millisecond
-		holdWrites(l, &blocking, &writes, landing)
-	}, loop)
-	require.Eventually(t, func() bool { return e.status(t, key).Tick >= 1 }, 10*time.Second, 10*time.Millisecond)
-	_, land := giveAway(t, e, s, &blocking, landing)
+	})
 	require.Eventually(t, func() bool { return writes.Load() == 1 }, 10*time.Second, 10*time.Millisecond, "no quiet status written")
 	held := e.status(t, key).Tick
 	time.Sleep(100 * time.Millisecond) // quiet ticks handed over meanwhile, waiting
@@ -359,6 +338,26 @@ func holdWrites(l *Loops, blocking *atomic.Bool, held *atomic.Int32, landing <-c
 			return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
 		},
 	})
+}
+
+// tickThenGiveAway runs loop as member "me" of a shard (configure adds to
+// its Loops) until it ticked, then gives it away as giveAway does, its
+// status writes counted in writes and held until land.
+func tickThenGiveAway(t *testing.T, loop *v1alpha1.ControlLoop, configure func(*Loops)) (e *loopsEnv, key client.ObjectKey, sharded *shardedLoops, writes *atomic.Int32, land func()) {
+	t.Helper()
+	key = client.ObjectKeyFromObject(loop)
+	s := &fakeShard{self: shard.Owner{Member: "me", Epoch: 1}, ok: true, next: &shard.Owner{Member: "next", Epoch: 2}}
+	landing := make(chan struct{})
+	writes = &atomic.Int32{}
+	var blocking atomic.Bool
+	e = startLoopsWith(t, func(l *Loops) {
+		l.Shard = s
+		configure(l)
+		holdWrites(l, &blocking, writes, landing)
+	}, loop)
+	require.Eventually(t, func() bool { return e.status(t, key).Tick >= 1 }, 10*time.Second, 10*time.Millisecond)
+	sharded, land = giveAway(t, e, s, &blocking, landing)
+	return e, key, sharded, writes, land
 }
 
 // giveAway assigns every loop elsewhere, its status writes held from now on

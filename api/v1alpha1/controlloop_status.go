@@ -80,9 +80,16 @@ type ControlLoopStatus struct {
 	// +optional
 	Sequence int64 `json:"sequence,omitempty"`
 
+	// The JSON objects of the status (overrides, state, lastInput, a
+	// target's applied) are atomic maps (+mapType=atomic): written whole
+	// by the controller, each is one field of its managedFields, where the
+	// API server would otherwise track, at every status write, every key
+	// within them (a 10-target loop's lastInput: 3.4 KB of its 12 KB).
+
 	// Overrides are the policy parameters a Deliberative loop wrote; they
 	// win over spec.policy.params.
 	// +kubebuilder:pruning:PreserveUnknownFields
+	// +mapType=atomic
 	// +kubebuilder:validation:Type=object
 	// +optional
 	Overrides *apiextensionsv1.JSON `json:"overrides,omitempty"`
@@ -92,6 +99,7 @@ type ControlLoopStatus struct {
 
 	// State is the policy's own memory between ticks (input.state).
 	// +kubebuilder:pruning:PreserveUnknownFields
+	// +mapType=atomic
 	// +kubebuilder:validation:Type=object
 	// +optional
 	State *apiextensionsv1.JSON `json:"state,omitempty"`
@@ -103,6 +111,7 @@ type ControlLoopStatus struct {
 	// activation gate makes the loop's decision again, with a new revision,
 	// on the input rebuilt from it, the loop and this status.
 	// +kubebuilder:pruning:PreserveUnknownFields
+	// +mapType=atomic
 	// +kubebuilder:validation:Type=object
 	// +optional
 	LastInput *apiextensionsv1.JSON `json:"lastInput,omitempty"`
@@ -252,6 +261,7 @@ type TargetStatus struct {
 	// (a set: {"external": {"<setting>": value}}), each newer one merged
 	// over those before: the current values when the system does not answer.
 	// +kubebuilder:pruning:PreserveUnknownFields
+	// +mapType=atomic
 	// +kubebuilder:validation:Type=object
 	// +optional
 	Applied *apiextensionsv1.JSON `json:"applied,omitempty"`

@@ -4,6 +4,7 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -12,6 +13,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/resourceversion"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/controller"
@@ -43,4 +46,36 @@ func TestCacheKeepsManagedFieldsOfTargetsOnly(t *testing.T) {
 		return mgr.GetClient().Get(ctx, types.NamespacedName{Namespace: ns, Name: "web"}, &target) == nil
 	}, 10*time.Second, 10*time.Millisecond)
 	assert.NotEmpty(t, target.ManagedFields, "the cache strips the targets' managedFields: actuators cannot apply")
+}
+
+// A replica taking a loop that another's view gave away trusts its cache
+// once the cache has seen the version the view names (Loops.cacheHolds);
+// that version is read from client-go's informer store through
+// controller-runtime's cache (controller.StoreVersion). Against a real API
+// server it must say a version, and reach the version of a loop's last
+// write: were it silent (an informer that no longer exposes its store) or
+// stuck (a store that does not follow its watch), every join would list the
+// loops' versions instead, seconds at 10,000 loops (README, run M3).
+func TestStoreVersionFollowsTheLoopsWatch(t *testing.T) {
+	e := newEnv(t)
+	mgr, _ := e.runManager(t, controller.Options{})
+	ns := e.namespace(t)
+	e.loop(t, ns, "web-loop", v1alpha1.ControlLoopSpec{
+		Kind: v1alpha1.Reactive, State: v1alpha1.Paused,
+		Interval: metav1.Duration{Duration: time.Second},
+		Policy:   v1alpha1.PolicySpec{Bundle: "bandwidth", Decision: "governor/bandwidth/decision"},
+	})
+	version := controller.StoreVersion(mgr.GetCache())
+	ctx := context.Background()
+	for i := range 3 {
+		loop := e.get(t, ns, "web-loop")
+		patch := client.MergeFrom(loop.DeepCopy())
+		loop.Labels = map[string]string{"write": fmt.Sprint(i)}
+		require.NoError(t, e.c.Patch(ctx, loop, patch))
+		written := loop.ResourceVersion
+		require.Eventually(t, func() bool {
+			c, err := resourceversion.CompareResourceVersion(version(), written)
+			return err == nil && c >= 0
+		}, 10*time.Second, 10*time.Millisecond, "the cache's store version never reached the write's %s (it said %q as the wait began)", written, version())
+	}
 }

@@ -96,6 +96,10 @@ func TestControlLoops(t *testing.T) {
 		require.Len(t, l.Status.Targets, 1)
 		assert.NotNil(t, l.Status.Targets[0].LastChange)
 		assert.Contains(t, string(l.Status.State.Raw), `"ewma":3.5`)
+		// The status's JSON objects are atomic maps: the API server tracks
+		// each as one field of the controller's managedFields, not each key
+		// within (which it would compute again at every status write).
+		assertWholeInStatusFields(t, l, "lastInput", "state")
 
 		// The policy's cooldown holds further changes, and the value stays.
 		tick := l.Status.Tick
@@ -355,4 +359,26 @@ func shippedRevision(t *testing.T, bundle string) string {
 	}
 	require.NoError(t, json.Unmarshal(raw, &manifest))
 	return manifest.Revision
+}
+
+// assertWholeInStatusFields asserts that the status subresource's
+// managedFields hold each named status field as one field, without the keys
+// within it.
+func assertWholeInStatusFields(t *testing.T, l *v1alpha1.ControlLoop, names ...string) {
+	t.Helper()
+	for _, name := range names {
+		found := false
+		for _, mf := range l.ManagedFields {
+			if mf.Subresource != "status" || mf.FieldsV1 == nil {
+				continue
+			}
+			var fields map[string]map[string]any
+			require.NoError(t, json.Unmarshal(mf.FieldsV1.GetRawBytes(), &fields))
+			if within, ok := fields["f:status"]["f:"+name]; ok {
+				found = true
+				assert.Empty(t, within, "%s's keys in %s's managedFields", name, mf.Manager)
+			}
+		}
+		assert.True(t, found, "status.%s in no status managedFields entry", name)
+	}
 }
