@@ -6,6 +6,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -38,6 +39,8 @@ type deployment struct {
 //
 // PERF_MEMORY_LIMIT replaces the manager container's memory limit (e.g.
 // 1Gi), which bounds governor's heap at 80 % of it as in the container.
+// PERF_GOVERNOR_ENV adds variables to governor's environment only (e.g.
+// GOGC=200 GOMAXPROCS=4), as the container's env would.
 func deploy(b *testing.B) *deployment {
 	b.Helper()
 	d := deployed.Deploy(b, filepath.Join(repo, "bin", "governor"), cluster.Options{})
@@ -48,6 +51,7 @@ func deploy(b *testing.B) *deployment {
 		}
 		d.MemoryLimit = q.Value()
 	}
+	d.Env = append(d.Env, strings.Fields(os.Getenv("PERF_GOVERNOR_ENV"))...)
 	return &deployment{Deployment: d, metricsToken: d.MetricsToken(b)}
 }
 
