@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/resourceversion"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"governor.dev/governor/api/v1alpha1"
@@ -96,24 +97,11 @@ func (l *Loops) cacheHolds(ctx context.Context, loop *v1alpha1.ControlLoop, writ
 	if l.CacheVersion == nil {
 		return false
 	}
-	deadline := time.Now().Add(cacheCatchUp)
-	for {
+	err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, cacheCatchUp, true, func(context.Context) (bool, error) {
 		c, err := resourceversion.CompareResourceVersion(l.CacheVersion(), written)
-		if err != nil {
-			return false
-		}
-		if c >= 0 {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+		return err == nil && c >= 0, err
+	})
+	return err == nil
 }
 
 // landedVersion is the highest resourceVersion this replica's status
