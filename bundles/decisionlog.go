@@ -151,7 +151,19 @@ func (d *DecisionLog) Log(ctx context.Context, l Logged) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	masks, err := d.maskWith(ctx, l.Revision)
+	if err != nil {
+		return err
+	}
 	input := any(l.Input)
+	if masks {
+		// OPA's mask edits the event's input in place: the decision's own
+		// input (status.lastInput, the gate's probes) must not lose what
+		// the log may not see.
+		input = copyDoc(l.Input)
+	}
 	info := &server.Info{
 		DecisionID: uuid.NewString(),
 		Path:       l.Decision,
@@ -166,32 +178,49 @@ func (d *DecisionLog) Log(ctx context.Context, l Logged) error {
 	if l.Err == nil {
 		info.Results = &l.Result
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if err := d.maskWith(ctx, l.Revision); err != nil {
-		return err
-	}
 	return d.plugin.Log(ctx, info)
+}
+
+// copyDoc copies the objects and arrays of a JSON document; its other
+// values are immutable.
+func copyDoc(v any) any {
+	switch t := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(t))
+		for k, e := range t {
+			out[k] = copyDoc(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(t))
+		for i, e := range t {
+			out[i] = copyDoc(e)
+		}
+		return out
+	}
+	return v
 }
 
 // maskWith makes OPA's plugin mask (and drop) with rev's policies, or with
 // none when rev has none. The plugin manager takes a new compiler from a
 // store commit that carries it (as OPA's bundle plugin hands over a
 // compiler); its trigger drops the plugin's prepared mask and drop queries.
-// d.mu is held, so no Log is preparing them meanwhile.
-func (d *DecisionLog) maskWith(ctx context.Context, rev *Revision) error {
+// d.mu is held, so no Log is preparing them meanwhile. It says whether
+// rev's policies mask.
+func (d *DecisionLog) maskWith(ctx context.Context, rev *Revision) (bool, error) {
 	want := d.unmasked
 	if rev != nil && slices.ContainsFunc(d.policies, func(p ast.Ref) bool { return len(rev.compiler.GetRulesWithPrefix(p)) > 0 }) {
 		want = rev.compiler
 	}
+	masks := want != d.unmasked
 	if want == d.masking {
-		return nil
+		return masks, nil
 	}
 	params := storage.TransactionParams{Write: true, Context: storage.NewContext()}
 	plugins.SetCompilerOnContext(params.Context, want)
 	if err := storage.Txn(ctx, d.manager.Store, params, func(storage.Transaction) error { return nil }); err != nil {
-		return fmt.Errorf("decision log: masking with %s: %w", rev, err)
+		return false, fmt.Errorf("decision log: masking with %s: %w", rev, err)
 	}
 	d.masking = want
-	return nil
+	return masks, nil
 }

@@ -107,6 +107,8 @@ func TestDecisionLogMask(t *testing.T) {
 		input := map[string]any{"secret": "s3cret", "token": "t0ken", "visible": tick, "drop": tick == 2}
 		require.NoError(t, reg.LogDecision(ctx, Logged{Loop: "ns/l", Tick: int64(tick), Decision: "t/decision",
 			Revision: rev, Input: input, Result: map[string]any{}, Time: time.Now()}))
+		assert.Equal(t, map[string]any{"secret": "s3cret", "token": "t0ken", "visible": tick, "drop": tick == 2}, input,
+			"tick %v: the decision's own input is not masked", tick)
 	}
 	require.Eventually(t, func() bool { return len(svc.Events()) >= 3 }, 10*time.Second, 50*time.Millisecond)
 	stop()
