@@ -121,11 +121,12 @@ FUZZTIME ?= 60s
 # Each fuzzer in turn (go test fuzzes one target at a time). A failing input is written to
 # the package's testdata/fuzz/<Fuzzer>/, which `go test` then runs in the fast tier: commit it
 # with the fix. The seed corpus there runs in `go test` too.
-fuzz: ## run each fuzzer for FUZZTIME (60s): FuzzGuard (the guard), FuzzValidate (the decision contract), FuzzParseReport (the push body), FuzzSchedule (a loop's ticks and status writes)
+fuzz: ## run each fuzzer for FUZZTIME (60s): FuzzGuard (the guard), FuzzValidate (the decision contract), FuzzParseReport (the push body), FuzzSchedule (a loop's ticks and status writes), FuzzTargetDocsKeepOnlyTheSame (targets' documents kept between ticks)
 	$(GO) test -run '^$$' -fuzz '^FuzzGuard$$' -fuzztime $(FUZZTIME) ./controller/guard/
 	$(GO) test -run '^$$' -fuzz '^FuzzValidate$$' -fuzztime $(FUZZTIME) ./decision/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseReport$$' -fuzztime $(FUZZTIME) ./collectors/push/
 	$(GO) test -run '^$$' -fuzz '^FuzzSchedule$$' -fuzztime $(FUZZTIME) ./controller/
+	$(GO) test -run '^$$' -fuzz '^FuzzTargetDocsKeepOnlyTheSame$$' -fuzztime $(FUZZTIME) ./controller/
 
 generate: ## deepcopy code of the API types
 	$(CONTROLLER_GEN) object paths=./api/...

@@ -3,6 +3,7 @@ package bundles
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -136,6 +137,11 @@ type Request struct {
 	// Input is the input document, as decoded from JSON (numbers as
 	// json.Number or float64).
 	Input map[string]any
+	// Values are some of Input's top-level keys already converted to Rego
+	// values, as ast.InterfaceToValue converts them: a caller that keeps
+	// documents converted from an earlier decision (a loop's unchanged
+	// targets) passes them, and Decide converts only the other keys.
+	Values map[string]ast.Value
 	// Revision pins the manifest revision to decide on; "" is the active one.
 	Revision string
 	// Contract overrides the contract derived from Input (its targets and
@@ -174,7 +180,7 @@ func (r *Revision) Decide(ctx context.Context, req Request) (*Result, error) {
 	// skipping the defensive deep copy rego.EvalInput makes of arbitrary Go
 	// values (a third of the cost of a decision on a large input), and only
 	// the keys the decision reads (the rest is converted for nothing).
-	input, err := ast.InterfaceToValue(pq.reads.of(req.Input))
+	input, err := ast.InterfaceToValue(withValues(pq.reads.of(req.Input), req.Values))
 	if err != nil {
 		return nil, &InputError{Source: "input", Reason: err.Error()}
 	}
@@ -209,4 +215,19 @@ func (r *Revision) Decide(ctx context.Context, req Request) (*Result, error) {
 	}
 	obj, _ := raw.(map[string]any) // Validate has checked it is an object
 	return &Result{Revision: r.String(), From: r, Decision: d, Raw: obj}, nil
+}
+
+// withValues is input with the keys of values as those Rego values (which
+// ast.InterfaceToValue takes as they are), input itself when there are none.
+func withValues(input map[string]any, values map[string]ast.Value) map[string]any {
+	if len(values) == 0 {
+		return input
+	}
+	out := maps.Clone(input)
+	for k, v := range values {
+		if _, ok := out[k]; ok {
+			out[k] = v
+		}
+	}
+	return out
 }

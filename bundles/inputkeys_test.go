@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -78,5 +79,34 @@ func TestShippedPoliciesReadNoHistory(t *testing.T) {
 		assert.False(t, pq.reads.all, policy)
 		assert.NotContains(t, pq.reads.keys, "history", policy)
 		assert.Contains(t, pq.reads.keys, "params", policy)
+	}
+}
+
+// Request.Values stand for their keys of the input, converted already: the
+// decision sees them (here, as they differ from Input's), they are not
+// converted again, and a key the decision does not read stays out, as does
+// a value for a key the input lacks.
+func TestDecideOnValuesConvertedBefore(t *testing.T) {
+	for _, c := range []struct {
+		name, policy string
+		want         []string
+	}{
+		{"named keys", `package t
+decision := {"events": [sprintf("%v %v", [input.a, input.targets.x.bw])]}`, []string{"A 2"}},
+		{"whole input", `package t
+decision := {"events": [sprintf("%v %v", [object.get(input, "a", "-"), object.keys(input)])]}`, []string{`A {"a", "targets"}`}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rev, err := Load(context.Background(), writeBundle(t, map[string]string{"p.rego": c.policy}))
+			require.NoError(t, err)
+			input := map[string]any{"a": "A", "targets": map[string]any{"x": map[string]any{"bw": 1}}}
+			converted, err := ast.InterfaceToValue(map[string]any{"x": map[string]any{"bw": 2}})
+			require.NoError(t, err)
+			res, err := rev.Decide(context.Background(), Request{Decision: "t/decision", Input: input,
+				Values: map[string]ast.Value{"targets": converted, "absent": ast.String("no")}})
+			require.NoError(t, err)
+			assert.Equal(t, c.want, res.Decision.Events)
+			assert.Equal(t, map[string]any{"x": map[string]any{"bw": 1}}, input["targets"], "the input itself is left as it is")
+		})
 	}
 }

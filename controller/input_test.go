@@ -88,7 +88,7 @@ func TestInputNumbersAgreeWithStrings(t *testing.T) {
 	status := &v1alpha1.ControlLoopStatus{History: []v1alpha1.HistoryEntry{
 		{Time: metav1.NewMicroTime(now.Add(-1500 * time.Microsecond)), Tick: 7, Events: []string{"No Event"}},
 	}}
-	in, _, err := buildInput(context.Background(), w, loop, status, now, 8, true)
+	in, _, err := buildInput(context.Background(), w, loop, status, now, 8, true, nil)
 	require.NoError(t, err)
 
 	sameInstant := func(s any, ns any, what string) {
@@ -153,7 +153,7 @@ func TestInputHistoryOnlyWhenRead(t *testing.T) {
 		{Time: metav1.NewMicroTime(tickNow.Add(-time.Second)), Tick: 7, Events: []string{"No Event"}},
 	}}
 	hasHistory := func(reg *bundles.Registry, loop *v1alpha1.ControlLoop, whole bool) bool {
-		res := tick(ctx, freshWorld(), reg, loop, status, tickNow, whole)
+		res := tick(ctx, freshWorld(), reg, loop, status, tickNow, whole, nil)
 		require.Empty(t, res.entry.Error)
 		_, ok := res.input["history"]
 		return ok
@@ -182,7 +182,7 @@ decision := {"actions": [], "events": [sprintf("%d ticks", [count(input.history)
 `), 0o644))
 	counting, err := bundles.LoadRegistry(ctx, dir)
 	require.NoError(t, err)
-	res := tick(ctx, freshWorld(), counting, echo, status, tickNow, false)
+	res := tick(ctx, freshWorld(), counting, echo, status, tickNow, false, nil)
 	assert.Equal(t, []string{"1 ticks"}, res.entry.Events, "a decision that reads input.history gets it")
 }
 

@@ -61,7 +61,7 @@ func TestTickTimeout(t *testing.T) {
 	for timeout, want := range map[time.Duration]string{100 * time.Millisecond: "100ms", time.Hour: "300ms"} {
 		loop := spinLoop(t, timeout)
 		st := &v1alpha1.ControlLoopStatus{}
-		res := tick(context.Background(), freshWorld(), reg, loop, st, tickNow, false)
+		res := tick(context.Background(), freshWorld(), reg, loop, st, tickNow, false, nil)
 		assert.False(t, res.interrupted)
 		assert.Equal(t, v1alpha1.PhaseDegraded, res.phase)
 		assert.Equal(t, "DecisionTimedOut", res.policy.Reason)
@@ -74,7 +74,7 @@ func TestTickTimeout(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(50*time.Millisecond, cancel)
-	res := tick(ctx, freshWorld(), reg, spinLoop(t, 250*time.Millisecond), &v1alpha1.ControlLoopStatus{}, tickNow, false)
+	res := tick(ctx, freshWorld(), reg, spinLoop(t, 250*time.Millisecond), &v1alpha1.ControlLoopStatus{}, tickNow, false, nil)
 	assert.True(t, res.interrupted, "stopping is not the policy's failure")
 	assert.Empty(t, res.entry.Error)
 }
@@ -85,7 +85,7 @@ func TestTickTimeout(t *testing.T) {
 func TestTickKeepsItsDecisionForTheGate(t *testing.T) {
 	reg := limitedRegistry(t, bundles.Limits{})
 	loop := echoLoop(t, `{"events": ["hello"]}`)
-	res := tick(context.Background(), freshWorld(), reg, loop, &v1alpha1.ControlLoopStatus{}, tickNow, false)
+	res := tick(context.Background(), freshWorld(), reg, loop, &v1alpha1.ControlLoopStatus{}, tickNow, false, nil)
 	require.NotNil(t, res.probe)
 	assert.Equal(t, "factory/web-loop", res.probe.Loop)
 	assert.Equal(t, "echo/decision", res.probe.Decision)
@@ -93,12 +93,12 @@ func TestTickKeepsItsDecisionForTheGate(t *testing.T) {
 	assert.Equal(t, map[string]bool{"web": true}, res.probe.Contract.Targets)
 	assert.Equal(t, int64(1), res.probe.Input["tick"])
 
-	res = tick(context.Background(), freshWorld(), reg, echoLoop(t, `{"events": "hello"}`), &v1alpha1.ControlLoopStatus{}, tickNow, false)
+	res = tick(context.Background(), freshWorld(), reg, echoLoop(t, `{"events": "hello"}`), &v1alpha1.ControlLoopStatus{}, tickNow, false, nil)
 	assert.Contains(t, res.entry.Error, "decision rejected")
 	assert.Nil(t, res.probe)
 
 	loop.Spec.Policy.Revision = "1"
-	res = tick(context.Background(), freshWorld(), reg, loop, &v1alpha1.ControlLoopStatus{}, tickNow, false)
+	res = tick(context.Background(), freshWorld(), reg, loop, &v1alpha1.ControlLoopStatus{}, tickNow, false, nil)
 	assert.Empty(t, res.entry.Error)
 	assert.Nil(t, res.probe)
 }
@@ -113,7 +113,7 @@ func TestTickOutputLimits(t *testing.T) {
 	}
 	w := freshWorld()
 	loop := echoLoop(t, `{"events": [`+strings.Join(events, ",")+`], "actions": [{"target": "web", "set": {"replicas": 4}}]}`)
-	res := tick(context.Background(), w, reg, loop, &v1alpha1.ControlLoopStatus{}, tickNow, false)
+	res := tick(context.Background(), w, reg, loop, &v1alpha1.ControlLoopStatus{}, tickNow, false, nil)
 	assert.Contains(t, res.entry.Error, "decision rejected: invalid decision echo/decision")
 	assert.Contains(t, res.entry.Error, "events: 40 events, at most 32 allowed")
 	assert.Empty(t, w.acted)

@@ -25,6 +25,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
@@ -91,6 +92,9 @@ type Loops struct {
 	// CacheVersion, when set, is the resourceVersion of the loops that
 	// Client's cache has seen ("" when it cannot say).
 	CacheVersion func() string
+	// Cache, when set, is the cache Client reads: ticks read their
+	// targets' workloads from its stores, without a copy.
+	Cache cache.Cache
 
 	// assigning is held by a rebalance's scan of the loops, and shared
 	// by the reconciler's start of a runner (ensureAssigned).
@@ -98,6 +102,7 @@ type Loops struct {
 	mu        sync.Mutex
 	ctx       context.Context // set once started
 	runners   map[types.NamespacedName]*runner
+	workloads *WorkloadStores // of Cache; nil without
 	// took is, sharded, the member Lease epoch under which this replica
 	// last took each loop (handedOrClaimed).
 	took map[types.NamespacedName]int64
@@ -136,6 +141,9 @@ type runner struct {
 	// status does not hold yet: it is encoded when the status is handed
 	// over (most quiet ticks' statuses never are).
 	decided map[string]any
+	// docs are the targets' documents of the last tick, kept while the
+	// targets read the same.
+	docs targetDocs
 	// claimed is the status.sequence this replica's claim of the loop
 	// wrote: a cached loop below it was read before the claim.
 	claimed int64
@@ -172,6 +180,9 @@ func (l *Loops) Start(ctx context.Context) error {
 	l.mu.Lock()
 	l.takeovers = make(chan struct{}, cmp.Or(l.StatusWriteConcurrency, DefaultStatusWriteConcurrency))
 	l.ctx = ctx
+	if l.Cache != nil {
+		l.workloads = NewWorkloadStores(l.Cache)
+	}
 	for _, r := range l.runners {
 		l.startLocked(r)
 	}
@@ -252,7 +263,7 @@ func (l *Loops) Remove(key types.NamespacedName) {
 }
 
 func newRunner(key types.NamespacedName) *runner {
-	r := &runner{key: key, wake: make(chan struct{}, 1), done: make(chan struct{}), telemetry: newLoopTelemetry(key.Namespace, key.Name), stagger: staggerOf(key)}
+	r := &runner{key: key, wake: make(chan struct{}, 1), done: make(chan struct{}), telemetry: newLoopTelemetry(key.Namespace, key.Name), stagger: staggerOf(key), docs: targetDocs{}}
 	r.out.wake = r.wake
 	return r
 }
@@ -425,7 +436,7 @@ func (l *Loops) once(ctx context.Context, r *runner, started tickStart) (time.Du
 		}
 		next = paused(&loop, r.status)
 	} else {
-		res = tick(ctx, clusterWorld{l, r}, l.Bundles, &loop, r.status, ticked, false)
+		res = tick(ctx, clusterWorld{l: l, r: r, reads: &tickReader{Reader: l.Client, namespace: loop.Namespace, workloads: l.workloads}}, l.Bundles, &loop, r.status, ticked, false, r.docs)
 		reportPanic(log, res)
 		if (res.interrupted || ctx.Err() != nil) && !res.wrote() {
 			// Cut by shutdown, lost leadership or the loop's removal before

@@ -307,6 +307,7 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 	loops := &Loops{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
+		Cache:     mgr.GetCache(),
 		Bundles:   opts.Bundles,
 		Metrics:   metrics,
 		Scope:     opts.Scope,

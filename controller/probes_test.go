@@ -35,7 +35,7 @@ func TestLastInputRebuiltFromTheStatus(t *testing.T) {
 	reg := limitedRegistry(t, bundles.Limits{})
 	loop := echoLoop(t, `{"events": ["hello"], "state": {"n": 1}}`)
 	st := &v1alpha1.ControlLoopStatus{}
-	res := tick(context.Background(), freshWorld(), reg, loop, st, tickNow, false)
+	res := tick(context.Background(), freshWorld(), reg, loop, st, tickNow, false, nil)
 	require.NotNil(t, res.probe)
 	next, err := record(loop, st, res, 0)
 	require.NoError(t, err)
@@ -55,7 +55,7 @@ func TestLastInputRebuiltFromTheStatus(t *testing.T) {
 	// A pinned loop's decisions are not kept; nor is an input over a quarter
 	// of the status's limit.
 	loop.Spec.Policy.Revision = "1"
-	res = tick(context.Background(), freshWorld(), reg, loop, next, tickNow.Add(time.Second), false)
+	res = tick(context.Background(), freshWorld(), reg, loop, next, tickNow.Add(time.Second), false, nil)
 	require.Empty(t, res.entry.Error)
 	pinned, err := record(loop, next, res, 0)
 	require.NoError(t, err)
@@ -83,7 +83,7 @@ func keys(t *testing.T, j *apiextensionsv1.JSON) []string {
 func TestLastDecisionsForTheGate(t *testing.T) {
 	reg := limitedRegistry(t, bundles.Limits{})
 	decided := echoLoop(t, `{"events": ["hello"]}`)
-	res := tick(context.Background(), freshWorld(), reg, decided, &v1alpha1.ControlLoopStatus{}, tickNow, false)
+	res := tick(context.Background(), freshWorld(), reg, decided, &v1alpha1.ControlLoopStatus{}, tickNow, false, nil)
 	next, err := record(decided, &v1alpha1.ControlLoopStatus{}, res, 0)
 	require.NoError(t, err)
 	withLastInput(next, res.probe.Input, 0)

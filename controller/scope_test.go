@@ -45,7 +45,7 @@ func TestOutOfScopeCollectsNothing(t *testing.T) {
 	assert.Equal(t, 1, src.calls)
 
 	w := freshWorld()
-	res := tick(context.Background(), w, echoRegistry(t), loop, &v1alpha1.ControlLoopStatus{}, tickNow, false)
+	res := tick(context.Background(), w, echoRegistry(t), loop, &v1alpha1.ControlLoopStatus{}, tickNow, false, nil)
 	assert.Equal(t, v1alpha1.PhaseDegraded, res.phase)
 	assert.Nil(t, res.decision, "nothing decided")
 	assert.Empty(t, w.acted)
@@ -68,13 +68,13 @@ func TestNotAnEntrypoint(t *testing.T) {
 	require.NoError(t, err)
 
 	loop := echoLoop(t, `{"actions": [{"target": "web", "set": {"replicas": 4}}]}`)
-	res := tick(context.Background(), freshWorld(), reg, loop, &v1alpha1.ControlLoopStatus{}, tickNow, false)
+	res := tick(context.Background(), freshWorld(), reg, loop, &v1alpha1.ControlLoopStatus{}, tickNow, false, nil)
 	require.Empty(t, res.entry.Error)
 	assert.Len(t, res.entry.Applied, 1, "the entrypoint decides")
 
 	loop.Spec.Policy.Decision = "echo/helper"
 	w := freshWorld()
-	res = tick(context.Background(), w, reg, loop, &v1alpha1.ControlLoopStatus{}, tickNow, false)
+	res = tick(context.Background(), w, reg, loop, &v1alpha1.ControlLoopStatus{}, tickNow, false, nil)
 	assert.Equal(t, v1alpha1.PhaseDegraded, res.phase)
 	assert.Empty(t, w.acted)
 	assert.Equal(t, "NotAnEntrypoint", res.policy.Reason)

@@ -17,6 +17,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/open-policy-agent/opa/v1/ast"
+
 	"governor.dev/governor/actuators"
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/bundles"
@@ -102,8 +104,9 @@ func (r tickResult) wrote() bool {
 // The input leaves out input.history unless the decision reads it, the
 // decision log records it, or whole asks for the whole input (governor
 // replay keeps it for authors): converting twenty ticks of history at each
-// tick was a fifth of the memory of a thousand loops ticking.
-func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.ControlLoop, status *v1alpha1.ControlLoopStatus, now time.Time, whole bool) (res tickResult) {
+// tick was a fifth of the memory of a thousand loops ticking. docs keep
+// the targets' documents from tick to tick (nil: none kept).
+func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.ControlLoop, status *v1alpha1.ControlLoopStatus, now time.Time, whole bool, docs targetDocs) (res tickResult) {
 	spec := &loop.Spec
 	res = tickResult{
 		entry:   v1alpha1.HistoryEntry{Time: metav1.NewMicroTime(now), Tick: status.Tick + 1},
@@ -151,7 +154,7 @@ func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.Co
 		return fail("NotAnEntrypoint", err)
 	}
 	input, state, err := buildInput(ctx, w, loop, status, now, res.entry.Tick,
-		whole || reg.LogsDecisions() || rev.Reads(ctx, spec.Policy.Decision, "history"))
+		whole || reg.LogsDecisions() || rev.Reads(ctx, spec.Policy.Decision, "history"), docs)
 	if ctx.Err() != nil {
 		res.interrupted = true
 		return res
@@ -160,6 +163,7 @@ func tick(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.Co
 		return inputFailed(res, err)
 	}
 	req := decisionRequest(spec, w.Actuators(), reg.Limits(), input)
+	req.Values = state.values
 	out, err := timedDecide(ctx, rev, req, &res)
 	if ctx.Err() != nil {
 		// Cut short: not a decision, nothing to log or act on.
@@ -373,11 +377,15 @@ type loopState struct {
 	seen map[string]metav1.MicroTime
 	// supervised is the loop a Deliberative loop supervises.
 	supervised *v1alpha1.ControlLoop
+	// values are input keys converted to Rego values already (targets,
+	// when every target's document was kept: targetDocs).
+	values map[string]ast.Value
 }
 
 // buildInput builds the input document of a tick, with input.history when
-// history is true.
-func buildInput(ctx context.Context, w World, loop *v1alpha1.ControlLoop, status *v1alpha1.ControlLoopStatus, now time.Time, tick int64, history bool) (map[string]any, loopState, error) {
+// history is true. Its targets' documents are docs' when unchanged (nil
+// docs: always new).
+func buildInput(ctx context.Context, w World, loop *v1alpha1.ControlLoop, status *v1alpha1.ControlLoopStatus, now time.Time, tick int64, history bool, docs targetDocs) (map[string]any, loopState, error) {
 	st := loopState{targets: map[string]*actuators.Target{}, metrics: map[string]bool{}}
 	observed, err := w.Metrics(ctx, loop, now)
 	if err != nil {
@@ -391,6 +399,7 @@ func buildInput(ctx context.Context, w World, loop *v1alpha1.ControlLoop, status
 		st.metrics[name] = !stale
 	}
 	targets := map[string]any{}
+	values := make([][2]*ast.Term, 0, len(loop.Spec.Targets))
 	for i := range loop.Spec.Targets {
 		t := &loop.Spec.Targets[i]
 		gt, doc, err := w.Target(ctx, loop, t)
@@ -398,7 +407,17 @@ func buildInput(ctx context.Context, w World, loop *v1alpha1.ControlLoop, status
 			return nil, st, fmt.Errorf("reading target %s: %w", t.Name, err)
 		}
 		st.targets[t.Name] = gt
-		targets[t.Name] = doc
+		var value ast.Value
+		targets[t.Name], value = docs.keep(t.Name, doc)
+		if value != nil {
+			values = append(values, ast.Item(ast.StringTerm(t.Name), ast.NewTerm(value)))
+		}
+	}
+	if len(docs) > len(targets) {
+		docs.forget(func(name string) bool { _, ok := targets[name]; return ok })
+	}
+	if docs != nil && len(values) == len(targets) {
+		st.values = map[string]ast.Value{"targets": ast.NewObject(values...)}
 	}
 	var supervised map[string]any
 	if loop.Spec.Kind == v1alpha1.Deliberative {
@@ -499,7 +518,7 @@ type Stepped struct {
 // controller's runners do this (and write the status); governor replay does
 // it over a trace, and keeps each tick's input for authors to evaluate again.
 func Step(ctx context.Context, w World, reg *bundles.Registry, loop *v1alpha1.ControlLoop, status *v1alpha1.ControlLoopStatus, now time.Time) (Stepped, error) {
-	res := tick(ctx, w, reg, loop, status, now, true)
+	res := tick(ctx, w, reg, loop, status, now, true, nil)
 	next, err := record(loop, status, res, 0)
 	if err == nil && res.probe != nil {
 		withLastInput(next, res.probe.Input, 0)

@@ -317,7 +317,7 @@ func TestTick(t *testing.T) {
 			if tc.setup != nil {
 				tc.setup(loop, st, w)
 			}
-			res := tick(context.Background(), w, reg, loop, st, tickNow, false)
+			res := tick(context.Background(), w, reg, loop, st, tickNow, false, nil)
 			assert.Equal(t, int64(5), res.entry.Tick)
 			assert.False(t, res.interrupted)
 			tc.check(t, res, w)
@@ -351,7 +351,7 @@ func TestActuationCutShortKeepsItsCooldown(t *testing.T) {
 	defer cancel()
 	w := cutWorld{world: freshWorld(), cancel: cancel}
 	loop := echoLoop(t, `{"actions": [{"target": "web", "metric": "cpu", "set": {"replicas": 4}}]}`)
-	res := tick(ctx, w, echoRegistry(t), loop, &v1alpha1.ControlLoopStatus{Tick: 4}, tickNow, false)
+	res := tick(ctx, w, echoRegistry(t), loop, &v1alpha1.ControlLoopStatus{Tick: 4}, tickNow, false, nil)
 	assert.True(t, res.interrupted)
 	assert.Empty(t, res.entry.Applied)
 	assert.True(t, res.wrote(), "the tick may have changed web: it must be recorded")

@@ -47,10 +47,13 @@ type World interface {
 	Intend(ctx context.Context, loop *v1alpha1.ControlLoop, targets []string, at time.Time) (time.Time, error)
 }
 
-// clusterWorld is the controller's World: the API server, for one runner.
+// clusterWorld is the controller's World: the API server, for one runner's
+// tick.
 type clusterWorld struct {
 	l *Loops
 	r *runner
+	// reads are the tick's reads of its targets.
+	reads *tickReader
 }
 
 // changesLand bounds how long after its intent an action may change its
@@ -126,7 +129,7 @@ func (w clusterWorld) Target(ctx context.Context, loop *v1alpha1.ControlLoop, t 
 			recorded = &w.r.status.Targets[i]
 		}
 	}
-	target, doc, err := w.Actuators().Read(ctx, w.l.Client, loop.Namespace, t, recorded)
+	target, doc, err := w.Actuators().Read(ctx, w.reads, loop.Namespace, t, recorded)
 	if err == nil {
 		w.r.telemetry.read(t.Name, doc)
 	}

@@ -117,14 +117,21 @@ func (Actuator) Doc(current any) any {
 // 10^scale, each where it is set and whole.
 func wholeDoc(c Container, name corev1.ResourceName, scale resource.Scale) map[string]any {
 	out := map[string]any{}
-	for kind, l := range map[string]corev1.ResourceList{"requests": c.Requests, "limits": c.Limits} {
-		if q, ok := l[name]; ok {
-			if v, ok := actuators.Whole(q, scale); ok {
-				out[kind] = v
-			}
-		}
+	if v, ok := whole(c.Requests, name, scale); ok {
+		out["requests"] = v
+	}
+	if v, ok := whole(c.Limits, name, scale); ok {
+		out["limits"] = v
 	}
 	return out
+}
+
+func whole(l corev1.ResourceList, name corev1.ResourceName, scale resource.Scale) (int64, bool) {
+	q, ok := l[name]
+	if !ok {
+		return 0, false
+	}
+	return actuators.Whole(q, scale)
 }
 
 func listDoc(l corev1.ResourceList) map[string]any {

@@ -18,6 +18,7 @@ import (
 
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/controller"
+	"governor.dev/governor/workload"
 )
 
 // The manager's cache holds ControlLoops without their managedFields (every
@@ -78,4 +79,58 @@ func TestStoreVersionFollowsTheLoopsWatch(t *testing.T) {
 			return err == nil && c >= 0
 		}, 10*time.Second, 10*time.Millisecond, "the cache's store version never reached the write's %s (it said %q as the wait began)", written, version())
 	}
+}
+
+// A tick reads its targets' workloads from the cache's stores as they are
+// (controller.WorkloadStores): against a real API server they must be the
+// objects a Get from the cache reads (once the informer has synced; before,
+// ticks read by Get, which waits for it), follow a change, and say NotFound
+// for none; a cache of several namespaces, whose informers give no store,
+// says so (and its ticks read by Get).
+func TestTicksViewWorkloadsInTheCache(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	ns, other := e.namespace(t), e.namespace(t)
+	e.deployment(t, ns, "web", 1)
+	ref := workload.Ref{Kind: workload.KindDeployment, Namespace: ns, Name: "web"}
+
+	mgr, _ := e.runManager(t, controller.Options{})
+	stores := controller.NewWorkloadStores(mgr.GetCache())
+	view := func(ref workload.Ref) (obj client.Object, err error) {
+		t.Helper()
+		require.Eventually(t, func() bool {
+			var ok bool
+			obj, ok, err = stores.ViewWorkload(ctx, ref)
+			return ok
+		}, 10*time.Second, 10*time.Millisecond, "the cache's informer of %s gives its store once synced", ref.Kind)
+		return obj, err
+	}
+	obj, err := view(ref)
+	require.NoError(t, err)
+	var got appsv1.Deployment
+	require.NoError(t, mgr.GetClient().Get(ctx, ref.Key(), &got, client.UnsafeDisableDeepCopy))
+	assert.Equal(t, &got, obj, "the object a Get from the cache reads")
+
+	var web appsv1.Deployment
+	require.NoError(t, e.c.Get(ctx, ref.Key(), &web))
+	patch := client.MergeFrom(web.DeepCopy())
+	web.Annotations = map[string]string{"changed": "yes"}
+	require.NoError(t, e.c.Patch(ctx, &web, patch))
+	require.Eventually(t, func() bool {
+		obj, _, err := stores.ViewWorkload(ctx, ref)
+		return err == nil && obj.GetResourceVersion() == web.ResourceVersion && obj.GetAnnotations()["changed"] == "yes"
+	}, 10*time.Second, 10*time.Millisecond, "the view follows the change")
+
+	_, err = view(workload.Ref{Kind: workload.KindDeployment, Namespace: ns, Name: "none"})
+	assert.True(t, workload.IsNotFound(err), "a workload that does not exist: %v", err)
+	_, err = view(workload.Ref{Kind: workload.KindStatefulSet, Namespace: ns, Name: "web"})
+	assert.True(t, workload.IsNotFound(err), "another kind's store: %v", err)
+
+	scoped, _ := e.runManager(t, controller.Options{WatchNamespaces: []string{ns, other}})
+	require.Eventually(t, func() bool { // the Deployments' informers synced
+		return scoped.GetClient().Get(ctx, ref.Key(), &appsv1.Deployment{}) == nil
+	}, 10*time.Second, 10*time.Millisecond)
+	_, ok, err := controller.NewWorkloadStores(scoped.GetCache()).ViewWorkload(ctx, ref)
+	assert.NoError(t, err)
+	assert.False(t, ok, "a cache of several namespaces gives no store: its ticks read by Get")
 }
