@@ -498,9 +498,8 @@ func StoreVersion(c cache.Cache) func() string {
 	var once sync.Once
 	return func() string {
 		once.Do(func() {
-			inf, err := c.GetInformer(context.Background(), &v1alpha1.ControlLoop{}, cache.BlockUntilSynced(false))
-			if s, ok := inf.(interface{ GetStore() toolscache.Store }); err == nil && ok {
-				store = s.GetStore()
+			if inf, err := c.GetInformer(context.Background(), &v1alpha1.ControlLoop{}, cache.BlockUntilSynced(false)); err == nil {
+				store = storeOf(inf)
 			}
 		})
 		if store == nil {

@@ -10,7 +10,7 @@ import (
 // (input.targets.<name>), with their Rego values: a target that reads as
 // at the tick before has that tick's document, converted then. Most ticks
 // change no target, and converting the targets again at every tick was a
-// fifth of all a thousand loops' runners allocated (and so of their
+// quarter of all a thousand loops' runners allocated (and so of their
 // garbage collection, which is where their tick lag came from).
 //
 // A document is never changed once kept: the tick's input, its status's
@@ -43,10 +43,14 @@ func (d targetDocs) keep(name string, doc map[string]any) (map[string]any, ast.V
 	return doc, value
 }
 
-// forget drops the documents of targets the loop no longer has.
-func (d targetDocs) forget(has func(name string) bool) {
+// forget drops the documents of targets the loop no longer has (those
+// not among targets).
+func (d targetDocs) forget(targets map[string]any) {
+	if len(d) <= len(targets) {
+		return
+	}
 	for name := range d {
-		if !has(name) {
+		if _, ok := targets[name]; !ok {
 			delete(d, name)
 		}
 	}

@@ -12,12 +12,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/open-policy-agent/opa/v1/ast"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-
-	"github.com/open-policy-agent/opa/v1/ast"
 
 	"governor.dev/governor/actuators"
 	"governor.dev/governor/api/v1alpha1"
@@ -413,9 +412,7 @@ func buildInput(ctx context.Context, w World, loop *v1alpha1.ControlLoop, status
 			values = append(values, ast.Item(ast.StringTerm(t.Name), ast.NewTerm(value)))
 		}
 	}
-	if len(docs) > len(targets) {
-		docs.forget(func(name string) bool { _, ok := targets[name]; return ok })
-	}
+	docs.forget(targets)
 	if docs != nil && len(values) == len(targets) {
 		st.values = map[string]ast.Value{"targets": ast.NewObject(values...)}
 	}

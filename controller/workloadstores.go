@@ -43,8 +43,7 @@ func (s *WorkloadStores) ViewWorkload(ctx context.Context, t workload.Ref) (clie
 	if is.store == nil || !is.informer.HasSynced() {
 		return nil, false, nil
 	}
-	store := is.store
-	item, exists, err := store.GetByKey(t.Namespace + "/" + t.Name)
+	item, exists, err := is.store.GetByKey(toolscache.NewObjectName(t.Namespace, t.Name).String())
 	switch {
 	case err != nil:
 		return nil, true, workload.WrapGet(t.String(), err)
@@ -73,10 +72,16 @@ func (s *WorkloadStores) of(ctx context.Context, t workload.Ref) informerStore {
 	if err != nil {
 		return informerStore{} // not kept: asked again at the next read
 	}
-	is := informerStore{informer: inf}
-	if st, ok := inf.(interface{ GetStore() toolscache.Store }); ok {
-		is.store = st.GetStore()
-	}
+	is := informerStore{informer: inf, store: storeOf(inf)}
 	s.stores[t.Kind] = is
 	return is
+}
+
+// storeOf is client-go's store behind an informer controller-runtime
+// returns; nil when it does not give it (a cache of several namespaces).
+func storeOf(inf cache.Informer) toolscache.Store {
+	if s, ok := inf.(interface{ GetStore() toolscache.Store }); ok {
+		return s.GetStore()
+	}
+	return nil
 }

@@ -142,7 +142,7 @@ func View(ctx context.Context, c client.Reader, t Ref) (client.Object, error) {
 
 // A Viewer is a reader that can hand out its cache's own object of a workload, as the
 // cache's store holds it: even a Get that does not copy the object copies it into a new
-// one, a ninth of all that 1,000 loops of 10 targets allocated (BenchmarkScale).
+// one, a tenth of all that 1,000 loops of 10 targets allocated (BenchmarkScale).
 type Viewer interface {
 	// ViewWorkload is t's object, or a *NotFoundError; ok is false when the reader cannot
 	// say (View then reads it as Get does).
