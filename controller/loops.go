@@ -144,6 +144,9 @@ type runner struct {
 	// docs are the targets' documents of the last tick, kept while the
 	// targets read the same.
 	docs targetDocs
+	// log names the loop; made once (a logger with values encodes them when
+	// made: at every tick it was 4 % of what a thousand loops allocated).
+	log logr.Logger
 	// claimed is the status.sequence this replica's claim of the loop
 	// wrote: a cached loop below it was read before the claim.
 	claimed int64
@@ -237,6 +240,7 @@ func (l *Loops) Ensure(key types.NamespacedName) {
 		return
 	}
 	r := newRunner(key)
+	r.log = l.Log.WithValues("loop", key)
 	l.runners[key] = r
 	if l.ctx != nil {
 		l.startLocked(r)
@@ -399,7 +403,10 @@ func stopTimer(t *time.Timer) {
 // says how long after its start the next is due; false when the loop is
 // gone.
 func (l *Loops) once(ctx context.Context, r *runner, started tickStart) (time.Duration, bool) {
-	log := l.Log.WithValues("loop", r.key)
+	log := r.log
+	if log.GetSink() == nil { // a runner of a test's
+		log = l.Log.WithValues("loop", r.key)
+	}
 	var cached v1alpha1.ControlLoop
 	if err := l.Client.Get(ctx, r.key, &cached, client.UnsafeDisableDeepCopy); err != nil {
 		if apierrors.IsNotFound(err) || ctx.Err() != nil {

@@ -12,12 +12,17 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
+	"governor.dev/governor/actuators"
 	"governor.dev/governor/actuators/bandwidth"
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/bundles"
+	"governor.dev/governor/workload"
 )
 
 // A loop's ticks decide on its targets as they read at each tick, while the
@@ -64,6 +69,40 @@ decision := {"events": [sprintf("%v %v %v", [name, t.replicas, t.bandwidth]) | s
 	assert.NotContains(t, docs, "gone", "a target the loop no longer has is forgotten")
 }
 
+// A target is read again from the last read kept of it only under the same
+// spec (the loop's UID and a generation the API server set), and from the
+// latest read, with the kept document that read is the same as.
+func TestTargetReadAgainFromTheLastUnderTheSameSpec(t *testing.T) {
+	loop := &v1alpha1.ControlLoop{ObjectMeta: metav1.ObjectMeta{UID: "l1", Generation: 3}}
+	web := func(rv string) *actuators.Target {
+		return &actuators.Target{Name: "web", Workload: workload.Ref{Kind: workload.KindDeployment, Namespace: "ns", Name: "web"},
+			Exists: true, Object: &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{UID: "w1", ResourceVersion: rv}},
+			Current: map[string]any{"replicas": ptr.To[int64](3)}}
+	}
+	docs := targetDocs{}
+	assert.Equal(t, actuators.Last{}, docs.last(loop, "web"), "nothing read yet")
+	kept, _ := docs.keep("web", map[string]any{"replicas": int64(3)}, readOf(loop, web("7")))
+	docs.keep("web", map[string]any{"replicas": int64(3)}, readOf(loop, web("8")))
+
+	last := docs.last(loop, "web")
+	assert.Equal(t, "8", last.ResourceVersion, "the latest read")
+	assert.Equal(t, types.UID("w1"), last.UID)
+	assert.Equal(t, web("8").Current, last.Current)
+	assert.True(t, sameMap(kept, last.Doc), "with the kept document")
+	assert.Equal(t, actuators.Last{}, docs.last(loop, "api"), "another target")
+
+	for name, other := range map[string]*v1alpha1.ControlLoop{
+		"another generation":   {ObjectMeta: metav1.ObjectMeta{UID: "l1", Generation: 4}},
+		"another loop":         {ObjectMeta: metav1.ObjectMeta{UID: "l2", Generation: 3}},
+		"no generation to say": {ObjectMeta: metav1.ObjectMeta{UID: "l1"}},
+	} {
+		assert.Equal(t, actuators.Last{}, docs.last(other, "web"), name)
+	}
+	zero := &v1alpha1.ControlLoop{ObjectMeta: metav1.ObjectMeta{UID: "l1"}}
+	docs.keep("web", map[string]any{"replicas": int64(3)}, readOf(zero, web("9")))
+	assert.Equal(t, actuators.Last{}, docs.last(zero, "web"), "a spec of no generation is never the same")
+}
+
 func doc(input map[string]any, target string) map[string]any {
 	return input["targets"].(map[string]any)[target].(map[string]any)
 }
@@ -89,8 +128,8 @@ func FuzzTargetDocsKeepOnlyTheSame(f *testing.F) {
 		}
 		assert.Equal(t, reflect.DeepEqual(a, b), sameDoc(a, b), "sameDoc(%s, %s)", first, second)
 		docs := targetDocs{}
-		docs.keep("t", a)
-		got, value := docs.keep("t", b)
+		docs.keep("t", a, readAt{})
+		got, value := docs.keep("t", b, readAt{})
 		assert.Equal(t, b, got)
 		want, err := ast.InterfaceToValue(b)
 		require.NoError(t, err)

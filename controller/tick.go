@@ -407,7 +407,7 @@ func buildInput(ctx context.Context, w World, loop *v1alpha1.ControlLoop, status
 		}
 		st.targets[t.Name] = gt
 		var value ast.Value
-		targets[t.Name], value = docs.keep(t.Name, doc)
+		targets[t.Name], value = docs.keep(t.Name, doc, readOf(loop, gt))
 		if value != nil {
 			values = append(values, ast.Item(ast.StringTerm(t.Name), ast.NewTerm(value)))
 		}

@@ -11,12 +11,10 @@ import (
 
 // tickReader is what a tick reads its targets through: the cache, with
 // the HPAs of the loop's namespace (where all its targets are) listed once
-// for all the tick's targets. Each target's read lists them to find its
-// own (hpa.Find), and a list from the cache is a new object of the kind
-// and a new slice, whether or not it holds anything: a tenth of all a
-// thousand loops of ten targets allocated. Lists that ask for the cache's
-// own objects (client.UnsafeDisableDeepCopy, read only) share the first;
-// any other list is the cache's as it is.
+// for all the tick's targets (hpa.Lister). Each target's read looks among
+// them for its own (hpa.Find), and a list from the cache is a new object
+// of the kind and a new slice, whether or not it holds anything: a tenth
+// of all a thousand loops of ten targets allocated.
 type tickReader struct {
 	client.Reader
 	namespace string
@@ -33,23 +31,18 @@ func (r *tickReader) ViewWorkload(ctx context.Context, t workload.Ref) (client.O
 	return r.workloads.ViewWorkload(ctx, t)
 }
 
-func (r *tickReader) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
-	hpas, ok := list.(*autoscalingv2.HorizontalPodAutoscalerList)
-	if !ok {
-		return r.Reader.List(ctx, list, opts...)
+// HPAs implements hpa.Lister: the cache's own HPAs, listed at the first
+// call of the tick for the loop's namespace (at each for another).
+func (r *tickReader) HPAs(ctx context.Context, namespace string) ([]autoscalingv2.HorizontalPodAutoscaler, error) {
+	if namespace == r.namespace && r.hpas != nil {
+		return r.hpas.Items, nil
 	}
-	o := (&client.ListOptions{}).ApplyOptions(opts)
-	if o.UnsafeDisableDeepCopy == nil || !*o.UnsafeDisableDeepCopy || o.Namespace != r.namespace ||
-		o.LabelSelector != nil || o.FieldSelector != nil || o.Limit != 0 || o.Continue != "" {
-		return r.Reader.List(ctx, list, opts...)
+	list := &autoscalingv2.HorizontalPodAutoscalerList{}
+	if err := r.List(ctx, list, client.InNamespace(namespace), client.UnsafeDisableDeepCopy); err != nil {
+		return nil, err
 	}
-	if r.hpas != nil {
-		*hpas = *r.hpas
-		return nil
+	if namespace == r.namespace {
+		r.hpas = list
 	}
-	if err := r.Reader.List(ctx, hpas, opts...); err != nil {
-		return err
-	}
-	r.hpas = hpas
-	return nil
+	return list.Items, nil
 }

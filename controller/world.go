@@ -129,7 +129,7 @@ func (w clusterWorld) Target(ctx context.Context, loop *v1alpha1.ControlLoop, t 
 			recorded = &w.r.status.Targets[i]
 		}
 	}
-	target, doc, err := w.Actuators().Read(ctx, w.reads, loop.Namespace, t, recorded)
+	target, doc, err := w.Actuators().Read(ctx, w.reads, loop.Namespace, t, recorded, w.r.docs.last(loop, t.Name))
 	if err == nil {
 		w.r.telemetry.read(t.Name, doc)
 	}

@@ -28,6 +28,9 @@ type Actuator struct{}
 // Field implements actuators.Actuator.
 func (Actuator) Field() string { return Field }
 
+// ReadsObjectOnly marks the state as read from the workload object (and the spec) alone.
+func (Actuator) ReadsObjectOnly() {}
+
 // Parse takes egress and/or ingress, Kubernetes quantities.
 func (Actuator) Parse(p *decision.Parser, path string, raw any) any {
 	obj, ok := raw.(map[string]any)

@@ -14,6 +14,8 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"governor.dev/governor/actuators"
+	"governor.dev/governor/actuators/hpa"
 	"governor.dev/governor/actuators/resources"
 	"governor.dev/governor/api/v1alpha1"
 )
@@ -65,7 +67,7 @@ func TestReadLeavesTheCachedWorkloadAlone(t *testing.T) {
 		Bandwidth: &v1alpha1.BandwidthBounds{Min: resource.MustParse("1M"), Max: resource.MustParse("100M")},
 		Resources: &v1alpha1.ResourceBounds{Containers: []string{"app"}},
 	}
-	target, doc, err := Actuators.Read(context.Background(), sharedCache{cached: cached}, "ns", spec, nil)
+	target, doc, err := Actuators.Read(context.Background(), sharedCache{cached: cached}, "ns", spec, nil, actuators.Last{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,5 +84,70 @@ func TestReadLeavesTheCachedWorkloadAlone(t *testing.T) {
 	}
 	if !equality.Semantic.DeepEqual(cached, pristine) {
 		t.Errorf("reading the target changed the cached workload:\n%+v\nwas\n%+v", cached.Spec.Template.Spec.Containers, pristine.Spec.Template.Spec.Containers)
+	}
+}
+
+// A workload that reads at the UID and resourceVersion of the last read has the states of
+// the actuators that read the object alone (and their documents) from that read; any other
+// version, object or workload is read again, and the HPA, which is another object, always.
+func TestReadTakesObjectStatesFromTheLastRead(t *testing.T) {
+	cached := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web", UID: "u1", ResourceVersion: "7"},
+		Spec:       appsv1.DeploymentSpec{Replicas: ptr.To[int32](2)},
+	}
+	spec := &v1alpha1.TargetSpec{Name: "web", Ref: v1alpha1.TargetRef{Name: "web"}, Replicas: &v1alpha1.ReplicaBounds{Min: 1, Max: 5}}
+	reader := sharedCache{cached: cached}
+	first, doc, err := Actuators.Read(context.Background(), reader, "ns", spec, nil, actuators.Last{})
+	if err != nil || doc["replicas"] != int64(2) {
+		t.Fatalf("first read: %v, %v", doc, err)
+	}
+
+	// A last read that says otherwise than the object, to tell which one a read took.
+	last := actuators.LastOf(first, doc)
+	last.Current = map[string]any{"replicas": ptr.To[int64](9), "bandwidth": first.Current["bandwidth"],
+		"resources": first.Current["resources"], "hpa": first.Current["hpa"]}
+	last.Doc = map[string]any{"replicas": int64(9), "bandwidth": doc["bandwidth"], "resources": doc["resources"],
+		hpa.Field: map[string]any{"name": "gone"}}
+	read := func(change func(*appsv1.Deployment)) (*actuators.Target, map[string]any) {
+		t.Helper()
+		d := cached.DeepCopy()
+		change(d)
+		got, doc, err := Actuators.Read(context.Background(), sharedCache{cached: d}, d.Namespace, spec, nil, last)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got, doc
+	}
+
+	got, doc := read(func(*appsv1.Deployment) {})
+	if doc["replicas"] != int64(9) || *got.Current["replicas"].(*int64) != 9 {
+		t.Errorf("the same version read again: replicas %v (%v), want the last read's 9", doc["replicas"], got.Current["replicas"])
+	}
+	if _, ok := doc[hpa.Field]; ok || got.Current[hpa.Field] != (*hpa.State)(nil) {
+		t.Errorf("the HPA was taken from the last read (%v), not read again", doc[hpa.Field])
+	}
+	for name, change := range map[string]func(*appsv1.Deployment){
+		"another version": func(d *appsv1.Deployment) { d.ResourceVersion = "8" },
+		"another object":  func(d *appsv1.Deployment) { d.UID = "u2" },
+		"no version":      func(d *appsv1.Deployment) { d.ResourceVersion = "" },
+	} {
+		if got, doc := read(change); doc["replicas"] != int64(2) || *got.Current["replicas"].(*int64) != 2 {
+			t.Errorf("%s: replicas %v, want 2 as read", name, doc["replicas"])
+		}
+	}
+	last.Workload.Name = "api"
+	if _, doc := read(func(*appsv1.Deployment) {}); doc["replicas"] != int64(2) {
+		t.Errorf("another workload's last read: replicas %v, want 2 as read", doc["replicas"])
+	}
+}
+
+// Only the actuators whose state is the workload object's take it from the last read: the
+// HPA's is another object's, an External target's its system's.
+func TestObjectActuators(t *testing.T) {
+	want := map[string]bool{"replicas": true, "bandwidth": true, "resources": true}
+	for _, a := range Actuators.All() {
+		if _, ok := a.(actuators.ObjectActuator); ok != want[a.Field()] {
+			t.Errorf("%s: reads the object alone %v, want %v", a.Field(), ok, want[a.Field()])
+		}
 	}
 }

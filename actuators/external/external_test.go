@@ -356,7 +356,7 @@ func TestRegistryReadsExternalTargets(t *testing.T) {
 	tg := target(sys.URL, sys.caBundle())
 	reg := actuators.NewRegistry(hpa.Actuator{}, replicas.Actuator{}, resources.Actuator{}, New())
 	read, doc, err := reg.Read(context.Background(), secretClient(testKey), "lab", tg.Spec,
-		&v1alpha1.TargetStatus{Name: "egress", Applied: &apiextensionsv1.JSON{Raw: []byte(`{"external": {"ratio": 0.5}}`)}})
+		&v1alpha1.TargetStatus{Name: "egress", Applied: &apiextensionsv1.JSON{Raw: []byte(`{"external": {"ratio": 0.5}}`)}}, actuators.Last{})
 	require.NoError(t, err)
 	assert.True(t, read.Exists)
 	assert.Nil(t, read.Object)

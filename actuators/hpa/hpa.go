@@ -103,17 +103,32 @@ func Find(ctx context.Context, c client.Reader, t workload.Ref) (*autoscalingv2.
 	if err := t.Validate(); err != nil {
 		return nil, err
 	}
-	list := &autoscalingv2.HorizontalPodAutoscalerList{}
-	if err := c.List(ctx, list, client.InNamespace(t.Namespace), client.UnsafeDisableDeepCopy); err != nil {
-		return nil, t.Errorf("list horizontalpodautoscalers: %w", err)
+	var items []autoscalingv2.HorizontalPodAutoscaler
+	if l, ok := c.(Lister); ok {
+		var err error
+		if items, err = l.HPAs(ctx, t.Namespace); err != nil {
+			return nil, t.Errorf("list horizontalpodautoscalers: %w", err)
+		}
+	} else {
+		list := &autoscalingv2.HorizontalPodAutoscalerList{}
+		if err := c.List(ctx, list, client.InNamespace(t.Namespace), client.UnsafeDisableDeepCopy); err != nil {
+			return nil, t.Errorf("list horizontalpodautoscalers: %w", err)
+		}
+		items = list.Items
 	}
 	var first *autoscalingv2.HorizontalPodAutoscaler
-	for i := range list.Items {
-		if h := &list.Items[i]; Targets(h, t) && (first == nil || h.Name < first.Name) {
+	for i := range items {
+		if h := &items[i]; Targets(h, t) && (first == nil || h.Name < first.Name) {
 			first = h
 		}
 	}
 	return first, nil
+}
+
+// Lister is a reader that holds a namespace's HPAs listed already, for Find to look among
+// (a tick's reader lists them once for all its targets). They are read only.
+type Lister interface {
+	HPAs(ctx context.Context, namespace string) ([]autoscalingv2.HorizontalPodAutoscaler, error)
 }
 
 // Targets reports whether h scales the workload t.

@@ -22,6 +22,9 @@ type Actuator struct{}
 // Field implements actuators.Actuator.
 func (Actuator) Field() string { return Field }
 
+// ReadsObjectOnly marks the state as read from the workload object (and the spec) alone.
+func (Actuator) ReadsObjectOnly() {}
+
 // Parse takes an integer of at least 0.
 func (Actuator) Parse(p *decision.Parser, path string, raw any) any {
 	if n := p.Integer(path, raw, 0); n != nil {

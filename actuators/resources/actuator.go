@@ -31,6 +31,9 @@ type Actuator struct{}
 // Field implements actuators.Actuator.
 func (Actuator) Field() string { return Field }
 
+// ReadsObjectOnly marks the state as read from the workload object (and the spec) alone.
+func (Actuator) ReadsObjectOnly() {}
+
 // Parse takes an object keyed by container name, each with requests and/or limits of
 // Kubernetes quantities.
 func (Actuator) Parse(p *decision.Parser, path string, raw any) any {

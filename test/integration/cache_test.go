@@ -11,11 +11,14 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/resourceversion"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"governor.dev/governor/actuators/bandwidth"
 	"governor.dev/governor/api/v1alpha1"
 	"governor.dev/governor/controller"
 	"governor.dev/governor/workload"
@@ -133,4 +136,53 @@ func TestTicksViewWorkloadsInTheCache(t *testing.T) {
 	_, ok, err := controller.NewWorkloadStores(scoped.GetCache()).ViewWorkload(ctx, ref)
 	assert.NoError(t, err)
 	assert.False(t, ok, "a cache of several namespaces gives no store: its ticks read by Get")
+}
+
+// A loop's ticks see every change of their workload, though they take its
+// state from the tick before while it reads at the same version (and the
+// documents made of it: actuators.Last): a change of the Deployment by
+// anyone, and a change of the loop's spec that reads the same Deployment
+// otherwise (the bandwidth's mode: the template's annotation).
+func TestTicksSeeTheirWorkloadsChange(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.startManager(t)
+	ns := e.namespace(t)
+	web := e.deployment(t, ns, "web", 1)
+	e.loop(t, ns, "watch", v1alpha1.ControlLoopSpec{
+		Kind: v1alpha1.Reactive, State: v1alpha1.Running,
+		Interval: metav1.Duration{Duration: 100 * time.Millisecond},
+		Policy:   v1alpha1.PolicySpec{Bundle: "targets", Decision: "test/targets/decision"},
+		Targets:  []v1alpha1.TargetSpec{deploymentTarget("web", "web")},
+		Safety:   v1alpha1.SafetySpec{StaleAfter: metav1.Duration{Duration: 15 * time.Second}, MaxActions: 5},
+	})
+	sees := func(want string) {
+		t.Helper()
+		eventually(t, 15*time.Second, func() (bool, string) {
+			h, desc := lastEntry(e.get(t, ns, "watch"))
+			return len(h.Events) == 1 && h.Events[0] == want, "want " + want + ", last tick " + desc
+		})
+	}
+	sees("replicas=1 cpu=250 egress=none")
+
+	e.update(t, web, func() { web.Spec.Replicas = ptr(int32(3)) })
+	sees("replicas=3 cpu=250 egress=none")
+	e.update(t, web, func() {
+		web.Spec.Template.Spec.Containers[0].Resources.Requests[corev1.ResourceCPU] = resource.MustParse("500m")
+	})
+	sees("replicas=3 cpu=500 egress=none")
+	e.update(t, web, func() {
+		web.Annotations = map[string]string{bandwidth.DesiredEgressAnnotation: "10M"}
+		web.Spec.Template.Annotations = map[string]string{bandwidth.EgressAnnotation: "20M"}
+	})
+	sees("replicas=3 cpu=500 egress=10M")
+
+	loop := e.get(t, ns, "watch")
+	e.update(t, loop, func() {
+		loop.Spec.Targets[0].Bandwidth = &v1alpha1.BandwidthBounds{Min: resource.MustParse("1M"), Max: resource.MustParse("100M"), Mode: bandwidth.ModeTemplate}
+	})
+	sees("replicas=3 cpu=500 egress=20M")
+	var now appsv1.Deployment
+	require.NoError(t, e.c.Get(ctx, client.ObjectKeyFromObject(web), &now))
+	assert.Equal(t, web.ResourceVersion, now.ResourceVersion, "the Deployment unchanged since")
 }

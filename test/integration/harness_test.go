@@ -62,6 +62,15 @@ var testBundles = map[string]map[string]string{
 decision := {"events": [sprintf("load new=%v value=%v", [input.metrics.load.new, input.metrics.load.value])]}
 `,
 	},
+	// targets tells what it sees of its targets' replicas, cpu request
+	// (container app) and egress bandwidth.
+	"targets": {
+		".manifest": `{"revision": "targets-1", "roots": ["test/targets"]}`,
+		"targets.rego": `package test.targets
+
+decision := {"events": [sprintf("replicas=%v cpu=%v egress=%v", [t.replicas, t.resources.app.cpu_millis.requests, object.get(t, ["bandwidth", "egress"], "none")]) | some t in input.targets]}
+`,
+	},
 	// ticker sets a new egress bandwidth every tick, (1000 + tick) M, so a
 	// watcher can tell which tick wrote what it sees.
 	"ticker": {
