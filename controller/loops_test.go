@@ -10,6 +10,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -108,19 +109,20 @@ func TestWakesTickNoMoreOftenThanMinInterval(t *testing.T) {
 }
 
 // A tick reads the loop from the cache without its copy: what it may
-// change is its own, the history (the runner keeps its own) and the managed
-// fields are left out.
+// change is its own, the history and the last input (the runner keeps its
+// own) and the managed fields are left out.
 func TestTickingLoopSharesNothingWithTheCache(t *testing.T) {
 	cached := &v1alpha1.ControlLoop{
 		ObjectMeta: metav1.ObjectMeta{Name: "web-loop", Labels: map[string]string{"a": "b"},
 			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}},
 		Spec: v1alpha1.ControlLoopSpec{Targets: []v1alpha1.TargetSpec{{Name: "web"}}},
 		Status: v1alpha1.ControlLoopStatus{Sequence: 4, History: []v1alpha1.HistoryEntry{{Tick: 1}},
-			Observations: map[string]v1alpha1.Observation{"cpu": {}}},
+			Observations: map[string]v1alpha1.Observation{"cpu": {}}, LastInput: &apiextensionsv1.JSON{Raw: []byte(`{"tick": 1}`)}},
 	}
 	before := cached.DeepCopy()
 	loop := ticking(cached)
 	assert.Nil(t, loop.Status.History)
+	assert.Nil(t, loop.Status.LastInput)
 	assert.Nil(t, loop.ManagedFields)
 	assert.Equal(t, int64(4), loop.Status.Sequence)
 	delete(loop.Status.Observations, "cpu")

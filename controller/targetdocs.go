@@ -1,8 +1,6 @@
 package controller
 
 import (
-	"encoding/json"
-
 	"github.com/open-policy-agent/opa/v1/ast"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -49,7 +47,7 @@ func (d targetDocs) keep(name string, doc map[string]any, read readAt) (map[stri
 	if d == nil {
 		return doc, nil
 	}
-	if last, ok := d[name]; ok && sameDoc(last.doc, doc) {
+	if last, ok := d[name]; ok && actuators.SameDoc(last.doc, doc) {
 		last.read = read
 		d[name] = last
 		return last.doc, last.value
@@ -88,36 +86,4 @@ func (d targetDocs) forget(targets map[string]any) {
 			delete(d, name)
 		}
 	}
-}
-
-// sameDoc says whether two JSON documents (as the actuators make them) are
-// equal, without allocating. Values of other types are never the same.
-func sameDoc(a, b any) bool {
-	switch x := a.(type) {
-	case map[string]any:
-		y, ok := b.(map[string]any)
-		if !ok || len(x) != len(y) {
-			return false
-		}
-		for k, v := range x {
-			if w, ok := y[k]; !ok || !sameDoc(v, w) {
-				return false
-			}
-		}
-		return true
-	case []any:
-		y, ok := b.([]any)
-		if !ok || len(x) != len(y) {
-			return false
-		}
-		for i := range x {
-			if !sameDoc(x[i], y[i]) {
-				return false
-			}
-		}
-		return true
-	case nil, string, bool, int, int64, float64, json.Number:
-		return a == b
-	}
-	return false
 }

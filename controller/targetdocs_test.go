@@ -126,7 +126,7 @@ func FuzzTargetDocsKeepOnlyTheSame(f *testing.F) {
 		if a == nil || b == nil {
 			return
 		}
-		assert.Equal(t, reflect.DeepEqual(a, b), sameDoc(a, b), "sameDoc(%s, %s)", first, second)
+		assert.Equal(t, reflect.DeepEqual(a, b), actuators.SameDoc(a, b), "SameDoc(%s, %s)", first, second)
 		docs := targetDocs{}
 		docs.keep("t", a, readAt{})
 		got, value := docs.keep("t", b, readAt{})

@@ -2,6 +2,7 @@ package builtin
 
 import (
 	"context"
+	"reflect"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -100,6 +101,14 @@ func TestReadTakesObjectStatesFromTheLastRead(t *testing.T) {
 	first, doc, err := Actuators.Read(context.Background(), reader, "ns", spec, nil, actuators.Last{})
 	if err != nil || doc["replicas"] != int64(2) {
 		t.Fatalf("first read: %v, %v", doc, err)
+	}
+
+	again, same, err := Actuators.Read(context.Background(), reader, "ns", spec, nil, actuators.LastOf(first, doc))
+	if err != nil || reflect.ValueOf(same).UnsafePointer() != reflect.ValueOf(doc).UnsafePointer() {
+		t.Errorf("read again at the same version: %v (%v), want the last document itself", same, err)
+	}
+	if again.Current[hpa.Field] != (*hpa.State)(nil) || !again.Exists {
+		t.Errorf("read again: %+v, want a target read (no HPA)", again)
 	}
 
 	// A last read that says otherwise than the object, to tell which one a read took.
