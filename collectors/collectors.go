@@ -52,9 +52,11 @@ func (s Set) Metrics(ctx context.Context, loop *v1alpha1.ControlLoop, now time.T
 		kind := c.Kind()
 		src := s[kind]
 		if src == nil {
+			mu.Lock() // collectors started before this one write out meanwhile
 			if _, observed := out[c.Name]; !observed {
 				out[c.Name] = Metric{Err: missing(kind)}
 			}
+			mu.Unlock()
 			continue
 		}
 		wg.Go(func() {
