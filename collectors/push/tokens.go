@@ -76,12 +76,20 @@ func (t *tokens) entry(ctx context.Context, key types.NamespacedName) (tokenEntr
 		return found, found.err
 	}
 	t.mu.Unlock()
-	select {
-	case r := <-t.readOnce(key):
-		e := r.Val.(tokenEntry)
-		return e, e.err
-	case <-ctx.Done():
-		return tokenEntry{}, ctx.Err()
+	for {
+		select {
+		case r := <-t.readOnce(key):
+			e := r.Val.(tokenEntry)
+			if e.err == nil && !now.Before(e.expires) {
+				// Joined a read that ended before this call began (singleflight forgets a
+				// read just after it returns): its answer expired already; read anew.
+				t.reads.Forget(key.String())
+				continue
+			}
+			return e, e.err
+		case <-ctx.Done():
+			return tokenEntry{}, ctx.Err()
+		}
 	}
 }
 
