@@ -309,8 +309,9 @@ func applied(recorded *v1alpha1.TargetStatus) map[string]any {
 	return out
 }
 
-// document adds each field's state to a target's input document.
-func (r *Registry) document(t *Target, doc map[string]any) {
+// Doc is the input document of a target whose state replay simulates.
+func (r *Registry) Doc(t *Target) map[string]any {
+	doc := map[string]any{"kind": t.Workload.Kind, "namespace": t.Workload.Namespace, "name": t.Workload.Name, "exists": t.Exists}
 	for _, a := range r.list {
 		if t.Spec != nil && !actsOn(a, t.Spec) {
 			continue
@@ -319,12 +320,6 @@ func (r *Registry) document(t *Target, doc map[string]any) {
 			doc[a.Field()] = d
 		}
 	}
-}
-
-// Doc is the input document of a target whose state replay simulates.
-func (r *Registry) Doc(t *Target) map[string]any {
-	doc := map[string]any{"kind": t.Workload.Kind, "namespace": t.Workload.Namespace, "name": t.Workload.Name, "exists": t.Exists}
-	r.document(t, doc)
 	return doc
 }
 
