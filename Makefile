@@ -47,8 +47,10 @@ bin/opa: go.mod go.sum
 # Tests that need the local control plane, a real server or the governor and
 # opa binaries carry the build tag `integration`; `go test -tags integration
 # ./...` runs both tiers (a tagged test whose assets are missing fails, in one
-# line saying how to get them: it is never skipped).
-test: bin/governor bin/opa envtest-assets test-servers ## both tiers: unit, CLI, upstream parity, integration (API server, Prometheus, nginx), end to end (local cluster)
+# line saying how to get them: it is never skipped). make test runs the fast
+# tier under the race detector first: a data race fails it.
+test: bin/governor bin/opa envtest-assets test-servers ## the fast tier under the race detector, then both tiers: unit, CLI, upstream parity, integration (API server, Prometheus, nginx), end to end (local cluster)
+	$(GO) test -count=1 -race -timeout 20m ./...
 	$(GO) test -count=1 -timeout 60m -tags integration ./...
 
 test-fast: ## the fast tier only (go test ./...): pure tests, no bin/k8s, Prometheus or nginx needed, about 30 s once compiled
@@ -79,13 +81,15 @@ lint: bin/opa test-servers ## gofmt, go vet and golangci-lint (both test tiers),
 
 # Debian's Prometheus and nginx, for tests against real servers (the
 # Prometheus collector; bundles from a bundle server; the dashboard) and for
-# promtool (the package's; make lint checks the alerts with it): installed
-# with apt-get when missing (as root, or through sudo).
-test-servers: ## install Debian's prometheus (with promtool) and nginx when missing (apt-get), for the integration tier and make lint
+# promtool (the package's; make lint checks the alerts with it), and gcc, which
+# the race detector needs (cgo): installed with apt-get when missing (as root,
+# or through sudo).
+test-servers: ## install Debian's prometheus (with promtool), nginx and gcc when missing (apt-get), for the integration tier, the race detector and make lint
 	@missing=; { command -v prometheus && command -v promtool; } >/dev/null || missing="$$missing prometheus"; \
 	[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || missing="$$missing nginx"; \
+	command -v gcc >/dev/null || missing="$$missing gcc"; \
 	[ -z "$$missing" ] || { \
-		echo "installing Debian's$$missing (for the tests against real servers)..."; \
+		echo "installing Debian's$$missing (for the tests against real servers and the race detector)..."; \
 		sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 		export DEBIAN_FRONTEND=noninteractive; \
 		$$sudo apt-get update -qq && $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null; }
