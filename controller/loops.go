@@ -239,8 +239,7 @@ func (l *Loops) Ensure(key types.NamespacedName) {
 		}
 		return
 	}
-	r := newRunner(key)
-	r.log = l.Log.WithValues("loop", key)
+	r := l.newRunner(key)
 	l.runners[key] = r
 	if l.ctx != nil {
 		l.startLocked(r)
@@ -266,8 +265,9 @@ func (l *Loops) Remove(key types.NamespacedName) {
 	}
 }
 
-func newRunner(key types.NamespacedName) *runner {
+func (l *Loops) newRunner(key types.NamespacedName) *runner {
 	r := &runner{key: key, wake: make(chan struct{}, 1), done: make(chan struct{}), telemetry: newLoopTelemetry(key.Namespace, key.Name), stagger: staggerOf(key), docs: targetDocs{}}
+	r.log = l.Log.WithValues("loop", key)
 	r.out.wake = r.wake
 	return r
 }
@@ -404,9 +404,6 @@ func stopTimer(t *time.Timer) {
 // gone.
 func (l *Loops) once(ctx context.Context, r *runner, started tickStart) (time.Duration, bool) {
 	log := r.log
-	if log.GetSink() == nil { // a runner of a test's
-		log = l.Log.WithValues("loop", r.key)
-	}
 	var cached v1alpha1.ControlLoop
 	if err := l.Client.Get(ctx, r.key, &cached, client.UnsafeDisableDeepCopy); err != nil {
 		if apierrors.IsNotFound(err) || ctx.Err() != nil {

@@ -52,7 +52,7 @@ func TestTickCutByShutdownIsDropped(t *testing.T) {
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(loop).WithStatusSubresource(loop).Build()
 	rec := events.NewFakeRecorder(10)
 	l := &Loops{Client: c, APIReader: c, Bundles: reg, Recorder: rec, Log: logr.Discard()}
-	r := newRunner(types.NamespacedName{Namespace: "factory", Name: "slow"})
+	r := l.newRunner(types.NamespacedName{Namespace: "factory", Name: "slow"})
 
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(200*time.Millisecond, cancel)

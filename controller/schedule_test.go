@@ -118,7 +118,7 @@ func TestTicksFallOnTheLoopsSlots(t *testing.T) {
 	loop.Spec.Interval = metav1.Duration{Duration: time.Second}
 	e := startLoopsWith(t, func(*Loops) {}) // no runner: the test ticks itself
 	require.NoError(t, e.c.Create(context.Background(), loop))
-	r := newRunner(client.ObjectKeyFromObject(loop))
+	r := e.l.newRunner(client.ObjectKeyFromObject(loop))
 	recorded := func() time.Time { return r.status.History[len(r.status.History)-1].Time.Time }
 	// Wall clock times (Round(0)): the grid is the wall clock's, and a
 	// tick's next is a duration after its start, which the monotonic clock
@@ -163,7 +163,7 @@ func TestQuietStatusHandedOverOnItsSlot(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			l := &Loops{StatusFlush: flush}
-			r := newRunner(types.NamespacedName{Namespace: "factory", Name: "quiet"})
+			r := l.newRunner(types.NamespacedName{Namespace: "factory", Name: "quiet"})
 			r.stagger = staggerAt(c.slotAgo)
 			r.handed, r.handedAt = &v1alpha1.ControlLoopStatus{Phase: v1alpha1.PhaseRunning}, now.Add(-2*time.Second)
 			r.status = status
@@ -218,7 +218,7 @@ func TestCooldownEndIsAskedAgain(t *testing.T) {
 		l.Client, l.APIReader, l.Actuators = c, c, actuators.NewRegistry(replicas.Actuator{})
 		l.Metrics = freshCPU{&cpu}
 	})
-	r := newRunner(client.ObjectKeyFromObject(loop))
+	r := e.l.newRunner(client.ObjectKeyFromObject(loop))
 	r.minInterval = 10 * time.Millisecond
 	tickAt := func(at time.Time) time.Time { // when the loop ticks next
 		next, ok := e.l.once(context.Background(), r, tickStart{at: at})

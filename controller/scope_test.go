@@ -34,7 +34,8 @@ func TestOutOfScopeCollectsNothing(t *testing.T) {
 		Hubble: &v1alpha1.HubbleCollector{Destination: &v1alpha1.FlowEndpoint{Namespace: "payments", Workload: "api"}}})
 
 	src := &countingSource{}
-	cw := clusterWorld{l: &Loops{Metrics: src}, r: newRunner(types.NamespacedName{Namespace: loop.Namespace, Name: loop.Name})}
+	l := &Loops{Metrics: src}
+	cw := clusterWorld{l: l, r: l.newRunner(types.NamespacedName{Namespace: loop.Namespace, Name: loop.Name})}
 	_, err := cw.Metrics(context.Background(), loop, tickNow)
 	var scope *collectors.ScopeError
 	require.ErrorAs(t, err, &scope)
