@@ -27,7 +27,7 @@ CONTROLLER_GEN ?= $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.2
 # golangci-lint, pinned, run from the module proxy (configuration: .golangci.yml).
 GOLANGCI_LINT ?= $(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 
-.PHONY: help build test test-fast lint bench bench-policies bench-deployed bench-shards fuzz clean manifests generate test-servers
+.PHONY: help build test test-race test-fast lint bench bench-policies bench-deployed bench-shards fuzz clean manifests generate test-servers
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-21s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ bin/opa: go.mod go.sum
 test: bin/governor bin/opa envtest-assets test-servers ## the fast tier under the race detector, then both tiers: unit, CLI, upstream parity, integration (API server, Prometheus, nginx), end to end (local cluster)
 	$(GO) test -count=1 -race -timeout 20m ./...
 	$(GO) test -count=1 -timeout 60m -tags integration ./...
+
+test-race: bin/governor bin/opa envtest-assets test-servers ## both tiers under the race detector (about 25 min on 2 cores; make test races the fast tier only)
+	$(GO) test -count=1 -race -timeout 90m -tags integration ./...
 
 test-fast: ## the fast tier only (go test ./...): pure tests, no bin/k8s, Prometheus or nginx needed, about 30 s once compiled
 	$(GO) test -count=1 -timeout 10m ./...
