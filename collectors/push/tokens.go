@@ -76,20 +76,25 @@ func (t *tokens) entry(ctx context.Context, key types.NamespacedName) (tokenEntr
 		return found, found.err
 	}
 	t.mu.Unlock()
-	for {
-		select {
-		case r := <-t.readOnce(key):
-			e := r.Val.(tokenEntry)
-			if e.err == nil && !now.Before(e.expires) {
-				// Joined a read that ended before this call began (singleflight forgets a
-				// read just after it returns): its answer expired already; read anew.
-				t.reads.Forget(key.String())
-				continue
-			}
-			return e, e.err
-		case <-ctx.Done():
-			return tokenEntry{}, ctx.Err()
-		}
+	e, err := t.await(ctx, key)
+	if err == nil && !now.Before(e.expires) {
+		// Joined a read that ended before this call began (singleflight forgets a read just
+		// after it returns): its answer expired already. Read anew, once: that read begins
+		// after this call did.
+		t.reads.Forget(key.String())
+		e, err = t.await(ctx, key)
+	}
+	return e, err
+}
+
+// await is the answer of a read of Secret key, begun or joined.
+func (t *tokens) await(ctx context.Context, key types.NamespacedName) (tokenEntry, error) {
+	select {
+	case r := <-t.readOnce(key):
+		e := r.Val.(tokenEntry)
+		return e, e.err
+	case <-ctx.Done():
+		return tokenEntry{}, ctx.Err()
 	}
 }
 
